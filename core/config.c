@@ -1,0 +1,111 @@
+/*
+ * config.c — defaults, validation, and the names of things.
+ *
+ * Validation returns a sentence, not a print: ml_config_check hands the
+ * first problem to the caller, and ml_arena_create refuses with -EINVAL for
+ * exactly the same reasons (it calls the same function).
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "core/prim.h"
+#include "memorylane/memorylane.h"
+
+#define MiB ((size_t)1 << 20)
+
+const char *ml_version(void) { return "0.1.0"; }
+
+void ml_config_init(ml_config *cfg)
+{
+    if (!cfg) return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->fast_lane_size = 16 * MiB;
+    cfg->fast_lane_max_size = 0;
+    cfg->slow_lane_size = 64 * MiB;
+    cfg->slow_lane_max_size = 0;
+    cfg->threshold = 4096;
+    cfg->failover_to_slow = true;
+    cfg->lock_lanes = false;
+    cfg->enable_auto_compaction = true;
+    cfg->compaction_threshold = 0.5;
+    cfg->slow_lane_usage_threshold = 0.85;
+    cfg->slow_lane_safety_margin = 0.10;
+    cfg->policy_check_interval_ms = 0;
+    cfg->max_handles = (size_t)1 << 24;
+}
+
+#define FAIL(msg)                  \
+    do {                           \
+        if (reason) *reason = msg; \
+        return -EINVAL;            \
+    } while (0)
+
+int ml_config_check(const ml_config *c, const char **reason)
+{
+    if (reason) *reason = NULL;
+    if (!c) FAIL("configuration is NULL");
+    if (c->threshold < 16 || c->threshold > 65536) FAIL("threshold must be 16..65536 bytes");
+    if (c->fast_lane_size == 0) FAIL("fast_lane_size must be > 0");
+    if (c->slow_lane_size < 64 * 1024) FAIL("slow_lane_size must be at least 64 KiB");
+    if (c->fast_lane_max_size && c->fast_lane_max_size < c->fast_lane_size)
+        FAIL("fast_lane_max_size must be 0 or >= fast_lane_size");
+    if (c->slow_lane_max_size && c->slow_lane_max_size < c->slow_lane_size)
+        FAIL("slow_lane_max_size must be 0 or >= slow_lane_size");
+    size_t fmax = c->fast_lane_max_size ? c->fast_lane_max_size : c->fast_lane_size;
+    size_t smax = c->slow_lane_max_size ? c->slow_lane_max_size : c->slow_lane_size;
+    if (fmax > ((size_t)1 << 40)) FAIL("FastLane may not exceed 1 TiB");
+    if (smax > ((size_t)1 << 40)) FAIL("SlowLane may not exceed 1 TiB");
+    if (!(c->compaction_threshold > 0.0 && c->compaction_threshold <= 1.0))
+        FAIL("compaction_threshold must be in (0, 1]");
+    if (!(c->slow_lane_usage_threshold > 0.0 && c->slow_lane_usage_threshold <= 1.0))
+        FAIL("slow_lane_usage_threshold must be in (0, 1]");
+    if (!(c->slow_lane_safety_margin >= 0.0 && c->slow_lane_safety_margin < 0.5))
+        FAIL("slow_lane_safety_margin must be in [0, 0.5)");
+    if (c->slow_lane_usage_threshold + c->slow_lane_safety_margin > 1.0 + 1e-9)
+        FAIL("slow_lane_usage_threshold + slow_lane_safety_margin must not exceed 1");
+    if (c->max_handles < 1024 || c->max_handles > ((size_t)1 << 30))
+        FAIL("max_handles must be 1024..2^30");
+    return 0;
+}
+
+const char *ml_strerror(int err)
+{
+    if (err < 0) err = -err;
+    switch (err) {
+    case 0: return "success";
+    case EINVAL: return "invalid argument or handle";
+    case ESTALE: return "stale handle (freed)";
+    case ENOMEM: return "out of memory in the arena";
+    case EBUSY: return "busy (handle pinned)";
+    case EOVERFLOW: return "too many pins on one handle";
+    case ENOENT: return "no such name or ID";
+    case EEXIST: return "name already exists";
+    case ENOSPC: return "table full";
+    case EIO: return "I/O error";
+    case EBADMSG: return "corrupted or mismatched record";
+    case ENOTSUP: return "not supported";
+    default: return "unknown error";
+    }
+}
+
+const char *ml_state_name(ml_state s)
+{
+    switch (s) {
+    case ML_STATE_INVALID: return "invalid";
+    case ML_STATE_FAST: return "fast";
+    case ML_STATE_SLOW: return "slow";
+    case ML_STATE_COMPRESSED: return "compressed";
+    case ML_STATE_EVICTED: return "evicted";
+    case ML_STATE_FREED: return "freed";
+    }
+    return "unknown";
+}
+
+const char *ml_lane_name(ml_lane l)
+{
+    switch (l) {
+    case ML_LANE_FAST: return "fast";
+    case ML_LANE_SLOW: return "slow";
+    }
+    return "unknown";
+}

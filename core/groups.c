@@ -1,0 +1,357 @@
+/*
+ * groups.c — allocation groups and debug tags.
+ *
+ * A group is a named set of handles that can be listed, counted and freed
+ * at once (a level's assets, a frame's scratch, a cache shard). Members are
+ * linked through their cold stubs (gprev/gnext), so joining and leaving are
+ * O(1) and a group costs no memory per member beyond the stub. A group ID
+ * carries a generation beside its table index, so the ID of a destroyed
+ * group never names a later group that reuses the entry.
+ *
+ * A tag is a short string for diagnostics ("texture", "mesh:hero"). Tags are
+ * interned once per arena; a stub holds the tag's number.
+ *
+ * Locking: the meta lock guards the group table, membership links and the
+ * tag table. A member's cold `group` field changes only while the member is
+ * claimed *and* the meta lock is held, so a claimed snapshot reads it safely.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/arena.h"
+
+#define GROUP_INDEX_BITS 12
+#define GROUP_INDEX_MASK ((1u << GROUP_INDEX_BITS) - 1)
+
+static bool name_ok(const char *s)
+{
+    if (!s || !*s) return false;
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (n >= ML_NAME_MAX - 1 || s[n] < 0x21 || s[n] > 0x7e || s[n] == '/') return false;
+    return !(n == 1 && s[0] == '.') && !(n == 2 && s[0] == '.' && s[1] == '.');
+}
+
+/* Caller holds meta lock. */
+static ml_group_rec *group_get(ml_arena *a, ml_group g)
+{
+    uint32_t i = g & GROUP_INDEX_MASK;
+    if (i == 0 || i > ML_MAX_GROUPS) return NULL;
+    ml_group_rec *r = &a->groups[i - 1];
+    if (!r->live || r->gen != (g >> GROUP_INDEX_BITS)) return NULL;
+    return r;
+}
+
+int ml_group_create(ml_arena *a, const char *name, ml_group *out)
+{
+    if (!a || !out || !name_ok(name)) return -EINVAL;
+    pthread_mutex_lock(&a->meta_lock);
+    int free_i = -1;
+    for (int i = 0; i < ML_MAX_GROUPS; i++) {
+        ml_group_rec *r = &a->groups[i];
+        if (r->live && strcmp(r->name, name) == 0) {
+            pthread_mutex_unlock(&a->meta_lock);
+            return -EEXIST;
+        }
+        if (!r->live && free_i < 0) free_i = i;
+    }
+    if (free_i < 0) {
+        pthread_mutex_unlock(&a->meta_lock);
+        return -ENOSPC;
+    }
+    ml_group_rec *r = &a->groups[free_i];
+    strcpy(r->name, name);
+    r->live = true;
+    r->head = ML_NIL32;
+    r->count = 0;
+    r->gen = (r->gen + 1) & ((1u << (32 - GROUP_INDEX_BITS)) - 1);
+    if (r->gen == 0) r->gen = 1;
+    *out = (r->gen << GROUP_INDEX_BITS) | (uint32_t)(free_i + 1);
+    pthread_mutex_unlock(&a->meta_lock);
+    return 0;
+}
+
+int ml_group_find(ml_arena *a, const char *name, ml_group *out)
+{
+    if (!a || !out || !name) return -EINVAL;
+    pthread_mutex_lock(&a->meta_lock);
+    for (int i = 0; i < ML_MAX_GROUPS; i++) {
+        ml_group_rec *r = &a->groups[i];
+        if (r->live && strcmp(r->name, name) == 0) {
+            *out = (r->gen << GROUP_INDEX_BITS) | (uint32_t)(i + 1);
+            pthread_mutex_unlock(&a->meta_lock);
+            return 0;
+        }
+    }
+    pthread_mutex_unlock(&a->meta_lock);
+    return -ENOENT;
+}
+
+/* Caller holds the claim of idx. */
+int ml__group_link(ml_arena *a, uint32_t idx, ml_group g)
+{
+    pthread_mutex_lock(&a->meta_lock);
+    ml_group_rec *r = group_get(a, g);
+    if (!r) {
+        pthread_mutex_unlock(&a->meta_lock);
+        return -ENOENT;
+    }
+    ml_cold *c = &a->cold[idx];
+    c->group = g;
+    c->gprev = ML_NIL32;
+    c->gnext = r->head;
+    if (r->head != ML_NIL32) a->cold[r->head].gprev = idx;
+    r->head = idx;
+    r->count++;
+    pthread_mutex_unlock(&a->meta_lock);
+    return 0;
+}
+
+/* Caller holds the claim of idx. */
+void ml__group_unlink(ml_arena *a, uint32_t idx)
+{
+    pthread_mutex_lock(&a->meta_lock);
+    ml_cold *c = &a->cold[idx];
+    ml_group_rec *r = group_get(a, c->group);
+    if (r) {
+        if (c->gprev != ML_NIL32) a->cold[c->gprev].gnext = c->gnext;
+        else r->head = c->gnext;
+        if (c->gnext != ML_NIL32) a->cold[c->gnext].gprev = c->gprev;
+        r->count--;
+    }
+    c->group = 0;
+    c->gprev = c->gnext = ML_NIL32;
+    pthread_mutex_unlock(&a->meta_lock);
+}
+
+int ml_group_alloc(ml_arena *a, ml_group g, size_t size, size_t align, ml_handle *out)
+{
+    if (!a || !out) return -EINVAL;
+    if (g == ML_GROUP_NONE) return ml__alloc(a, size, align ? align : 16, 0, out);
+    pthread_mutex_lock(&a->meta_lock);
+    bool exists = group_get(a, g) != NULL;
+    pthread_mutex_unlock(&a->meta_lock);
+    if (!exists) return -ENOENT;
+    return ml__alloc(a, size, align ? align : 16, g, out);
+}
+
+int ml_group_set(ml_arena *a, ml_handle h, ml_group g)
+{
+    if (!a) return -EINVAL;
+    if (g != ML_GROUP_NONE) {
+        pthread_mutex_lock(&a->meta_lock);
+        bool exists = group_get(a, g) != NULL;
+        pthread_mutex_unlock(&a->meta_lock);
+        if (!exists) return -ENOENT;
+    }
+    uint64_t m;
+    int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
+    if (rc) return rc;
+    uint32_t idx = ml__idx(h);
+    if (a->cold[idx].group != g) {
+        if (a->cold[idx].group) ml__group_unlink(a, idx);
+        if (g != ML_GROUP_NONE) rc = ml__group_link(a, idx, g);
+    }
+    ml__unclaim(a, idx);
+    return rc;
+}
+
+/* Snapshot a group's members (meta lock inside). Returns the count, or -ENOENT. */
+static long snapshot(ml_arena *a, ml_group g, ml_handle **out)
+{
+    pthread_mutex_lock(&a->meta_lock);
+    ml_group_rec *r = group_get(a, g);
+    if (!r) {
+        pthread_mutex_unlock(&a->meta_lock);
+        return -ENOENT;
+    }
+    ml_handle *v = malloc((r->count ? r->count : 1) * sizeof *v);
+    if (!v) {
+        pthread_mutex_unlock(&a->meta_lock);
+        return -ENOMEM;
+    }
+    long n = 0;
+    for (uint32_t i = r->head; i != ML_NIL32; i = a->cold[i].gnext)
+        v[n++].bits = ((uint64_t)ml__hi(ml__load_acq(&a->slots[i].meta)) << 32) | i;
+    pthread_mutex_unlock(&a->meta_lock);
+    *out = v;
+    return n;
+}
+
+int ml_group_free_all(ml_arena *a, ml_group g, size_t *freed)
+{
+    if (freed) *freed = 0;
+    if (!a) return -EINVAL;
+    ml_handle *v;
+    long n = snapshot(a, g, &v);
+    if (n < 0) return (int)n;
+    /* Claim every member first; only if none is pinned, free them all. */
+    long claimed = 0;
+    int rc = 0;
+    for (long i = 0; i < n; i++) {
+        uint64_t m;
+        int c = ml__claim(a, v[i], ML_CLAIM_ANY, &m);
+        if (c) continue; /* freed meanwhile */
+        if ((m & ML_M_PINS) || a->cold[ml__idx(v[i])].group != g) {
+            ml__unclaim(a, ml__idx(v[i]));
+            if (m & ML_M_PINS) {
+                rc = -EBUSY;
+                break;
+            }
+            continue;
+        }
+        v[claimed++] = v[i];
+    }
+    if (rc) {
+        for (long i = 0; i < claimed; i++) ml__unclaim(a, ml__idx(v[i]));
+    } else {
+        for (long i = 0; i < claimed; i++) ml__free_claimed(a, ml__idx(v[i]));
+        if (freed) *freed = (size_t)claimed;
+    }
+    free(v);
+    return rc;
+}
+
+int ml_group_destroy(ml_arena *a, ml_group g)
+{
+    if (!a) return -EINVAL;
+    for (int tries = 0; tries < 16; tries++) {
+        int rc = ml_group_free_all(a, g, NULL);
+        if (rc) return rc;
+        pthread_mutex_lock(&a->meta_lock);
+        ml_group_rec *r = group_get(a, g);
+        if (!r) {
+            pthread_mutex_unlock(&a->meta_lock);
+            return -ENOENT;
+        }
+        if (r->count == 0) {
+            r->live = false;
+            r->name[0] = 0;
+            pthread_mutex_unlock(&a->meta_lock);
+            return 0;
+        }
+        pthread_mutex_unlock(&a->meta_lock); /* members added meanwhile */
+    }
+    return -EBUSY;
+}
+
+int ml_group_count(ml_arena *a, ml_group g, size_t *count)
+{
+    if (!a || !count) return -EINVAL;
+    pthread_mutex_lock(&a->meta_lock);
+    ml_group_rec *r = group_get(a, g);
+    if (r) *count = r->count;
+    pthread_mutex_unlock(&a->meta_lock);
+    return r ? 0 : -ENOENT;
+}
+
+int ml_group_list(ml_arena *a, ml_group g, ml_handle *out, size_t cap, size_t *count)
+{
+    if (!a || !count || (!out && cap)) return -EINVAL;
+    pthread_mutex_lock(&a->meta_lock);
+    ml_group_rec *r = group_get(a, g);
+    if (!r) {
+        pthread_mutex_unlock(&a->meta_lock);
+        return -ENOENT;
+    }
+    size_t n = 0;
+    for (uint32_t i = r->head; i != ML_NIL32 && n < cap; i = a->cold[i].gnext)
+        out[n++].bits = ((uint64_t)ml__hi(ml__load_acq(&a->slots[i].meta)) << 32) | i;
+    *count = r->count;
+    pthread_mutex_unlock(&a->meta_lock);
+    return 0;
+}
+
+int ml_group_name(ml_arena *a, ml_group g, char *buf, size_t len)
+{
+    if (!a || !buf || len == 0) return -EINVAL;
+    pthread_mutex_lock(&a->meta_lock);
+    ml_group_rec *r = group_get(a, g);
+    if (r) {
+        strncpy(buf, r->name, len - 1);
+        buf[len - 1] = 0;
+    }
+    pthread_mutex_unlock(&a->meta_lock);
+    return r ? 0 : -ENOENT;
+}
+
+int ml_group_foreach(ml_arena *a, ml_group_fn fn, void *ctx)
+{
+    if (!a || !fn) return -EINVAL;
+    for (int i = 0; i < ML_MAX_GROUPS; i++) {
+        char name[ML_NAME_MAX];
+        pthread_mutex_lock(&a->meta_lock);
+        ml_group_rec *r = &a->groups[i];
+        bool live = r->live;
+        ml_group g = (r->gen << GROUP_INDEX_BITS) | (uint32_t)(i + 1);
+        size_t count = r->count;
+        memcpy(name, r->name, sizeof name);
+        pthread_mutex_unlock(&a->meta_lock);
+        if (!live) continue;
+        int rc = fn(g, name, count, ctx);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* ---- tags ----------------------------------------------------------------------- */
+
+static uint32_t hash_str(const char *s)
+{
+    uint32_t h = 2166136261u;
+    while (*s) h = (h ^ (uint8_t)*s++) * 16777619u;
+    return h;
+}
+
+/* Intern a tag; caller holds meta lock. Returns ID or -ENOSPC. */
+static int tag_intern(ml_arena *a, const char *tag)
+{
+    uint32_t h = hash_str(tag) & (ML_TAG_HASH - 1);
+    for (;; h = (h + 1) & (ML_TAG_HASH - 1)) {
+        uint16_t id = a->tag_hash[h];
+        if (id == 0) break;
+        if (strcmp(a->tags[id - 1], tag) == 0) return id;
+    }
+    if (a->ntags >= ML_MAX_TAGS) return -ENOSPC;
+    strcpy(a->tags[a->ntags], tag);
+    a->tag_hash[h] = (uint16_t)(++a->ntags);
+    return (int)a->ntags;
+}
+
+int ml__tag_name(ml_arena *a, uint32_t tag, char *buf, size_t len)
+{
+    pthread_mutex_lock(&a->meta_lock);
+    int ok = tag >= 1 && tag <= a->ntags;
+    if (ok) {
+        strncpy(buf, a->tags[tag - 1], len - 1);
+        buf[len - 1] = 0;
+    }
+    pthread_mutex_unlock(&a->meta_lock);
+    return ok ? 0 : -ENOENT;
+}
+
+int ml_set_tag(ml_arena *a, ml_handle h, const char *tag)
+{
+    if (!a) return -EINVAL;
+    int id = 0;
+    if (tag && *tag) {
+        if (!name_ok(tag)) return -EINVAL;
+        /* Validate the handle before interning, so a bad handle leaves the
+         * tag table unchanged. */
+        if (!ml_is_valid(a, h)) {
+            ml_state st = ml_handle_state(a, h);
+            return st == ML_STATE_FREED ? -ESTALE : -EINVAL;
+        }
+        pthread_mutex_lock(&a->meta_lock);
+        id = tag_intern(a, tag);
+        pthread_mutex_unlock(&a->meta_lock);
+        if (id < 0) return id;
+    }
+    uint64_t m;
+    int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
+    if (rc) return rc;
+    a->cold[ml__idx(h)].tag = (uint32_t)id;
+    ml__unclaim(a, ml__idx(h));
+    return 0;
+}

@@ -1,0 +1,169 @@
+/*
+ * handles.c — the handle table: slots (stubs), generations, claims.
+ *
+ * A slot is 16 hot bytes (meta word + address) in one dense array, with its
+ * cold half (size, location, tracking) in a parallel array, so ml_get reads
+ * one slot and nothing else. Both arrays are reserved for max_handles up
+ * front (lazily backed) and never move, which is what lets ml_get run
+ * without a lock while the table grows.
+ *
+ * Generations: a free slot's meta word holds the generation its next
+ * allocation will carry. Freeing bumps it, so every copy of the old handle
+ * is stale from that instant. A slot that has issued ML_GEN_MAX is retired
+ * instead of reused: a stale handle can never validate again, at the cost of
+ * 16+64 bytes of table per 16 million reuses of a slot.
+ *
+ * Telling stale from forged: generations only grow, so a handle whose
+ * generation is below the slot's current one was issued and freed
+ * (-ESTALE); one above it, or for a slot never used, or with the wrong
+ * arena tag or birth lane, was never issued (-EINVAL).
+ */
+#include <errno.h>
+#include <sched.h>
+
+#include "core/arena.h"
+
+int64_t ml_handle_id(ml_handle h)
+{
+    if (h.bits == 0) return 0;
+    int64_t id = (int64_t)(uint32_t)h.bits + 1;
+    return (ml__hi(h.bits) & ML_HI_BORN_SLOW) ? -id : id;
+}
+
+uint32_t ml_handle_generation(ml_handle h) { return ML_HI_GEN(ml__hi(h.bits)); }
+
+void ml__pause(unsigned *spins)
+{
+    if (++*spins < 64) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    } else {
+        sched_yield();
+    }
+}
+
+int ml__check(const ml_arena *a, ml_handle h, uint64_t m)
+{
+    uint32_t hh = ml__hi(h.bits), hm = ml__hi(m);
+    if (hh == hm && ml__meta_live(m)) return 0;
+    if (ML_HI_TAG(hh) != a->tag) return -EINVAL;
+    uint32_t gh = ML_HI_GEN(hh), gm = ML_HI_GEN(hm);
+    if (gh == 0) return -EINVAL;
+    if (gh < gm) return -ESTALE;
+    /* Same generation: a free slot has not issued it yet; a live one was
+     * issued with the other birth lane (forged). Higher: never issued. */
+    return -EINVAL;
+}
+
+int ml__lookup(ml_arena *a, ml_handle h, ml_slot **slot, uint64_t *meta)
+{
+    uint32_t idx = ml__idx(h);
+    if (ML_HI_TAG(ml__hi(h.bits)) != a->tag) return -EINVAL;
+    if (idx >= __atomic_load_n(&a->slot_count, __ATOMIC_ACQUIRE)) return -EINVAL;
+    ml_slot *s = &a->slots[idx];
+    uint64_t m = ml__load_acq(&s->meta);
+    int rc = ml__check(a, h, m);
+    if (rc) return rc;
+    *slot = s;
+    *meta = m;
+    return 0;
+}
+
+int ml__claim(ml_arena *a, ml_handle h, int mode, uint64_t *meta)
+{
+    ml_slot *s;
+    uint64_t m;
+    int rc = ml__lookup(a, h, &s, &m);
+    if (rc) return rc;
+    unsigned spins = 0;
+    for (;;) {
+        if ((rc = ml__check(a, h, m)) != 0) return rc;
+        if (m & ML_M_LOCKED) {
+            ml__pause(&spins);
+            m = ml__load_acq(&s->meta);
+            continue;
+        }
+        if (mode == ML_CLAIM_UNPINNED && (m & ML_M_PINS)) return -EBUSY;
+        if (__atomic_compare_exchange_n(&s->meta, &m, m | ML_M_LOCKED, true, __ATOMIC_ACQUIRE,
+                                        __ATOMIC_ACQUIRE)) {
+            *meta = m | ML_M_LOCKED;
+            return 0;
+        }
+    }
+}
+
+bool ml__try_claim_idx(ml_arena *a, uint32_t idx, uint64_t *meta)
+{
+    uint64_t m = ml__load_acq(&a->slots[idx].meta);
+    if (!ml__meta_live(m) || (m & (ML_M_LOCKED | ML_M_PINS))) return false;
+    if (!__atomic_compare_exchange_n(&a->slots[idx].meta, &m, m | ML_M_LOCKED, false,
+                                     __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        return false;
+    *meta = m | ML_M_LOCKED;
+    return true;
+}
+
+unsigned ml__table_take(ml_arena *a, uint32_t *out, unsigned n)
+{
+    unsigned got = 0;
+    pthread_mutex_lock(&a->table_lock);
+    while (got < n && a->free_head != ML_NIL32) {
+        uint32_t idx = a->free_head;
+        a->free_head = (uint32_t)a->cold[idx].size;
+        out[got++] = idx;
+    }
+    if (got < n) {
+        uint32_t fresh = a->next_fresh;
+        while (got < n && fresh < a->cfg.max_handles) {
+            /* First generation 1; the arena tag lives in the upper half so a
+             * free slot already rejects foreign handles by tag. */
+            uint64_t hi = 1u | (a->tag << 24);
+            __atomic_store_n(&a->slots[fresh].meta, hi << 32, __ATOMIC_RELAXED);
+            out[got++] = fresh++;
+        }
+        a->next_fresh = fresh;
+        __atomic_store_n(&a->slot_count, fresh, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&a->table_lock);
+    return got;
+}
+
+void ml__table_put(ml_arena *a, const uint32_t *idx, unsigned n)
+{
+    pthread_mutex_lock(&a->table_lock);
+    for (unsigned i = 0; i < n; i++) {
+        a->cold[idx[i]].size = a->free_head;
+        a->free_head = idx[i];
+    }
+    pthread_mutex_unlock(&a->table_lock);
+}
+
+int ml__test_set_next_gen(ml_arena *a, uint32_t idx, uint32_t gen)
+{
+    if (idx >= __atomic_load_n(&a->slot_count, __ATOMIC_ACQUIRE) || gen == 0 || gen > ML_GEN_MAX)
+        return -EINVAL;
+    uint64_t m = ml__load_acq(&a->slots[idx].meta);
+    if (ml__meta_live(m)) return -EBUSY;
+    uint64_t hi = gen | (a->tag << 24);
+    __atomic_store_n(&a->slots[idx].meta, hi << 32, __ATOMIC_RELEASE);
+    return 0;
+}
+
+bool ml_is_valid(ml_arena *a, ml_handle h)
+{
+    ml_slot *s;
+    uint64_t m;
+    return a && ml__lookup(a, h, &s, &m) == 0;
+}
+
+ml_state ml_handle_state(ml_arena *a, ml_handle h)
+{
+    if (!a) return ML_STATE_INVALID;
+    ml_slot *s;
+    uint64_t m;
+    int rc = ml__lookup(a, h, &s, &m);
+    if (rc == -ESTALE) return ML_STATE_FREED;
+    if (rc) return ML_STATE_INVALID;
+    return (ml_state)(m & ML_M_STATE);
+}

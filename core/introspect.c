@@ -1,0 +1,234 @@
+/*
+ * introspect.c — snapshots of handles and lanes, for programs and for the
+ * debug view.
+ *
+ * Every snapshot of a handle is taken under that handle's claim, so it is
+ * consistent (size, location, tracking fields all from the same instant)
+ * and never races a move or a free; names (tag, group) are resolved after
+ * the claim is dropped. Walks hold no lock while the caller's function
+ * runs, so the callback may use the arena freely.
+ *
+ * Lane usage combines what the lane knows (blocks handed out, extents) with
+ * what the thread caches know (which of those blocks are live): each cache
+ * is read under its own lock.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "core/arena.h"
+
+static void fill_info(ml_arena *a, uint32_t idx, uint64_t m, ml_handle_info *out)
+{
+    const ml_cold *c = &a->cold[idx];
+    const ml_lane_t *l = &a->lanes[c->lane];
+    memset(out, 0, sizeof *out);
+    out->handle.bits = ((uint64_t)ml__hi(m) << 32) | idx;
+    out->id = ml_handle_id(out->handle);
+    out->state = (ml_state)(m & ML_M_STATE);
+    out->lane = (ml_lane)c->lane;
+    out->born_lane = (ml__hi(m) & ML_HI_BORN_SLOW) ? ML_LANE_SLOW : ML_LANE_FAST;
+    out->generation = ML_HI_GEN(ml__hi(m));
+    out->size = c->size;
+    out->alloc_size = c->index == ML_INDEX_BLOB
+                          ? (size_t)ml__ext_len(&l->ext, c->span) << l->unit_shift
+                          : ml__class_size[c->cls];
+    out->align = (size_t)1 << c->align_log2;
+    out->offset = (size_t)(uintptr_t)__atomic_load_n(&a->slots[idx].addr, __ATOMIC_RELAXED) -
+                  (size_t)(uintptr_t)ml__lane_base(l);
+    out->pins = (uint32_t)((m & ML_M_PINS) >> ML_M_PIN_SHIFT);
+    out->group = c->group;
+    out->created_ns = c->created_ns;
+    out->last_access_ns = c->last_access_ns;
+    out->accesses = c->accesses;
+    out->migrations = c->migrations;
+}
+
+static void fill_names(ml_arena *a, uint32_t tag, ml_handle_info *out)
+{
+    if (tag) ml__tag_name(a, tag, out->tag, sizeof out->tag);
+    if (out->group) ml_group_name(a, out->group, out->group_name, sizeof out->group_name);
+}
+
+int ml_handle_info_get(ml_arena *a, ml_handle h, ml_handle_info *out)
+{
+    if (!a || !out) return -EINVAL;
+    uint64_t m;
+    int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
+    if (rc) return rc;
+    uint32_t idx = ml__idx(h);
+    /* Pins may change while claimed: report the current count. */
+    fill_info(a, idx, ml__load(&a->slots[idx].meta), out);
+    uint32_t tag = a->cold[idx].tag;
+    ml__unclaim(a, idx);
+    fill_names(a, tag, out);
+    return 0;
+}
+
+int ml_handle_from_id(ml_arena *a, int64_t id, ml_handle *out)
+{
+    if (!a || !out) return -EINVAL;
+    if (id == 0 || id == INT64_MIN) return -ENOENT;
+    uint64_t mag = (uint64_t)(id < 0 ? -id : id);
+    if (mag > __atomic_load_n(&a->slot_count, __ATOMIC_ACQUIRE)) return -ENOENT;
+    uint32_t idx = (uint32_t)(mag - 1);
+    uint64_t m = ml__load_acq(&a->slots[idx].meta);
+    if (!ml__meta_live(m)) return -ENOENT;
+    bool born_slow = (ml__hi(m) & ML_HI_BORN_SLOW) != 0;
+    if (born_slow != (id < 0)) return -ENOENT;
+    out->bits = ((uint64_t)ml__hi(m) << 32) | idx;
+    return 0;
+}
+
+int ml_foreach(ml_arena *a, ml_foreach_fn fn, void *ctx)
+{
+    if (!a || !fn) return -EINVAL;
+    uint32_t n = __atomic_load_n(&a->slot_count, __ATOMIC_ACQUIRE);
+    ml_handle_info info;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t m = ml__load_acq(&a->slots[i].meta);
+        if (!ml__meta_live(m)) continue;
+        ml_handle h = {((uint64_t)ml__hi(m) << 32) | i};
+        if (ml_handle_info_get(a, h, &info) != 0) continue; /* freed meanwhile */
+        int rc = fn(&info, ctx);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+void ml__lane_usage(ml_arena *a, ml_lane lane, uint64_t *used, uint64_t *requested,
+                    uint64_t *live, uint64_t *cached_blocks, uint64_t *allocs, uint64_t *frees)
+{
+    int64_t al = 0, fr = 0, us = 0, rq = 0;
+    uint64_t cached = 0;
+    pthread_mutex_lock(&a->tc_list_lock);
+    al = a->gone_allocs[lane];
+    fr = a->gone_frees[lane];
+    us = a->gone_used[lane];
+    rq = a->gone_requested[lane];
+    for (ml_tcache *tc = a->tcaches; tc; tc = tc->next) {
+        ml__tc_lock(tc);
+        al += tc->allocs[lane];
+        fr += tc->frees[lane];
+        us += tc->used[lane];
+        rq += tc->requested[lane];
+        if (lane == ML_LANE_FAST)
+            for (unsigned c = 0; c < ML_NCLASSES; c++) cached += tc->cls[c].n;
+        ml__tc_unlock(tc);
+    }
+    pthread_mutex_unlock(&a->tc_list_lock);
+    *allocs = (uint64_t)al;
+    *frees = (uint64_t)fr;
+    *live = (uint64_t)(al - fr);
+    *used = (uint64_t)us;
+    *requested = (uint64_t)rq;
+    *cached_blocks = cached;
+}
+
+int ml_stats_get(ml_arena *a, ml_stats *out)
+{
+    if (!a || !out) return -EINVAL;
+    memset(out, 0, sizeof *out);
+    uint64_t meta = 0;
+    for (int lane = 0; lane < 2; lane++) {
+        ml_lane_stats *s = &out->lane[lane];
+        ml__lane_usage(a, (ml_lane)lane, &s->used, &s->requested, &s->live, &s->cached, &s->allocs,
+                       &s->frees);
+        ml_lane_t *l = &a->lanes[lane];
+        pthread_mutex_lock(&l->lock);
+        ml__lane_stats(l, s);
+        meta += l->meta_bytes;
+        pthread_mutex_unlock(&l->lock);
+        s->free = s->capacity > s->used ? s->capacity - s->used : 0;
+        s->fragmentation_permille =
+            s->free ? 1000 - (s->largest_free >= s->free ? 1000 : s->largest_free * 1000 / s->free)
+                    : 0;
+        out->handles_live += s->live;
+    }
+    pthread_mutex_lock(&a->table_lock);
+    out->handles_capacity = a->next_fresh;
+    out->handles_retired = a->retired;
+    pthread_mutex_unlock(&a->table_lock);
+    out->handles_max = a->cfg.max_handles;
+    out->maintenance_cycles = __atomic_load_n(&a->maintenance_cycles, __ATOMIC_RELAXED);
+    out->enomem = __atomic_load_n(&a->enomem, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&a->meta_lock);
+    for (unsigned i = 0; i < ML_MAX_GROUPS; i++) out->groups += a->groups[i].live;
+    out->tags = a->ntags;
+    pthread_mutex_unlock(&a->meta_lock);
+    size_t slots = out->handles_capacity;
+    out->metadata_bytes = meta + slots * (sizeof(ml_slot) + sizeof(ml_cold));
+    return 0;
+}
+
+/* ---- invariants (tests) ---------------------------------------------------------- */
+
+/* Stops the world: takes every cache and both lanes. Checks that extents
+ * tile each lane, that every live slot's block or blob names it as owner,
+ * and that lane accounting matches the slots. */
+int ml__arena_check(ml_arena *a)
+{
+    int rc = 0;
+    pthread_mutex_lock(&a->tc_list_lock);
+    for (ml_tcache *tc = a->tcaches; tc; tc = tc->next) ml__tc_lock(tc);
+    for (int lane = 0; lane < 2; lane++) pthread_mutex_lock(&a->lanes[lane].lock);
+
+    for (int lane = 0; lane < 2 && !rc; lane++)
+        if (ml__ext_check(&a->lanes[lane].ext)) rc = -100 - lane;
+    uint32_t n = __atomic_load_n(&a->slot_count, __ATOMIC_ACQUIRE);
+    uint64_t live_blocks[2] = {0, 0};
+    for (uint32_t i = 0; i < n && !rc; i++) {
+        uint64_t m = ml__load_acq(&a->slots[i].meta);
+        if (!ml__meta_live(m)) continue;
+        const ml_cold *c = &a->cold[i];
+        ml_lane_t *l = &a->lanes[c->lane];
+        if ((m & ML_M_STATE) != (c->lane == ML_LANE_FAST ? ML_STATE_FAST : ML_STATE_SLOW)) {
+            rc = -1;
+            break;
+        }
+        char *expect;
+        if (c->index == ML_INDEX_BLOB) {
+            if (ml__ext_kind(&l->ext, c->span) != ML_EXT_BLOB ||
+                ml__ext_owner(&l->ext, c->span) != i + 1) {
+                rc = -2;
+                break;
+            }
+            expect = ml__lane_base(l) + ((size_t)c->span << l->unit_shift);
+        } else {
+            if (ml__ext_kind(&l->ext, c->span) != ML_EXT_SPAN || c->index >= l->spans[c->span].nblocks ||
+                ml__owner_load(&l->spans[c->span].owner[c->index]) != i + 1) {
+                rc = -3;
+                break;
+            }
+            live_blocks[c->lane]++;
+            expect = ml__block_addr(l, c->span, c->index);
+        }
+        if ((uint64_t)(uintptr_t)expect != ml__load(&a->slots[i].addr)) rc = -4;
+        if ((uintptr_t)expect & (((uintptr_t)1 << c->align_log2) - 1)) rc = -5;
+        if (c->size > (c->index == ML_INDEX_BLOB
+                           ? (size_t)ml__ext_len(&l->ext, c->span) << l->unit_shift
+                           : ml__class_size[c->cls]))
+            rc = -6;
+    }
+    /* Every owner entry naming a slot is backed by that live slot. */
+    for (int lane = 0; lane < 2 && !rc; lane++) {
+        ml_lane_t *l = &a->lanes[lane];
+        uint64_t owned = 0;
+        for (uint32_t s = 0; s < l->ext.cap; s += ml__ext_len(&l->ext, s)) {
+            if (ml__ext_kind(&l->ext, s) != ML_EXT_SPAN) continue;
+            ml_span *sp = &l->spans[s];
+            uint32_t used = 0;
+            for (uint32_t b = 0; b < sp->bump; b++) {
+                uint32_t o = ml__owner_load(&sp->owner[b]);
+                if (!(o & ML_OWNER_FREE)) used++;
+                if (o && !(o & ML_OWNER_FREE)) owned++;
+            }
+            if (used != sp->used) rc = -7;
+        }
+        if (owned != live_blocks[lane]) rc = -8;
+    }
+
+    for (int lane = 1; lane >= 0; lane--) pthread_mutex_unlock(&a->lanes[lane].lock);
+    for (ml_tcache *tc = a->tcaches; tc; tc = tc->next) ml__tc_unlock(tc);
+    pthread_mutex_unlock(&a->tc_list_lock);
+    return rc;
+}

@@ -1,0 +1,182 @@
+/*
+ * tcache.c — per-thread caches of free slots and free FastLane blocks.
+ *
+ * Allocation speed comes from not sharing: each thread that uses an arena
+ * gets a cache (as mimalloc gives each thread a heap) holding a few dozen
+ * free slot indices and, per FastLane size class, a few dozen free blocks.
+ * The fast path of ml_alloc/ml_free touches only the cache; the lane and
+ * table locks are taken once per refill or flush of half a cache.
+ *
+ * Each cache has a lock that its own thread takes for every operation. It is
+ * uncontended on the fast path (one atomic exchange); other threads take it
+ * only to look inside: statistics, compaction (which must know every free
+ * block), thread exit and arena destruction.
+ *
+ * A thread finds its cache through a small thread-local array of
+ * (arena, serial, cache) entries, most recently used first. The serial makes
+ * an entry left behind by a destroyed arena harmless even if a new arena is
+ * created at the same address. When a thread exits, a pthread key destructor
+ * returns each cache's contents to its arena, if the arena is still alive:
+ * the global registry of live arenas answers that, under its lock, which
+ * ml_arena_destroy also takes to unregister. A thread using more than
+ * ML_TLS_ENTS arenas flushes the least recently used cache the same way.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "core/arena.h"
+
+__thread ml_tls_ent ml__tls[ML_TLS_ENTS];
+static __thread bool tls_key_set;
+
+static pthread_mutex_t g_registry = PTHREAD_MUTEX_INITIALIZER;
+static ml_arena *g_arenas;
+static pthread_key_t g_key;
+static pthread_once_t g_key_once = PTHREAD_ONCE_INIT;
+
+void ml__tc_lock(ml_tcache *tc)
+{
+    unsigned spins = 0;
+    while (__atomic_exchange_n(&tc->lock, 1, __ATOMIC_ACQUIRE)) {
+        while (__atomic_load_n(&tc->lock, __ATOMIC_RELAXED)) ml__pause(&spins);
+    }
+}
+
+void ml__tc_flush(ml_arena *a, ml_tcache *tc)
+{
+    ml_lane_t *fast = &a->lanes[ML_LANE_FAST];
+    bool any = false;
+    for (unsigned c = 0; c < fast->nclasses && !any; c++) any = tc->cls[c].n != 0;
+    if (any) {
+        pthread_mutex_lock(&fast->lock);
+        for (unsigned c = 0; c < fast->nclasses; c++) {
+            for (uint32_t i = 0; i < tc->cls[c].n; i++) {
+                uint64_t b = tc->cls[c].b[i];
+                ml__lane_block_put(fast, (uint32_t)(b >> 32), (uint32_t)b);
+            }
+            tc->cls[c].n = 0;
+        }
+        pthread_mutex_unlock(&fast->lock);
+    }
+    if (tc->nslots) {
+        ml__table_put(a, tc->slots, tc->nslots);
+        tc->nslots = 0;
+    }
+}
+
+/* Detach and free one cache. Caller holds g_registry and knows a is alive. */
+static void tc_retire(ml_arena *a, ml_tcache *tc)
+{
+    pthread_mutex_lock(&a->tc_list_lock);
+    ml__tc_lock(tc);
+    ml__tc_flush(a, tc);
+    for (int l = 0; l < 2; l++) {
+        a->gone_allocs[l] += tc->allocs[l];
+        a->gone_frees[l] += tc->frees[l];
+        a->gone_used[l] += tc->used[l];
+        a->gone_requested[l] += tc->requested[l];
+    }
+    if (tc->prev) tc->prev->next = tc->next;
+    else a->tcaches = tc->next;
+    if (tc->next) tc->next->prev = tc->prev;
+    ml__tc_unlock(tc);
+    pthread_mutex_unlock(&a->tc_list_lock);
+    free(tc);
+}
+
+static bool arena_alive(ml_arena *a, uint64_t serial)
+{
+    for (ml_arena *x = g_arenas; x; x = x->reg_next)
+        if (x == a && x->serial == serial) return true;
+    return false;
+}
+
+static void release_entry(ml_tls_ent *e)
+{
+    if (!e->arena) return;
+    pthread_mutex_lock(&g_registry);
+    if (arena_alive(e->arena, e->serial)) tc_retire(e->arena, e->tc);
+    pthread_mutex_unlock(&g_registry);
+    e->arena = NULL;
+    e->tc = NULL;
+}
+
+static void thread_exit(void *p)
+{
+    (void)p;
+    for (int i = 0; i < ML_TLS_ENTS; i++) release_entry(&ml__tls[i]);
+}
+
+static void key_init(void) { pthread_key_create(&g_key, thread_exit); }
+
+ml_tcache *ml__tc_get_slow(ml_arena *a)
+{
+    for (int i = 1; i < ML_TLS_ENTS; i++) {
+        if (ml__tls[i].arena == a && ml__tls[i].serial == a->serial) {
+            ml_tls_ent e = ml__tls[i];
+            for (int j = i; j > 0; j--) ml__tls[j] = ml__tls[j - 1];
+            ml__tls[0] = e;
+            return e.tc;
+        }
+    }
+    if (!tls_key_set) {
+        pthread_once(&g_key_once, key_init);
+        pthread_setspecific(g_key, (void *)1);
+        tls_key_set = true;
+    }
+    ml_tcache *tc = calloc(1, sizeof *tc);
+    if (!tc) return NULL;
+    tc->arena = a;
+    pthread_mutex_lock(&a->tc_list_lock);
+    tc->next = a->tcaches;
+    if (tc->next) tc->next->prev = tc;
+    a->tcaches = tc;
+    pthread_mutex_unlock(&a->tc_list_lock);
+    /* Make room: the least recently used entry goes (if it is stale, its
+     * arena is gone and there is nothing to give back). */
+    release_entry(&ml__tls[ML_TLS_ENTS - 1]);
+    for (int j = ML_TLS_ENTS - 1; j > 0; j--) ml__tls[j] = ml__tls[j - 1];
+    ml__tls[0] = (ml_tls_ent){.arena = a, .serial = a->serial, .tc = tc};
+    return tc;
+}
+
+int ml__registry_add(ml_arena *a)
+{
+    static uint64_t next_serial = 1;
+    static uint32_t next_tag = 0;
+    pthread_mutex_lock(&g_registry);
+    a->serial = next_serial++;
+    a->tag = next_tag % 127 + 1;
+    next_tag++;
+    a->reg_next = g_arenas;
+    g_arenas = a;
+    pthread_mutex_unlock(&g_registry);
+    return 0;
+}
+
+void ml__registry_remove(ml_arena *a)
+{
+    pthread_mutex_lock(&g_registry);
+    for (ml_arena **p = &g_arenas; *p; p = &(*p)->reg_next)
+        if (*p == a) {
+            *p = a->reg_next;
+            break;
+        }
+    pthread_mutex_unlock(&g_registry);
+    /* This thread's entry would otherwise keep a dangling cache pointer
+     * until overwritten; clear it (other threads' entries are caught by the
+     * serial check). */
+    for (int i = 0; i < ML_TLS_ENTS; i++)
+        if (ml__tls[i].arena == a && ml__tls[i].serial == a->serial) ml__tls[i].arena = NULL;
+}
+
+void ml__tc_destroy_all(ml_arena *a)
+{
+    ml_tcache *tc = a->tcaches;
+    while (tc) {
+        ml_tcache *n = tc->next;
+        free(tc);
+        tc = n;
+    }
+    a->tcaches = NULL;
+}

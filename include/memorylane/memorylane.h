@@ -1,0 +1,604 @@
+/*
+ * memorylane.h — memory behind stable, generation-checked handles.
+ *
+ * MemoryLane hands out memory as handles (ml_handle) instead of raw
+ * pointers. Every access goes through the handle, so the library may move
+ * the memory behind it: compact a fragmented lane, migrate an object from the
+ * small-object FastLane to the large-object SlowLane, compress a cold blob
+ * or write it to disk, and bring it back on the next access.
+ *
+ * Life cycle:  ml_config_init -> (set fields) -> ml_arena_create -> use ->
+ *              ml_arena_destroy.
+ *
+ * ---------------------------------------------------------------------------
+ * Errors
+ * ---------------------------------------------------------------------------
+ * Every function that can fail returns 0 (or a non-negative count where its
+ * comment says so) or a negative errno value. The global errno is never
+ * used, and nothing is ever printed. ml_strerror() names every code:
+ *
+ *   -EINVAL     bad argument, invalid configuration, or a handle that was
+ *               never issued by this arena (forged, random, foreign, NULL)
+ *   -ESTALE     the handle was issued by this arena but has been freed
+ *   -ENOMEM     no room, even after failover, growth, migration, eviction
+ *               and compaction (and the pressure callback, where set)
+ *   -EBUSY      the handle is pinned (free, move), or a resource is in use
+ *   -EOVERFLOW  a counter would overflow (too many pins on one handle)
+ *   -ENOENT     no such name or ID (groups, tags, ml_handle_from_id)
+ *   -EEXIST     a group of that name exists already
+ *   -ENOSPC     a fixed table is full (groups, tags)
+ *   -EIO        an I/O operation failed                         (paging)
+ *   -EBADMSG    a record read back from disk is corrupted/stale  (paging)
+ *
+ * Functions that return a pointer return NULL on failure and have a try_
+ * twin that returns the code (ml_get / ml_try_get).
+ *
+ * ---------------------------------------------------------------------------
+ * Thread safety
+ * ---------------------------------------------------------------------------
+ * Every function may be called from any number of threads at once on the
+ * same arena, except ml_arena_destroy, which must be the last call on that
+ * arena (no other call may be running or start afterwards). Operations on
+ * one handle are serialised by the library; two threads freeing the same
+ * handle get 0 and -ESTALE. Touching the *bytes* of one allocation from
+ * several threads is, as with malloc, the program's business.
+ *
+ * ---------------------------------------------------------------------------
+ * Pointer validity (the one rule)
+ * ---------------------------------------------------------------------------
+ * A pointer returned by ml_get / ml_try_get / ML_GET_T is valid until the
+ * next *relocation point* in the arena. Relocation points are:
+ *   - ml_maintain, and any explicit compaction, migration or eviction call;
+ *   - the arena's background policy thread, when policy_check_interval_ms
+ *     is non-zero (it may relocate at any moment: with it running, use pins
+ *     for any pointer you keep);
+ *   - ml_alloc when the arena is full (it may compact, migrate or evict to
+ *     make room before it gives up).
+ * A pointer from ml_pin stays valid, in every thread, until the matching
+ * ml_unpin: relocation skips pinned entries, and a move claims its entry
+ * atomically before copying, so a write through a pinned pointer is never
+ * lost. A pin taken while an entry is being moved waits for the move and
+ * returns the new location. ml_free of a pinned handle fails with -EBUSY.
+ * Once freed, a handle never becomes valid again (see ml_handle).
+ */
+#ifndef MEMORYLANE_H
+#define MEMORYLANE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define ML_API __attribute__((visibility("default")))
+#else
+#define ML_API
+#endif
+
+#define ML_VERSION_MAJOR 0
+#define ML_VERSION_MINOR 1
+#define ML_VERSION_PATCH 0
+
+/** Library version as "MAJOR.MINOR.PATCH". Thread-safe. */
+ML_API const char *ml_version(void);
+
+/* ========================================================================= */
+/* Handles                                                                   */
+/* ========================================================================= */
+
+/**
+ * A handle: a 64-bit value naming one allocation in one arena.
+ *
+ * Copy it, store it, compare it with ml_handle_eq. Its bits encode a slot
+ * index, the slot's generation, a tag of the issuing arena and the lane the
+ * allocation was born in. A handle is checked on every use: a freed handle
+ * (-ESTALE), a handle of another arena, a forged or random value (-EINVAL)
+ * is rejected, never dereferenced. When a slot's generation would wrap, the
+ * slot is retired for good, so a stale handle can never become valid again.
+ * Handles from another arena are caught unless that arena's 7-bit tag
+ * happens to be equal (arenas created 128 apart); their generation check
+ * still applies.
+ */
+typedef struct ml_handle {
+    uint64_t bits;
+} ml_handle;
+
+/** The null handle: never valid. ml_alloc never returns it. */
+#ifdef __cplusplus
+#define ML_HANDLE_NULL (ml_handle{0})
+#else
+#define ML_HANDLE_NULL ((ml_handle){0})
+#endif
+
+/** True when h is the null handle. */
+static inline bool ml_handle_is_null(ml_handle h) { return h.bits == 0; }
+
+/** True when a and b are the same handle (same slot and generation). */
+static inline bool ml_handle_eq(ml_handle a, ml_handle b) { return a.bits == b.bits; }
+
+/**
+ * The handle's public ID: positive for handles born in FastLane, negative
+ * for handles born in SlowLane, never 0 for a non-null handle (0 for
+ * ML_HANDLE_NULL). The ID names a slot, so it is unique among the live
+ * handles of an arena and names the handle's folder in the debug view; it
+ * is reused after the handle is freed (the generation is not). Pure
+ * function of the bits: thread-safe, no arena needed.
+ */
+ML_API int64_t ml_handle_id(ml_handle h);
+
+/** Generation of the handle (1..2^24-1; 0 for the null handle). Pure. */
+ML_API uint32_t ml_handle_generation(ml_handle h);
+
+/** Where a handle's data is. */
+typedef enum ml_state {
+    ML_STATE_INVALID = 0,    /**< never issued by this arena */
+    ML_STATE_FAST = 1,       /**< resident in FastLane */
+    ML_STATE_SLOW = 2,       /**< resident in SlowLane */
+    ML_STATE_COMPRESSED = 3, /**< cold, compressed in RAM (paging) */
+    ML_STATE_EVICTED = 4,    /**< cold, compressed on disk (paging) */
+    ML_STATE_FREED = 5,      /**< issued, then freed: the handle is stale */
+} ml_state;
+
+/** Lower-case name of a state ("fast", "slow", "compressed", "evicted",
+ *  "freed", "invalid"); "unknown" for other values. Thread-safe. */
+ML_API const char *ml_state_name(ml_state s);
+
+/** The two lanes. */
+typedef enum ml_lane {
+    ML_LANE_FAST = 0, /**< small, short-lived objects: size classes */
+    ML_LANE_SLOW = 1, /**< long-lived and large objects: blocks + blobs */
+} ml_lane;
+
+/** "fast" or "slow" ("unknown" otherwise). Thread-safe. */
+ML_API const char *ml_lane_name(ml_lane l);
+
+/* ========================================================================= */
+/* Configuration                                                             */
+/* ========================================================================= */
+
+/**
+ * Arena configuration. Always start from ml_config_init(), then change the
+ * fields you care about: later versions add fields, and init gives each
+ * a sensible default. Sizes are in bytes.
+ */
+typedef struct ml_config {
+    /** FastLane usable size at creation (rounded up to its span size).
+     *  Default 16 MiB. */
+    size_t fast_lane_size;
+    /** Most FastLane may grow to, inside its reservation; 0 = never grows
+     *  past fast_lane_size. Default 0. */
+    size_t fast_lane_max_size;
+    /** SlowLane usable size at creation (rounded up to 64 KiB). This is
+     *  also the paging memory budget. Default 64 MiB. */
+    size_t slow_lane_size;
+    /** Most SlowLane may grow to; 0 = never grows. Default 0. */
+    size_t slow_lane_max_size;
+    /** Allocations of at most this many bytes go to FastLane, larger ones
+     *  to SlowLane. 16..65536. Default 4096. */
+    size_t threshold;
+    /** When FastLane is full, place small allocations in SlowLane instead
+     *  of failing (the handle is then born in SlowLane). Default true. */
+    bool failover_to_slow;
+    /** mlock() both lanes so the kernel never pages them out behind the
+     *  library's back (needs RLIMIT_MEMLOCK room). Default false. */
+    bool lock_lanes;
+    /** Run compaction from ml_maintain/the policy thread when a lane's
+     *  fragmentation passes compaction_threshold. Default true. */
+    bool enable_auto_compaction;
+    /** Fragmentation (see ml_lane_stats) above which auto-compaction runs,
+     *  0 < x <= 1. Default 0.5. */
+    double compaction_threshold;
+    /** SlowLane usage fraction (used / capacity) above which cold blobs are
+     *  compressed/evicted, 0 < x <= 1. Default 0.85. */
+    double slow_lane_usage_threshold;
+    /** Fraction of SlowLane kept free as scratch room for compaction and
+     *  migration, 0 <= x < 0.5. Default 0.10. */
+    double slow_lane_safety_margin;
+    /** Period of the background policy thread in milliseconds; 0 = no
+     *  thread (policies run only from ml_maintain). Default 0. */
+    uint32_t policy_check_interval_ms;
+    /** Most live handles the arena can hold (table reserved, committed as
+     *  it fills). 1024..2^31. Default 2^24. */
+    size_t max_handles;
+} ml_config;
+
+/** Fill cfg with the defaults listed above. cfg must not be NULL. */
+ML_API void ml_config_init(ml_config *cfg);
+
+/**
+ * Check a configuration without creating an arena.
+ * @param cfg     the configuration (NULL is refused).
+ * @param reason  if not NULL, receives a static, human-readable sentence
+ *                naming the first problem found, or NULL when valid.
+ * @return 0 when valid, -EINVAL otherwise. Thread-safe.
+ */
+ML_API int ml_config_check(const ml_config *cfg, const char **reason);
+
+/* ========================================================================= */
+/* Arena                                                                     */
+/* ========================================================================= */
+
+typedef struct ml_arena ml_arena;
+
+/**
+ * Create an arena: reserves both lanes (with guard pages) and the handle
+ * table, commits the initial lane sizes.
+ * @param cfg  configuration; NULL means all defaults.
+ * @param out  receives the arena; untouched on failure.
+ * @return 0; -EINVAL (cfg invalid: ml_config_check tells why; out NULL),
+ *         -ENOMEM (address space or memory unavailable, mlock refused).
+ * Thread-safe.
+ */
+ML_API int ml_arena_create(const ml_config *cfg, ml_arena **out);
+
+/**
+ * Destroy an arena and every allocation in it; all its handles become
+ * invalid. Stops the policy thread. NULL is ignored. Must be the last call
+ * on the arena: no other thread may be using it.
+ */
+ML_API void ml_arena_destroy(ml_arena *arena);
+
+/**
+ * Copy the configuration the arena runs with (after rounding) into out.
+ * @return 0; -EINVAL if an argument is NULL. Thread-safe.
+ */
+ML_API int ml_arena_config(const ml_arena *arena, ml_config *out);
+
+/* ========================================================================= */
+/* Allocation                                                                */
+/* ========================================================================= */
+
+/**
+ * Allocate size bytes, aligned to 16 bytes (or to the size's natural class
+ * alignment). Sizes <= cfg.threshold go to FastLane, larger to SlowLane.
+ * The memory is not zeroed.
+ * @param out  receives the handle; untouched on failure.
+ * @return 0; -EINVAL (arena or out NULL, size 0, size larger than the
+ *         lane that would hold it can ever be), -ENOMEM (no room).
+ * Thread-safe. May be a relocation point when the arena is full.
+ */
+ML_API int ml_alloc(ml_arena *arena, size_t size, ml_handle *out);
+
+/**
+ * Like ml_alloc, with the data aligned to align bytes: any power of two
+ * from 1 up to the page size (4096). The alignment is kept whenever the
+ * data moves.
+ * @return as ml_alloc; -EINVAL also when align is not a power of two or is
+ *         larger than the page size.
+ */
+ML_API int ml_alloc_aligned(ml_arena *arena, size_t size, size_t align,
+                            ml_handle *out);
+
+/**
+ * Free an allocation. The handle (and every copy of it) becomes stale.
+ * @return 0; -EINVAL (never issued / foreign / null handle, arena NULL),
+ *         -ESTALE (already freed), -EBUSY (pinned: nothing is freed).
+ * Thread-safe: of two concurrent frees of one handle, one gets 0.
+ */
+ML_API int ml_free(ml_arena *arena, ml_handle h);
+
+/* ========================================================================= */
+/* Access                                                                    */
+/* ========================================================================= */
+
+/**
+ * Pointer to the handle's data, or NULL when the handle is not valid (see
+ * ml_try_get for the reason). A cold (compressed/evicted) handle is brought
+ * back first. The pointer is valid until the next relocation point (see the
+ * top of this header). Marks the handle accessed (for age/idle policies).
+ * Thread-safe. Fast: an inline check of the slot's generation.
+ */
+ML_API void *ml_get(ml_arena *arena, ml_handle h);
+
+/**
+ * ml_get that says why.
+ * @param out  receives the pointer (NULL on failure).
+ * @return 0; -EINVAL (never issued, foreign, null; arena or out NULL),
+ *         -ESTALE (freed), -ENOMEM/-EIO/-EBADMSG (a cold handle could not
+ *         be brought back: it stays cold and intact).
+ */
+ML_API int ml_try_get(ml_arena *arena, ml_handle h, void **out);
+
+/**
+ * Pointer to the data if the allocation is at least min_size bytes long,
+ * else NULL. Used by ML_GET_T. Thread-safe.
+ */
+ML_API void *ml_get_sized(ml_arena *arena, ml_handle h, size_t min_size);
+
+/** True when h is a live handle of this arena. Never changes state. */
+ML_API bool ml_is_valid(ml_arena *arena, ml_handle h);
+
+/**
+ * State of a handle: FAST, SLOW, COMPRESSED, EVICTED for live handles,
+ * FREED for stale ones, INVALID for anything else (also arena NULL).
+ * Never changes state. Thread-safe.
+ */
+ML_API ml_state ml_handle_state(ml_arena *arena, ml_handle h);
+
+/**
+ * Pin a handle: its data will not move until ml_unpin, and the pointer
+ * stays valid in every thread. Pins nest (up to 65535 on one handle). A
+ * cold handle is brought back first.
+ * @param out  if not NULL, receives the pointer.
+ * @return 0; -EINVAL, -ESTALE as ml_try_get; -EOVERFLOW (65535 pins).
+ * Thread-safe; waits (briefly) for a move of this handle in progress.
+ */
+ML_API int ml_pin(ml_arena *arena, ml_handle h, void **out);
+
+/**
+ * Drop one pin.
+ * @return 0; -EINVAL (bad handle, or not pinned), -ESTALE (freed).
+ */
+ML_API int ml_unpin(ml_arena *arena, ml_handle h);
+
+/**
+ * Copy len bytes from data offset `offset` into buf. Never changes the
+ * handle's state: a cold handle is decompressed into buf, not brought back;
+ * the access is not counted. Safe against concurrent relocation.
+ * @return the number of bytes copied (less than len when the data ends
+ *         first; 0 at or past the end), or -EINVAL (bad handle, buf NULL
+ *         with len > 0, len > INT_MAX), -ESTALE, -EIO, -EBADMSG.
+ */
+ML_API int ml_read(ml_arena *arena, ml_handle h, size_t offset, void *buf,
+                   size_t len);
+
+/**
+ * Copy len bytes from buf into the data at `offset`. Safe against
+ * concurrent relocation (the entry is claimed while it is written). A cold
+ * handle is brought back first. Counts as an access.
+ * @return 0; -EINVAL (bad handle, buf NULL with len > 0, offset+len past
+ *         the end: nothing is written), -ESTALE, and ml_try_get's paging
+ *         errors.
+ */
+ML_API int ml_write(ml_arena *arena, ml_handle h, size_t offset,
+                    const void *buf, size_t len);
+
+/* ---- Typed helpers (the seed's TypedMemoryArena) ------------------------ */
+
+#ifdef __cplusplus
+#define ML__ALIGNOF(T) alignof(T)
+#else
+#define ML__ALIGNOF(T) _Alignof(T)
+#endif
+
+/** Allocate one T (size and alignment of T). Evaluates to ml_alloc's code. */
+#define ML_ALLOC_T(arena, T, hp) \
+    ml_alloc_aligned((arena), sizeof(T), ML__ALIGNOF(T), (hp))
+
+/** Pointer to T, or NULL when h is invalid or its size is below sizeof(T). */
+#define ML_GET_T(arena, h, T) ((T *)ml_get_sized((arena), (h), sizeof(T)))
+
+/** Store value (of type T) into the handle's data through ml_write.
+ *  Evaluates to ml_write's code: -EINVAL when the allocation is smaller
+ *  than T. GNU C statement expression (gcc, clang). */
+#define ML_SET_T(arena, h, T, value)                                 \
+    __extension__({                                                  \
+        T ml__set_v_ = (value);                                      \
+        ml_write((arena), (h), 0, &ml__set_v_, sizeof(T));           \
+    })
+
+/* ========================================================================= */
+/* Maintenance                                                               */
+/* ========================================================================= */
+
+/**
+ * Run the policies once (the seed's RunMaintenanceCycle): fold access bits
+ * into per-handle access times and counts, and (as later features land)
+ * promotion by age, auto-compaction, eviction. A relocation point.
+ * @return 0; -EINVAL (arena NULL). Thread-safe.
+ */
+ML_API int ml_maintain(ml_arena *arena);
+
+/* ========================================================================= */
+/* Introspection (used by the debug view; everything it shows is here)       */
+/* ========================================================================= */
+
+#define ML_TAG_MAX 64   /**< tag buffer size, including the NUL */
+#define ML_NAME_MAX 64  /**< group name buffer size, including the NUL */
+
+/** A group ID; 0 (ML_GROUP_NONE) means "no group". */
+typedef uint32_t ml_group;
+#define ML_GROUP_NONE ((ml_group)0)
+
+/**
+ * A snapshot of one handle. Times are nanoseconds since the arena was
+ * created (CLOCK_MONOTONIC_COARSE: a few milliseconds resolution).
+ * last_access and accesses are sampled: ml_get sets an access bit, and each
+ * maintenance cycle turns a set bit into "accessed now" and one more count;
+ * explicit operations (alloc, pin, write) count at once.
+ */
+typedef struct ml_handle_info {
+    ml_handle handle;
+    int64_t id;                /**< ml_handle_id(handle) */
+    ml_state state;
+    ml_lane lane;              /**< lane that holds (or held) the data */
+    ml_lane born_lane;         /**< lane it was born in (sign of the ID) */
+    uint32_t generation;
+    size_t size;               /**< bytes requested */
+    size_t alloc_size;         /**< bytes reserved (size class / pages) */
+    size_t align;              /**< alignment requested */
+    size_t offset;             /**< offset of the data in its lane */
+    uint32_t pins;
+    char tag[ML_TAG_MAX];      /**< "" when untagged */
+    ml_group group;            /**< ML_GROUP_NONE when in no group */
+    char group_name[ML_NAME_MAX];
+    uint64_t created_ns;
+    uint64_t last_access_ns;
+    uint64_t accesses;
+    uint32_t migrations;       /**< moves between lanes */
+} ml_handle_info;
+
+/**
+ * Snapshot one handle into out. Never changes its state.
+ * @return 0; -EINVAL (bad handle, NULL argument), -ESTALE (freed).
+ */
+ML_API int ml_handle_info_get(ml_arena *arena, ml_handle h,
+                              ml_handle_info *out);
+
+/**
+ * The live handle whose ID is id (see ml_handle_id).
+ * @return 0; -ENOENT (no live handle has that ID), -EINVAL (NULL args).
+ */
+ML_API int ml_handle_from_id(ml_arena *arena, int64_t id, ml_handle *out);
+
+/** ml_foreach callback: return 0 to go on, anything else to stop. */
+typedef int (*ml_foreach_fn)(const ml_handle_info *info, void *ctx);
+
+/**
+ * Call fn for each live handle, in slot order, with a snapshot of it. No
+ * lock is held while fn runs, so fn may call any function on the arena
+ * (handles allocated or freed meanwhile may or may not be visited).
+ * @return 0 after visiting all; fn's non-zero value if it stopped the walk;
+ *         -EINVAL (NULL args).
+ */
+ML_API int ml_foreach(ml_arena *arena, ml_foreach_fn fn, void *ctx);
+
+/**
+ * Per-lane statistics: one list, many views. Each X(name, description)
+ * is a uint64_t field of ml_lane_stats. Fragmentation is
+ *   1 - largest_free / free        (0 when nothing is free),
+ * in per-mille (0..1000): 0 means all free space is one contiguous block;
+ * near 1000 means it is scattered in small holes.
+ */
+#define ML_LANE_STATS(X)                                                       \
+    X(capacity, "usable bytes committed now")                                  \
+    X(max_capacity, "most the lane may grow to")                               \
+    X(used, "bytes in live allocations (size classes / pages)")                \
+    X(requested, "bytes the program asked for in live allocations")            \
+    X(free, "capacity - used")                                                 \
+    X(largest_free, "largest contiguous free range usable by any size")        \
+    X(fragmentation_permille, "1000 * (1 - largest_free / free)")              \
+    X(live, "live allocations")                                                \
+    X(allocs, "allocations made since creation")                               \
+    X(frees, "allocations freed since creation")                               \
+    X(spans, "spans of blocks (size-class pages)")                             \
+    X(span_bytes, "bytes in spans")                                            \
+    X(blobs, "blobs (page-granular allocations)")                              \
+    X(blob_bytes, "bytes in blobs")                                            \
+    X(tombstones, "free holes between used extents")                           \
+    X(cached, "free blocks held in per-thread caches")                         \
+    X(failovers, "small allocations placed here because FastLane was full")    \
+    X(grows, "times the lane grew")                                            \
+    X(alloc_failures, "allocations this lane could not place")
+
+/** Arena-wide statistics, same scheme as ML_LANE_STATS. */
+#define ML_ARENA_STATS(X)                                                      \
+    X(handles_live, "live handles")                                            \
+    X(handles_capacity, "slots committed in the handle table")                 \
+    X(handles_max, "most live handles (max_handles)")                          \
+    X(handles_retired, "slots retired because their generation wrapped")       \
+    X(maintenance_cycles, "ml_maintain runs and policy-thread cycles")         \
+    X(enomem, "allocations that returned -ENOMEM")                             \
+    X(groups, "groups")                                                        \
+    X(tags, "distinct tags in use or interned")                                \
+    X(metadata_bytes, "bytes of bookkeeping outside the lanes")
+
+#define ML__STAT_FIELD(name, desc) uint64_t name;
+
+typedef struct ml_lane_stats {
+    ML_LANE_STATS(ML__STAT_FIELD)
+} ml_lane_stats;
+
+typedef struct ml_stats {
+    ML_ARENA_STATS(ML__STAT_FIELD)
+    ml_lane_stats lane[2]; /**< indexed by ml_lane */
+} ml_stats;
+
+/**
+ * Fill out with current statistics. Consistent per lane (taken under the
+ * lane's lock), not across lanes.
+ * @return 0; -EINVAL (NULL args). Thread-safe.
+ */
+ML_API int ml_stats_get(ml_arena *arena, ml_stats *out);
+
+/**
+ * Set (or, with NULL or "", clear) a handle's debug tag. A tag is 1..63
+ * printable ASCII characters other than '/' (it names a folder in the debug
+ * view). Tags are interned: at most 4096 distinct tags per arena.
+ * @return 0; -EINVAL (bad handle or tag), -ESTALE, -ENOSPC (tag table
+ *         full). Thread-safe.
+ */
+ML_API int ml_set_tag(ml_arena *arena, ml_handle h, const char *tag);
+
+/* ---- Allocation groups --------------------------------------------------- */
+
+/**
+ * Create a named group. A name is 1..63 printable ASCII characters other
+ * than '/'. At most 4096 groups per arena.
+ * @return 0; -EINVAL (bad name, NULL args), -EEXIST (name taken),
+ *         -ENOSPC (too many groups).
+ */
+ML_API int ml_group_create(ml_arena *arena, const char *name, ml_group *out);
+
+/** Find a group by name. @return 0; -ENOENT; -EINVAL. */
+ML_API int ml_group_find(ml_arena *arena, const char *name, ml_group *out);
+
+/**
+ * Allocate into a group (align 0 means the default alignment).
+ * @return as ml_alloc_aligned; -ENOENT when the group does not exist.
+ */
+ML_API int ml_group_alloc(ml_arena *arena, ml_group g, size_t size,
+                          size_t align, ml_handle *out);
+
+/**
+ * Put an existing handle into group g (taking it out of its previous group),
+ * or out of any group with ML_GROUP_NONE.
+ * @return 0; -EINVAL, -ESTALE (bad handle), -ENOENT (no such group).
+ */
+ML_API int ml_group_set(ml_arena *arena, ml_handle h, ml_group g);
+
+/**
+ * Free every handle in the group, all or nothing: if any of them is pinned,
+ * nothing is freed and -EBUSY is returned. The group stays (empty).
+ * @param freed  if not NULL, receives how many handles were freed.
+ * @return 0; -ENOENT, -EINVAL, -EBUSY.
+ */
+ML_API int ml_group_free_all(ml_arena *arena, ml_group g, size_t *freed);
+
+/**
+ * Free every handle in the group (as ml_group_free_all) and delete it.
+ * @return 0; -ENOENT, -EINVAL, -EBUSY (nothing freed, group kept).
+ */
+ML_API int ml_group_destroy(ml_arena *arena, ml_group g);
+
+/** Number of handles in the group. @return 0; -ENOENT; -EINVAL. */
+ML_API int ml_group_count(ml_arena *arena, ml_group g, size_t *count);
+
+/**
+ * Copy up to cap of the group's handles into out (in no particular order);
+ * *count receives the group's total size, which may exceed cap.
+ * @return 0; -ENOENT; -EINVAL (count NULL, or out NULL with cap > 0).
+ */
+ML_API int ml_group_list(ml_arena *arena, ml_group g, ml_handle *out,
+                         size_t cap, size_t *count);
+
+/** Copy the group's name into buf (truncated to len, always terminated).
+ *  @return 0; -ENOENT; -EINVAL. */
+ML_API int ml_group_name(ml_arena *arena, ml_group g, char *buf, size_t len);
+
+/** ml_group_foreach callback: return 0 to go on. */
+typedef int (*ml_group_fn)(ml_group g, const char *name, size_t count,
+                           void *ctx);
+
+/**
+ * Call fn for every group (no lock held while fn runs).
+ * @return 0, fn's non-zero value, or -EINVAL.
+ */
+ML_API int ml_group_foreach(ml_arena *arena, ml_group_fn fn, void *ctx);
+
+/* ========================================================================= */
+/* Errors                                                                    */
+/* ========================================================================= */
+
+/** Name of an error code (negative or positive errno), "success" for 0.
+ *  Never NULL. Thread-safe. */
+ML_API const char *ml_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MEMORYLANE_H */

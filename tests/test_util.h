@@ -1,0 +1,42 @@
+// Helpers shared by the test suites.
+#ifndef ML_TESTS_TEST_UTIL_H
+#define ML_TESTS_TEST_UTIL_H
+
+#include <gtest/gtest.h>
+
+extern "C" {
+#include "core/arena.h"
+}
+#include "memorylane/memorylane.h"
+
+// An arena that is destroyed at the end of the scope.
+struct ArenaGuard {
+    ml_arena *a = nullptr;
+    explicit ArenaGuard(const ml_config *cfg = nullptr) {
+        int rc = ml_arena_create(cfg, &a);
+        EXPECT_EQ(rc, 0) << ml_strerror(rc);
+    }
+    ~ArenaGuard() { ml_arena_destroy(a); }
+    ArenaGuard(const ArenaGuard &) = delete;
+    ArenaGuard &operator=(const ArenaGuard &) = delete;
+    operator ml_arena *() const { return a; }
+};
+
+// Small lanes so that tests reach "full" quickly.
+inline ml_config SmallConfig() {
+    ml_config c;
+    ml_config_init(&c);
+    c.fast_lane_size = 1 << 20;
+    c.slow_lane_size = 4 << 20;
+    c.max_handles = 1 << 20;
+    return c;
+}
+
+// Deterministic byte pattern for (seed, offset).
+inline unsigned char PatternByte(uint64_t seed, size_t i) {
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + i * 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 31;
+    return (unsigned char)(x * 0x94D049BB133111EBull >> 56);
+}
+
+#endif
