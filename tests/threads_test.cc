@@ -1,0 +1,193 @@
+// Multi-threaded tests (run under --config=tsan by tools/test.sh): threads
+// allocate, write, read, pin and free concurrently while other threads take
+// snapshots the way the debug view does. Afterwards every byte is checked.
+#include <atomic>
+#include <cstring>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "test_util.h"
+
+namespace {
+
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+constexpr int kOpsPerThread = 20000;
+#else
+constexpr int kOpsPerThread = 200000;
+#endif
+
+struct Owned {
+    ml_handle h;
+    size_t size;
+    uint64_t seed;
+};
+
+bool Verify(ml_arena *a, const Owned &o) {
+    const unsigned char *p = (const unsigned char *)ml_get(a, o.h);
+    if (!p) return false;
+    for (size_t i = 0; i < o.size; i++)
+        if (p[i] != PatternByte(o.seed, i)) return false;
+    return true;
+}
+
+void Worker(ml_arena *a, int id, std::atomic<int> *errors, std::vector<Owned> *survivors) {
+    std::mt19937_64 rng(1000 + id);
+    std::vector<Owned> mine;
+    for (int op = 0; op < kOpsPerThread; op++) {
+        unsigned r = rng() % 100;
+        if (mine.empty() || (r < 45 && mine.size() < 2000)) {
+            size_t size = rng() % 10 == 0 ? 4097 + rng() % 60000 : 1 + rng() % 256;
+            Owned o{ML_HANDLE_NULL, size, rng()};
+            if (ml_alloc(a, size, &o.h) != 0) {
+                ++*errors;
+                continue;
+            }
+            unsigned char *p = (unsigned char *)ml_get(a, o.h);
+            for (size_t i = 0; i < size; i++) p[i] = PatternByte(o.seed, i);
+            mine.push_back(o);
+        } else if (r < 85) {
+            size_t i = rng() % mine.size();
+            if (!Verify(a, mine[i])) ++*errors;
+            if (ml_free(a, mine[i].h) != 0) ++*errors;
+            if (ml_free(a, mine[i].h) != -ESTALE) ++*errors;
+            mine[i] = mine.back();
+            mine.pop_back();
+        } else if (r < 95) {
+            size_t i = rng() % mine.size();
+            void *p = nullptr;
+            if (ml_pin(a, mine[i].h, &p) != 0 || p == nullptr) ++*errors;
+            if (ml_free(a, mine[i].h) != -EBUSY) ++*errors;
+            if (ml_unpin(a, mine[i].h) != 0) ++*errors;
+        } else {
+            size_t i = rng() % mine.size();
+            unsigned char buf[64];
+            size_t n = std::min(sizeof buf, mine[i].size);
+            if (ml_read(a, mine[i].h, 0, buf, n) != (int)n) ++*errors;
+            for (size_t k = 0; k < n; k++)
+                if (buf[k] != PatternByte(mine[i].seed, k)) ++*errors;
+        }
+    }
+    for (const Owned &o : mine)
+        if (!Verify(a, o)) ++*errors;
+    *survivors = std::move(mine);
+}
+
+}  // namespace
+
+TEST(Threads, ConcurrentAllocFreeGetWithObservers) {
+    ml_config c;
+    ml_config_init(&c);
+    c.fast_lane_size = 64 << 20;
+    c.slow_lane_size = 512 << 20;
+    ArenaGuard a(&c);
+    constexpr int kThreads = 4;
+    std::atomic<int> errors{0};
+    std::atomic<bool> done{false};
+    std::vector<std::vector<Owned>> survivors(kThreads);
+    std::vector<std::thread> ts;
+    for (int i = 0; i < kThreads; i++)
+        ts.emplace_back(Worker, a.a, i, &errors, &survivors[i]);
+    // Observers: what the debug view does from its own thread.
+    std::thread observer([&] {
+        while (!done.load()) {
+            ml_stats st;
+            if (ml_stats_get(a, &st) != 0) ++errors;
+            size_t n = 0;
+            ml_foreach(
+                a,
+                [](const ml_handle_info *info, void *ctx) {
+                    ++*(size_t *)ctx;
+                    return info->size == 0 ? 1 : 0;
+                },
+                &n);
+            ml_maintain(a);
+        }
+    });
+    for (auto &t : ts) t.join();
+    done = true;
+    observer.join();
+    EXPECT_EQ(errors.load(), 0);
+    // Threads have exited: their caches went back to the arena.
+    EXPECT_EQ(ml__arena_check(a), 0);
+    size_t live = 0;
+    for (auto &v : survivors) {
+        for (const Owned &o : v) {
+            EXPECT_TRUE(Verify(a, o));
+            live++;
+        }
+    }
+    ml_stats st;
+    ASSERT_EQ(ml_stats_get(a, &st), 0);
+    EXPECT_EQ(st.handles_live, live);
+    EXPECT_EQ(st.lane[ML_LANE_FAST].cached, 0u) << "exited threads keep no cached blocks";
+    for (auto &v : survivors)
+        for (const Owned &o : v) EXPECT_EQ(ml_free(a, o.h), 0);
+    ASSERT_EQ(ml_stats_get(a, &st), 0);
+    EXPECT_EQ(st.handles_live, 0u);
+}
+
+// Handles allocated by one thread and freed by another.
+TEST(Threads, CrossThreadFree) {
+    ArenaGuard a;
+    constexpr int kN = 20000;
+    std::vector<ml_handle> hs(kN);
+    std::thread producer([&] {
+        for (int i = 0; i < kN; i++) ASSERT_EQ(ml_alloc(a, 16 + i % 200, &hs[i]), 0);
+    });
+    producer.join();
+    std::thread consumer([&] {
+        for (int i = 0; i < kN; i++) ASSERT_EQ(ml_free(a, hs[i]), 0);
+    });
+    consumer.join();
+    EXPECT_EQ(ml__arena_check(a), 0);
+    ml_stats st;
+    ASSERT_EQ(ml_stats_get(a, &st), 0);
+    EXPECT_EQ(st.handles_live, 0u);
+    EXPECT_EQ(st.lane[0].used, 0u);
+}
+
+// Two threads race to free the same handles: exactly one wins each.
+TEST(Threads, RacingFreesExactlyOneWins) {
+    ArenaGuard a;
+    constexpr int kN = 5000;
+    std::vector<ml_handle> hs(kN);
+    for (int i = 0; i < kN; i++) ASSERT_EQ(ml_alloc(a, 32, &hs[i]), 0);
+    std::atomic<int> wins{0}, stale{0};
+    auto racer = [&] {
+        for (int i = 0; i < kN; i++) {
+            int rc = ml_free(a, hs[i]);
+            if (rc == 0) ++wins;
+            else if (rc == -ESTALE) ++stale;
+        }
+    };
+    std::thread t1(racer), t2(racer);
+    t1.join();
+    t2.join();
+    EXPECT_EQ(wins.load(), kN);
+    EXPECT_EQ(stale.load(), kN);
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
+// Many arenas per thread (more than the thread-local cache entries).
+TEST(Threads, ManyArenasPerThread) {
+    std::vector<ml_arena *> as(20);
+    ml_config c = SmallConfig();
+    for (auto &x : as) ASSERT_EQ(ml_arena_create(&c, &x), 0);
+    std::thread t([&] {
+        for (int round = 0; round < 5; round++)
+            for (auto *x : as) {
+                ml_handle h;
+                ASSERT_EQ(ml_alloc(x, 64, &h), 0);
+                ASSERT_EQ(ml_free(x, h), 0);
+            }
+    });
+    t.join();
+    for (auto *x : as) {
+        EXPECT_EQ(ml__arena_check(x), 0);
+        ml_stats st;
+        ASSERT_EQ(ml_stats_get(x, &st), 0);
+        EXPECT_EQ(st.handles_live, 0u);
+        ml_arena_destroy(x);
+    }
+}
