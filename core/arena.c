@@ -65,6 +65,7 @@ int ml__arena_create_with(const ml_config *cfg_in, const ml_prim *prim, ml_arena
     size_t smax = cfg.slow_lane_max_size ? cfg.slow_lane_max_size : cfg.slow_lane_size;
     cfg.slow_lane_max_size = ml__align_up(smax < cfg.slow_lane_size ? cfg.slow_lane_size : smax, sunit);
     a->cfg = cfg;
+    a->max_handles = cfg.max_handles;
 
     int rc = -ENOMEM;
     a->slots = ml__meta_map(cfg.max_handles * sizeof(ml_slot));
@@ -129,37 +130,70 @@ int ml_arena_config(const ml_arena *a, ml_config *out)
     return 0;
 }
 
+/* ---- stubs ---------------------------------------------------------------- */
+
+ml_cold *ml__cold(ml_arena *a, uint32_t idx, uint64_t m)
+{
+    ml_cold *c = &a->cold[idx];
+    uint32_t gen = ML_HI_GEN(ml__hi(m));
+    if (c->gen != gen) {
+        memset(c, 0, sizeof *c);
+        c->gen = gen;
+        c->gprev = c->gnext = ML_NIL32;
+        c->last_access_ns = a->slots[idx].created_ns;
+    }
+    return c;
+}
+
+void ml__cold_peek(ml_arena *a, uint32_t idx, uint64_t m, ml_cold *out)
+{
+    const ml_cold *c = &a->cold[idx];
+    if (c->gen == ML_HI_GEN(ml__hi(m))) {
+        *out = *c;
+        return;
+    }
+    memset(out, 0, sizeof *out);
+    out->gen = ML_HI_GEN(ml__hi(m));
+    out->gprev = out->gnext = ML_NIL32;
+    out->last_access_ns = a->slots[idx].created_ns;
+}
+
+void ml__locate(ml_arena *a, const ml_slot *s, uint64_t m, ml_loc *out)
+{
+    ml_lane lane = (m & ML_M_STATE) == ML_STATE_FAST ? ML_LANE_FAST : ML_LANE_SLOW;
+    ml_lane_t *l = &a->lanes[lane];
+    size_t off = (size_t)(__atomic_load_n(&s->addr, __ATOMIC_RELAXED) - (uint64_t)(uintptr_t)l->region.start);
+    out->lane = lane;
+    out->blob = (m & ML_M_BLOB) != 0;
+    if (out->blob) {
+        out->span = (uint32_t)(off >> l->unit_shift);
+        out->index = 0;
+        out->cls = ML_CLASS_NONE;
+        out->bytes = (size_t)ml__ext_len(&l->ext, out->span) << l->unit_shift;
+    } else {
+        out->span = l->unit_span[off >> l->unit_shift];
+        out->index = ml__block_index(l, out->span, off);
+        out->cls = l->spans[out->span].cls;
+        out->bytes = ml__class_size[out->cls];
+    }
+}
+
 /* ---- allocation ------------------------------------------------------------ */
 
-/* Write the stub of a freshly allocated slot and make it visible. With
- * `locked`, the slot is published claimed (the caller finishes setting it up
- * and then drops the claim). Returns the handle. */
-static ml_handle publish(ml_arena *a, uint32_t idx, ml_lane lane, ml_lane born, uint32_t span,
-                         uint32_t index, unsigned cls, size_t size, size_t align, bool locked)
+/* Write the stub of a freshly allocated slot and make it visible. `extra`
+ * holds meta bits to publish with it (LOCKED, GROUPED, BLOB). Returns the
+ * handle. The cold stub is not touched: it is initialised on first need. */
+static inline ml_handle publish(ml_arena *a, uint32_t idx, ml_lane lane, ml_lane born,
+                                char *addr, size_t size, size_t align, uint64_t extra)
 {
     ml_slot *s = &a->slots[idx];
-    ml_cold *c = &a->cold[idx];
-    ml_lane_t *l = &a->lanes[lane];
-    char *addr = index == ML_INDEX_BLOB ? ml__lane_base(l) + ((size_t)span << l->unit_shift)
-                                        : ml__block_addr(l, span, index);
-    c->size = size;
-    c->span = span;
-    c->index = index;
-    c->lane = (uint8_t)lane;
-    c->cls = (uint8_t)cls;
-    c->align_log2 = (uint8_t)__builtin_ctzll(align);
-    c->tag = 0;
-    c->group = 0;
-    c->gprev = c->gnext = ML_NIL32;
-    c->migrations = 0;
-    c->created_ns = ml__now(a);
-    c->last_access_ns = c->created_ns;
-    c->accesses = 0;
     __atomic_store_n(&s->addr, (uint64_t)(uintptr_t)addr, __ATOMIC_RELAXED);
-    uint64_t hi = ml__hi(__atomic_load_n(&s->meta, __ATOMIC_RELAXED));
-    hi = (hi & ~ML_HI_BORN_SLOW) | (born == ML_LANE_SLOW ? ML_HI_BORN_SLOW : 0);
+    s->size = size;
+    s->created_ns = ml__now(a);
+    uint64_t hi = ml__hi(__atomic_load_n(&s->meta, __ATOMIC_RELAXED)) & (ML_GEN_MASK | (0x7fu << ML_TAG_SHIFT));
+    hi |= (born == ML_LANE_SLOW ? ML_HI_BORN_SLOW : 0) | ML_HI_HANDLE;
     uint64_t st = lane == ML_LANE_FAST ? ML_STATE_FAST : ML_STATE_SLOW;
-    uint64_t m = (hi << 32) | st | ML_M_RESIDENT | ML_M_ACCESSED | (locked ? ML_M_LOCKED : 0);
+    uint64_t m = (hi << 32) | st | ((uint64_t)__builtin_ctzll(align) << ML_M_ALIGN_SHIFT) | extra;
     ml__store_rel(&s->meta, m);
     return (ml_handle){(hi << 32) | idx};
 }
@@ -183,18 +217,13 @@ static inline void tc_push_slot(ml_arena *a, ml_tcache *tc, uint32_t idx)
     tc->slots[tc->nslots++] = idx;
 }
 
-static void tc_put_slot(ml_arena *a, ml_tcache *tc, uint32_t idx)
+static void put_slot(ml_arena *a, ml_tcache *tc, uint32_t idx)
 {
-    if (!tc) {
-        ml__table_put(a, &idx, 1);
-        return;
-    }
-    ml__tc_lock(tc);
-    tc_push_slot(a, tc, idx);
-    ml__tc_unlock(tc);
+    if (tc) tc_push_slot(a, tc, idx);
+    else ml__table_put(a, &idx, 1);
 }
 
-/* FastLane refill: caller holds tc->lock. */
+/* FastLane refill of the calling thread's cache. */
 static bool tc_refill_blocks(ml_arena *a, ml_tcache *tc, unsigned cls)
 {
     ml_lane_t *l = &a->lanes[ML_LANE_FAST];
@@ -203,95 +232,92 @@ static bool tc_refill_blocks(ml_arena *a, ml_tcache *tc, unsigned cls)
     if (got == 0 && ml__lane_grow(l, (size_t)l->span_units[cls] << l->unit_shift) == 0)
         got = ml__lane_blocks_take(l, cls, tc->cls[cls].b, ML_TC_BLOCKS / 2);
     pthread_mutex_unlock(&l->lock);
-    tc->cls[cls].n = got;
+    __atomic_store_n(&tc->cls[cls].n, got, __ATOMIC_RELAXED);
     return got != 0;
 }
 
-/* Place `size` bytes in SlowLane (or, with lane == FAST, in FastLane without
- * the thread cache). Caller holds nothing. Fills span/index/cls. */
+/* Place `size` bytes in a lane without the thread cache: a block of the
+ * lane's classes, else (SlowLane) a blob; grows the lane once if needed. */
 static int lane_place(ml_arena *a, ml_lane lane, size_t size, size_t align, uint32_t owner,
-                      uint32_t *span, uint32_t *index, unsigned *cls)
+                      char **addr, bool *blob, size_t *bytes)
 {
     ml_lane_t *l = &a->lanes[lane];
     unsigned c = ml__size_class_aligned(size, align, l->nclasses);
+    if (c == ML_CLASS_NONE && lane == ML_LANE_FAST) return -ENOMEM; /* no blobs there */
     int rc = -ENOMEM;
     pthread_mutex_lock(&l->lock);
     for (int attempt = 0; attempt < 2; attempt++) {
         if (c != ML_CLASS_NONE) {
             uint64_t b;
             if (ml__lane_blocks_take(l, c, &b, 1) == 1) {
-                *span = (uint32_t)(b >> 32);
-                *index = (uint32_t)b;
-                ml__owner_store(&l->spans[*span].owner[*index], owner);
-                rc = 0;
-                break;
-            }
-        } else if (lane == ML_LANE_SLOW) {
-            uint32_t s = ml__lane_blob_alloc(l, size, owner);
-            if (s != ML_EXT_NIL) {
-                *span = s;
-                *index = ML_INDEX_BLOB;
+                uint32_t span = (uint32_t)(b >> 32), index = (uint32_t)b;
+                ml__owner_store(&l->spans[span].owner[index], owner);
+                *addr = ml__block_addr(l, span, index);
+                *blob = false;
+                *bytes = ml__class_size[c];
                 rc = 0;
                 break;
             }
         } else {
-            break; /* FastLane has no blobs */
+            uint32_t s = ml__lane_blob_alloc(l, size, owner);
+            if (s != ML_EXT_NIL) {
+                *addr = ml__lane_base(l) + ((size_t)s << l->unit_shift);
+                *blob = true;
+                *bytes = (size_t)ml__ext_len(&l->ext, s) << l->unit_shift;
+                rc = 0;
+                break;
+            }
         }
         size_t need = c != ML_CLASS_NONE ? (size_t)l->span_units[c] << l->unit_shift : size;
         if (attempt == 0 && ml__lane_grow(l, need) != 0) break;
     }
     if (rc) l->alloc_failures++;
     pthread_mutex_unlock(&l->lock);
-    *cls = c;
     return rc;
 }
 
-static void count_alloc(ml_arena *a, ml_tcache *tc, ml_lane lane, size_t used, size_t size)
+static void count_alloc(ml_tcache *tc, ml_lane lane, size_t bytes, size_t size)
 {
-    if (!tc) return;
-    ml__tc_lock(tc);
-    tc->allocs[lane]++;
-    tc->used[lane] += (int64_t)used;
-    tc->requested[lane] += (int64_t)size;
-    ml__tc_unlock(tc);
-    (void)a;
+    ML_TC_ADD(tc->allocs[lane], 1);
+    ML_TC_ADD(tc->used[lane], (int64_t)bytes);
+    ML_TC_ADD(tc->requested[lane], (int64_t)size);
 }
 
-static size_t placed_bytes(const ml_arena *a, ml_lane lane, unsigned cls, uint32_t span,
-                           uint32_t index)
+static void count_free(ml_arena *a, ml_tcache *tc, ml_lane lane, size_t bytes, size_t size)
 {
-    const ml_lane_t *l = &a->lanes[lane];
-    if (index != ML_INDEX_BLOB) return ml__class_size[cls];
-    return (size_t)ml__ext_len(&l->ext, span) << l->unit_shift;
+    if (tc) {
+        ML_TC_ADD(tc->frees[lane], 1);
+        ML_TC_ADD(tc->used[lane], -(int64_t)bytes);
+        ML_TC_ADD(tc->requested[lane], -(int64_t)size);
+        return;
+    }
+    pthread_mutex_lock(&a->tc_list_lock);
+    a->gone_frees[lane]++;
+    a->gone_used[lane] -= (int64_t)bytes;
+    a->gone_requested[lane] -= (int64_t)size;
+    pthread_mutex_unlock(&a->tc_list_lock);
 }
 
-/* The general path: SlowLane, or FastLane when its cache path failed. */
+/* The general path: SlowLane, groups, or FastLane when its cache path failed. */
 static int alloc_slow(ml_arena *a, ml_tcache *tc, size_t size, size_t align, ml_group group,
                       ml_handle *out)
 {
     uint32_t idx;
-    bool have_slot;
-    if (tc) {
-        ml__tc_lock(tc);
-        have_slot = tc_pop_slot(a, tc, &idx);
-        ml__tc_unlock(tc);
-    } else {
-        have_slot = ml__table_take(a, &idx, 1) == 1;
-    }
+    bool have_slot = tc ? tc_pop_slot(a, tc, &idx) : ml__table_take(a, &idx, 1) == 1;
     if (!have_slot) {
         __atomic_fetch_add(&a->enomem, 1, __ATOMIC_RELAXED);
         return -ENOMEM;
     }
     ml_lane born = size <= a->cfg.threshold ? ML_LANE_FAST : ML_LANE_SLOW;
     ml_lane lane = born;
-    uint32_t span, index;
-    unsigned cls;
+    char *addr = NULL;
+    bool blob = false;
+    size_t bytes = 0;
     int rc = -ENOMEM;
-    if (born == ML_LANE_FAST)
-        rc = lane_place(a, ML_LANE_FAST, size, align, idx + 1, &span, &index, &cls);
+    if (born == ML_LANE_FAST) rc = lane_place(a, ML_LANE_FAST, size, align, idx + 1, &addr, &blob, &bytes);
     if (rc && (born == ML_LANE_SLOW || a->cfg.failover_to_slow)) {
         lane = ML_LANE_SLOW;
-        rc = lane_place(a, ML_LANE_SLOW, size, align, idx + 1, &span, &index, &cls);
+        rc = lane_place(a, ML_LANE_SLOW, size, align, idx + 1, &addr, &blob, &bytes);
         if (rc == 0 && born == ML_LANE_FAST) {
             born = ML_LANE_SLOW; /* failover: born where it landed */
             pthread_mutex_lock(&a->lanes[ML_LANE_SLOW].lock);
@@ -300,17 +326,25 @@ static int alloc_slow(ml_arena *a, ml_tcache *tc, size_t size, size_t align, ml_
         }
     }
     if (rc) {
-        tc_put_slot(a, tc, idx);
+        put_slot(a, tc, idx);
         __atomic_fetch_add(&a->enomem, 1, __ATOMIC_RELAXED);
         return rc;
     }
-    if (index == ML_INDEX_BLOB) ml__ext_set_owner(&a->lanes[lane].ext, span, idx + 1);
     bool grouped = group != ML_GROUP_NONE;
-    ml_handle h = publish(a, idx, lane, born, span, index, cls, size, align, grouped);
-    count_alloc(a, tc, lane, placed_bytes(a, lane, cls, span, index), size);
+    uint64_t extra = (blob ? ML_M_BLOB : 0) | (grouped ? ML_M_LOCKED | ML_M_GROUPED : 0);
+    ml_handle h = publish(a, idx, lane, born, addr, size, align, extra);
+    if (tc) count_alloc(tc, lane, bytes, size);
+    else {
+        pthread_mutex_lock(&a->tc_list_lock);
+        a->gone_allocs[lane]++;
+        a->gone_used[lane] += (int64_t)bytes;
+        a->gone_requested[lane] += (int64_t)size;
+        pthread_mutex_unlock(&a->tc_list_lock);
+    }
     if (grouped) {
         rc = ml__group_link(a, idx, group);
         if (rc) {
+            __atomic_fetch_and(&a->slots[idx].meta, ~ML_M_GROUPED, __ATOMIC_RELAXED);
             ml__free_claimed(a, idx);
             return rc;
         }
@@ -323,34 +357,30 @@ static int alloc_slow(ml_arena *a, ml_tcache *tc, size_t size, size_t align, ml_
 int ml__alloc(ml_arena *a, size_t size, size_t align, ml_group group, ml_handle *out)
 {
     if (!a || !out || size == 0) return -EINVAL;
-    if (align == 0) align = 16;
-    if ((align & (align - 1)) || align > ML_PAGE_SIZE) return -EINVAL;
+    if ((align & (align - 1)) || align > ML_PAGE_SIZE || align == 0) return -EINVAL;
     if (size > a->cfg.slow_lane_max_size) return -EINVAL;
     if (align < 16) align = 16;
     ml_tcache *tc = ml__tc_get(a);
     if (__builtin_expect(size <= a->cfg.threshold && group == ML_GROUP_NONE && tc != NULL, 1)) {
-        unsigned cls = align <= 16 ? ml__size_class(size)
-                                   : ml__size_class_aligned(size, align, a->lanes[0].nclasses);
-        if (cls < a->lanes[ML_LANE_FAST].nclasses) {
-            ml__tc_lock(tc);
+        ml_lane_t *l = &a->lanes[ML_LANE_FAST];
+        unsigned cls = align == 16 ? ml__size_class(size)
+                                   : ml__size_class_aligned(size, align, l->nclasses);
+        if (cls < l->nclasses) {
             uint32_t idx;
             if (tc_pop_slot(a, tc, &idx)) {
-                if (tc->cls[cls].n || tc_refill_blocks(a, tc, cls)) {
-                    uint64_t b = tc->cls[cls].b[--tc->cls[cls].n];
+                uint32_t n = tc->cls[cls].n;
+                if (n || (tc_refill_blocks(a, tc, cls) && (n = tc->cls[cls].n) != 0)) {
+                    uint64_t b = tc->cls[cls].b[--n];
+                    __atomic_store_n(&tc->cls[cls].n, n, __ATOMIC_RELAXED);
                     uint32_t span = (uint32_t)(b >> 32), bi = (uint32_t)b;
-                    ml_lane_t *l = &a->lanes[ML_LANE_FAST];
                     ml__owner_store(&l->spans[span].owner[bi], idx + 1);
-                    *out = publish(a, idx, ML_LANE_FAST, ML_LANE_FAST, span, bi, cls, size, align,
-                                   false);
-                    tc->allocs[ML_LANE_FAST]++;
-                    tc->used[ML_LANE_FAST] += ml__class_size[cls];
-                    tc->requested[ML_LANE_FAST] += (int64_t)size;
-                    ml__tc_unlock(tc);
+                    *out = publish(a, idx, ML_LANE_FAST, ML_LANE_FAST, ml__block_addr(l, span, bi),
+                                   size, align, 0);
+                    count_alloc(tc, ML_LANE_FAST, ml__class_size[cls], size);
                     return 0;
                 }
                 tc_push_slot(a, tc, idx);
             }
-            ml__tc_unlock(tc);
         }
     }
     return alloc_slow(a, tc, size, align, group, out);
@@ -360,81 +390,141 @@ int ml_alloc(ml_arena *a, size_t size, ml_handle *out) { return ml__alloc(a, siz
 
 int ml_alloc_aligned(ml_arena *a, size_t size, size_t align, ml_handle *out)
 {
-    if (align == 0) return -EINVAL;
     return ml__alloc(a, size, align, 0, out);
 }
 
 /* ---- free ------------------------------------------------------------------- */
 
-void ml__free_claimed(ml_arena *a, uint32_t idx)
+static void tc_spill(ml_arena *a, ml_tcache *tc, unsigned cls);
+
+/* Give back the storage of a slot whose meta word (m, as it was while live)
+ * has just been replaced by a free one. The caller owns the slot. */
+static void release(ml_arena *a, uint32_t idx, uint64_t m)
 {
     ml_slot *s = &a->slots[idx];
-    ml_cold *c = &a->cold[idx];
-    if (c->group) ml__group_unlink(a, idx);
-    ml_lane lane = (ml_lane)c->lane;
-    uint32_t span = c->span, index = c->index;
-    unsigned cls = c->cls;
-    size_t size = c->size;
-    ml_lane_t *l = &a->lanes[lane];
-    size_t used = placed_bytes(a, lane, cls, span, index);
-
-    /* The handle dies here: bump the generation (or retire the slot). */
-    uint64_t m = ml__load(&s->meta);
-    uint32_t gen = ML_HI_GEN(ml__hi(m));
-    bool retire = gen >= ML_GEN_MAX;
-    uint64_t hi = (retire ? ML_GEN_RETIRED : gen + 1) | (a->tag << 24);
-    ml__store_rel(&s->meta, hi << 32);
-
+    ml_loc loc;
+    ml__locate(a, s, m, &loc);
+    size_t size = s->size;
+    ml_lane_t *l = &a->lanes[loc.lane];
     ml_tcache *tc = ml__tc_get(a);
-    if (index != ML_INDEX_BLOB && lane == ML_LANE_FAST && tc) {
-        ml__tc_lock(tc);
-        ml__owner_store(&l->spans[span].owner[index], 0);
-        if (tc->cls[cls].n == ML_TC_BLOCKS) {
-            pthread_mutex_lock(&l->lock);
-            for (unsigned i = ML_TC_BLOCKS / 2; i < ML_TC_BLOCKS; i++) {
-                uint64_t b = tc->cls[cls].b[i];
-                ml__lane_block_put(l, (uint32_t)(b >> 32), (uint32_t)b);
-            }
-            pthread_mutex_unlock(&l->lock);
-            tc->cls[cls].n = ML_TC_BLOCKS / 2;
+    if (!loc.blob && loc.lane == ML_LANE_FAST && tc) {
+        /* The block's owner entry still names this slot: a stale hint that
+         * compaction checks against the slot (see lane.h). */
+        uint32_t n = tc->cls[loc.cls].n;
+        if (__builtin_expect(n == ML_TC_BLOCKS, 0)) {
+            tc_spill(a, tc, loc.cls);
+            n = ML_TC_BLOCKS / 2;
         }
-        tc->cls[cls].b[tc->cls[cls].n++] = ((uint64_t)span << 32) | index;
+        tc->cls[loc.cls].b[n] = ((uint64_t)loc.span << 32) | loc.index;
+        __atomic_store_n(&tc->cls[loc.cls].n, n + 1, __ATOMIC_RELAXED);
     } else {
         pthread_mutex_lock(&l->lock);
-        if (index == ML_INDEX_BLOB) ml__lane_blob_free(l, span);
-        else ml__lane_block_put(l, span, index);
+        if (loc.blob) ml__lane_blob_free(l, loc.span);
+        else ml__lane_block_put(l, loc.span, loc.index);
         pthread_mutex_unlock(&l->lock);
-        if (tc) ml__tc_lock(tc);
     }
-    if (tc) {
-        tc->frees[lane]++;
-        tc->used[lane] -= (int64_t)used;
-        tc->requested[lane] -= (int64_t)size;
-        if (!retire) tc_push_slot(a, tc, idx);
-        ml__tc_unlock(tc);
-    } else {
-        pthread_mutex_lock(&a->tc_list_lock);
-        a->gone_frees[lane]++;
-        a->gone_used[lane] -= (int64_t)used;
-        a->gone_requested[lane] -= (int64_t)size;
-        pthread_mutex_unlock(&a->tc_list_lock);
-        if (!retire) ml__table_put(a, &idx, 1);
-    }
-    if (retire) {
+    count_free(a, tc, loc.lane, loc.bytes, size);
+    if (ML_HI_GEN(ml__hi(m)) >= ML_GEN_MAX) {
         pthread_mutex_lock(&a->table_lock);
         a->retired++;
         pthread_mutex_unlock(&a->table_lock);
+    } else {
+        put_slot(a, tc, idx);
     }
+}
+
+/* The meta word of slot with live meta m once freed: next generation (or
+ * retired), same arena tag, no state. */
+static inline uint64_t freed_meta(const ml_arena *a, uint64_t m)
+{
+    uint32_t gen = ML_HI_GEN(ml__hi(m));
+    return ml__free_meta(a, gen >= ML_GEN_MAX ? ML_GEN_RETIRED : gen + 1);
+}
+
+void ml__free_claimed(ml_arena *a, uint32_t idx)
+{
+    ml_slot *s = &a->slots[idx];
+    uint64_t m = ml__load(&s->meta);
+    if (m & ML_M_GROUPED) {
+        ml__group_unlink(a, idx);
+        m &= ~ML_M_GROUPED;
+    }
+    ml__store_rel(&s->meta, freed_meta(a, m));
+    release(a, idx, m);
+}
+
+/* Flush half of a full class cache back to FastLane (out of the fast path). */
+static __attribute__((noinline)) void tc_spill(ml_arena *a, ml_tcache *tc, unsigned cls)
+{
+    ml_lane_t *l = &a->lanes[ML_LANE_FAST];
+    pthread_mutex_lock(&l->lock);
+    for (unsigned i = ML_TC_BLOCKS / 2; i < ML_TC_BLOCKS; i++) {
+        uint64_t b = tc->cls[cls].b[i];
+        ml__lane_block_put(l, (uint32_t)(b >> 32), (uint32_t)b);
+    }
+    pthread_mutex_unlock(&l->lock);
+    __atomic_store_n(&tc->cls[cls].n, ML_TC_BLOCKS / 2, __ATOMIC_RELAXED);
+}
+
+static __attribute__((noinline)) int free_slow(ml_arena *a, ml_handle h)
+{
+    uint32_t idx = ml__idx(h);
+    ml_slot *s = &a->slots[idx];
+    uint64_t m = ml__load_acq(&s->meta);
+    for (;;) {
+        if (!ml__same(h, m)) return ml__check(a, h, m);
+        if (m & ML_M_PINS) return -EBUSY;
+        if (m & (ML_M_LOCKED | ML_M_GROUPED)) break; /* wait, or unlink first */
+        /* One step from live to free: the handle is stale from here on. */
+        if (__atomic_compare_exchange_n(&s->meta, &m, freed_meta(a, m), true, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+            release(a, idx, m);
+            return 0;
+        }
+    }
+    int rc = ml__claim(a, h, ML_CLAIM_UNPINNED, &m);
+    if (rc) return rc;
+    ml__free_claimed(a, idx);
+    return 0;
 }
 
 int ml_free(ml_arena *a, ml_handle h)
 {
-    if (!a) return -EINVAL;
-    uint64_t m;
-    int rc = ml__claim(a, h, ML_CLAIM_UNPINNED, &m);
-    if (rc) return rc;
-    ml__free_claimed(a, ml__idx(h));
-    return 0;
+    if (__builtin_expect(a == NULL, 0)) return -EINVAL;
+    uint32_t idx = ml__idx(h);
+    if (__builtin_expect(idx >= a->max_handles, 0)) return -EINVAL;
+    ml_slot *s = &a->slots[idx];
+    uint64_t m = ml__load_acq(&s->meta);
+    /* Fast path: an unpinned, unclaimed, ungrouped FastLane block whose slot
+     * is not about to retire goes straight back to this thread's cache. */
+    const uint64_t mask = ML_M_STATE | ML_M_LOCKED | ML_M_GROUPED | ML_M_BLOB | ML_M_PINS;
+    ml_tcache *tc;
+    if (__builtin_expect(((m ^ h.bits) >> 32) == 0 && (m & mask) == ML_STATE_FAST &&
+                             ML_HI_GEN(ml__hi(m)) < ML_GEN_MAX && (tc = ml__tc_get(a)) != NULL,
+                         1) &&
+        __atomic_compare_exchange_n(&s->meta, &m, freed_meta(a, m), false, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_RELAXED)) {
+        /* The slot is ours now; its address cannot move any more (a move
+         * needs a claim, which needs the generation we just retired). */
+        ml_lane_t *l = &a->lanes[ML_LANE_FAST];
+        size_t off = (size_t)(ml__load(&s->addr) - (uint64_t)(uintptr_t)l->region.start);
+        uint32_t span = (uint32_t)(off >> l->unit_shift); /* FastLane spans are one unit */
+        unsigned cls = l->spans[span].cls;
+        uint32_t bi = ml__block_index(l, span, off);
+        uint32_t n = tc->cls[cls].n;
+        if (__builtin_expect(n == ML_TC_BLOCKS, 0)) {
+            tc_spill(a, tc, cls);
+            n = ML_TC_BLOCKS / 2;
+        }
+        tc->cls[cls].b[n] = ((uint64_t)span << 32) | bi;
+        __atomic_store_n(&tc->cls[cls].n, n + 1, __ATOMIC_RELAXED);
+        ML_TC_ADD(tc->frees[ML_LANE_FAST], 1);
+        ML_TC_ADD(tc->used[ML_LANE_FAST], -(int64_t)ml__class_size[cls]);
+        ML_TC_ADD(tc->requested[ML_LANE_FAST], -(int64_t)s->size);
+        tc_push_slot(a, tc, idx);
+        return 0;
+    }
+    return free_slow(a, h);
 }
 
 /* ---- access ------------------------------------------------------------------ */
@@ -450,33 +540,21 @@ static int get_slow(ml_arena *a, ml_handle h, void **out)
     return 0;
 }
 
-static inline void *get_fast(ml_arena *a, ml_handle h)
+void *ml_get_slow(ml_arena *a, ml_handle h)
 {
-    uint32_t idx = (uint32_t)h.bits;
-    if (__builtin_expect(idx < __atomic_load_n(&a->slot_count, __ATOMIC_RELAXED), 1)) {
-        ml_slot *s = &a->slots[idx];
-        uint64_t m = __atomic_load_n(&s->meta, __ATOMIC_ACQUIRE);
-        const uint64_t want = ML_M_RESIDENT | ML_M_ACCESSED;
-        if (__builtin_expect((((m ^ h.bits) >> 32) | ((m & want) ^ want)) == 0, 1))
-            return (void *)(uintptr_t)__atomic_load_n(&s->addr, __ATOMIC_RELAXED);
-    }
-    return NULL;
-}
-
-void *ml_get(ml_arena *a, ml_handle h)
-{
+    void *p;
     if (!a) return NULL;
-    void *p = get_fast(a, h);
-    if (__builtin_expect(p != NULL, 1)) return p;
     return get_slow(a, h, &p) == 0 ? p : NULL;
 }
+
+void *(ml_get)(ml_arena *a, ml_handle h) { return ml__get_inline(a, h); }
 
 int ml_try_get(ml_arena *a, ml_handle h, void **out)
 {
     if (!out) return -EINVAL;
     *out = NULL;
     if (!a) return -EINVAL;
-    void *p = get_fast(a, h);
+    void *p = ml__get_inline(a, h);
     if (p) {
         *out = p;
         return 0;
@@ -490,8 +568,7 @@ void *ml_get_sized(ml_arena *a, ml_handle h, size_t min_size)
     if (!p) return NULL;
     /* size never changes for a live handle; a racing free makes the whole
      * call a use-after-free the caller owns, as with ml_get. */
-    size_t size = __atomic_load_n(&a->cold[ml__idx(h)].size, __ATOMIC_RELAXED);
-    return size >= min_size ? p : NULL;
+    return a->slots[ml__idx(h)].size >= min_size ? p : NULL;
 }
 
 int ml_pin(ml_arena *a, ml_handle h, void **out)
@@ -542,7 +619,7 @@ int ml_read(ml_arena *a, ml_handle h, size_t offset, void *buf, size_t len)
     int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
     if (rc) return rc;
     uint32_t idx = ml__idx(h);
-    size_t size = a->cold[idx].size;
+    size_t size = a->slots[idx].size;
     size_t n = offset >= size ? 0 : (size - offset < len ? size - offset : len);
     if (n) {
         const char *p = (const char *)(uintptr_t)__atomic_load_n(&a->slots[idx].addr, __ATOMIC_RELAXED);
@@ -559,15 +636,15 @@ int ml_write(ml_arena *a, ml_handle h, size_t offset, const void *buf, size_t le
     int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
     if (rc) return rc;
     uint32_t idx = ml__idx(h);
-    size_t size = a->cold[idx].size;
+    size_t size = a->slots[idx].size;
     if (offset > size || len > size - offset) {
         ml__unclaim(a, idx);
         return -EINVAL;
     }
     char *p = (char *)(uintptr_t)__atomic_load_n(&a->slots[idx].addr, __ATOMIC_RELAXED);
     if (len) memcpy(p + offset, buf, len);
-    __atomic_fetch_and(&a->slots[idx].meta, ~ML_M_LOCKED, __ATOMIC_RELEASE);
     if (!(m & ML_M_ACCESSED)) __atomic_fetch_or(&a->slots[idx].meta, ML_M_ACCESSED, __ATOMIC_RELAXED);
+    ml__unclaim(a, idx);
     return 0;
 }
 
@@ -586,8 +663,9 @@ static void fold_access_bits(ml_arena *a)
         if (!__atomic_compare_exchange_n(&a->slots[i].meta, &m, (m | ML_M_LOCKED) & ~ML_M_ACCESSED,
                                          false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
             continue;
-        a->cold[i].last_access_ns = now;
-        a->cold[i].accesses++;
+        ml_cold *c = ml__cold(a, i, m);
+        c->last_access_ns = now;
+        c->accesses++;
         ml__unclaim(a, i);
     }
 }

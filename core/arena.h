@@ -19,12 +19,12 @@
  *                        a callback. A thread holding a lane lock never waits
  *                        for a claim; it only tries one (and skips the slot).
  *   3. tc_list lock      the arena's list of thread caches and the counters
- *                        of exited threads. Taken before any cache lock by
- *                        whoever walks the caches (stats, compaction, exit).
- *   4. thread cache      tc->lock: owned by its thread for every fast-path
- *                        operation, taken by others (stats, compaction,
- *                        thread exit) to look inside. Never contended on the
- *                        fast path.
+ *                        of exited threads; a cache is freed only after it
+ *                        is unlinked under this lock.
+ *   4. (thread caches)   not a lock: a cache belongs to one thread, which
+ *                        alone touches its contents; others read its
+ *                        counters (relaxed atomics) under the tc_list lock and
+ *                        may ask it to flush (flush_req).
  *   5. lane lock         lanes[i].lock: extents, spans, free lists, lane
  *                        statistics. Fast before slow when both are needed.
  *   6. table lock        free-slot list and table growth.
@@ -53,76 +53,95 @@
 
 /* ---- handle bits ------------------------------------------------------------
  *   bits  0..31  slot index
- *   bits 32..55  generation (1..ML_GEN_MAX)
- *   bits 56..62  arena tag (1..127)
- *   bit  63      born in SlowLane
- * The upper half of a live slot's meta word equals the upper half of its
- * handle, so validating a handle is one compare.
+ *   bits 32..53  generation (1..ML_GEN_MAX)
+ *   bits 54..60  arena tag (1..127)
+ *   bit  61      born in SlowLane
+ *   bits 62..63  always 1 in a handle: in a slot's meta word they are the
+ *                RESIDENT and ACCESSED bits
+ * The upper half of a meta word equals the upper half of its handle exactly
+ * when the handle is the live one and its data is resident and marked
+ * accessed: the inline ml_get compares the two 32-bit halves and nothing
+ * else. Every other check compares the identity bits (0..29 of the half).
  */
-#define ML_GEN_BITS 24
-#define ML_GEN_MAX ((1u << ML_GEN_BITS) - 2) /* last generation ever issued */
-#define ML_GEN_RETIRED ((1u << ML_GEN_BITS) - 1)
-#define ML_HI_GEN(hi) ((hi) & ((1u << ML_GEN_BITS) - 1))
-#define ML_HI_TAG(hi) (((hi) >> 24) & 0x7fu)
-#define ML_HI_BORN_SLOW (1u << 31)
+#define ML_GEN_BITS 22
+#define ML_GEN_MASK ((1u << ML_GEN_BITS) - 1)
+#define ML_GEN_MAX (ML_GEN_MASK - 1)  /* last generation ever issued */
+#define ML_GEN_RETIRED ML_GEN_MASK
+#define ML_TAG_SHIFT 22
+#define ML_HI_GEN(hi) ((hi) & ML_GEN_MASK)
+#define ML_HI_TAG(hi) (((hi) >> ML_TAG_SHIFT) & 0x7fu)
+#define ML_HI_BORN_SLOW (1u << 29)
+#define ML_HI_RESIDENT (1u << 30)
+#define ML_HI_ACCESSED (1u << 31)
+#define ML_HI_ID_MASK (ML_HI_RESIDENT - 1)
+#define ML_HI_HANDLE (ML_HI_RESIDENT | ML_HI_ACCESSED)
 
 /* ---- meta word (low half) ---------------------------------------------------- */
 #define ML_M_STATE 0x7ull          /* ml_state of a live slot; 0 when free */
-#define ML_M_RESIDENT (1ull << 3)  /* state is FAST or SLOW */
-#define ML_M_ACCESSED (1ull << 4)  /* CLOCK bit, folded by maintenance */
+#define ML_M_RESIDENT ((uint64_t)ML_HI_RESIDENT << 32) /* state is FAST or SLOW */
+#define ML_M_ACCESSED ((uint64_t)ML_HI_ACCESSED << 32) /* CLOCK bit (maintenance) */
 #define ML_M_LOCKED (1ull << 5)    /* claimed */
+#define ML_M_GROUPED (1ull << 6)   /* member of a group (cold stub is live) */
+#define ML_M_BLOB (1ull << 7)      /* data is a blob (else a block of a span) */
+#define ML_M_ALIGN_SHIFT 8         /* bits 8..11: log2 of the alignment asked */
+#define ML_M_ALIGN (0xfull << ML_M_ALIGN_SHIFT)
 #define ML_M_PIN_SHIFT 16
 #define ML_M_PIN_ONE (1ull << ML_M_PIN_SHIFT)
 #define ML_M_PINS (0xffffull << ML_M_PIN_SHIFT)
 #define ML_PIN_MAX 0xffffu
 
-typedef struct ml_slot {
-    uint64_t meta; /* atomic: see above */
-    uint64_t addr; /* atomic: data address while resident */
-} ml_slot;
+/* The hot half of a stub: 32 bytes, two per cache line. Everything that
+ * alloc, free and get need is here, so they touch one line per handle.
+ * meta and addr are atomics; size and created_ns are written before the
+ * publishing store of meta (and size doubles as the free-list link while
+ * the slot is free, under the table lock). */
+typedef ml__slot ml_slot;
 
 #define ML_NIL32 UINT32_MAX
-#define ML_INDEX_BLOB UINT32_MAX
 
-/* Cold half of a stub: written only by the thread that holds the slot's
- * claim (or owns the slot before it is published / after it is freed). */
+/* The cold half of a stub: tracking that alloc and free never touch. It is
+ * initialised lazily: its fields belong to generation `gen`, and for any
+ * other generation of the slot they read as defaults (no tag, no group, no
+ * accesses folded yet, last access = creation). Written only by the thread
+ * that holds the slot's claim (or owns an unpublished slot). */
 typedef struct ml_cold {
-    uint64_t size;         /* bytes requested; free slot: next free index */
-    uint32_t span;         /* first lane unit of the span or blob */
-    uint32_t index;        /* block index in the span; ML_INDEX_BLOB */
-    uint8_t lane;          /* ml_lane holding the data */
-    uint8_t cls;           /* size class, ML_CLASS_NONE for blobs */
-    uint8_t align_log2;
-    uint8_t pad;
+    uint32_t gen;
     uint32_t tag;          /* interned tag ID, 0 = none */
     uint32_t group;        /* ml_group, 0 = none (meta lock + claim) */
     uint32_t gprev, gnext; /* group list (meta lock) */
     uint32_t migrations;
-    uint64_t created_ns;
-    uint64_t last_access_ns;
     uint64_t accesses;
+    uint64_t last_access_ns;
 } ml_cold;
 
 /* ---- thread caches ------------------------------------------------------------ */
 #define ML_TC_SLOTS 64
 #define ML_TC_BLOCKS 32
 
+/* Owned by one thread: only that thread reads or writes its slots and
+ * blocks. Other threads read the counters (relaxed atomics, single writer)
+ * and may set flush_req, which the owner honours on its next operation. */
 typedef struct ml_tcache {
-    int lock;
     uint32_t nslots;
+    uint32_t flush_req; /* atomic */
     uint32_t slots[ML_TC_SLOTS];
     struct ml_tcache *next, *prev; /* arena's list (tc_list lock) */
     struct ml_arena *arena;
-    /* statistics of operations done by this thread (tc lock) */
-    int64_t allocs[2], frees[2], used[2], requested[2];
+    /* statistics of operations done by this thread: relaxed atomics */
+    uint64_t allocs[2], frees[2];
+    int64_t used[2], requested[2];
     struct {
-        uint32_t n;
+        uint32_t n; /* atomic (read by statistics) */
         uint64_t b[ML_TC_BLOCKS]; /* span << 32 | index */
     } cls[ML_NCLASSES];
 } ml_tcache;
 
+/* Single-writer counters: a plain add, published for relaxed readers. */
+#define ML_TC_ADD(field, v) \
+    __atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) + (v), __ATOMIC_RELAXED)
+
 /* ---- groups and tags ----------------------------------------------------------- */
-#define ML_MAX_GROUPS 4095
+#define ML_MAX_GROUPS 4096
 #define ML_MAX_TAGS 4096
 #define ML_TAG_HASH 8192
 
@@ -136,8 +155,10 @@ typedef struct ml_group_rec {
 
 /* ---- the arena ------------------------------------------------------------------ */
 struct ml_arena {
-    /* Read on every ml_get: keep together. */
+    /* Read by the inline ml_get: must stay first (ml__arena_head). */
     ml_slot *slots;
+    uint64_t max_handles;
+    /* Read on every handle check. */
     uint32_t slot_count; /* atomic: slots initialised so far */
     uint32_t tag;        /* 7-bit arena tag */
     uint64_t serial;     /* unique per arena in this process */
@@ -181,6 +202,23 @@ static inline uint32_t ml__hi(uint64_t x) { return (uint32_t)(x >> 32); }
 static inline uint32_t ml__idx(ml_handle h) { return (uint32_t)h.bits; }
 
 static inline bool ml__meta_live(uint64_t m) { return (m & ML_M_STATE) != 0; }
+/** The handle of the allocation whose meta word is m, in slot idx. */
+static inline ml_handle ml__handle_of(uint64_t m, uint32_t idx)
+{
+    return (ml_handle){((uint64_t)((ml__hi(m) & ML_HI_ID_MASK) | ML_HI_HANDLE) << 32) | idx};
+}
+/** h names the live allocation whose meta word is m. */
+static inline bool ml__same(ml_handle h, uint64_t m)
+{
+    uint32_t hh = ml__hi(h.bits);
+    return ((hh ^ ml__hi(m)) & ML_HI_ID_MASK) == 0 && (hh & ML_HI_HANDLE) == ML_HI_HANDLE &&
+           ml__meta_live(m);
+}
+/** Meta word of a free slot that will issue generation gen. */
+static inline uint64_t ml__free_meta(const ml_arena *a, uint32_t gen)
+{
+    return (uint64_t)(gen | (a->tag << ML_TAG_SHIFT)) << 32;
+}
 
 /** Nanoseconds since the arena was created (coarse clock, ~4 ms). */
 uint64_t ml__now(const ml_arena *a);
@@ -213,12 +251,27 @@ void ml__free_claimed(ml_arena *a, uint32_t idx);
 /** Allocation with everything: group (0 = none), alignment (power of 2). */
 int ml__alloc(ml_arena *a, size_t size, size_t align, ml_group group, ml_handle *out);
 
+/** The cold stub of claimed slot idx (meta m), initialised for m's
+ *  generation if it still holds an older one. */
+ml_cold *ml__cold(ml_arena *a, uint32_t idx, uint64_t m);
+/** Copy of the cold stub of claimed slot idx as seen for meta m. */
+void ml__cold_peek(ml_arena *a, uint32_t idx, uint64_t m, ml_cold *out);
+
+/** Where a resident block or blob lives, derived from its address. */
+typedef struct ml_loc {
+    ml_lane lane;
+    bool blob;
+    uint32_t span;  /* first unit of the span or blob */
+    uint32_t index; /* block index (spans) */
+    unsigned cls;   /* size class (spans) */
+    size_t bytes;   /* bytes reserved: class size or blob extent */
+} ml_loc;
+/** Caller holds the claim, or otherwise owns the slot. */
+void ml__locate(ml_arena *a, const ml_slot *s, uint64_t m, ml_loc *out);
+
 /* thread caches (core/tcache.c) */
 ml_tcache *ml__tc_get_slow(ml_arena *a);
-void ml__tc_lock(ml_tcache *tc);
-static inline void ml__tc_unlock(ml_tcache *tc) { __atomic_store_n(&tc->lock, 0, __ATOMIC_RELEASE); }
-/** Return a cache's free blocks and slots to the lanes and the table.
- *  Caller holds tc->lock. */
+/** Return the calling thread's cache contents to the lanes and the table. */
 void ml__tc_flush(ml_arena *a, ml_tcache *tc);
 int ml__registry_add(ml_arena *a);
 void ml__registry_remove(ml_arena *a);

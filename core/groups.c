@@ -36,9 +36,11 @@ static bool name_ok(const char *s)
 /* Caller holds meta lock. */
 static ml_group_rec *group_get(ml_arena *a, ml_group g)
 {
+    /* ID = generation << 12 | index; live generations are >= 1, so no ID
+     * is ML_GROUP_NONE even with index 0, and all 4096 entries are usable. */
     uint32_t i = g & GROUP_INDEX_MASK;
-    if (i == 0 || i > ML_MAX_GROUPS) return NULL;
-    ml_group_rec *r = &a->groups[i - 1];
+    if (i >= ML_MAX_GROUPS) return NULL;
+    ml_group_rec *r = &a->groups[i];
     if (!r->live || r->gen != (g >> GROUP_INDEX_BITS)) return NULL;
     return r;
 }
@@ -67,7 +69,7 @@ int ml_group_create(ml_arena *a, const char *name, ml_group *out)
     r->count = 0;
     r->gen = (r->gen + 1) & ((1u << (32 - GROUP_INDEX_BITS)) - 1);
     if (r->gen == 0) r->gen = 1;
-    *out = (r->gen << GROUP_INDEX_BITS) | (uint32_t)(free_i + 1);
+    *out = (r->gen << GROUP_INDEX_BITS) | (uint32_t)free_i;
     pthread_mutex_unlock(&a->meta_lock);
     return 0;
 }
@@ -79,7 +81,7 @@ int ml_group_find(ml_arena *a, const char *name, ml_group *out)
     for (int i = 0; i < ML_MAX_GROUPS; i++) {
         ml_group_rec *r = &a->groups[i];
         if (r->live && strcmp(r->name, name) == 0) {
-            *out = (r->gen << GROUP_INDEX_BITS) | (uint32_t)(i + 1);
+            *out = (r->gen << GROUP_INDEX_BITS) | (uint32_t)i;
             pthread_mutex_unlock(&a->meta_lock);
             return 0;
         }
@@ -97,13 +99,14 @@ int ml__group_link(ml_arena *a, uint32_t idx, ml_group g)
         pthread_mutex_unlock(&a->meta_lock);
         return -ENOENT;
     }
-    ml_cold *c = &a->cold[idx];
+    ml_cold *c = ml__cold(a, idx, ml__load(&a->slots[idx].meta));
     c->group = g;
     c->gprev = ML_NIL32;
     c->gnext = r->head;
     if (r->head != ML_NIL32) a->cold[r->head].gprev = idx;
     r->head = idx;
     r->count++;
+    __atomic_fetch_or(&a->slots[idx].meta, ML_M_GROUPED, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&a->meta_lock);
     return 0;
 }
@@ -111,6 +114,7 @@ int ml__group_link(ml_arena *a, uint32_t idx, ml_group g)
 /* Caller holds the claim of idx. */
 void ml__group_unlink(ml_arena *a, uint32_t idx)
 {
+    if (!(ml__load(&a->slots[idx].meta) & ML_M_GROUPED)) return;
     pthread_mutex_lock(&a->meta_lock);
     ml_cold *c = &a->cold[idx];
     ml_group_rec *r = group_get(a, c->group);
@@ -122,7 +126,14 @@ void ml__group_unlink(ml_arena *a, uint32_t idx)
     }
     c->group = 0;
     c->gprev = c->gnext = ML_NIL32;
+    __atomic_fetch_and(&a->slots[idx].meta, ~ML_M_GROUPED, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&a->meta_lock);
+}
+
+/* Group of claimed slot idx with meta m. */
+static ml_group group_of(ml_arena *a, uint32_t idx, uint64_t m)
+{
+    return (m & ML_M_GROUPED) ? a->cold[idx].group : ML_GROUP_NONE;
 }
 
 int ml_group_alloc(ml_arena *a, ml_group g, size_t size, size_t align, ml_handle *out)
@@ -149,8 +160,8 @@ int ml_group_set(ml_arena *a, ml_handle h, ml_group g)
     int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
     if (rc) return rc;
     uint32_t idx = ml__idx(h);
-    if (a->cold[idx].group != g) {
-        if (a->cold[idx].group) ml__group_unlink(a, idx);
+    if (group_of(a, idx, m) != g) {
+        ml__group_unlink(a, idx);
         if (g != ML_GROUP_NONE) rc = ml__group_link(a, idx, g);
     }
     ml__unclaim(a, idx);
@@ -173,7 +184,7 @@ static long snapshot(ml_arena *a, ml_group g, ml_handle **out)
     }
     long n = 0;
     for (uint32_t i = r->head; i != ML_NIL32; i = a->cold[i].gnext)
-        v[n++].bits = ((uint64_t)ml__hi(ml__load_acq(&a->slots[i].meta)) << 32) | i;
+        v[n++] = ml__handle_of(ml__load_acq(&a->slots[i].meta), i);
     pthread_mutex_unlock(&a->meta_lock);
     *out = v;
     return n;
@@ -193,7 +204,7 @@ int ml_group_free_all(ml_arena *a, ml_group g, size_t *freed)
         uint64_t m;
         int c = ml__claim(a, v[i], ML_CLAIM_ANY, &m);
         if (c) continue; /* freed meanwhile */
-        if ((m & ML_M_PINS) || a->cold[ml__idx(v[i])].group != g) {
+        if ((m & ML_M_PINS) || group_of(a, ml__idx(v[i]), m) != g) {
             ml__unclaim(a, ml__idx(v[i]));
             if (m & ML_M_PINS) {
                 rc = -EBUSY;
@@ -257,7 +268,7 @@ int ml_group_list(ml_arena *a, ml_group g, ml_handle *out, size_t cap, size_t *c
     }
     size_t n = 0;
     for (uint32_t i = r->head; i != ML_NIL32 && n < cap; i = a->cold[i].gnext)
-        out[n++].bits = ((uint64_t)ml__hi(ml__load_acq(&a->slots[i].meta)) << 32) | i;
+        out[n++] = ml__handle_of(ml__load_acq(&a->slots[i].meta), i);
     *count = r->count;
     pthread_mutex_unlock(&a->meta_lock);
     return 0;
@@ -284,7 +295,7 @@ int ml_group_foreach(ml_arena *a, ml_group_fn fn, void *ctx)
         pthread_mutex_lock(&a->meta_lock);
         ml_group_rec *r = &a->groups[i];
         bool live = r->live;
-        ml_group g = (r->gen << GROUP_INDEX_BITS) | (uint32_t)(i + 1);
+        ml_group g = (r->gen << GROUP_INDEX_BITS) | (uint32_t)i;
         size_t count = r->count;
         memcpy(name, r->name, sizeof name);
         pthread_mutex_unlock(&a->meta_lock);
@@ -351,7 +362,7 @@ int ml_set_tag(ml_arena *a, ml_handle h, const char *tag)
     uint64_t m;
     int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
     if (rc) return rc;
-    a->cold[ml__idx(h)].tag = (uint32_t)id;
+    ml__cold(a, ml__idx(h), m)->tag = (uint32_t)id;
     ml__unclaim(a, ml__idx(h));
     return 0;
 }

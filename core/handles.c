@@ -1,9 +1,10 @@
 /*
  * handles.c — the handle table: slots (stubs), generations, claims.
  *
- * A slot is 16 hot bytes (meta word + address) in one dense array, with its
- * cold half (size, location, tracking) in a parallel array, so ml_get reads
- * one slot and nothing else. Both arrays are reserved for max_handles up
+ * A slot is 32 hot bytes (meta word, address, size, creation time) in one
+ * dense array, with its cold half (tag, group, access history) in a
+ * parallel array, so ml_get, ml_alloc and ml_free touch one cache line per
+ * handle. Both arrays are reserved for max_handles up
  * front (lazily backed) and never move, which is what lets ml_get run
  * without a lock while the table grows.
  *
@@ -11,7 +12,7 @@
  * allocation will carry. Freeing bumps it, so every copy of the old handle
  * is stale from that instant. A slot that has issued ML_GEN_MAX is retired
  * instead of reused: a stale handle can never validate again, at the cost of
- * 16+64 bytes of table per 16 million reuses of a slot.
+ * one table slot (32 + 40 bytes) per 16 million reuses of that slot.
  *
  * Telling stale from forged: generations only grow, so a handle whose
  * generation is below the slot's current one was issued and freed
@@ -45,9 +46,9 @@ void ml__pause(unsigned *spins)
 
 int ml__check(const ml_arena *a, ml_handle h, uint64_t m)
 {
+    if (ml__same(h, m)) return 0;
     uint32_t hh = ml__hi(h.bits), hm = ml__hi(m);
-    if (hh == hm && ml__meta_live(m)) return 0;
-    if (ML_HI_TAG(hh) != a->tag) return -EINVAL;
+    if ((hh & ML_HI_HANDLE) != ML_HI_HANDLE || ML_HI_TAG(hh) != a->tag) return -EINVAL;
     uint32_t gh = ML_HI_GEN(hh), gm = ML_HI_GEN(hm);
     if (gh == 0) return -EINVAL;
     if (gh < gm) return -ESTALE;
@@ -110,7 +111,7 @@ unsigned ml__table_take(ml_arena *a, uint32_t *out, unsigned n)
     pthread_mutex_lock(&a->table_lock);
     while (got < n && a->free_head != ML_NIL32) {
         uint32_t idx = a->free_head;
-        a->free_head = (uint32_t)a->cold[idx].size;
+        a->free_head = (uint32_t)a->slots[idx].size;
         out[got++] = idx;
     }
     if (got < n) {
@@ -118,8 +119,7 @@ unsigned ml__table_take(ml_arena *a, uint32_t *out, unsigned n)
         while (got < n && fresh < a->cfg.max_handles) {
             /* First generation 1; the arena tag lives in the upper half so a
              * free slot already rejects foreign handles by tag. */
-            uint64_t hi = 1u | (a->tag << 24);
-            __atomic_store_n(&a->slots[fresh].meta, hi << 32, __ATOMIC_RELAXED);
+            __atomic_store_n(&a->slots[fresh].meta, ml__free_meta(a, 1), __ATOMIC_RELAXED);
             out[got++] = fresh++;
         }
         a->next_fresh = fresh;
@@ -133,7 +133,7 @@ void ml__table_put(ml_arena *a, const uint32_t *idx, unsigned n)
 {
     pthread_mutex_lock(&a->table_lock);
     for (unsigned i = 0; i < n; i++) {
-        a->cold[idx[i]].size = a->free_head;
+        a->slots[idx[i]].size = a->free_head;
         a->free_head = idx[i];
     }
     pthread_mutex_unlock(&a->table_lock);
@@ -145,8 +145,7 @@ int ml__test_set_next_gen(ml_arena *a, uint32_t idx, uint32_t gen)
         return -EINVAL;
     uint64_t m = ml__load_acq(&a->slots[idx].meta);
     if (ml__meta_live(m)) return -EBUSY;
-    uint64_t hi = gen | (a->tag << 24);
-    __atomic_store_n(&a->slots[idx].meta, hi << 32, __ATOMIC_RELEASE);
+    __atomic_store_n(&a->slots[idx].meta, ml__free_meta(a, gen), __ATOMIC_RELEASE);
     return 0;
 }
 

@@ -17,30 +17,33 @@
 
 #include "core/arena.h"
 
-static void fill_info(ml_arena *a, uint32_t idx, uint64_t m, ml_handle_info *out)
+/* Caller holds the claim of idx; m is its current meta word. */
+static void fill_info(ml_arena *a, uint32_t idx, uint64_t m, ml_handle_info *out, uint32_t *tag)
 {
-    const ml_cold *c = &a->cold[idx];
-    const ml_lane_t *l = &a->lanes[c->lane];
+    const ml_slot *s = &a->slots[idx];
+    ml_cold c;
+    ml__cold_peek(a, idx, m, &c);
+    ml_loc loc;
+    ml__locate(a, s, m, &loc);
     memset(out, 0, sizeof *out);
-    out->handle.bits = ((uint64_t)ml__hi(m) << 32) | idx;
+    out->handle = ml__handle_of(m, idx);
     out->id = ml_handle_id(out->handle);
     out->state = (ml_state)(m & ML_M_STATE);
-    out->lane = (ml_lane)c->lane;
+    out->lane = loc.lane;
     out->born_lane = (ml__hi(m) & ML_HI_BORN_SLOW) ? ML_LANE_SLOW : ML_LANE_FAST;
     out->generation = ML_HI_GEN(ml__hi(m));
-    out->size = c->size;
-    out->alloc_size = c->index == ML_INDEX_BLOB
-                          ? (size_t)ml__ext_len(&l->ext, c->span) << l->unit_shift
-                          : ml__class_size[c->cls];
-    out->align = (size_t)1 << c->align_log2;
-    out->offset = (size_t)(uintptr_t)__atomic_load_n(&a->slots[idx].addr, __ATOMIC_RELAXED) -
-                  (size_t)(uintptr_t)ml__lane_base(l);
+    out->size = s->size;
+    out->alloc_size = loc.bytes;
+    out->align = (size_t)1 << ((m & ML_M_ALIGN) >> ML_M_ALIGN_SHIFT);
+    out->offset = (size_t)(__atomic_load_n(&s->addr, __ATOMIC_RELAXED) -
+                           (uint64_t)(uintptr_t)ml__lane_base(&a->lanes[loc.lane]));
     out->pins = (uint32_t)((m & ML_M_PINS) >> ML_M_PIN_SHIFT);
-    out->group = c->group;
-    out->created_ns = c->created_ns;
-    out->last_access_ns = c->last_access_ns;
-    out->accesses = c->accesses;
-    out->migrations = c->migrations;
+    out->group = (m & ML_M_GROUPED) ? c.group : ML_GROUP_NONE;
+    out->created_ns = s->created_ns;
+    out->last_access_ns = c.last_access_ns;
+    out->accesses = c.accesses;
+    out->migrations = c.migrations;
+    *tag = c.tag;
 }
 
 static void fill_names(ml_arena *a, uint32_t tag, ml_handle_info *out)
@@ -56,9 +59,9 @@ int ml_handle_info_get(ml_arena *a, ml_handle h, ml_handle_info *out)
     int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
     if (rc) return rc;
     uint32_t idx = ml__idx(h);
+    uint32_t tag;
     /* Pins may change while claimed: report the current count. */
-    fill_info(a, idx, ml__load(&a->slots[idx].meta), out);
-    uint32_t tag = a->cold[idx].tag;
+    fill_info(a, idx, ml__load(&a->slots[idx].meta), out, &tag);
     ml__unclaim(a, idx);
     fill_names(a, tag, out);
     return 0;
@@ -75,7 +78,7 @@ int ml_handle_from_id(ml_arena *a, int64_t id, ml_handle *out)
     if (!ml__meta_live(m)) return -ENOENT;
     bool born_slow = (ml__hi(m) & ML_HI_BORN_SLOW) != 0;
     if (born_slow != (id < 0)) return -ENOENT;
-    out->bits = ((uint64_t)ml__hi(m) << 32) | idx;
+    *out = ml__handle_of(m, idx);
     return 0;
 }
 
@@ -87,7 +90,7 @@ int ml_foreach(ml_arena *a, ml_foreach_fn fn, void *ctx)
     for (uint32_t i = 0; i < n; i++) {
         uint64_t m = ml__load_acq(&a->slots[i].meta);
         if (!ml__meta_live(m)) continue;
-        ml_handle h = {((uint64_t)ml__hi(m) << 32) | i};
+        ml_handle h = ml__handle_of(m, i);
         if (ml_handle_info_get(a, h, &info) != 0) continue; /* freed meanwhile */
         int rc = fn(&info, ctx);
         if (rc) return rc;
@@ -98,7 +101,7 @@ int ml_foreach(ml_arena *a, ml_foreach_fn fn, void *ctx)
 void ml__lane_usage(ml_arena *a, ml_lane lane, uint64_t *used, uint64_t *requested,
                     uint64_t *live, uint64_t *cached_blocks, uint64_t *allocs, uint64_t *frees)
 {
-    int64_t al = 0, fr = 0, us = 0, rq = 0;
+    int64_t al, fr, us, rq;
     uint64_t cached = 0;
     pthread_mutex_lock(&a->tc_list_lock);
     al = a->gone_allocs[lane];
@@ -106,21 +109,23 @@ void ml__lane_usage(ml_arena *a, ml_lane lane, uint64_t *used, uint64_t *request
     us = a->gone_used[lane];
     rq = a->gone_requested[lane];
     for (ml_tcache *tc = a->tcaches; tc; tc = tc->next) {
-        ml__tc_lock(tc);
-        al += tc->allocs[lane];
-        fr += tc->frees[lane];
-        us += tc->used[lane];
-        rq += tc->requested[lane];
+        al += (int64_t)__atomic_load_n(&tc->allocs[lane], __ATOMIC_RELAXED);
+        fr += (int64_t)__atomic_load_n(&tc->frees[lane], __ATOMIC_RELAXED);
+        us += __atomic_load_n(&tc->used[lane], __ATOMIC_RELAXED);
+        rq += __atomic_load_n(&tc->requested[lane], __ATOMIC_RELAXED);
         if (lane == ML_LANE_FAST)
-            for (unsigned c = 0; c < ML_NCLASSES; c++) cached += tc->cls[c].n;
-        ml__tc_unlock(tc);
+            for (unsigned c = 0; c < ML_NCLASSES; c++)
+                cached += __atomic_load_n(&tc->cls[c].n, __ATOMIC_RELAXED);
     }
     pthread_mutex_unlock(&a->tc_list_lock);
-    *allocs = (uint64_t)al;
-    *frees = (uint64_t)fr;
-    *live = (uint64_t)(al - fr);
-    *used = (uint64_t)us;
-    *requested = (uint64_t)rq;
+    /* Counters of different threads are read at slightly different times:
+     * a snapshot taken while others run may be off by their operations in
+     * flight, never below zero. */
+    *allocs = al > 0 ? (uint64_t)al : 0;
+    *frees = fr > 0 ? (uint64_t)fr : 0;
+    *live = al > fr ? (uint64_t)(al - fr) : 0;
+    *used = us > 0 ? (uint64_t)us : 0;
+    *requested = rq > 0 ? (uint64_t)rq : 0;
     *cached_blocks = cached;
 }
 
@@ -162,14 +167,14 @@ int ml_stats_get(ml_arena *a, ml_stats *out)
 
 /* ---- invariants (tests) ---------------------------------------------------------- */
 
-/* Stops the world: takes every cache and both lanes. Checks that extents
- * tile each lane, that every live slot's block or blob names it as owner,
- * and that lane accounting matches the slots. */
+/* For tests, with no other thread using the arena: extents tile each lane;
+ * every live slot's block or blob is where its address says, is owned by it,
+ * is aligned as asked and large enough; every span's used count equals its
+ * live blocks plus blocks in thread caches. */
 int ml__arena_check(ml_arena *a)
 {
     int rc = 0;
     pthread_mutex_lock(&a->tc_list_lock);
-    for (ml_tcache *tc = a->tcaches; tc; tc = tc->next) ml__tc_lock(tc);
     for (int lane = 0; lane < 2; lane++) pthread_mutex_lock(&a->lanes[lane].lock);
 
     for (int lane = 0; lane < 2 && !rc; lane++)
@@ -179,56 +184,49 @@ int ml__arena_check(ml_arena *a)
     for (uint32_t i = 0; i < n && !rc; i++) {
         uint64_t m = ml__load_acq(&a->slots[i].meta);
         if (!ml__meta_live(m)) continue;
-        const ml_cold *c = &a->cold[i];
-        ml_lane_t *l = &a->lanes[c->lane];
-        if ((m & ML_M_STATE) != (c->lane == ML_LANE_FAST ? ML_STATE_FAST : ML_STATE_SLOW)) {
-            rc = -1;
-            break;
-        }
+        const ml_slot *s = &a->slots[i];
+        ml_loc loc;
+        ml__locate(a, s, m, &loc);
+        ml_lane_t *l = &a->lanes[loc.lane];
         char *expect;
-        if (c->index == ML_INDEX_BLOB) {
-            if (ml__ext_kind(&l->ext, c->span) != ML_EXT_BLOB ||
-                ml__ext_owner(&l->ext, c->span) != i + 1) {
+        if (loc.blob) {
+            if (ml__ext_kind(&l->ext, loc.span) != ML_EXT_BLOB || ml__ext_owner(&l->ext, loc.span) != i + 1) {
                 rc = -2;
                 break;
             }
-            expect = ml__lane_base(l) + ((size_t)c->span << l->unit_shift);
+            expect = ml__lane_base(l) + ((size_t)loc.span << l->unit_shift);
         } else {
-            if (ml__ext_kind(&l->ext, c->span) != ML_EXT_SPAN || c->index >= l->spans[c->span].nblocks ||
-                ml__owner_load(&l->spans[c->span].owner[c->index]) != i + 1) {
+            if (ml__ext_kind(&l->ext, loc.span) != ML_EXT_SPAN || loc.index >= l->spans[loc.span].nblocks ||
+                ml__owner_load(&l->spans[loc.span].owner[loc.index]) != i + 1) {
                 rc = -3;
                 break;
             }
-            live_blocks[c->lane]++;
-            expect = ml__block_addr(l, c->span, c->index);
+            live_blocks[loc.lane]++;
+            expect = ml__block_addr(l, loc.span, loc.index);
         }
-        if ((uint64_t)(uintptr_t)expect != ml__load(&a->slots[i].addr)) rc = -4;
-        if ((uintptr_t)expect & (((uintptr_t)1 << c->align_log2) - 1)) rc = -5;
-        if (c->size > (c->index == ML_INDEX_BLOB
-                           ? (size_t)ml__ext_len(&l->ext, c->span) << l->unit_shift
-                           : ml__class_size[c->cls]))
-            rc = -6;
+        if ((uint64_t)(uintptr_t)expect != ml__load(&s->addr)) rc = -4;
+        if ((uintptr_t)expect & (((uintptr_t)1 << ((m & ML_M_ALIGN) >> ML_M_ALIGN_SHIFT)) - 1)) rc = -5;
+        if (s->size > loc.bytes) rc = -6;
     }
-    /* Every owner entry naming a slot is backed by that live slot. */
+    uint64_t cached = 0;
+    for (ml_tcache *tc = a->tcaches; tc; tc = tc->next)
+        for (unsigned c = 0; c < ML_NCLASSES; c++) cached += tc->cls[c].n;
     for (int lane = 0; lane < 2 && !rc; lane++) {
         ml_lane_t *l = &a->lanes[lane];
-        uint64_t owned = 0;
+        uint64_t handed_out = 0;
         for (uint32_t s = 0; s < l->ext.cap; s += ml__ext_len(&l->ext, s)) {
             if (ml__ext_kind(&l->ext, s) != ML_EXT_SPAN) continue;
             ml_span *sp = &l->spans[s];
             uint32_t used = 0;
-            for (uint32_t b = 0; b < sp->bump; b++) {
-                uint32_t o = ml__owner_load(&sp->owner[b]);
-                if (!(o & ML_OWNER_FREE)) used++;
-                if (o && !(o & ML_OWNER_FREE)) owned++;
-            }
+            for (uint32_t b = 0; b < sp->bump; b++)
+                if (!(ml__owner_load(&sp->owner[b]) & ML_OWNER_FREE)) used++;
             if (used != sp->used) rc = -7;
+            handed_out += used;
         }
-        if (owned != live_blocks[lane]) rc = -8;
+        if (handed_out != live_blocks[lane] + (lane == ML_LANE_FAST ? cached : 0)) rc = -8;
     }
 
     for (int lane = 1; lane >= 0; lane--) pthread_mutex_unlock(&a->lanes[lane].lock);
-    for (ml_tcache *tc = a->tcaches; tc; tc = tc->next) ml__tc_unlock(tc);
     pthread_mutex_unlock(&a->tc_list_lock);
     return rc;
 }

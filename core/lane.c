@@ -53,6 +53,7 @@ int ml__lane_init(ml_lane_t *l, ml_lane kind, const ml_prim *prim, size_t size, 
         while (bytes < 8 * (size_t)ml__class_size[c]) bytes *= 2;
         l->span_units[c] = (uint32_t)(bytes >> unit_shift);
         l->partial[c] = ML_SPAN_NIL;
+        l->cls_magic[c] = UINT64_MAX / ml__class_size[c] + 1;
     }
     int rc = ml__region_init(&l->region, prim, size, max, lock);
     if (rc) return rc;
@@ -61,7 +62,10 @@ int ml__lane_init(ml_lane_t *l, ml_lane kind, const ml_prim *prim, size_t size, 
         return -ENOMEM;
     }
     l->spans = ml__meta_map((size_t)l->ext.max * sizeof(ml_span));
-    if (!l->spans) {
+    l->unit_span = ml__meta_map((size_t)l->ext.max * sizeof(uint32_t));
+    if (!l->spans || !l->unit_span) {
+        ml__meta_unmap(l->spans, (size_t)l->ext.max * sizeof(ml_span));
+        ml__meta_unmap(l->unit_span, (size_t)l->ext.max * sizeof(uint32_t));
         ml__ext_fini(&l->ext);
         ml__region_fini(&l->region);
         return -ENOMEM;
@@ -76,6 +80,7 @@ void ml__lane_fini(ml_lane_t *l)
     for (uint32_t s = 0; s < l->ext.cap; s += ml__ext_len(&l->ext, s))
         if (ml__ext_kind(&l->ext, s) == ML_EXT_SPAN) free(l->spans[s].owner);
     ml__meta_unmap(l->spans, (size_t)l->ext.max * sizeof(ml_span));
+    ml__meta_unmap(l->unit_span, (size_t)l->ext.max * sizeof(uint32_t));
     ml__ext_fini(&l->ext);
     ml__region_fini(&l->region);
     pthread_mutex_destroy(&l->lock);
@@ -119,6 +124,7 @@ static uint32_t span_new(ml_lane_t *l, unsigned cls)
     sp->free_head = ML_OWNER_NIL;
     sp->units = units;
     sp->cls = (uint16_t)cls;
+    for (uint32_t u = 0; u < units; u++) l->unit_span[s + u] = s;
     l->span_count++;
     l->span_units_total += units;
     l->meta_bytes += (uint64_t)nblocks * sizeof *owner;

@@ -82,6 +82,8 @@ typedef struct ml_lane_s {
     unsigned nclasses;                /* classes served by spans here */
     uint32_t span_units[ML_NCLASSES]; /* units per span, by class */
     ml_span *spans;                   /* by first unit, [ext.max] */
+    uint32_t *unit_span;              /* unit -> first unit of its span */
+    uint64_t cls_magic[ML_NCLASSES];  /* 2^64 / class size, rounded up */
     uint32_t partial[ML_NCLASSES];    /* spans with free blocks */
     /* statistics (lane lock) */
     uint64_t span_count, span_units_total;
@@ -101,6 +103,13 @@ static inline char *ml__block_addr(const ml_lane_t *l, uint32_t span, uint32_t i
 {
     return l->region.start + ((size_t)span << l->unit_shift) +
            (size_t)idx * ml__class_size[l->spans[span].cls];
+}
+
+/** Block index of lane offset `off`, which lies in span `span`. */
+static inline uint32_t ml__block_index(const ml_lane_t *l, uint32_t span, size_t off)
+{
+    uint64_t in = off - ((size_t)span << l->unit_shift); /* < 2^32 */
+    return (uint32_t)(((unsigned __int128)l->cls_magic[l->spans[span].cls] * in) >> 64);
 }
 
 /** Hand out up to n free blocks of class cls (as span<<32|idx); may carve a

@@ -7,19 +7,22 @@
  * The fast path of ml_alloc/ml_free touches only the cache; the lane and
  * table locks are taken once per refill or flush of half a cache.
  *
- * Each cache has a lock that its own thread takes for every operation. It is
- * uncontended on the fast path (one atomic exchange); other threads take it
- * only to look inside: statistics, compaction (which must know every free
- * block), thread exit and arena destruction.
+ * A cache belongs to its thread, and only that thread touches its slots and
+ * blocks, so the fast path needs no lock and no atomic read-modify-write.
+ * Other threads only read its counters (single-writer relaxed atomics) and
+ * may set flush_req, which asks the owner to hand its cached blocks back on
+ * its next operation (compaction uses it; a thread that never returns keeps
+ * at most ML_TC_BLOCKS blocks per class, which compaction works around).
  *
  * A thread finds its cache through a small thread-local array of
  * (arena, serial, cache) entries, most recently used first. The serial makes
  * an entry left behind by a destroyed arena harmless even if a new arena is
  * created at the same address. When a thread exits, a pthread key destructor
- * returns each cache's contents to its arena, if the arena is still alive:
- * the global registry of live arenas answers that, under its lock, which
- * ml_arena_destroy also takes to unregister. A thread using more than
- * ML_TLS_ENTS arenas flushes the least recently used cache the same way.
+ * (running on that thread) returns each cache's contents to its arena, if
+ * the arena is still alive: the global registry of live arenas answers that,
+ * under its lock, which ml_arena_destroy also takes to unregister. A thread
+ * using more than ML_TLS_ENTS arenas flushes the least recently used cache
+ * the same way.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -34,14 +37,6 @@ static ml_arena *g_arenas;
 static pthread_key_t g_key;
 static pthread_once_t g_key_once = PTHREAD_ONCE_INIT;
 
-void ml__tc_lock(ml_tcache *tc)
-{
-    unsigned spins = 0;
-    while (__atomic_exchange_n(&tc->lock, 1, __ATOMIC_ACQUIRE)) {
-        while (__atomic_load_n(&tc->lock, __ATOMIC_RELAXED)) ml__pause(&spins);
-    }
-}
-
 void ml__tc_flush(ml_arena *a, ml_tcache *tc)
 {
     ml_lane_t *fast = &a->lanes[ML_LANE_FAST];
@@ -54,7 +49,7 @@ void ml__tc_flush(ml_arena *a, ml_tcache *tc)
                 uint64_t b = tc->cls[c].b[i];
                 ml__lane_block_put(fast, (uint32_t)(b >> 32), (uint32_t)b);
             }
-            tc->cls[c].n = 0;
+            __atomic_store_n(&tc->cls[c].n, 0, __ATOMIC_RELAXED);
         }
         pthread_mutex_unlock(&fast->lock);
     }
@@ -62,24 +57,24 @@ void ml__tc_flush(ml_arena *a, ml_tcache *tc)
         ml__table_put(a, tc->slots, tc->nslots);
         tc->nslots = 0;
     }
+    __atomic_store_n(&tc->flush_req, 0, __ATOMIC_RELAXED);
 }
 
-/* Detach and free one cache. Caller holds g_registry and knows a is alive. */
+/* Detach and free the calling thread's cache. Caller holds g_registry and
+ * knows a is alive. */
 static void tc_retire(ml_arena *a, ml_tcache *tc)
 {
-    pthread_mutex_lock(&a->tc_list_lock);
-    ml__tc_lock(tc);
     ml__tc_flush(a, tc);
+    pthread_mutex_lock(&a->tc_list_lock);
     for (int l = 0; l < 2; l++) {
-        a->gone_allocs[l] += tc->allocs[l];
-        a->gone_frees[l] += tc->frees[l];
+        a->gone_allocs[l] += (int64_t)tc->allocs[l];
+        a->gone_frees[l] += (int64_t)tc->frees[l];
         a->gone_used[l] += tc->used[l];
         a->gone_requested[l] += tc->requested[l];
     }
     if (tc->prev) tc->prev->next = tc->next;
     else a->tcaches = tc->next;
     if (tc->next) tc->next->prev = tc->prev;
-    ml__tc_unlock(tc);
     pthread_mutex_unlock(&a->tc_list_lock);
     free(tc);
 }

@@ -590,6 +590,60 @@ typedef int (*ml_group_fn)(ml_group g, const char *name, size_t count,
 ML_API int ml_group_foreach(ml_arena *arena, ml_group_fn fn, void *ctx);
 
 /* ========================================================================= */
+/* Inline fast path of ml_get (not API: layout may change in any release)    */
+/* ========================================================================= */
+
+/* ml_get is a macro over this inline function, so the common case costs one
+ * load of the slot, one compare and one load of the address, with no call.
+ * `(ml_get)(a, h)` or defining ML_NO_INLINE before including this header
+ * calls the exported function instead (for FFI and function pointers). */
+typedef struct ml__slot {
+    uint64_t meta;       /* generation | arena tag | born lane | state bits */
+    uint64_t addr;       /* data address while resident */
+    uint64_t size;       /* bytes requested */
+    uint64_t created_ns; /* creation time */
+} ml__slot;
+
+typedef struct ml__arena_head {
+    ml__slot *slots;
+    uint64_t max_handles;
+} ml__arena_head;
+
+/* On x86-64 every load is an acquire load: a volatile load is enough and,
+ * unlike an atomic builtin, lets the compiler keep loop-invariant values in
+ * registers. Elsewhere, and under ThreadSanitizer (which must see the
+ * atomics), use the atomic builtins. */
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__) && !defined(ML__TSAN)
+#define ML__META_HI(s) (((const volatile uint32_t *)&(s)->meta)[1])
+#define ML__ADDR(s) (*(const volatile uint64_t *)&(s)->addr)
+#else
+#define ML__META_HI(s) ((uint32_t)(__atomic_load_n(&(s)->meta, __ATOMIC_ACQUIRE) >> 32))
+#define ML__ADDR(s) __atomic_load_n(&(s)->addr, __ATOMIC_RELAXED)
+#endif
+
+/** Slow path of the inline ml_get (bounds, stale handles, access bit, cold
+ *  handles). Same contract as ml_get; programs need not call it. */
+ML_API void *ml_get_slow(ml_arena *arena, ml_handle h);
+
+/* The upper half of a slot's meta word equals the upper half of the handle
+ * exactly when the handle is live, resident and already marked accessed. */
+static inline void *ml__get_inline(ml_arena *arena, ml_handle h)
+{
+    const ml__arena_head *hd = (const ml__arena_head *)(const void *)arena;
+    uint32_t idx = (uint32_t)h.bits;
+    if (__builtin_expect(arena != NULL && idx < hd->max_handles, 1)) {
+        ml__slot *s = &hd->slots[idx];
+        if (__builtin_expect(ML__META_HI(s) == (uint32_t)(h.bits >> 32), 1))
+            return (void *)(uintptr_t)ML__ADDR(s);
+    }
+    return ml_get_slow(arena, h);
+}
+
+#ifndef ML_NO_INLINE
+#define ml_get(arena, h) ml__get_inline((arena), (h))
+#endif
+
+/* ========================================================================= */
 /* Errors                                                                    */
 /* ========================================================================= */
 
