@@ -115,13 +115,16 @@ unsigned ml__table_take(ml_arena *a, uint32_t *out, unsigned n)
         out[got++] = idx;
     }
     if (got < n) {
+        /* Fresh slots go out lowest first: callers pop from the end. */
         uint32_t fresh = a->next_fresh;
-        while (got < n && fresh < a->cfg.max_handles) {
-            /* First generation 1; the arena tag lives in the upper half so a
-             * free slot already rejects foreign handles by tag. */
-            __atomic_store_n(&a->slots[fresh].meta, ml__free_meta(a, 1), __ATOMIC_RELAXED);
-            out[got++] = fresh++;
+        uint32_t nfresh = n - got;
+        if (nfresh > a->cfg.max_handles - fresh) nfresh = (uint32_t)(a->cfg.max_handles - fresh);
+        for (uint32_t k = 0; k < nfresh; k++) {
+            uint32_t i = fresh + nfresh - 1 - k;
+            __atomic_store_n(&a->slots[i].meta, ml__free_meta(a, 1), __ATOMIC_RELAXED);
+            out[got++] = i;
         }
+        fresh += nfresh;
         a->next_fresh = fresh;
         __atomic_store_n(&a->slot_count, fresh, __ATOMIC_RELEASE);
     }

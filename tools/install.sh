@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# tools/install.sh PREFIX — install MemoryLane for programs built outside Bazel:
+#   PREFIX/include/memorylane/*.h
+#   PREFIX/lib/libmemorylane.a  PREFIX/lib/libmemorylane.so
+#   PREFIX/lib/pkgconfig/memorylane.pc
+# Then:  cc app.c $(PKG_CONFIG_PATH=PREFIX/lib/pkgconfig pkg-config --cflags --libs memorylane)
+# (add --static to pkg-config and -static-pie... to link the archive instead).
+set -euo pipefail
+if [ $# -ne 1 ] || [ "$1" = "--help" ]; then
+  echo "usage: tools/install.sh PREFIX" >&2
+  exit 2
+fi
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+"$root/tools/setup.sh"
+mkdir -p "$1"
+prefix=$(cd "$1" && pwd)
+cd "$root"
+
+# The libraries that make up //:memorylane (one archive per module).
+libs=(//core:core)
+bazel build --config=opt //:libmemorylane.so "${libs[@]}" >/dev/null 2>&1 || \
+  bazel build --config=opt //:libmemorylane.so "${libs[@]}"
+bin=$(bazel info --config=opt bazel-bin 2>/dev/null)
+
+mkdir -p "$prefix/include/memorylane" "$prefix/lib/pkgconfig"
+install -m 0644 include/memorylane/*.h "$prefix/include/memorylane/"
+install -m 0755 "$bin/libmemorylane.so" "$prefix/lib/libmemorylane.so"
+
+# One static archive from the modules' archives (alwayslink archives are .lo).
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+{
+  echo "create $tmp/libmemorylane.a"
+  for l in "${libs[@]}"; do
+    pkg=${l#//}; pkg=${pkg%%:*}; name=${l##*:}
+    for f in "$bin/$pkg/lib$name.lo" "$bin/$pkg/lib$name.a"; do
+      if [ -f "$f" ]; then echo "addlib $f"; break; fi
+    done
+  done
+  echo "save"
+  echo "end"
+} | ar -M
+install -m 0644 "$tmp/libmemorylane.a" "$prefix/lib/libmemorylane.a"
+
+version=$(sed -n 's/.*return "\([0-9.]*\)".*/\1/p' core/config.c | head -1)
+cat > "$prefix/lib/pkgconfig/memorylane.pc" <<PC
+prefix=$prefix
+libdir=\${prefix}/lib
+includedir=\${prefix}/include
+
+Name: memorylane
+Description: Memory behind stable, generation-checked handles: lanes, compaction, paging
+Version: $version
+Libs: -L\${libdir} -Wl,-rpath,\${libdir} -lmemorylane
+Libs.private: -lpthread
+Cflags: -I\${includedir}
+PC
+echo "installed MemoryLane $version under $prefix"

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# tools/setup.sh — install what MemoryLane needs on Debian 12, if missing.
+# Called by tools/mlane and tools/test.sh; safe to run again (does nothing
+# when everything is there). Needs root or sudo only when it installs.
+set -euo pipefail
+
+PKGS=(
+  gcc g++ pkg-config ca-certificates
+  bazel-bootstrap bazel-bootstrap-source   # Bazel 4.2 + offline rule repositories
+  libgtest-dev libgmock-dev                # tests
+  libzstd-dev liburing-dev                 # paging
+  libfuse3-dev fuse3                       # debug view
+  libjemalloc-dev libmimalloc-dev          # benchmark baselines
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  SUDO=()
+  if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo); fi
+  "${SUDO[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi

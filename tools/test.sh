@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# tools/test.sh — the whole test suite (what CI runs, through .ci/run).
+#
+#   tools/test.sh           everything: plain, ASan+UBSan, TSan, install check
+#   tools/test.sh --quick   plain suite only
+#
+# Installs missing Debian packages first (tools/setup.sh). Sanitizer builds
+# use their own Bazel output bases so switching configurations does not
+# throw away the plain build's cache.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+"$root/tools/setup.sh"
+cd "$root"
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+cache=${MEMORYLANE_CACHE:-$HOME/.cache/memorylane}
+step() { printf '\n==== %s\n' "$*"; }
+
+step "build everything (tools, benchmarks, libraries)"
+bazel build //...
+
+step "tests"
+bazel test //tests/...
+
+if [ $quick = 1 ]; then exit 0; fi
+
+step "tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+bazel --output_base="$cache/asan" test --config=asan //tests/...
+
+step "tests under ThreadSanitizer"
+bazel --output_base="$cache/tsan" test --config=tsan //tests/...
+
+step "install, then build the README example outside Bazel with pkg-config"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+tools/install.sh "$tmp/prefix" >/dev/null
+# The README's example program, extracted verbatim, must compile and run.
+awk '/<!-- example:begin -->/{f=1;next} /<!-- example:end -->/{f=0} f' README.md |
+  sed '/^```/d' > "$tmp/example.c"
+test -s "$tmp/example.c"
+PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig" cc -Wall -Werror "$tmp/example.c" -o "$tmp/example" \
+  $(PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig" pkg-config --cflags --libs memorylane)
+"$tmp/example"
+nm -D --defined-only "$tmp/prefix/lib/libmemorylane.so" | awk '$2 ~ /[TDB]/ {print $3}' |
+  grep -v '^ml_[a-z]' && { echo "libmemorylane.so exports non-API symbols" >&2; exit 1; } || true
+
+step "demo smoke run"
+tools/mlane demo --seconds 2 --quiet
+
+echo
+echo "all tests passed"
