@@ -82,6 +82,9 @@ int ml__arena_create_with(const ml_config *cfg_in, const ml_prim *prim, ml_arena
                        cfg.slow_lane_max_size, ML_PAGE_SHIFT, slow_classes, cfg.lock_lanes);
     if (rc) goto fail;
 
+    a->lanes[ML_LANE_SLOW].reserve_frac = cfg.slow_lane_safety_margin;
+    ml__lane_set_reserve(&a->lanes[ML_LANE_SLOW]);
+
     pthread_mutex_init(&a->table_lock, NULL);
     pthread_mutex_init(&a->tc_list_lock, NULL);
     pthread_mutex_init(&a->meta_lock, NULL);
@@ -89,6 +92,11 @@ int ml__arena_create_with(const ml_config *cfg_in, const ml_prim *prim, ml_arena
     for (unsigned i = 0; i < ML_MAX_GROUPS; i++) a->groups[i].head = ML_NIL32;
     a->epoch_ns = ml__coarse_ns();
     ml__registry_add(a);
+    rc = ml__policy_start(a);
+    if (rc) {
+        ml_arena_destroy(a);
+        return rc;
+    }
     *out = a;
     return 0;
 
@@ -110,6 +118,7 @@ int ml_arena_create(const ml_config *cfg, ml_arena **out)
 void ml_arena_destroy(ml_arena *a)
 {
     if (!a) return;
+    ml__policy_stop(a);
     ml__registry_remove(a);
     ml__tc_destroy_all(a);
     ml__lane_fini(&a->lanes[ML_LANE_SLOW]);
@@ -188,8 +197,9 @@ static inline ml_handle publish(ml_arena *a, uint32_t idx, ml_lane lane, ml_lane
 {
     ml_slot *s = &a->slots[idx];
     __atomic_store_n(&s->addr, (uint64_t)(uintptr_t)addr, __ATOMIC_RELAXED);
-    s->size = size;
-    s->created_ns = ml__now(a);
+    /* Relaxed atomics: policy walks read these without claiming the slot. */
+    __atomic_store_n(&s->size, size, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->created_ns, ml__now(a), __ATOMIC_RELAXED);
     uint64_t hi = ml__hi(__atomic_load_n(&s->meta, __ATOMIC_RELAXED)) & (ML_GEN_MASK | (0x7fu << ML_TAG_SHIFT));
     hi |= (born == ML_LANE_SLOW ? ML_HI_BORN_SLOW : 0) | ML_HI_HANDLE;
     uint64_t st = lane == ML_LANE_FAST ? ML_STATE_FAST : ML_STATE_SLOW;
@@ -227,19 +237,18 @@ static void put_slot(ml_arena *a, ml_tcache *tc, uint32_t idx)
 static bool tc_refill_blocks(ml_arena *a, ml_tcache *tc, unsigned cls)
 {
     ml_lane_t *l = &a->lanes[ML_LANE_FAST];
+    if (__atomic_load_n(&tc->flush_req, __ATOMIC_RELAXED)) ml__tc_flush(a, tc); /* compaction asked */
     pthread_mutex_lock(&l->lock);
-    unsigned got = ml__lane_blocks_take(l, cls, tc->cls[cls].b, ML_TC_BLOCKS / 2);
+    unsigned got = ml__lane_blocks_take(l, cls, tc->cls[cls].b, ML_TC_BLOCKS / 2, false);
     if (got == 0 && ml__lane_grow(l, (size_t)l->span_units[cls] << l->unit_shift) == 0)
-        got = ml__lane_blocks_take(l, cls, tc->cls[cls].b, ML_TC_BLOCKS / 2);
+        got = ml__lane_blocks_take(l, cls, tc->cls[cls].b, ML_TC_BLOCKS / 2, false);
     pthread_mutex_unlock(&l->lock);
     __atomic_store_n(&tc->cls[cls].n, got, __ATOMIC_RELAXED);
     return got != 0;
 }
 
-/* Place `size` bytes in a lane without the thread cache: a block of the
- * lane's classes, else (SlowLane) a blob; grows the lane once if needed. */
-static int lane_place(ml_arena *a, ml_lane lane, size_t size, size_t align, uint32_t owner,
-                      char **addr, bool *blob, size_t *bytes)
+int ml__place(ml_arena *a, ml_lane lane, size_t size, size_t align, uint32_t owner, bool internal,
+              ml_place *out)
 {
     ml_lane_t *l = &a->lanes[lane];
     unsigned c = ml__size_class_aligned(size, align, l->nclasses);
@@ -249,29 +258,29 @@ static int lane_place(ml_arena *a, ml_lane lane, size_t size, size_t align, uint
     for (int attempt = 0; attempt < 2; attempt++) {
         if (c != ML_CLASS_NONE) {
             uint64_t b;
-            if (ml__lane_blocks_take(l, c, &b, 1) == 1) {
+            if (ml__lane_blocks_take(l, c, &b, 1, internal) == 1) {
                 uint32_t span = (uint32_t)(b >> 32), index = (uint32_t)b;
                 ml__owner_store(&l->spans[span].owner[index], owner);
-                *addr = ml__block_addr(l, span, index);
-                *blob = false;
-                *bytes = ml__class_size[c];
+                out->addr = ml__block_addr(l, span, index);
+                out->blob = false;
+                out->bytes = ml__class_size[c];
                 rc = 0;
                 break;
             }
         } else {
-            uint32_t s = ml__lane_blob_alloc(l, size, owner);
+            uint32_t s = ml__lane_blob_alloc(l, size, owner, internal);
             if (s != ML_EXT_NIL) {
-                *addr = ml__lane_base(l) + ((size_t)s << l->unit_shift);
-                *blob = true;
-                *bytes = (size_t)ml__ext_len(&l->ext, s) << l->unit_shift;
+                out->addr = ml__lane_base(l) + ((size_t)s << l->unit_shift);
+                out->blob = true;
+                out->bytes = (size_t)ml__ext_len(&l->ext, s) << l->unit_shift;
                 rc = 0;
                 break;
             }
         }
         size_t need = c != ML_CLASS_NONE ? (size_t)l->span_units[c] << l->unit_shift : size;
+        need += (size_t)l->reserve_units << l->unit_shift;
         if (attempt == 0 && ml__lane_grow(l, need) != 0) break;
     }
-    if (rc) l->alloc_failures++;
     pthread_mutex_unlock(&l->lock);
     return rc;
 }
@@ -298,6 +307,54 @@ static void count_free(ml_arena *a, ml_tcache *tc, ml_lane lane, size_t bytes, s
     pthread_mutex_unlock(&a->tc_list_lock);
 }
 
+/* Try to place an allocation, making room step by step: FastLane (growing
+ * it), then migrating FastLane's oldest entries out, then SlowLane (by
+ * failover for small sizes), then compaction, then the program's pressure
+ * callback. `born` comes back as the lane the handle is born in. */
+static int place_with_remedies(ml_arena *a, size_t size, size_t align, uint32_t owner,
+                               ml_lane *born, ml_lane *lane, ml_place *pl)
+{
+    bool small = size <= a->cfg.threshold;
+    bool pressure_tried = false;
+    for (int round = 0;; round++) {
+        if (small) {
+            if (ml__place(a, ML_LANE_FAST, size, align, owner, false, pl) == 0) {
+                *born = *lane = ML_LANE_FAST;
+                return 0;
+            }
+            if (round == 0 && a->cfg.migrate_on_full && ml__make_room_fast(a) > 0) continue;
+        }
+        if (!small || a->cfg.failover_to_slow) {
+            if (ml__place(a, ML_LANE_SLOW, size, align, owner, false, pl) == 0) {
+                *born = *lane = ML_LANE_SLOW;
+                if (small) {
+                    pthread_mutex_lock(&a->lanes[ML_LANE_SLOW].lock);
+                    a->lanes[ML_LANE_SLOW].failovers++;
+                    pthread_mutex_unlock(&a->lanes[ML_LANE_SLOW].lock);
+                }
+                return 0;
+            }
+        }
+        if (round == 0) {
+            /* Free space may exist in pieces: compact what would take it. */
+            int moved = 0;
+            if (small) moved += ml__compact_for_room(a, ML_LANE_FAST);
+            if (!small || a->cfg.failover_to_slow) moved += ml__compact_for_room(a, ML_LANE_SLOW);
+            if (moved) continue;
+        }
+        ml_pressure_fn pfn = __atomic_load_n(&a->pressure_fn, __ATOMIC_ACQUIRE);
+        if (!pressure_tried && pfn) {
+            pressure_tried = true;
+            __atomic_fetch_add(&a->pressure_calls, 1, __ATOMIC_RELAXED);
+            if (pfn(__atomic_load_n(&a->pressure_ctx, __ATOMIC_ACQUIRE), a, size)) continue;
+        }
+        pthread_mutex_lock(&a->lanes[small ? ML_LANE_FAST : ML_LANE_SLOW].lock);
+        a->lanes[small ? ML_LANE_FAST : ML_LANE_SLOW].alloc_failures++;
+        pthread_mutex_unlock(&a->lanes[small ? ML_LANE_FAST : ML_LANE_SLOW].lock);
+        return -ENOMEM;
+    }
+}
+
 /* The general path: SlowLane, groups, or FastLane when its cache path failed. */
 static int alloc_slow(ml_arena *a, ml_tcache *tc, size_t size, size_t align, ml_group group,
                       ml_handle *out)
@@ -308,36 +365,24 @@ static int alloc_slow(ml_arena *a, ml_tcache *tc, size_t size, size_t align, ml_
         __atomic_fetch_add(&a->enomem, 1, __ATOMIC_RELAXED);
         return -ENOMEM;
     }
-    ml_lane born = size <= a->cfg.threshold ? ML_LANE_FAST : ML_LANE_SLOW;
-    ml_lane lane = born;
-    char *addr = NULL;
-    bool blob = false;
-    size_t bytes = 0;
-    int rc = -ENOMEM;
-    if (born == ML_LANE_FAST) rc = lane_place(a, ML_LANE_FAST, size, align, idx + 1, &addr, &blob, &bytes);
-    if (rc && (born == ML_LANE_SLOW || a->cfg.failover_to_slow)) {
-        lane = ML_LANE_SLOW;
-        rc = lane_place(a, ML_LANE_SLOW, size, align, idx + 1, &addr, &blob, &bytes);
-        if (rc == 0 && born == ML_LANE_FAST) {
-            born = ML_LANE_SLOW; /* failover: born where it landed */
-            pthread_mutex_lock(&a->lanes[ML_LANE_SLOW].lock);
-            a->lanes[ML_LANE_SLOW].failovers++;
-            pthread_mutex_unlock(&a->lanes[ML_LANE_SLOW].lock);
-        }
-    }
+    ml_lane born, lane;
+    ml_place pl;
+    int rc = place_with_remedies(a, size, align, idx + 1, &born, &lane, &pl);
     if (rc) {
-        put_slot(a, tc, idx);
+        /* The remedies may have run on this thread's cache: fetch it again. */
+        put_slot(a, ml__tc_get(a), idx);
         __atomic_fetch_add(&a->enomem, 1, __ATOMIC_RELAXED);
         return rc;
     }
+    tc = ml__tc_get(a);
     bool grouped = group != ML_GROUP_NONE;
-    uint64_t extra = (blob ? ML_M_BLOB : 0) | (grouped ? ML_M_LOCKED | ML_M_GROUPED : 0);
-    ml_handle h = publish(a, idx, lane, born, addr, size, align, extra);
-    if (tc) count_alloc(tc, lane, bytes, size);
+    uint64_t extra = (pl.blob ? ML_M_BLOB : 0) | (grouped ? ML_M_LOCKED | ML_M_GROUPED : 0);
+    ml_handle h = publish(a, idx, lane, born, pl.addr, size, align, extra);
+    if (tc) count_alloc(tc, lane, pl.bytes, size);
     else {
         pthread_mutex_lock(&a->tc_list_lock);
         a->gone_allocs[lane]++;
-        a->gone_used[lane] += (int64_t)bytes;
+        a->gone_used[lane] += (int64_t)pl.bytes;
         a->gone_requested[lane] += (int64_t)size;
         pthread_mutex_unlock(&a->tc_list_lock);
     }
@@ -457,6 +502,10 @@ void ml__free_claimed(ml_arena *a, uint32_t idx)
 static __attribute__((noinline)) void tc_spill(ml_arena *a, ml_tcache *tc, unsigned cls)
 {
     ml_lane_t *l = &a->lanes[ML_LANE_FAST];
+    if (__atomic_load_n(&tc->flush_req, __ATOMIC_RELAXED)) {
+        ml__tc_flush(a, tc); /* compaction asked: give everything back */
+        return;
+    }
     pthread_mutex_lock(&l->lock);
     for (unsigned i = ML_TC_BLOCKS / 2; i < ML_TC_BLOCKS; i++) {
         uint64_t b = tc->cls[cls].b[i];
@@ -499,7 +548,11 @@ int ml_free(ml_arena *a, ml_handle h)
      * is not about to retire goes straight back to this thread's cache. */
     const uint64_t mask = ML_M_STATE | ML_M_LOCKED | ML_M_GROUPED | ML_M_BLOB | ML_M_PINS;
     ml_tcache *tc;
+    /* The handle's RESIDENT|ACCESSED bits must be set: a forged value with
+     * them clear equals the meta word of a live entry not accessed since
+     * the last maintenance cycle. */
     if (__builtin_expect(((m ^ h.bits) >> 32) == 0 && (m & mask) == ML_STATE_FAST &&
+                             (ml__hi(h.bits) & ML_HI_HANDLE) == ML_HI_HANDLE &&
                              ML_HI_GEN(ml__hi(m)) < ML_GEN_MAX && (tc = ml__tc_get(a)) != NULL,
                          1) &&
         __atomic_compare_exchange_n(&s->meta, &m, freed_meta(a, m), false, __ATOMIC_ACQ_REL,
@@ -645,36 +698,6 @@ int ml_write(ml_arena *a, ml_handle h, size_t offset, const void *buf, size_t le
     if (len) memcpy(p + offset, buf, len);
     if (!(m & ML_M_ACCESSED)) __atomic_fetch_or(&a->slots[idx].meta, ML_M_ACCESSED, __ATOMIC_RELAXED);
     ml__unclaim(a, idx);
-    return 0;
-}
-
-/* ---- maintenance ---------------------------------------------------------------- */
-
-/* Turn access bits into times and counts (CLOCK): one pass over the table;
- * a slot that is claimed by someone else right now keeps its bit for the
- * next cycle. */
-static void fold_access_bits(ml_arena *a)
-{
-    uint32_t n = __atomic_load_n(&a->slot_count, __ATOMIC_ACQUIRE);
-    uint64_t now = ml__now(a);
-    for (uint32_t i = 0; i < n; i++) {
-        uint64_t m = ml__load(&a->slots[i].meta);
-        if (!ml__meta_live(m) || !(m & ML_M_ACCESSED) || (m & ML_M_LOCKED)) continue;
-        if (!__atomic_compare_exchange_n(&a->slots[i].meta, &m, (m | ML_M_LOCKED) & ~ML_M_ACCESSED,
-                                         false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-            continue;
-        ml_cold *c = ml__cold(a, i, m);
-        c->last_access_ns = now;
-        c->accesses++;
-        ml__unclaim(a, i);
-    }
-}
-
-int ml_maintain(ml_arena *a)
-{
-    if (!a) return -EINVAL;
-    fold_access_bits(a);
-    __atomic_fetch_add(&a->maintenance_cycles, 1, __ATOMIC_RELAXED);
     return 0;
 }
 

@@ -109,9 +109,12 @@ typedef struct ml_cold {
     uint32_t tag;          /* interned tag ID, 0 = none */
     uint32_t group;        /* ml_group, 0 = none (meta lock + claim) */
     uint32_t gprev, gnext; /* group list (meta lock) */
-    uint32_t migrations;
+    uint32_t migrations;   /* moves between lanes */
+    uint32_t relocations;  /* moves inside a lane */
+    uint8_t last_from, last_to;
     uint64_t accesses;
     uint64_t last_access_ns;
+    uint64_t last_migration_ns;
 } ml_cold;
 
 /* ---- thread caches ------------------------------------------------------------ */
@@ -189,6 +192,23 @@ struct ml_arena {
 
     uint64_t maintenance_cycles; /* atomic */
     uint64_t enomem;             /* atomic */
+    uint64_t promotions;         /* atomic */
+    uint64_t pressure_calls;     /* atomic */
+
+    /* Callbacks (set under meta lock, read racily: a change applies to
+     * operations that start after it). */
+    ml_move_fn move_fn;
+    void *move_ctx;
+    ml_pressure_fn pressure_fn;
+    void *pressure_ctx;
+
+    /* Background policy thread (core/policy.c). */
+    pthread_t policy_thread;
+    bool policy_running;
+    bool policy_stop;            /* policy_lock */
+    pthread_mutex_t policy_lock;
+    pthread_cond_t policy_cond;
+    pthread_mutex_t maintain_lock; /* one maintenance cycle at a time */
 
     struct ml_arena *reg_next;   /* g_registry list */
 };
@@ -257,6 +277,47 @@ ml_cold *ml__cold(ml_arena *a, uint32_t idx, uint64_t m);
 /** Copy of the cold stub of claimed slot idx as seen for meta m. */
 void ml__cold_peek(ml_arena *a, uint32_t idx, uint64_t m, ml_cold *out);
 
+/** A place found in a lane for an allocation or a move. */
+typedef struct ml_place {
+    char *addr;
+    bool blob;
+    size_t bytes; /* reserved */
+} ml_place;
+/** Find a place of `size` bytes aligned to `align` in `lane`, owned by
+ *  `owner` (slot + 1); grows the lane once if needed. `internal` moves may
+ *  use the scratch reserve. Takes the lane lock. 0 or -ENOMEM. */
+int ml__place(ml_arena *a, ml_lane lane, size_t size, size_t align, uint32_t owner, bool internal,
+              ml_place *out);
+
+/** A move to report to the move callback once locks are released. */
+typedef struct ml_move {
+    ml_handle h;
+    void *old_addr, *new_addr;
+    ml_lane from, to;
+} ml_move;
+typedef struct ml_moves {
+    ml_move *v;
+    size_t n, cap;
+} ml_moves;
+void ml__moves_add(ml_moves *mv, const ml_move *m);
+/** Call the move callback for each recorded move, then empty the list. */
+void ml__moves_fire(ml_arena *a, ml_moves *mv);
+
+/** Move claimed slot idx (pins 0) to lane `to` with size new_size
+ *  (realloc) or its own size; copies, rewrites the stub, frees the old
+ *  place, records history. No lock held by the caller. 0 or -ENOMEM. */
+int ml__move_claimed(ml_arena *a, uint32_t idx, ml_lane to, size_t new_size, bool internal,
+                     ml_move *ev);
+/** FastLane is full: migrate the live entries of its oldest span to
+ *  SlowLane. Returns how many moved (0: nothing could). */
+int ml__make_room_fast(ml_arena *a);
+/** A placement failed although free space may exist in pieces: compact the
+ *  lane. Returns bytes moved or released (0: nothing to gain). */
+int ml__compact_for_room(ml_arena *a, ml_lane lane);
+/** Stop and join the policy thread, if running. */
+void ml__policy_stop(ml_arena *a);
+int ml__policy_start(ml_arena *a);
+
 /** Where a resident block or blob lives, derived from its address. */
 typedef struct ml_loc {
     ml_lane lane;
@@ -308,7 +369,7 @@ void ml__meta_fini(ml_arena *a);
 
 /* statistics (core/introspect.c) */
 void ml__lane_usage(ml_arena *a, ml_lane lane, uint64_t *used, uint64_t *requested,
-                    uint64_t *live, uint64_t *cached_blocks, uint64_t *allocs,
+                    int64_t *live, uint64_t *cached_blocks, uint64_t *allocs,
                     uint64_t *frees);
 
 /* Test hooks (tests/ only). */

@@ -32,6 +32,9 @@ void ml_config_init(ml_config *cfg)
     cfg->slow_lane_safety_margin = 0.10;
     cfg->policy_check_interval_ms = 0;
     cfg->max_handles = (size_t)1 << 24;
+    cfg->promote_age_ms = 0;
+    cfg->migrate_on_full = true;
+    cfg->compaction_budget_us = 2000;
 }
 
 #define FAIL(msg)                  \
@@ -84,6 +87,7 @@ const char *ml_strerror(int err)
     case EIO: return "I/O error";
     case EBADMSG: return "corrupted or mismatched record";
     case ENOTSUP: return "not supported";
+    case EALREADY: return "already there";
     default: return "unknown error";
     }
 }

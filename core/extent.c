@@ -199,6 +199,22 @@ void ml__ext_grow(ml_ext *e, uint32_t new_cap)
     ml__ext_free(e, start);
 }
 
+uint32_t ml__ext_slide_down(ml_ext *e, uint32_t start)
+{
+    uint32_t ps = ml__ext_prev(e, start);
+    uint32_t plen = ml__ext_len(e, ps), len = ml__ext_len(e, start);
+    unsigned kind = ml__ext_kind(e, start);
+    uint32_t owner = e->link[start];
+    bin_remove(e, ps, plen);
+    set_tags(e, ps, len, kind);
+    e->link[ps] = owner;
+    /* The hole now follows; mark it used for a moment so that freeing it
+     * merges it with a free successor through the usual path. */
+    set_tags(e, ps + len, plen, ML_EXT_BLOB);
+    ml__ext_free(e, ps + len);
+    return ps;
+}
+
 uint32_t ml__ext_largest_free(const ml_ext *e)
 {
     if (!e->fl_bitmap) return 0;

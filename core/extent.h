@@ -54,6 +54,17 @@ static inline unsigned ml__ext_kind(const ml_ext *e, uint32_t start) { return e-
 static inline uint32_t ml__ext_owner(const ml_ext *e, uint32_t start) { return e->link[start]; }
 static inline void ml__ext_set_owner(ml_ext *e, uint32_t start, uint32_t owner) { e->link[start] = owner; }
 
+/** The used extent at `start` directly follows a free extent: move it (its
+ *  tags and owner) down to that free extent's first unit; the free space
+ *  ends up after it, merged with a following free extent. Only bookkeeping:
+ *  the caller moves the data. Returns the new first unit. */
+uint32_t ml__ext_slide_down(ml_ext *e, uint32_t start);
+/** First unit of the extent before `start` (start > 0). */
+static inline uint32_t ml__ext_prev(const ml_ext *e, uint32_t start)
+{
+    return start - (e->tag[start - 1] & 0x3fffffffu);
+}
+
 /** Length of the largest free extent (O(bin size) scan of the top bin). */
 uint32_t ml__ext_largest_free(const ml_ext *e);
 /** Number of free extents that are not the last extent (holes). */

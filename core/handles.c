@@ -111,7 +111,7 @@ unsigned ml__table_take(ml_arena *a, uint32_t *out, unsigned n)
     pthread_mutex_lock(&a->table_lock);
     while (got < n && a->free_head != ML_NIL32) {
         uint32_t idx = a->free_head;
-        a->free_head = (uint32_t)a->slots[idx].size;
+        a->free_head = (uint32_t)ml__load(&a->slots[idx].size);
         out[got++] = idx;
     }
     if (got < n) {
@@ -136,7 +136,7 @@ void ml__table_put(ml_arena *a, const uint32_t *idx, unsigned n)
 {
     pthread_mutex_lock(&a->table_lock);
     for (unsigned i = 0; i < n; i++) {
-        a->slots[idx[i]].size = a->free_head;
+        __atomic_store_n(&a->slots[idx[i]].size, a->free_head, __ATOMIC_RELAXED);
         a->free_head = idx[i];
     }
     pthread_mutex_unlock(&a->table_lock);

@@ -43,6 +43,10 @@ static void fill_info(ml_arena *a, uint32_t idx, uint64_t m, ml_handle_info *out
     out->last_access_ns = c.last_access_ns;
     out->accesses = c.accesses;
     out->migrations = c.migrations;
+    out->last_migration_ns = c.last_migration_ns;
+    out->last_from = (ml_lane)c.last_from;
+    out->last_to = (ml_lane)c.last_to;
+    out->relocations = c.relocations;
     *tag = c.tag;
 }
 
@@ -99,7 +103,7 @@ int ml_foreach(ml_arena *a, ml_foreach_fn fn, void *ctx)
 }
 
 void ml__lane_usage(ml_arena *a, ml_lane lane, uint64_t *used, uint64_t *requested,
-                    uint64_t *live, uint64_t *cached_blocks, uint64_t *allocs, uint64_t *frees)
+                    int64_t *live, uint64_t *cached_blocks, uint64_t *allocs, uint64_t *frees)
 {
     int64_t al, fr, us, rq;
     uint64_t cached = 0;
@@ -123,7 +127,7 @@ void ml__lane_usage(ml_arena *a, ml_lane lane, uint64_t *used, uint64_t *request
      * flight, never below zero. */
     *allocs = al > 0 ? (uint64_t)al : 0;
     *frees = fr > 0 ? (uint64_t)fr : 0;
-    *live = al > fr ? (uint64_t)(al - fr) : 0;
+    *live = al - fr; /* per lane this may be negative: migrations balance it */
     *used = us > 0 ? (uint64_t)us : 0;
     *requested = rq > 0 ? (uint64_t)rq : 0;
     *cached_blocks = cached;
@@ -136,13 +140,17 @@ int ml_stats_get(ml_arena *a, ml_stats *out)
     uint64_t meta = 0;
     for (int lane = 0; lane < 2; lane++) {
         ml_lane_stats *s = &out->lane[lane];
-        ml__lane_usage(a, (ml_lane)lane, &s->used, &s->requested, &s->live, &s->cached, &s->allocs,
+        int64_t live;
+        ml__lane_usage(a, (ml_lane)lane, &s->used, &s->requested, &live, &s->cached, &s->allocs,
                        &s->frees);
         ml_lane_t *l = &a->lanes[lane];
         pthread_mutex_lock(&l->lock);
         ml__lane_stats(l, s);
         meta += l->meta_bytes;
         pthread_mutex_unlock(&l->lock);
+        /* Entries migrated in count as live here, migrated out as gone. */
+        live += (int64_t)s->migrated_in - (int64_t)s->migrated_out;
+        s->live = live > 0 ? (uint64_t)live : 0;
         s->free = s->capacity > s->used ? s->capacity - s->used : 0;
         s->fragmentation_permille =
             s->free ? 1000 - (s->largest_free >= s->free ? 1000 : s->largest_free * 1000 / s->free)
@@ -156,6 +164,8 @@ int ml_stats_get(ml_arena *a, ml_stats *out)
     out->handles_max = a->cfg.max_handles;
     out->maintenance_cycles = __atomic_load_n(&a->maintenance_cycles, __ATOMIC_RELAXED);
     out->enomem = __atomic_load_n(&a->enomem, __ATOMIC_RELAXED);
+    out->promotions = __atomic_load_n(&a->promotions, __ATOMIC_RELAXED);
+    out->pressure_callbacks = __atomic_load_n(&a->pressure_calls, __ATOMIC_RELAXED);
     pthread_mutex_lock(&a->meta_lock);
     for (unsigned i = 0; i < ML_MAX_GROUPS; i++) out->groups += a->groups[i].live;
     out->tags = a->ntags;

@@ -106,9 +106,16 @@ static void partial_remove(ml_lane_t *l, uint32_t s)
     sp->in_partial = 0;
 }
 
-static uint32_t span_new(ml_lane_t *l, unsigned cls)
+/* May `units` more units be taken from the free extents? */
+static inline bool room_for(const ml_lane_t *l, uint32_t units, bool internal)
+{
+    return internal || l->ext.free_units >= (uint64_t)units + l->reserve_units;
+}
+
+static uint32_t span_new(ml_lane_t *l, unsigned cls, bool internal)
 {
     uint32_t units = l->span_units[cls];
+    if (!room_for(l, units, internal)) return ML_SPAN_NIL;
     uint32_t nblocks = (uint32_t)(((size_t)units << l->unit_shift) / ml__class_size[cls]);
     uint32_t *owner = calloc(nblocks, sizeof *owner);
     if (!owner) return ML_SPAN_NIL;
@@ -144,13 +151,13 @@ static void span_release(ml_lane_t *l, uint32_t s)
     ml__ext_free(&l->ext, s);
 }
 
-unsigned ml__lane_blocks_take(ml_lane_t *l, unsigned cls, uint64_t *out, unsigned n)
+unsigned ml__lane_blocks_take(ml_lane_t *l, unsigned cls, uint64_t *out, unsigned n, bool internal)
 {
     unsigned got = 0;
     size_t csize = ml__class_size[cls];
     while (got < n) {
         uint32_t s = l->partial[cls];
-        if (s == ML_SPAN_NIL && (s = span_new(l, cls)) == ML_SPAN_NIL) break;
+        if (s == ML_SPAN_NIL && (s = span_new(l, cls, internal)) == ML_SPAN_NIL) break;
         ml_span *sp = &l->spans[s];
         while (got < n && sp->used < sp->nblocks) {
             uint32_t idx;
@@ -168,6 +175,39 @@ unsigned ml__lane_blocks_take(ml_lane_t *l, unsigned cls, uint64_t *out, unsigne
     }
     l->blocks_used_bytes += (uint64_t)got * csize;
     return got;
+}
+
+bool ml__span_take_block(ml_lane_t *l, uint32_t s, uint32_t *idx)
+{
+    ml_span *sp = &l->spans[s];
+    if (sp->used == sp->nblocks) return false;
+    uint32_t i;
+    if (sp->free_head != ML_OWNER_NIL) {
+        i = sp->free_head;
+        sp->free_head = ml__owner_load(&sp->owner[i]) & ~ML_OWNER_FREE;
+    } else {
+        i = sp->bump++;
+    }
+    ml__owner_store(&sp->owner[i], 0);
+    sp->used++;
+    l->blocks_used_bytes += ml__class_size[sp->cls];
+    if (sp->used == sp->nblocks && sp->in_partial) partial_remove(l, s);
+    *idx = i;
+    return true;
+}
+
+uint32_t ml__lane_span_slide(ml_lane_t *l, uint32_t s)
+{
+    ml_span rec = l->spans[s];
+    bool listed = rec.in_partial;
+    if (listed) partial_remove(l, s);
+    memset(&l->spans[s], 0, sizeof l->spans[s]);
+    uint32_t ns = ml__ext_slide_down(&l->ext, s);
+    rec.in_partial = 0;
+    l->spans[ns] = rec;
+    for (uint32_t u = 0; u < rec.units; u++) l->unit_span[ns + u] = ns;
+    if (listed) partial_push(l, ns);
+    return ns;
 }
 
 void ml__lane_block_put(ml_lane_t *l, uint32_t s, uint32_t idx)
@@ -189,10 +229,10 @@ void ml__lane_block_put(ml_lane_t *l, uint32_t s, uint32_t idx)
     if (!sp->in_partial) partial_push(l, s);
 }
 
-uint32_t ml__lane_blob_alloc(ml_lane_t *l, size_t bytes, uint32_t owner)
+uint32_t ml__lane_blob_alloc(ml_lane_t *l, size_t bytes, uint32_t owner, bool internal)
 {
     size_t units = (bytes + ml__lane_unit(l) - 1) >> l->unit_shift;
-    if (units == 0 || units > l->ext.max) return ML_EXT_NIL;
+    if (units == 0 || units > l->ext.max || !room_for(l, (uint32_t)units, internal)) return ML_EXT_NIL;
     uint32_t s = ml__ext_alloc(&l->ext, (uint32_t)units, ML_EXT_BLOB, owner);
     if (s != ML_EXT_NIL) {
         l->blob_count++;
@@ -228,7 +268,13 @@ int ml__lane_grow(ml_lane_t *l, size_t bytes)
     if (rc) return rc;
     ml__ext_grow(&l->ext, (uint32_t)(target >> l->unit_shift));
     l->grows++;
+    ml__lane_set_reserve(l);
     return 0;
+}
+
+void ml__lane_set_reserve(ml_lane_t *l)
+{
+    l->reserve_units = (uint32_t)((double)(l->region.size >> l->unit_shift) * l->reserve_frac);
 }
 
 void ml__lane_stats(ml_lane_t *l, ml_lane_stats *s)
@@ -245,5 +291,12 @@ void ml__lane_stats(ml_lane_t *l, ml_lane_stats *s)
     s->grows = l->grows;
     s->failovers = l->failovers;
     s->alloc_failures = l->alloc_failures;
+    s->compactions = l->compactions;
+    s->compacted_bytes = l->compacted_bytes;
+    s->compacted_entries = l->compacted_entries;
+    s->purged_bytes = l->purged_bytes;
+    s->migrated_in = l->migrated_in;
+    s->migrated_out = l->migrated_out;
+    s->reserve = (uint64_t)l->reserve_units * unit;
     /* used/free/live/fragmentation need the thread caches: arena.c. */
 }

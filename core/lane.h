@@ -91,6 +91,16 @@ typedef struct ml_lane_s {
     uint64_t blocks_used_bytes;       /* bytes of blocks handed out */
     uint64_t grows, failovers, alloc_failures;
     uint64_t meta_bytes;              /* owner arrays */
+    /* Scratch reserve (SlowLane safety margin): ordinary allocations may not
+     * take the last reserve_units free units; compaction and migration may. */
+    uint32_t reserve_units;
+    double reserve_frac;
+    /* relocation (lane lock) */
+    uint64_t compactions, compacted_bytes, compacted_entries, purged_bytes;
+    uint64_t migrated_in, migrated_out;
+    unsigned compact_phase;           /* 0 evacuate classes, 1 slide extents */
+    uint32_t compact_cursor;          /* class (phase 0) or unit (phase 1) */
+    bool compact_moved;               /* this pass moved something */
 } ml_lane_t;
 
 int ml__lane_init(ml_lane_t *l, ml_lane kind, const ml_prim *prim, size_t size, size_t max,
@@ -114,15 +124,22 @@ static inline uint32_t ml__block_index(const ml_lane_t *l, uint32_t span, size_t
 
 /** Hand out up to n free blocks of class cls (as span<<32|idx); may carve a
  *  new span. Returns how many (0: no room without growing). */
-unsigned ml__lane_blocks_take(ml_lane_t *l, unsigned cls, uint64_t *out, unsigned n);
+unsigned ml__lane_blocks_take(ml_lane_t *l, unsigned cls, uint64_t *out, unsigned n, bool internal);
+/** Take one free block of span s (its owner entry set to 0). */
+bool ml__span_take_block(ml_lane_t *l, uint32_t s, uint32_t *idx);
+/** Slide span s down over the free extent before it (bookkeeping only:
+ *  span record, unit map, lists). Returns its new first unit. */
+uint32_t ml__lane_span_slide(ml_lane_t *l, uint32_t s);
 /** Take back a block handed out earlier (its owner entry is rewritten). */
 void ml__lane_block_put(ml_lane_t *l, uint32_t span, uint32_t idx);
 /** Allocate a blob of `bytes` (rounded to units). ML_EXT_NIL if no room. */
-uint32_t ml__lane_blob_alloc(ml_lane_t *l, size_t bytes, uint32_t owner);
+uint32_t ml__lane_blob_alloc(ml_lane_t *l, size_t bytes, uint32_t owner, bool internal);
 void ml__lane_blob_free(ml_lane_t *l, uint32_t start);
 /** Grow the lane so that at least `bytes` more are free at its end (capped
  *  at its maximum). 0, or -ENOMEM when it cannot grow enough. */
 int ml__lane_grow(ml_lane_t *l, size_t bytes);
+/** Recompute reserve_units from reserve_frac and the current size. */
+void ml__lane_set_reserve(ml_lane_t *l);
 /** Statistics snapshot (caller holds the lock). */
 void ml__lane_stats(ml_lane_t *l, ml_lane_stats *s);
 

@@ -61,7 +61,7 @@ class Model {
         memcpy(p, e.data.data(), size);
         e.align = align;
         e.born_fast = ml_handle_id(h) > 0;
-        ASSERT_EQ(e.born_fast, size <= 4096 && !fast_full_) << Where();
+        ASSERT_EQ(e.born_fast, size <= 4096) << Where();
         live_[h.bits] = std::move(e);
         order_.push_back(h.bits);
     }
@@ -162,6 +162,61 @@ class Model {
         }
     }
 
+    // Relocation steps: contents and states must survive every one of them.
+    void Compact() {
+        ml_lane lane = rng_() % 2 ? ML_LANE_FAST : ML_LANE_SLOW;
+        ml_compact_result r;
+        if (rng_() % 8 == 0) {
+            ASSERT_EQ(ml_compact(a_, lane, &r), 0) << Where();
+        } else {
+            ASSERT_EQ(ml_compact_step(a_, lane, 1 + rng_() % (256 << 10), 0, &r), 0) << Where();
+        }
+    }
+
+    void Migrate() {
+        ml_handle h = PickLive();
+        Entry &e = live_[h.bits];
+        ml_lane to = rng_() % 2 ? ML_LANE_FAST : ML_LANE_SLOW;
+        ml_state before = ml_handle_state(a_, h);
+        bool here = (before == ML_STATE_FAST) == (to == ML_LANE_FAST);
+        int rc = ml_migrate(a_, h, to);
+        // Precedence: already there, then too large for FastLane, then pinned.
+        if (here) {
+            ASSERT_EQ(rc, -EALREADY) << Where();
+        } else if (to == ML_LANE_FAST && e.data.size() > 4096) {
+            ASSERT_EQ(rc, -EINVAL) << Where();
+        } else if (e.pins) {
+            ASSERT_EQ(rc, -EBUSY) << Where();
+        } else {
+            ASSERT_EQ(rc, 0) << Where();
+            ASSERT_EQ(ml_handle_state(a_, h), to == ML_LANE_FAST ? ML_STATE_FAST : ML_STATE_SLOW)
+                << Where();
+        }
+    }
+
+    void Realloc() {
+        ml_handle h = PickLive();
+        Entry &e = live_[h.bits];
+        size_t n = RandomSize();
+        int rc = ml_realloc(a_, h, n);
+        if (rc == -EBUSY) {
+            ASSERT_GT(e.pins, 0) << Where();
+            return;
+        }
+        ASSERT_EQ(rc, 0) << Where() << " realloc to " << n;
+        size_t old = e.data.size();
+        e.data.resize(n);
+        if (n > old) {  // new bytes are undefined: give them known values
+            uint64_t s = rng_();
+            for (size_t i = old; i < n; i++) e.data[i] = PatternByte(s, i);
+            ASSERT_EQ(ml_write(a_, h, old, e.data.data() + old, n - old), 0) << Where();
+        }
+        if (e.align) {
+            void *p = ml_get(a_, h);
+            ASSERT_EQ((uintptr_t)p % e.align, 0u) << Where() << " alignment lost";
+        }
+    }
+
     void Forged() {
         ml_handle h{rng_()};
         if (live_.count(h.bits)) return;
@@ -182,12 +237,15 @@ class Model {
         if (r < 60) return Write();
         if (r < 80) return Read();
         if (r < 90) return State();
-        if (r < 96) return Pin();
-        if (r < 97) {
+        if (r < 93) return Pin();
+        if (r < 94) {
             ASSERT_EQ(ml_maintain(a_), 0) << Where();
             return;
         }
-        return Forged();
+        if (r < 95) return Forged();
+        if (r < 97) return Migrate();
+        if (r < 99) return Realloc();
+        if (rng_() % 8 == 0) return Compact();
     }
 
     void CheckAll() {
@@ -218,8 +276,6 @@ class Model {
     std::string Where() const {
         return "[seed " + std::to_string(seed_) + " op " + std::to_string(op_) + "]";
     }
-
-    bool fast_full_ = false;
 
   private:
     ml_arena *a_;

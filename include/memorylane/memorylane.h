@@ -27,6 +27,7 @@
  *   -ENOENT     no such name or ID (groups, tags, ml_handle_from_id)
  *   -EEXIST     a group of that name exists already
  *   -ENOSPC     a fixed table is full (groups, tags)
+ *   -EALREADY   the entry is already where it was asked to go (migration)
  *   -EIO        an I/O operation failed                         (paging)
  *   -EBADMSG    a record read back from disk is corrupted/stale  (paging)
  *
@@ -203,6 +204,19 @@ typedef struct ml_config {
     /** Most live handles the arena can hold (table reserved, committed as
      *  it fills). 1024..2^31. Default 2^24. */
     size_t max_handles;
+
+    /* ---- relocation (compaction, migration, policies) ---- */
+    /** Entries older than this many milliseconds are promoted from FastLane
+     *  to SlowLane by maintenance (the seed's OneWayLane); 0 = never by age.
+     *  Default 0. */
+    uint32_t promote_age_ms;
+    /** When FastLane cannot place a small allocation, first migrate its
+     *  oldest entries to SlowLane to make room (before failing over).
+     *  Default true. */
+    bool migrate_on_full;
+    /** Time budget of the compaction work one maintenance cycle may do, in
+     *  microseconds; 0 = compact fully when triggered. Default 2000. */
+    uint32_t compaction_budget_us;
 } ml_config;
 
 /** Fill cfg with the defaults listed above. cfg must not be NULL. */
@@ -380,17 +394,128 @@ ML_API int ml_write(ml_arena *arena, ml_handle h, size_t offset,
         ml_write((arena), (h), 0, &ml__set_v_, sizeof(T));           \
     })
 
+/**
+ * Resize an allocation behind the same handle (the handle does not change).
+ * Grows or shrinks in place when the new size fits the space already
+ * reserved; otherwise moves the data (keeping its alignment) to a place of
+ * the new size, in FastLane when new_size <= threshold, else in SlowLane (an
+ * entry grown past the threshold is migrated: it counts in its history).
+ * Contents up to min(old, new) size are kept; new bytes are not zeroed.
+ * A relocation point for this handle only.
+ * @return 0; -EINVAL (bad handle, new_size 0 or beyond SlowLane), -ESTALE,
+ *         -EBUSY (pinned and a move would be needed), -ENOMEM (no room:
+ *         nothing changed).
+ */
+ML_API int ml_realloc(ml_arena *arena, ml_handle h, size_t new_size);
+
 /* ========================================================================= */
-/* Maintenance                                                               */
+/* Relocation: compaction, migration, maintenance                            */
 /* ========================================================================= */
 
 /**
+ * Compaction: live data slides together; stubs are rewritten, handles stay
+ * valid, contents are unchanged. FastLane: blocks of each size class are
+ * moved out of the highest spans into free blocks of lower ones and empty
+ * spans are released; then spans slide down over free space. SlowLane: the
+ * same for its block spans, and blobs slide down over free holes
+ * (tombstones). Pinned entries, and spans holding them, stay where they are
+ * and compaction works around them. Afterwards the pages of the free tail are
+ * returned to the kernel (madvise), so resident size drops.
+ */
+typedef struct ml_compact_result {
+    uint64_t moved_bytes;   /**< bytes copied */
+    uint64_t moved_entries; /**< entries moved */
+    uint64_t skipped_pinned;/**< entries that could not move (pinned/busy) */
+    uint64_t released_bytes;/**< bytes of lane pages returned to the kernel */
+    uint64_t elapsed_ns;
+    bool done;              /**< nothing left to do (this cycle) */
+} ml_compact_result;
+
+/**
+ * Compact one lane fully. A relocation point.
+ * @param res  if not NULL, receives what was done.
+ * @return 0; -EINVAL (NULL arena, bad lane).
+ * Thread-safe; other threads' allocations in that lane wait for it.
+ */
+ML_API int ml_compact(ml_arena *arena, ml_lane lane, ml_compact_result *res);
+
+/**
+ * One bounded step of compaction, for programs that compact a little each
+ * frame: stops once max_bytes have been copied or max_ns have passed
+ * (whichever comes first; 0 = no limit for that one), and continues where
+ * the previous step stopped. res->done tells that a whole pass finished
+ * with nothing left to move. A relocation point.
+ * @return 0; -EINVAL.
+ */
+ML_API int ml_compact_step(ml_arena *arena, ml_lane lane, uint64_t max_bytes, uint64_t max_ns,
+                           ml_compact_result *res);
+
+/** What moving a handle to another lane would cost (ml_migrate_cost). */
+typedef struct ml_move_cost {
+    bool possible;     /**< the move is allowed (size fits the lane, unpinned) */
+    int reason;        /**< when not possible: -EBUSY (pinned), -EINVAL (too
+                            large for FastLane), -EALREADY (already there) */
+    size_t bytes;      /**< bytes that would be copied */
+    size_t dest_bytes; /**< bytes the destination would reserve */
+    bool needs_room;   /**< the destination has no free place of that size
+                            now: growing, compaction or eviction would run */
+} ml_move_cost;
+
+/**
+ * Ask what ml_migrate(arena, h, to) would cost, without doing it.
+ * @return 0 (see out->possible); -EINVAL, -ESTALE (bad handle or args).
+ */
+ML_API int ml_migrate_cost(ml_arena *arena, ml_handle h, ml_lane to, ml_move_cost *out);
+
+/**
+ * Move one entry to lane `to` (the seed's OneWayLane, both ways): FastLane to
+ * SlowLane always; SlowLane to FastLane when the size fits the threshold.
+ * The handle, its ID and contents stay; its migration history records the
+ * move. Copies directly between lanes (no allocation per move). A
+ * relocation point for this handle.
+ * @return 0; -EINVAL (bad handle/lane, too large for FastLane), -ESTALE,
+ *         -EBUSY (pinned), -EALREADY (already in `to`), -ENOMEM (no room in
+ *         `to`: nothing changed). When several apply: -EALREADY, then
+ *         -EINVAL, then -EBUSY.
+ */
+ML_API int ml_migrate(ml_arena *arena, ml_handle h, ml_lane to);
+
+/**
+ * Migrate every FastLane entry at least min_age_ms old to SlowLane (the
+ * seed's flush). Pinned entries are skipped.
+ * @param moved  if not NULL, receives how many moved.
+ * @return 0; -EINVAL; -ENOMEM when SlowLane filled up (entries moved so far
+ *         stay moved).
+ */
+ML_API int ml_migrate_all(ml_arena *arena, uint32_t min_age_ms, size_t *moved);
+
+/**
  * Run the policies once (the seed's RunMaintenanceCycle): fold access bits
- * into per-handle access times and counts, and (as later features land)
- * promotion by age, auto-compaction, eviction. A relocation point.
+ * into per-handle access times and counts; promote FastLane entries older
+ * than promote_age_ms; compact a lane whose fragmentation passes
+ * compaction_threshold (within compaction_budget_us); and, with paging, evict
+ * by idle time and pressure. A relocation point.
  * @return 0; -EINVAL (arena NULL). Thread-safe.
  */
 ML_API int ml_maintain(ml_arena *arena);
+
+/** Called after an entry moved (compaction, migration, realloc, paging),
+ *  outside any lock, on the thread that moved it. old_addr is no longer
+ *  valid memory for this entry. Must not block for long. */
+typedef void (*ml_move_fn)(void *ctx, ml_handle h, void *old_addr, void *new_addr,
+                           ml_lane from, ml_lane to);
+
+/** Register (or, with fn NULL, remove) the move callback.
+ *  @return 0; -EINVAL (arena NULL). */
+ML_API int ml_set_move_callback(ml_arena *arena, ml_move_fn fn, void *ctx);
+
+/** Called when an allocation of `size` bytes is about to fail with -ENOMEM
+ *  after every built-in remedy; no lock is held, so it may free handles.
+ *  Return non-zero if it freed something (the allocation is retried once). */
+typedef int (*ml_pressure_fn)(void *ctx, ml_arena *arena, size_t size);
+
+/** Register (or remove) the pressure callback. @return 0; -EINVAL. */
+ML_API int ml_set_pressure_callback(ml_arena *arena, ml_pressure_fn fn, void *ctx);
 
 /* ========================================================================= */
 /* Introspection (used by the debug view; everything it shows is here)       */
@@ -429,6 +554,9 @@ typedef struct ml_handle_info {
     uint64_t last_access_ns;
     uint64_t accesses;
     uint32_t migrations;       /**< moves between lanes */
+    uint64_t last_migration_ns;/**< time of the last move between lanes */
+    ml_lane last_from, last_to;/**< lanes of the last move (if migrations) */
+    uint32_t relocations;      /**< moves inside a lane (compaction) */
 } ml_handle_info;
 
 /**
@@ -482,7 +610,14 @@ ML_API int ml_foreach(ml_arena *arena, ml_foreach_fn fn, void *ctx);
     X(cached, "free blocks held in per-thread caches")                         \
     X(failovers, "small allocations placed here because FastLane was full")    \
     X(grows, "times the lane grew")                                            \
-    X(alloc_failures, "allocations this lane could not place")
+    X(alloc_failures, "allocations this lane could not place")                 \
+    X(compactions, "compaction passes completed")                              \
+    X(compacted_bytes, "bytes moved by compaction")                            \
+    X(compacted_entries, "entries moved by compaction")                        \
+    X(purged_bytes, "bytes of free pages returned to the kernel")              \
+    X(migrated_in, "entries migrated into this lane")                          \
+    X(migrated_out, "entries migrated out of this lane")                       \
+    X(reserve, "bytes kept free as scratch (SlowLane safety margin)")
 
 /** Arena-wide statistics, same scheme as ML_LANE_STATS. */
 #define ML_ARENA_STATS(X)                                                      \
@@ -491,6 +626,8 @@ ML_API int ml_foreach(ml_arena *arena, ml_foreach_fn fn, void *ctx);
     X(handles_max, "most live handles (max_handles)")                          \
     X(handles_retired, "slots retired because their generation wrapped")       \
     X(maintenance_cycles, "ml_maintain runs and policy-thread cycles")         \
+    X(promotions, "entries promoted to SlowLane by age")                       \
+    X(pressure_callbacks, "times the pressure callback was called")            \
     X(enomem, "allocations that returned -ENOMEM")                             \
     X(groups, "groups")                                                        \
     X(tags, "distinct tags in use or interned")                                \
@@ -630,10 +767,14 @@ ML_API void *ml_get_slow(ml_arena *arena, ml_handle h);
 static inline void *ml__get_inline(ml_arena *arena, ml_handle h)
 {
     const ml__arena_head *hd = (const ml__arena_head *)(const void *)arena;
-    uint32_t idx = (uint32_t)h.bits;
-    if (__builtin_expect(arena != NULL && idx < hd->max_handles, 1)) {
+    uint32_t idx = (uint32_t)h.bits, hi = (uint32_t)(h.bits >> 32);
+    /* Every issued handle has both top bits set; a meta word has them only
+     * while live, resident and accessed. Test them on the handle too, or a
+     * forged value equal to the meta word of a free or not-yet-accessed slot
+     * would pass the compare (and reach freed memory). */
+    if (__builtin_expect(arena != NULL && idx < hd->max_handles && hi >= 0xC0000000u, 1)) {
         ml__slot *s = &hd->slots[idx];
-        if (__builtin_expect(ML__META_HI(s) == (uint32_t)(h.bits >> 32), 1))
+        if (__builtin_expect(ML__META_HI(s) == hi, 1))
             return (void *)(uintptr_t)ML__ADDR(s);
     }
     return ml_get_slow(arena, h);

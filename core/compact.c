@@ -1,0 +1,384 @@
+/*
+ * compact.c — live compaction: data slides together, handles stay valid.
+ *
+ * A pass over a lane has two phases, both under the lane lock:
+ *
+ *  1. Evacuation, per size class: the spans of the class are taken in
+ *     address order; live blocks of the highest span move into free blocks of
+ *     the lowest one, until the two meet. A span whose last block leaves is
+ *     released to the extent allocator (the whole span becomes a free hole).
+ *
+ *  2. Sliding: walking the extents from the bottom, every used extent that
+ *     sits right above a free one slides down over it (memmove), and the hole
+ *     moves up; holes merge as they go and end as one free tail. Blobs slide
+ *     with their data; spans slide whole, and every live block in them is
+ *     re-pointed.
+ *
+ * Nothing moves without its claim (ml__try_claim_idx: live, unpinned, not
+ * claimed by anyone else). An entry that cannot be claimed, or a span that
+ * holds one, or a span with blocks sitting in some thread's cache (those are
+ * referenced by span and index), stays put and the pass works around it. A
+ * block's owner word is only a hint: it is trusted once the claimed slot
+ * points back at the very same address.
+ *
+ * A step can be bounded by bytes copied and by time; the phase and cursor
+ * survive between steps, so a program can compact a little every frame.
+ * When a pass completes, the pages of the free tail are handed back to the
+ * kernel, so the resident size really drops.
+ *
+ * Moves are reported to the move callback after the lane lock is released.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/arena.h"
+
+typedef struct budget {
+    uint64_t max_bytes, max_ns, t0, bytes, ops;
+    ml_compact_result *res;
+    ml_moves *mv;
+    bool stop;
+} budget;
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* May a copy of `next` more bytes start? Time is estimated from the pace so
+ * far, so that a step stops before a copy that would overrun its budget. */
+static bool may_copy(budget *b, size_t next)
+{
+    if (b->stop) return false;
+    if (b->max_bytes && b->bytes && b->bytes + next > b->max_bytes) return (b->stop = true, false);
+    if (b->max_ns) {
+        uint64_t el = mono_ns() - b->t0;
+        /* ~4 GB/s as a floor for the copy estimate (memmove here does ~10). */
+        uint64_t est = next / 4;
+        if (el + est > b->max_ns && (b->ops || el >= b->max_ns)) return (b->stop = true, false);
+    }
+    return true;
+}
+
+static void copied(budget *b, ml_lane_t *l, size_t n)
+{
+    b->bytes += n;
+    b->ops++;
+    b->res->moved_bytes += n;
+    b->res->moved_entries++;
+    l->compacted_bytes += n;
+    l->compacted_entries++;
+}
+
+/* Claim the slot named by an owner hint if it really owns `addr` in this
+ * lane. Counts pinned/busy entries. */
+static bool claim_owner(ml_arena *a, ml_lane lane, uint32_t owner, const char *addr, budget *b)
+{
+    if (!owner || (owner & ML_OWNER_FREE)) return false;
+    uint32_t idx = owner - 1;
+    uint64_t want_state = lane == ML_LANE_FAST ? ML_STATE_FAST : ML_STATE_SLOW;
+    uint64_t m;
+    if (!ml__try_claim_idx(a, idx, &m)) {
+        uint64_t cur = ml__load_acq(&a->slots[idx].meta);
+        if ((cur & ML_M_STATE) == want_state &&
+            ml__load(&a->slots[idx].addr) == (uint64_t)(uintptr_t)addr)
+            b->res->skipped_pinned++;
+        return false;
+    }
+    if ((m & ML_M_STATE) != want_state || ml__load(&a->slots[idx].addr) != (uint64_t)(uintptr_t)addr) {
+        ml__unclaim(a, idx);
+        return false;
+    }
+    return true;
+}
+
+static void record(ml_arena *a, budget *b, uint32_t idx, void *from, void *to, ml_lane lane)
+{
+    uint64_t m = ml__load(&a->slots[idx].meta);
+    ml__cold(a, idx, m)->relocations++;
+    ml_move ev = {ml__handle_of(m, idx), from, to, lane, lane};
+    ml__moves_add(b->mv, &ev);
+}
+
+/* ---- phase 1: evacuate the spans of one class ------------------------------- */
+
+/* Returns false when the budget ran out. Caller holds the lane lock. */
+static bool evacuate_class(ml_arena *a, ml_lane lane, unsigned cls, budget *b)
+{
+    ml_lane_t *l = &a->lanes[lane];
+    uint32_t *spans = NULL;
+    size_t n = 0, cap = 0;
+    for (uint32_t s = 0; s < l->ext.cap; s += ml__ext_len(&l->ext, s)) {
+        if (ml__ext_kind(&l->ext, s) != ML_EXT_SPAN || l->spans[s].cls != cls) continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            uint32_t *v = realloc(spans, cap * sizeof *v);
+            if (!v) {
+                free(spans);
+                return true;
+            }
+            spans = v;
+        }
+        spans[n++] = s;
+    }
+    size_t csize = ml__class_size[cls];
+    size_t lo = 0, hi = n ? n - 1 : 0;
+    bool ok = true;
+    while (n && lo < hi) {
+        uint32_t src = spans[hi];
+        ml_span *sp = &l->spans[src];
+        bool released = false;
+        for (uint32_t bi = 0; bi < sp->bump && lo < hi; bi++) {
+            char *from = ml__block_addr(l, src, bi);
+            if (!claim_owner(a, lane, ml__owner_load(&sp->owner[bi]), from, b)) continue;
+            uint32_t idx = ml__owner_load(&sp->owner[bi]) - 1;
+            if (!may_copy(b, csize)) {
+                ml__unclaim(a, idx);
+                ok = false;
+                break;
+            }
+            uint32_t di = 0;
+            while (lo < hi && !ml__span_take_block(l, spans[lo], &di)) lo++;
+            if (lo >= hi) {
+                ml__unclaim(a, idx);
+                break;
+            }
+            char *to = ml__block_addr(l, spans[lo], di);
+            memcpy(to, from, a->slots[idx].size);
+            ml__owner_store(&l->spans[spans[lo]].owner[di], idx + 1);
+            __atomic_store_n(&a->slots[idx].addr, (uint64_t)(uintptr_t)to, __ATOMIC_RELEASE);
+            record(a, b, idx, from, to, lane);
+            ml__unclaim(a, idx);
+            copied(b, l, csize);
+            ml__lane_block_put(l, src, bi);
+            if (ml__ext_kind(&l->ext, src) != ML_EXT_SPAN || l->spans[src].nblocks == 0) {
+                released = true; /* its last block left: the span is gone */
+                break;
+            }
+        }
+        (void)released;
+        if (!ok) break;
+        hi--;
+    }
+    free(spans);
+    return ok;
+}
+
+/* ---- phase 2: slide extents down -------------------------------------------- */
+
+/* Claims every live block of span s; false (and nothing claimed) if one is
+ * busy or some blocks are in thread caches. */
+static bool claim_span(ml_arena *a, ml_lane lane, uint32_t s, uint32_t **out, uint32_t *nout,
+                       budget *b)
+{
+    ml_lane_t *l = &a->lanes[lane];
+    ml_span *sp = &l->spans[s];
+    uint32_t *v = malloc((sp->used ? sp->used : 1) * sizeof *v);
+    if (!v) return false;
+    uint32_t n = 0;
+    bool ok = true;
+    for (uint32_t bi = 0; bi < sp->bump; bi++) {
+        uint32_t o = ml__owner_load(&sp->owner[bi]);
+        if (!o || (o & ML_OWNER_FREE)) continue;
+        if (n == sp->used || !claim_owner(a, lane, o, ml__block_addr(l, s, bi), b)) continue;
+        v[n++] = o - 1;
+    }
+    if (n != sp->used) ok = false; /* pinned, busy, or cached blocks */
+    if (!ok) {
+        for (uint32_t i = 0; i < n; i++) ml__unclaim(a, v[i]);
+        free(v);
+        return false;
+    }
+    *out = v;
+    *nout = n;
+    return true;
+}
+
+/* Returns false when the budget ran out (cursor left at the stopping point). */
+static bool slide(ml_arena *a, ml_lane lane, budget *b)
+{
+    ml_lane_t *l = &a->lanes[lane];
+    size_t unit = ml__lane_unit(l);
+    char *base = ml__lane_base(l);
+    uint32_t s = l->compact_cursor;
+    if (s >= l->ext.cap) s = 0;
+    /* The cursor may point into the middle of an extent after other threads
+     * changed the lane between steps: realign from the start. */
+    if (s) {
+        uint32_t x = 0;
+        while (x < l->ext.cap && x + ml__ext_len(&l->ext, x) <= s) x += ml__ext_len(&l->ext, x);
+        s = x;
+    }
+    while (s < l->ext.cap) {
+        uint32_t len = ml__ext_len(&l->ext, s);
+        unsigned kind = ml__ext_kind(&l->ext, s);
+        if (kind == ML_EXT_FREE || s == 0 || ml__ext_kind(&l->ext, ml__ext_prev(&l->ext, s)) != ML_EXT_FREE) {
+            s += len;
+            continue;
+        }
+        size_t bytes = (size_t)len * unit;
+        if (kind == ML_EXT_BLOB) {
+            uint32_t owner = ml__ext_owner(&l->ext, s);
+            char *from = base + (size_t)s * unit;
+            if (!claim_owner(a, lane, owner, from, b)) {
+                s += len;
+                continue;
+            }
+            if (!may_copy(b, bytes)) {
+                ml__unclaim(a, owner - 1);
+                l->compact_cursor = s;
+                return false;
+            }
+            uint32_t ns = ml__ext_slide_down(&l->ext, s);
+            char *to = base + (size_t)ns * unit;
+            memmove(to, from, bytes);
+            __atomic_store_n(&a->slots[owner - 1].addr, (uint64_t)(uintptr_t)to, __ATOMIC_RELEASE);
+            record(a, b, owner - 1, from, to, lane);
+            ml__unclaim(a, owner - 1);
+            copied(b, l, bytes);
+            s = ns + len;
+        } else { /* a span */
+            uint32_t *idx, n;
+            if (!claim_span(a, lane, s, &idx, &n, b)) {
+                s += len;
+                continue;
+            }
+            if (!may_copy(b, bytes)) {
+                for (uint32_t i = 0; i < n; i++) ml__unclaim(a, idx[i]);
+                free(idx);
+                l->compact_cursor = s;
+                return false;
+            }
+            uint32_t ns = ml__lane_span_slide(l, s);
+            char *from = base + (size_t)s * unit, *to = base + (size_t)ns * unit;
+            memmove(to, from, bytes);
+            size_t delta = (size_t)(from - to);
+            for (uint32_t i = 0; i < n; i++) {
+                char *old = (char *)(uintptr_t)ml__load(&a->slots[idx[i]].addr);
+                __atomic_store_n(&a->slots[idx[i]].addr, (uint64_t)(uintptr_t)(old - delta),
+                                 __ATOMIC_RELEASE);
+                record(a, b, idx[i], old, old - delta, lane);
+                ml__unclaim(a, idx[i]);
+                b->res->moved_entries++;
+                l->compacted_entries++;
+            }
+            free(idx);
+            b->bytes += bytes;
+            b->ops++;
+            b->res->moved_bytes += bytes;
+            l->compacted_bytes += bytes;
+            s = ns + len;
+        }
+    }
+    l->compact_cursor = 0;
+    return true;
+}
+
+/* Hand the pages of the free tail back to the kernel. Caller holds the lock. */
+static void purge_tail(ml_lane_t *l, ml_compact_result *res)
+{
+    uint32_t cap = l->ext.cap;
+    if (!cap) return;
+    uint32_t last = cap - ml__ext_len(&l->ext, cap - 1);
+    if (ml__ext_kind(&l->ext, last) != ML_EXT_FREE) return;
+    size_t unit = ml__lane_unit(l);
+    size_t off = (size_t)last * unit, len = (size_t)(cap - last) * unit;
+    if (ml__region_purge(&l->region, off, len) == 0 && !l->region.locked) {
+        l->purged_bytes += len;
+        if (res) res->released_bytes += len;
+    }
+}
+
+/* ---- the step ------------------------------------------------------------------ */
+
+/* Ask every thread to hand back cached FastLane blocks (they pin spans);
+ * this thread does it at once. */
+static void request_flush(ml_arena *a)
+{
+    ml_tcache *own = ml__tc_get(a);
+    if (own) ml__tc_flush(a, own);
+    pthread_mutex_lock(&a->tc_list_lock);
+    for (ml_tcache *tc = a->tcaches; tc; tc = tc->next)
+        if (tc != own) __atomic_store_n(&tc->flush_req, 1, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&a->tc_list_lock);
+}
+
+static int step(ml_arena *a, ml_lane lane, uint64_t max_bytes, uint64_t max_ns, ml_compact_result *res)
+{
+    ml_lane_t *l = &a->lanes[lane];
+    ml_moves mv = {0};
+    budget b = {.max_bytes = max_bytes, .max_ns = max_ns, .t0 = mono_ns(), .res = res, .mv = &mv};
+    if (lane == ML_LANE_FAST) request_flush(a);
+    pthread_mutex_lock(&l->lock);
+    bool finished = false;
+    if (l->compact_phase == 0) {
+        while (l->compact_cursor < l->nclasses) {
+            if (!evacuate_class(a, lane, l->compact_cursor, &b)) break;
+            l->compact_cursor++;
+        }
+        if (l->compact_cursor >= l->nclasses) {
+            l->compact_phase = 1;
+            l->compact_cursor = 0;
+        }
+    }
+    if (l->compact_phase == 1 && !b.stop && slide(a, lane, &b)) {
+        purge_tail(l, res);
+        l->compact_phase = 0;
+        l->compact_cursor = 0;
+        l->compactions++;
+        finished = true;
+    }
+    pthread_mutex_unlock(&l->lock);
+    ml__moves_fire(a, &mv);
+    res->done = finished;
+    res->elapsed_ns += mono_ns() - b.t0;
+    return 0;
+}
+
+int ml_compact_step(ml_arena *a, ml_lane lane, uint64_t max_bytes, uint64_t max_ns,
+                    ml_compact_result *res)
+{
+    if (!a || (lane != ML_LANE_FAST && lane != ML_LANE_SLOW)) return -EINVAL;
+    ml_compact_result local;
+    if (!res) res = &local;
+    memset(res, 0, sizeof *res);
+    return step(a, lane, max_bytes, max_ns, res);
+}
+
+int ml_compact(ml_arena *a, ml_lane lane, ml_compact_result *res)
+{
+    if (!a || (lane != ML_LANE_FAST && lane != ML_LANE_SLOW)) return -EINVAL;
+    ml_compact_result local;
+    if (!res) res = &local;
+    memset(res, 0, sizeof *res);
+    /* Finish a pass left half done by bounded steps, then do a whole one. */
+    ml_lane_t *l = &a->lanes[lane];
+    pthread_mutex_lock(&l->lock);
+    bool fresh = l->compact_phase == 0 && l->compact_cursor == 0;
+    pthread_mutex_unlock(&l->lock);
+    if (!fresh) step(a, lane, 0, 0, res);
+    uint64_t before = res->moved_bytes;
+    step(a, lane, 0, 0, res);
+    (void)before;
+    res->done = true;
+    return 0;
+}
+
+int ml__compact_for_room(ml_arena *a, ml_lane lane)
+{
+    ml_lane_t *l = &a->lanes[lane];
+    pthread_mutex_lock(&l->lock);
+    uint64_t free_units = l->ext.free_units;
+    uint64_t largest = ml__ext_largest_free(&l->ext);
+    uint64_t span_free = l->span_units_total * ml__lane_unit(l) - l->blocks_used_bytes;
+    pthread_mutex_unlock(&l->lock);
+    /* Worth it only if free space exists outside the largest hole. */
+    if (free_units <= largest && span_free < 2 * ml__lane_unit(l)) return 0;
+    ml_compact_result r;
+    ml_compact(a, lane, &r);
+    return r.moved_bytes > 0 || r.released_bytes > 0;
+}

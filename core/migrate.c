@@ -1,0 +1,330 @@
+/*
+ * migrate.c — moving entries between lanes (the seed's OneWayLane, both
+ * ways), resizing behind a handle, and making room in a full FastLane.
+ *
+ * Every move follows the same steps, under the entry's claim (so no pin can
+ * be taken and no free can happen meanwhile, and a pin that arrives waits
+ * and then sees the new place):
+ *   1. find a place in the destination lane (migration may use SlowLane's
+ *      scratch reserve: that is what the reserve is for);
+ *   2. copy the bytes straight from the old place to the new one (both are
+ *      lane memory, so no buffer and no allocation per move);
+ *   3. rewrite the stub: address first, then the state bits in the meta word;
+ *   4. give the old place back to its lane;
+ *   5. record the move in the entry's history and, for the move callback, in
+ *      the caller's list (fired once every lock is released).
+ * A move that cannot find a place changes nothing.
+ *
+ * Live counts per lane stay exact across moves: a lane's live entries are
+ * its allocations - frees + entries migrated in - entries migrated out.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/arena.h"
+
+void ml__moves_add(ml_moves *mv, const ml_move *m)
+{
+    if (mv->n == mv->cap) {
+        size_t cap = mv->cap ? mv->cap * 2 : 64;
+        ml_move *v = realloc(mv->v, cap * sizeof *v);
+        if (!v) return; /* the move happened; only its notification is lost */
+        mv->v = v;
+        mv->cap = cap;
+    }
+    mv->v[mv->n++] = *m;
+}
+
+void ml__moves_fire(ml_arena *a, ml_moves *mv)
+{
+    ml_move_fn fn = __atomic_load_n(&a->move_fn, __ATOMIC_ACQUIRE);
+    void *ctx = __atomic_load_n(&a->move_ctx, __ATOMIC_ACQUIRE);
+    if (fn)
+        for (size_t i = 0; i < mv->n; i++)
+            fn(ctx, mv->v[i].h, mv->v[i].old_addr, mv->v[i].new_addr, mv->v[i].from, mv->v[i].to);
+    free(mv->v);
+    mv->v = NULL;
+    mv->n = mv->cap = 0;
+}
+
+static void fire_one(ml_arena *a, const ml_move *ev)
+{
+    ml_move_fn fn = __atomic_load_n(&a->move_fn, __ATOMIC_ACQUIRE);
+    if (fn) fn(__atomic_load_n(&a->move_ctx, __ATOMIC_ACQUIRE), ev->h, ev->old_addr, ev->new_addr,
+               ev->from, ev->to);
+}
+
+/* Usage counters follow the data: the moving thread's cache accounts for it. */
+static void count_move(ml_arena *a, ml_lane from, ml_lane to, size_t old_bytes, size_t new_bytes,
+                       size_t old_size, size_t new_size)
+{
+    ml_tcache *tc = ml__tc_get(a);
+    if (tc) {
+        ML_TC_ADD(tc->used[from], -(int64_t)old_bytes);
+        ML_TC_ADD(tc->used[to], (int64_t)new_bytes);
+        ML_TC_ADD(tc->requested[from], -(int64_t)old_size);
+        ML_TC_ADD(tc->requested[to], (int64_t)new_size);
+    } else {
+        pthread_mutex_lock(&a->tc_list_lock);
+        a->gone_used[from] -= (int64_t)old_bytes;
+        a->gone_used[to] += (int64_t)new_bytes;
+        a->gone_requested[from] -= (int64_t)old_size;
+        a->gone_requested[to] += (int64_t)new_size;
+        pthread_mutex_unlock(&a->tc_list_lock);
+    }
+    if (from != to) {
+        pthread_mutex_lock(&a->lanes[from].lock);
+        a->lanes[from].migrated_out++;
+        pthread_mutex_unlock(&a->lanes[from].lock);
+        pthread_mutex_lock(&a->lanes[to].lock);
+        a->lanes[to].migrated_in++;
+        pthread_mutex_unlock(&a->lanes[to].lock);
+    }
+}
+
+int ml__move_claimed(ml_arena *a, uint32_t idx, ml_lane to, size_t new_size, bool internal,
+                     ml_move *ev)
+{
+    ml_slot *s = &a->slots[idx];
+    uint64_t m = ml__load(&s->meta);
+    ml_loc old;
+    ml__locate(a, s, m, &old);
+    size_t size = s->size;
+    size_t align = (size_t)1 << ((m & ML_M_ALIGN) >> ML_M_ALIGN_SHIFT);
+    ml_place np;
+    int rc = ml__place(a, to, new_size, align, idx + 1, internal, &np);
+    if (rc) return rc;
+
+    char *src = (char *)(uintptr_t)ml__load(&s->addr);
+    memcpy(np.addr, src, size < new_size ? size : new_size);
+    __atomic_store_n(&s->addr, (uint64_t)(uintptr_t)np.addr, __ATOMIC_RELEASE);
+    __atomic_store_n(&s->size, new_size, __ATOMIC_RELAXED);
+    uint64_t st = to == ML_LANE_FAST ? ML_STATE_FAST : ML_STATE_SLOW;
+    uint64_t cur = ml__load(&s->meta), want;
+    do {
+        want = (cur & ~(ML_M_STATE | ML_M_BLOB)) | st | (np.blob ? ML_M_BLOB : 0);
+    } while (!__atomic_compare_exchange_n(&s->meta, &cur, want, true, __ATOMIC_RELEASE,
+                                          __ATOMIC_RELAXED));
+
+    ml_lane_t *ol = &a->lanes[old.lane];
+    pthread_mutex_lock(&ol->lock);
+    if (old.blob) ml__lane_blob_free(ol, old.span);
+    else ml__lane_block_put(ol, old.span, old.index);
+    pthread_mutex_unlock(&ol->lock);
+    count_move(a, old.lane, to, old.bytes, np.bytes, size, new_size);
+
+    ml_cold *c = ml__cold(a, idx, m);
+    if (old.lane != to) {
+        c->migrations++;
+        c->last_migration_ns = ml__now(a);
+        c->last_from = (uint8_t)old.lane;
+        c->last_to = (uint8_t)to;
+    } else if (np.addr != src) {
+        c->relocations++;
+    }
+    if (ev) {
+        ev->h = ml__handle_of(m, idx);
+        ev->old_addr = src;
+        ev->new_addr = np.addr;
+        ev->from = old.lane;
+        ev->to = to;
+    }
+    return 0;
+}
+
+int ml_migrate(ml_arena *a, ml_handle h, ml_lane to)
+{
+    if (!a || (to != ML_LANE_FAST && to != ML_LANE_SLOW)) return -EINVAL;
+    uint64_t m;
+    int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
+    if (rc) return rc;
+    uint32_t idx = ml__idx(h);
+    ml_lane from = (m & ML_M_STATE) == ML_STATE_FAST ? ML_LANE_FAST : ML_LANE_SLOW;
+    size_t size = a->slots[idx].size;
+    if (!(m & ML_M_RESIDENT)) rc = -EINVAL; /* cold entries come back through paging */
+    else if (from == to) rc = -EALREADY;
+    else if (to == ML_LANE_FAST && size > a->cfg.threshold) rc = -EINVAL;
+    else if (m & ML_M_PINS) rc = -EBUSY;
+    ml_move ev;
+    if (rc == 0) rc = ml__move_claimed(a, idx, to, size, to == ML_LANE_SLOW, &ev);
+    ml__unclaim(a, idx);
+    if (rc == 0) fire_one(a, &ev);
+    return rc;
+}
+
+int ml_migrate_cost(ml_arena *a, ml_handle h, ml_lane to, ml_move_cost *out)
+{
+    if (!a || !out || (to != ML_LANE_FAST && to != ML_LANE_SLOW)) return -EINVAL;
+    uint64_t m;
+    int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
+    if (rc) return rc;
+    uint32_t idx = ml__idx(h);
+    memset(out, 0, sizeof *out);
+    size_t size = a->slots[idx].size;
+    size_t align = (size_t)1 << ((m & ML_M_ALIGN) >> ML_M_ALIGN_SHIFT);
+    ml_lane from = (m & ML_M_STATE) == ML_STATE_FAST ? ML_LANE_FAST : ML_LANE_SLOW;
+    bool pinned = (m & ML_M_PINS) != 0;
+    ml__unclaim(a, idx);
+
+    out->bytes = size;
+    ml_lane_t *l = &a->lanes[to];
+    unsigned c = ml__size_class_aligned(size, align < 16 ? 16 : align, l->nclasses);
+    if (c != ML_CLASS_NONE) out->dest_bytes = ml__class_size[c];
+    else out->dest_bytes = ml__align_up(size, ml__lane_unit(l));
+    if (from == to && (m & ML_M_RESIDENT)) out->reason = -EALREADY;
+    else if (to == ML_LANE_FAST && (size > a->cfg.threshold || c == ML_CLASS_NONE)) out->reason = -EINVAL;
+    else if (pinned) out->reason = -EBUSY;
+    out->possible = out->reason == 0;
+
+    pthread_mutex_lock(&l->lock);
+    bool room;
+    if (c != ML_CLASS_NONE)
+        room = l->partial[c] != ML_SPAN_NIL || ml__ext_largest_free(&l->ext) >= l->span_units[c];
+    else
+        room = (uint64_t)ml__ext_largest_free(&l->ext) << l->unit_shift >= out->dest_bytes;
+    pthread_mutex_unlock(&l->lock);
+    out->needs_room = !room;
+    return 0;
+}
+
+int ml_migrate_all(ml_arena *a, uint32_t min_age_ms, size_t *moved)
+{
+    if (moved) *moved = 0;
+    if (!a) return -EINVAL;
+    uint32_t n = __atomic_load_n(&a->slot_count, __ATOMIC_ACQUIRE);
+    uint64_t now = ml__now(a), min_age = (uint64_t)min_age_ms * 1000000u;
+    ml_moves mv = {0};
+    int rc = 0;
+    size_t count = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t m = ml__load_acq(&a->slots[i].meta);
+        if ((m & ML_M_STATE) != ML_STATE_FAST) continue;
+        if (now - ml__load(&a->slots[i].created_ns) < min_age) continue;
+        if (!ml__try_claim_idx(a, i, &m)) continue; /* pinned, busy or freed */
+        /* Re-check under the claim: the slot may have been reused. */
+        if ((m & ML_M_STATE) != ML_STATE_FAST || now - a->slots[i].created_ns < min_age) {
+            ml__unclaim(a, i);
+            continue;
+        }
+        ml_move ev;
+        rc = ml__move_claimed(a, i, ML_LANE_SLOW, a->slots[i].size, true, &ev);
+        ml__unclaim(a, i);
+        if (rc) break;
+        ml__moves_add(&mv, &ev);
+        count++;
+    }
+    ml__moves_fire(a, &mv);
+    if (moved) *moved = count;
+    return rc;
+}
+
+int ml_realloc(ml_arena *a, ml_handle h, size_t new_size)
+{
+    if (!a || new_size == 0 || new_size > a->cfg.slow_lane_max_size) return -EINVAL;
+    uint64_t m;
+    int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
+    if (rc) return rc;
+    uint32_t idx = ml__idx(h);
+    ml_slot *s = &a->slots[idx];
+    if (!(m & ML_M_RESIDENT)) {
+        ml__unclaim(a, idx);
+        return -EINVAL;
+    }
+    ml_loc loc;
+    ml__locate(a, s, m, &loc);
+    size_t size = s->size;
+    ml_lane want = new_size <= a->cfg.threshold ? ML_LANE_FAST : ML_LANE_SLOW;
+    /* In place: it fits what is reserved, and it is not a small entry that
+     * has grown past the threshold (that one goes to SlowLane). A shrinking
+     * entry stays in its lane unless it would waste most of its place. */
+    bool grew_past = loc.lane == ML_LANE_FAST && want == ML_LANE_SLOW;
+    bool wasteful = new_size < loc.bytes / 4 && loc.bytes > ML_PAGE_SIZE;
+    if (new_size <= loc.bytes && !grew_past && !wasteful) {
+        __atomic_store_n(&s->size, new_size, __ATOMIC_RELAXED);
+        ml__unclaim(a, idx);
+        count_move(a, loc.lane, loc.lane, 0, 0, size, new_size);
+        return 0;
+    }
+    if (m & ML_M_PINS) {
+        ml__unclaim(a, idx);
+        return -EBUSY;
+    }
+    ml_lane to = grew_past ? ML_LANE_SLOW : (loc.lane == ML_LANE_SLOW && !wasteful ? ML_LANE_SLOW : want);
+    ml_move ev;
+    rc = ml__move_claimed(a, idx, to, new_size, false, &ev);
+    if (rc && to == ML_LANE_FAST && a->cfg.failover_to_slow)
+        rc = ml__move_claimed(a, idx, ML_LANE_SLOW, new_size, false, &ev);
+    ml__unclaim(a, idx);
+    if (rc == 0) fire_one(a, &ev);
+    return rc;
+}
+
+/* ---- making room in FastLane ------------------------------------------------ */
+
+int ml__make_room_fast(ml_arena *a)
+{
+    /* Our own cached blocks keep spans alive for nothing: return them. */
+    ml_tcache *tc = ml__tc_get(a);
+    if (tc) ml__tc_flush(a, tc);
+
+    ml_lane_t *l = &a->lanes[ML_LANE_FAST];
+    /* Pick the span whose live entries are oldest on average. */
+    pthread_mutex_lock(&l->lock);
+    uint32_t best = ML_SPAN_NIL;
+    double best_age = -1;
+    uint64_t now = ml__now(a);
+    for (uint32_t s = 0; s < l->ext.cap; s += ml__ext_len(&l->ext, s)) {
+        if (ml__ext_kind(&l->ext, s) != ML_EXT_SPAN) continue;
+        ml_span *sp = &l->spans[s];
+        double sum = 0;
+        uint32_t live = 0;
+        for (uint32_t b = 0; b < sp->bump; b++) {
+            uint32_t o = ml__owner_load(&sp->owner[b]);
+            if (!o || (o & ML_OWNER_FREE)) continue;
+            sum += (double)(now - ml__load(&a->slots[o - 1].created_ns));
+            live++;
+        }
+        if (live && sum / live > best_age) {
+            best_age = sum / live;
+            best = s;
+        }
+    }
+    if (best == ML_SPAN_NIL) {
+        pthread_mutex_unlock(&l->lock);
+        return 0;
+    }
+    /* Claim its entries (skipping pinned or busy ones), then move them
+     * without the lane lock (moving takes it). */
+    ml_span *sp = &l->spans[best];
+    char *base = ml__block_addr(l, best, 0);
+    size_t csize = ml__class_size[sp->cls];
+    uint32_t *claimed = malloc(sp->bump * sizeof *claimed);
+    uint32_t n = 0;
+    for (uint32_t b = 0; claimed && b < sp->bump; b++) {
+        uint32_t o = ml__owner_load(&sp->owner[b]);
+        if (!o || (o & ML_OWNER_FREE)) continue;
+        uint64_t m;
+        if (!ml__try_claim_idx(a, o - 1, &m)) continue;
+        if ((m & ML_M_STATE) != ML_STATE_FAST ||
+            ml__load(&a->slots[o - 1].addr) != (uint64_t)(uintptr_t)(base + b * csize)) {
+            ml__unclaim(a, o - 1); /* a stale owner hint */
+            continue;
+        }
+        claimed[n++] = o - 1;
+    }
+    pthread_mutex_unlock(&l->lock);
+    ml_moves mv = {0};
+    int moved = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        ml_move ev;
+        if (ml__move_claimed(a, claimed[i], ML_LANE_SLOW, a->slots[claimed[i]].size, true, &ev) == 0) {
+            ml__moves_add(&mv, &ev);
+            moved++;
+        }
+        ml__unclaim(a, claimed[i]);
+    }
+    free(claimed);
+    ml__moves_fire(a, &mv);
+    return moved;
+}

@@ -1,0 +1,171 @@
+/*
+ * policy.c — the maintenance cycle (the seed's RunMaintenanceCycle), the
+ * background policy thread, and the program's callbacks.
+ *
+ * One cycle, in order:
+ *   1. fold access bits into last-access times and access counts (CLOCK:
+ *      ml_get only sets a bit when it is clear; the cycle clears it);
+ *   2. promote FastLane entries older than promote_age_ms to SlowLane;
+ *   3. compact a lane whose fragmentation passes compaction_threshold,
+ *      within compaction_budget_us (bounded steps continue next cycle);
+ *   4. (paging) evict cold blobs by idle time and by pressure.
+ * Cycles never overlap: ml_maintain called while the policy thread is in a
+ * cycle waits for it.
+ *
+ * The policy thread, when policy_check_interval_ms > 0, runs a cycle every
+ * interval. It sleeps on a condition variable, so ml_arena_destroy wakes it
+ * and joins it at once instead of waiting out the interval.
+ */
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/arena.h"
+
+static void fold_access_bits(ml_arena *a)
+{
+    uint32_t n = __atomic_load_n(&a->slot_count, __ATOMIC_ACQUIRE);
+    uint64_t now = ml__now(a);
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t m = ml__load(&a->slots[i].meta);
+        if (!ml__meta_live(m) || !(m & ML_M_ACCESSED) || (m & ML_M_LOCKED)) continue;
+        /* Claim and clear the bit in one step; a slot someone else holds
+         * keeps its bit for the next cycle. */
+        if (!__atomic_compare_exchange_n(&a->slots[i].meta, &m, (m | ML_M_LOCKED) & ~ML_M_ACCESSED,
+                                         false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+            continue;
+        ml_cold *c = ml__cold(a, i, m);
+        c->last_access_ns = now;
+        c->accesses++;
+        ml__unclaim(a, i);
+    }
+}
+
+/* Fragmentation of a lane as the lane itself sees it (thread-cached blocks
+ * count as used), in per-mille, and the free bytes it is measured over. */
+static unsigned lane_fragmentation(ml_lane_t *l, uint64_t *free_bytes)
+{
+    pthread_mutex_lock(&l->lock);
+    size_t unit = ml__lane_unit(l);
+    uint64_t used = l->blocks_used_bytes + l->blob_units_total * unit;
+    uint64_t cap = l->region.size;
+    uint64_t fr = cap > used ? cap - used : 0;
+    uint64_t largest = (uint64_t)ml__ext_largest_free(&l->ext) * unit;
+    pthread_mutex_unlock(&l->lock);
+    *free_bytes = fr;
+    if (!fr) return 0;
+    return largest >= fr ? 0 : (unsigned)(1000 - largest * 1000 / fr);
+}
+
+static void auto_compact(ml_arena *a)
+{
+    for (int lane = 0; lane < 2; lane++) {
+        ml_lane_t *l = &a->lanes[lane];
+        uint64_t fr;
+        unsigned frag = lane_fragmentation(l, &fr);
+        /* A pass left half done by a bounded step goes on regardless. */
+        pthread_mutex_lock(&l->lock);
+        bool in_pass = l->compact_phase != 0 || l->compact_cursor != 0;
+        pthread_mutex_unlock(&l->lock);
+        bool worth = (double)frag > a->cfg.compaction_threshold * 1000.0 &&
+                     fr >= 4 * ml__lane_unit(l) && fr >= l->region.size / 100;
+        if (!worth && !in_pass) continue;
+        ml_compact_result r;
+        if (a->cfg.compaction_budget_us)
+            ml_compact_step(a, (ml_lane)lane, 0, (uint64_t)a->cfg.compaction_budget_us * 1000u, &r);
+        else
+            ml_compact(a, (ml_lane)lane, &r);
+    }
+}
+
+int ml_maintain(ml_arena *a)
+{
+    if (!a) return -EINVAL;
+    pthread_mutex_lock(&a->maintain_lock);
+    fold_access_bits(a);
+    if (a->cfg.promote_age_ms) {
+        size_t moved = 0;
+        ml_migrate_all(a, a->cfg.promote_age_ms, &moved);
+        __atomic_fetch_add(&a->promotions, moved, __ATOMIC_RELAXED);
+    }
+    if (a->cfg.enable_auto_compaction) auto_compact(a);
+    __atomic_fetch_add(&a->maintenance_cycles, 1, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&a->maintain_lock);
+    return 0;
+}
+
+/* ---- the policy thread ------------------------------------------------------- */
+
+static void *policy_main(void *p)
+{
+    ml_arena *a = p;
+    pthread_mutex_lock(&a->policy_lock);
+    while (!a->policy_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)a->cfg.policy_check_interval_ms * 1000000u;
+        ts.tv_sec += (time_t)(ns / 1000000000u);
+        ts.tv_nsec = (long)(ns % 1000000000u);
+        while (!a->policy_stop && pthread_cond_timedwait(&a->policy_cond, &a->policy_lock, &ts) == 0) {
+        }
+        if (a->policy_stop) break;
+        pthread_mutex_unlock(&a->policy_lock);
+        ml_maintain(a);
+        pthread_mutex_lock(&a->policy_lock);
+    }
+    pthread_mutex_unlock(&a->policy_lock);
+    return NULL;
+}
+
+int ml__policy_start(ml_arena *a)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&a->policy_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&a->policy_lock, NULL);
+    pthread_mutex_init(&a->maintain_lock, NULL);
+    a->policy_stop = false;
+    if (a->cfg.policy_check_interval_ms == 0) return 0;
+    if (pthread_create(&a->policy_thread, NULL, policy_main, a) != 0) return -ENOMEM;
+    a->policy_running = true;
+    return 0;
+}
+
+void ml__policy_stop(ml_arena *a)
+{
+    if (a->policy_running) {
+        pthread_mutex_lock(&a->policy_lock);
+        a->policy_stop = true;
+        pthread_cond_broadcast(&a->policy_cond);
+        pthread_mutex_unlock(&a->policy_lock);
+        pthread_join(a->policy_thread, NULL);
+        a->policy_running = false;
+    }
+    pthread_cond_destroy(&a->policy_cond);
+    pthread_mutex_destroy(&a->policy_lock);
+    pthread_mutex_destroy(&a->maintain_lock);
+}
+
+/* ---- callbacks ---------------------------------------------------------------- */
+
+int ml_set_move_callback(ml_arena *a, ml_move_fn fn, void *ctx)
+{
+    if (!a) return -EINVAL;
+    pthread_mutex_lock(&a->meta_lock);
+    __atomic_store_n(&a->move_ctx, ctx, __ATOMIC_RELEASE);
+    __atomic_store_n(&a->move_fn, fn, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&a->meta_lock);
+    return 0;
+}
+
+int ml_set_pressure_callback(ml_arena *a, ml_pressure_fn fn, void *ctx)
+{
+    if (!a) return -EINVAL;
+    pthread_mutex_lock(&a->meta_lock);
+    __atomic_store_n(&a->pressure_ctx, ctx, __ATOMIC_RELEASE);
+    __atomic_store_n(&a->pressure_fn, fn, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&a->meta_lock);
+    return 0;
+}

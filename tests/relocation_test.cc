@@ -1,0 +1,544 @@
+// Relocation: compaction, migration between lanes, realloc behind a handle,
+// maintenance policies, callbacks, and the policy thread.
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "test_util.h"
+
+namespace {
+
+struct Obj {
+    ml_handle h;
+    size_t size;
+    uint64_t seed;
+};
+
+void Fill(ml_arena *a, const Obj &o) {
+    unsigned char *p = (unsigned char *)ml_get(a, o.h);
+    ASSERT_NE(p, nullptr);
+    for (size_t i = 0; i < o.size; i++) p[i] = PatternByte(o.seed, i);
+}
+
+bool Intact(ml_arena *a, const Obj &o) {
+    std::vector<unsigned char> buf(o.size);
+    if (ml_read(a, o.h, 0, buf.data(), o.size) != (int)o.size) return false;
+    for (size_t i = 0; i < o.size; i++)
+        if (buf[i] != PatternByte(o.seed, i)) return false;
+    return true;
+}
+
+ml_lane_stats LaneStats(ml_arena *a, ml_lane lane) {
+    ml_stats st;
+    EXPECT_EQ(ml_stats_get(a, &st), 0);
+    return st.lane[lane];
+}
+
+// Allocates objects of random sizes in [lo, hi], then frees every other one
+// in random order, leaving the lane about half free in small holes.
+std::vector<Obj> FragmentedWorkload(ml_arena *a, size_t count, size_t lo, size_t hi, uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::vector<Obj> all;
+    for (size_t i = 0; i < count; i++) {
+        Obj o{ML_HANDLE_NULL, lo + rng() % (hi - lo + 1), rng()};
+        int rc = ml_alloc(a, o.size, &o.h);
+        EXPECT_EQ(rc, 0) << i;
+        if (rc) break;
+        Fill(a, o);
+        all.push_back(o);
+    }
+    std::vector<Obj> kept;
+    for (size_t i = 0; i < all.size(); i++) {
+        if (i % 2) EXPECT_EQ(ml_free(a, all[i].h), 0);
+        else kept.push_back(all[i]);
+    }
+    return kept;
+}
+
+long RssKiB() {
+    std::ifstream f("/proc/self/status");
+    std::string line;
+    while (std::getline(f, line))
+        if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+    return -1;
+}
+
+ml_config NoAuto() {
+    ml_config c;
+    ml_config_init(&c);
+    c.enable_auto_compaction = false;
+    return c;
+}
+
+}  // namespace
+
+TEST(Compaction, FastLaneHolesCloseAndContentsSurvive) {
+    ml_config c = NoAuto();
+    c.fast_lane_size = 16 << 20;
+    ArenaGuard a(&c);
+    auto kept = FragmentedWorkload(a, 60000, 16, 256, 1);
+    ml_lane_stats before = LaneStats(a, ML_LANE_FAST);
+    EXPECT_GT(before.fragmentation_permille, 300u) << "workload should leave the lane fragmented";
+    std::vector<void *> old;
+    for (auto &o : kept) old.push_back(ml_get(a, o.h));
+
+    ml_compact_result r;
+    ASSERT_EQ(ml_compact(a, ML_LANE_FAST, &r), 0);
+    EXPECT_TRUE(r.done);
+    EXPECT_GT(r.moved_entries, 0u);
+    EXPECT_GT(r.moved_bytes, 0u);
+    ml_lane_stats after = LaneStats(a, ML_LANE_FAST);
+    EXPECT_LT(after.fragmentation_permille, 100u) << "fragmentation near zero after a full compaction";
+    EXPECT_GE(after.largest_free * 10, after.free * 9) << "largest free block near all free space";
+    EXPECT_GT(after.compactions, 0u);
+    EXPECT_EQ(ml__arena_check(a), 0);
+    size_t moved = 0;
+    for (size_t i = 0; i < kept.size(); i++) {
+        EXPECT_TRUE(Intact(a, kept[i])) << i;
+        EXPECT_EQ(ml_handle_state(a, kept[i].h), ML_STATE_FAST);
+        moved += ml_get(a, kept[i].h) != old[i];
+    }
+    EXPECT_GT(moved, 0u);
+    // Handles still free cleanly.
+    for (auto &o : kept) ASSERT_EQ(ml_free(a, o.h), 0);
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
+TEST(Compaction, SlowLaneBlobsAndBlocksSlideTogether) {
+    ml_config c = NoAuto();
+    c.slow_lane_size = 128 << 20;
+    ArenaGuard a(&c);
+    auto kept = FragmentedWorkload(a, 3000, 4097, 64 << 10, 2);
+    ml_lane_stats before = LaneStats(a, ML_LANE_SLOW);
+    EXPECT_GT(before.tombstones, 100u);
+    EXPECT_GT(before.fragmentation_permille, 300u);
+    ml_compact_result r;
+    ASSERT_EQ(ml_compact(a, ML_LANE_SLOW, &r), 0);
+    ml_lane_stats after = LaneStats(a, ML_LANE_SLOW);
+    EXPECT_LE(after.tombstones, 1u);
+    EXPECT_LT(after.fragmentation_permille, 50u);
+    EXPECT_EQ(ml__arena_check(a), 0);
+    for (auto &o : kept) EXPECT_TRUE(Intact(a, o));
+}
+
+TEST(Compaction, PinnedEntriesNeverMoveAndUnpinningFreesThem) {
+    ml_config c = NoAuto();
+    ArenaGuard a(&c);
+    auto kept = FragmentedWorkload(a, 20000, 16, 128, 3);
+    std::vector<std::pair<Obj, void *>> pinned;
+    for (size_t i = 0; i < kept.size(); i += 97) {
+        void *p;
+        ASSERT_EQ(ml_pin(a, kept[i].h, &p), 0);
+        pinned.push_back({kept[i], p});
+    }
+    ml_compact_result r;
+    ASSERT_EQ(ml_compact(a, ML_LANE_FAST, &r), 0);
+    EXPECT_GT(r.skipped_pinned, 0u);
+    for (auto &pp : pinned) {
+        EXPECT_EQ(ml_get(a, pp.first.h), pp.second) << "a pinned entry moved";
+        EXPECT_TRUE(Intact(a, pp.first));
+        // Writes through the pinned pointer land in the entry.
+        memset(pp.second, 0x5a, pp.first.size);
+    }
+    for (auto &pp : pinned) ASSERT_EQ(ml_unpin(a, pp.first.h), 0);
+    ASSERT_EQ(ml_compact(a, ML_LANE_FAST, &r), 0);
+    size_t moved = 0;
+    for (auto &pp : pinned) {
+        moved += ml_get(a, pp.first.h) != pp.second;
+        std::vector<unsigned char> buf(pp.first.size);
+        ASSERT_EQ(ml_read(a, pp.first.h, 0, buf.data(), buf.size()), (int)buf.size());
+        for (unsigned char b : buf) ASSERT_EQ(b, 0x5a);
+    }
+    EXPECT_GT(moved, 0u) << "unpinned entries should be movable again";
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
+TEST(Compaction, BoundedStepsRespectBudgetAndFinish) {
+    ml_config c = NoAuto();
+    c.slow_lane_size = 64 << 20;
+    ArenaGuard a(&c);
+    auto kept = FragmentedWorkload(a, 1500, 8192, 48 << 10, 4);
+    const uint64_t kMax = 256 << 10;
+    int steps = 0;
+    ml_compact_result r;
+    do {
+        ASSERT_EQ(ml_compact_step(a, ML_LANE_SLOW, kMax, 0, &r), 0);
+        // One entry may be the first copy of a step; never more than budget + one blob.
+        EXPECT_LE(r.moved_bytes, kMax + (64 << 10));
+        steps++;
+    } while (!r.done && steps < 10000);
+    EXPECT_TRUE(r.done);
+    EXPECT_GT(steps, 3) << "a bounded step should not do the whole job";
+    EXPECT_LE(LaneStats(a, ML_LANE_SLOW).tombstones, 1u);
+    EXPECT_EQ(ml__arena_check(a), 0);
+    for (auto &o : kept) EXPECT_TRUE(Intact(a, o));
+}
+
+TEST(Compaction, ReturnsFreedTailToTheKernel) {
+    ml_config c = NoAuto();
+    c.slow_lane_size = 256 << 20;
+    ArenaGuard a(&c);
+    std::vector<Obj> objs;
+    std::mt19937_64 rng(5);
+    for (int i = 0; i < 1600; i++) {  // ~100 MiB of 64 KiB blobs, all touched
+        Obj o{ML_HANDLE_NULL, 64 << 10, rng()};
+        ASSERT_EQ(ml_alloc(a, o.size, &o.h), 0);
+        Fill(a, o);
+        objs.push_back(o);
+    }
+    long full = RssKiB();
+    std::vector<Obj> kept;
+    for (size_t i = 0; i < objs.size(); i++) {
+        if (i % 2) ASSERT_EQ(ml_free(a, objs[i].h), 0);
+        else kept.push_back(objs[i]);
+    }
+    long holes = RssKiB();
+    EXPECT_GT(holes, full - 10 * 1024) << "freeing alone leaves the pages resident";
+    ml_compact_result r;
+    ASSERT_EQ(ml_compact(a, ML_LANE_SLOW, &r), 0);
+    long after = RssKiB();
+    EXPECT_GE(r.released_bytes, 45u << 20);
+    EXPECT_LT(after, holes - 40 * 1024) << "resident size should drop by about the freed half";
+    for (auto &o : kept) EXPECT_TRUE(Intact(a, o));
+}
+
+TEST(Migration, FastToSlowAndBackKeepsHandleIdAndContents) {
+    ArenaGuard a;
+    Obj o{ML_HANDLE_NULL, 200, 77};
+    ASSERT_EQ(ml_alloc(a, o.size, &o.h), 0);
+    Fill(a, o);
+    int64_t id = ml_handle_id(o.h);
+    EXPECT_GT(id, 0);
+    ASSERT_EQ(ml_migrate(a, o.h, ML_LANE_SLOW), 0);
+    EXPECT_EQ(ml_handle_state(a, o.h), ML_STATE_SLOW);
+    EXPECT_EQ(ml_handle_id(o.h), id);
+    EXPECT_TRUE(Intact(a, o));
+    ml_handle_info info;
+    ASSERT_EQ(ml_handle_info_get(a, o.h, &info), 0);
+    EXPECT_EQ(info.migrations, 1u);
+    EXPECT_EQ(info.last_from, ML_LANE_FAST);
+    EXPECT_EQ(info.last_to, ML_LANE_SLOW);
+    EXPECT_EQ(info.lane, ML_LANE_SLOW);
+    EXPECT_EQ(info.born_lane, ML_LANE_FAST);
+    EXPECT_EQ(ml_migrate(a, o.h, ML_LANE_SLOW), -EALREADY);
+    ASSERT_EQ(ml_migrate(a, o.h, ML_LANE_FAST), 0);
+    EXPECT_EQ(ml_handle_state(a, o.h), ML_STATE_FAST);
+    EXPECT_TRUE(Intact(a, o));
+    ASSERT_EQ(ml_handle_info_get(a, o.h, &info), 0);
+    EXPECT_EQ(info.migrations, 2u);
+    EXPECT_EQ(info.last_to, ML_LANE_FAST);
+    ml_stats st;
+    ASSERT_EQ(ml_stats_get(a, &st), 0);
+    EXPECT_EQ(st.lane[ML_LANE_FAST].live, 1u);
+    EXPECT_EQ(st.lane[ML_LANE_SLOW].live, 0u);
+    EXPECT_EQ(st.lane[ML_LANE_SLOW].migrated_in, 1u);
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
+TEST(Migration, RefusalsChangeNothing) {
+    ArenaGuard a;
+    ml_handle big, small;
+    ASSERT_EQ(ml_alloc(a, 100000, &big), 0);
+    ASSERT_EQ(ml_alloc(a, 64, &small), 0);
+    EXPECT_EQ(ml_migrate(a, big, ML_LANE_FAST), -EINVAL) << "too large for FastLane";
+    EXPECT_EQ(ml_migrate(a, small, (ml_lane)7), -EINVAL);
+    void *p;
+    ASSERT_EQ(ml_pin(a, small, &p), 0);
+    EXPECT_EQ(ml_migrate(a, small, ML_LANE_SLOW), -EBUSY);
+    EXPECT_EQ(ml_get(a, small), p);
+    ASSERT_EQ(ml_unpin(a, small), 0);
+    ml_handle stale = small;
+    ASSERT_EQ(ml_free(a, small), 0);
+    EXPECT_EQ(ml_migrate(a, stale, ML_LANE_SLOW), -ESTALE);
+    EXPECT_EQ(ml_handle_state(a, big), ML_STATE_SLOW);
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
+TEST(Migration, CostQueryMatchesWhatAMoveDoes) {
+    ArenaGuard a;
+    ml_handle h;
+    ASSERT_EQ(ml_alloc(a, 300, &h), 0);
+    ml_move_cost cost;
+    ASSERT_EQ(ml_migrate_cost(a, h, ML_LANE_SLOW, &cost), 0);
+    EXPECT_TRUE(cost.possible);
+    EXPECT_EQ(cost.bytes, 300u);
+    EXPECT_GE(cost.dest_bytes, 300u);
+    ASSERT_EQ(ml_migrate_cost(a, h, ML_LANE_FAST, &cost), 0);
+    EXPECT_FALSE(cost.possible);
+    EXPECT_EQ(cost.reason, -EALREADY);
+    ASSERT_EQ(ml_pin(a, h, nullptr), 0);
+    ASSERT_EQ(ml_migrate_cost(a, h, ML_LANE_SLOW, &cost), 0);
+    EXPECT_FALSE(cost.possible);
+    EXPECT_EQ(cost.reason, -EBUSY);
+    ASSERT_EQ(ml_unpin(a, h), 0);
+    ml_handle big;
+    ASSERT_EQ(ml_alloc(a, 1 << 20, &big), 0);
+    ASSERT_EQ(ml_migrate_cost(a, big, ML_LANE_FAST, &cost), 0);
+    EXPECT_FALSE(cost.possible);
+    EXPECT_EQ(cost.reason, -EINVAL);
+    EXPECT_EQ(ml_migrate_cost(a, h, ML_LANE_SLOW, nullptr), -EINVAL);
+}
+
+TEST(Migration, FlushMovesOldEntriesOnlyAndSkipsPinned) {
+    ArenaGuard a;
+    std::vector<Obj> objs(50);
+    for (size_t i = 0; i < objs.size(); i++) {
+        objs[i] = {ML_HANDLE_NULL, 32 + i, i};
+        ASSERT_EQ(ml_alloc(a, objs[i].size, &objs[i].h), 0);
+        Fill(a, objs[i]);
+    }
+    ASSERT_EQ(ml_pin(a, objs[0].h, nullptr), 0);
+    size_t moved = 0;
+    ASSERT_EQ(ml_migrate_all(a, 3600 * 1000, &moved), 0);
+    EXPECT_EQ(moved, 0u) << "nothing is an hour old";
+    ASSERT_EQ(ml_migrate_all(a, 0, &moved), 0);
+    EXPECT_EQ(moved, objs.size() - 1);
+    EXPECT_EQ(ml_handle_state(a, objs[0].h), ML_STATE_FAST);
+    for (size_t i = 1; i < objs.size(); i++) EXPECT_EQ(ml_handle_state(a, objs[i].h), ML_STATE_SLOW);
+    for (auto &o : objs) EXPECT_TRUE(Intact(a, o));
+    ASSERT_EQ(ml_unpin(a, objs[0].h), 0);
+}
+
+TEST(Migration, MaintenancePromotesByAge) {
+    ml_config c;
+    ml_config_init(&c);
+    c.promote_age_ms = 30;
+    ArenaGuard a(&c);
+    ml_handle old_h, young;
+    ASSERT_EQ(ml_alloc(a, 64, &old_h), 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(80));
+    ASSERT_EQ(ml_alloc(a, 64, &young), 0);
+    ASSERT_EQ(ml_maintain(a), 0);
+    EXPECT_EQ(ml_handle_state(a, old_h), ML_STATE_SLOW);
+    EXPECT_EQ(ml_handle_state(a, young), ML_STATE_FAST);
+    ml_stats st;
+    ASSERT_EQ(ml_stats_get(a, &st), 0);
+    EXPECT_EQ(st.promotions, 1u);
+}
+
+TEST(Migration, FullFastLaneMigratesOldestToMakeRoom) {
+    ml_config c;
+    ml_config_init(&c);
+    c.fast_lane_size = 256 << 10;  // four 64 KiB spans
+    c.failover_to_slow = false;    // room must come from migration
+    ArenaGuard a(&c);
+    std::vector<Obj> objs;
+    for (int i = 0; i < 4 * 1024; i++) {  // 64-byte objects fill all four spans
+        Obj o{ML_HANDLE_NULL, 64, (uint64_t)i};
+        ASSERT_EQ(ml_alloc(a, 64, &o.h), 0) << i;
+        Fill(a, o);
+        objs.push_back(o);
+    }
+    ml_handle more;
+    ASSERT_EQ(ml_alloc(a, 64, &more), 0) << "migration should have made room";
+    EXPECT_GT(ml_handle_id(more), 0) << "born in FastLane";
+    ml_stats st;
+    ASSERT_EQ(ml_stats_get(a, &st), 0);
+    EXPECT_GT(st.lane[ML_LANE_FAST].migrated_out, 0u);
+    // The oldest entries went: the first object is in SlowLane now.
+    EXPECT_EQ(ml_handle_state(a, objs[0].h), ML_STATE_SLOW);
+    for (auto &o : objs) EXPECT_TRUE(Intact(a, o));
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
+TEST(Realloc, GrowShrinkAndCrossTheThreshold) {
+    ArenaGuard a;
+    Obj o{ML_HANDLE_NULL, 100, 9};
+    ASSERT_EQ(ml_alloc(a, o.size, &o.h), 0);
+    Fill(a, o);
+    ml_handle same = o.h;
+    ASSERT_EQ(ml_realloc(a, o.h, 110), 0);  // same 112-byte class: in place
+    EXPECT_TRUE(ml_handle_eq(same, o.h));
+    ml_handle_info info;
+    ASSERT_EQ(ml_handle_info_get(a, o.h, &info), 0);
+    EXPECT_EQ(info.size, 110u);
+    ASSERT_EQ(ml_realloc(a, o.h, 3000), 0);  // larger class, still FastLane
+    EXPECT_EQ(ml_handle_state(a, o.h), ML_STATE_FAST);
+    std::vector<unsigned char> buf(100);
+    ASSERT_EQ(ml_read(a, o.h, 0, buf.data(), 100), 100);
+    for (size_t i = 0; i < 100; i++) ASSERT_EQ(buf[i], PatternByte(9, i));
+    ASSERT_EQ(ml_realloc(a, o.h, 10000), 0);  // grown past the threshold: migrated
+    EXPECT_EQ(ml_handle_state(a, o.h), ML_STATE_SLOW);
+    ASSERT_EQ(ml_handle_info_get(a, o.h, &info), 0);
+    EXPECT_EQ(info.migrations, 1u);
+    ASSERT_EQ(ml_read(a, o.h, 0, buf.data(), 100), 100);
+    for (size_t i = 0; i < 100; i++) ASSERT_EQ(buf[i], PatternByte(9, i));
+    ASSERT_EQ(ml_realloc(a, o.h, 50), 0);  // shrunk a lot: back to FastLane
+    EXPECT_EQ(ml_handle_state(a, o.h), ML_STATE_FAST);
+    ASSERT_EQ(ml_read(a, o.h, 0, buf.data(), 100), 50);
+    for (size_t i = 0; i < 50; i++) ASSERT_EQ(buf[i], PatternByte(9, i));
+    ASSERT_EQ(ml_pin(a, o.h, nullptr), 0);
+    EXPECT_EQ(ml_realloc(a, o.h, 5000), -EBUSY);
+    EXPECT_EQ(ml_realloc(a, o.h, 40), 0) << "shrinking in place is fine while pinned";
+    ASSERT_EQ(ml_unpin(a, o.h), 0);
+    EXPECT_EQ(ml_realloc(a, o.h, 0), -EINVAL);
+    EXPECT_EQ(ml__arena_check(a), 0);
+    ml_stats st;
+    ASSERT_EQ(ml_stats_get(a, &st), 0);
+    EXPECT_EQ(st.lane[0].requested + st.lane[1].requested, 40u);
+}
+
+namespace {
+struct MoveLog {
+    std::atomic<int> moves{0};
+    std::atomic<int> cross{0};
+};
+void OnMove(void *ctx, ml_handle, void *old_addr, void *new_addr, ml_lane from, ml_lane to) {
+    auto *log = (MoveLog *)ctx;
+    if (old_addr != new_addr) log->moves++;
+    if (from != to) log->cross++;
+}
+int FreeVictim(void *ctx, ml_arena *a, size_t) {
+    auto *victims = (std::vector<ml_handle> *)ctx;
+    if (victims->empty()) return 0;
+    EXPECT_EQ(ml_free(a, victims->back()), 0);
+    victims->pop_back();
+    return 1;
+}
+}  // namespace
+
+TEST(Callbacks, MoveCallbackSeesEveryMove) {
+    ml_config c = NoAuto();
+    ArenaGuard a(&c);
+    MoveLog log;
+    ASSERT_EQ(ml_set_move_callback(a, OnMove, &log), 0);
+    auto kept = FragmentedWorkload(a, 5000, 16, 200, 6);
+    ml_compact_result r;
+    ASSERT_EQ(ml_compact(a, ML_LANE_FAST, &r), 0);
+    EXPECT_EQ((uint64_t)log.moves.load(), r.moved_entries);
+    ASSERT_EQ(ml_migrate(a, kept[0].h, ML_LANE_SLOW), 0);
+    EXPECT_EQ(log.cross.load(), 1);
+    ASSERT_EQ(ml_set_move_callback(a, nullptr, nullptr), 0);
+    ASSERT_EQ(ml_migrate(a, kept[1].h, ML_LANE_SLOW), 0);
+    EXPECT_EQ(log.cross.load(), 1) << "removed callback is not called";
+}
+
+TEST(Callbacks, PressureCallbackCanMakeRoom) {
+    ml_config c;
+    ml_config_init(&c);
+    c.fast_lane_size = 64 << 10;
+    c.slow_lane_size = 1 << 20;
+    c.slow_lane_safety_margin = 0;
+    ArenaGuard a(&c);
+    std::vector<ml_handle> victims;
+    ml_handle h;
+    while (ml_alloc(a, 60000, &h) == 0) victims.push_back(h);
+    ASSERT_FALSE(victims.empty());
+    ASSERT_EQ(ml_set_pressure_callback(a, FreeVictim, &victims), 0);
+    size_t before = victims.size();
+    ASSERT_EQ(ml_alloc(a, 60000, &h), 0) << "the callback freed a victim";
+    EXPECT_EQ(victims.size(), before - 1);
+    ml_stats st;
+    ASSERT_EQ(ml_stats_get(a, &st), 0);
+    EXPECT_GE(st.pressure_callbacks, 1u);
+}
+
+TEST(PolicyThread, RunsMaintenanceAndStopsPromptly) {
+    ml_config c;
+    ml_config_init(&c);
+    c.policy_check_interval_ms = 5;
+    c.promote_age_ms = 10;
+    ml_arena *a;
+    ASSERT_EQ(ml_arena_create(&c, &a), 0);
+    ml_handle h;
+    ASSERT_EQ(ml_alloc(a, 64, &h), 0);
+    for (int i = 0; i < 400 && ml_handle_state(a, h) == ML_STATE_FAST; i++)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    EXPECT_EQ(ml_handle_state(a, h), ML_STATE_SLOW) << "the policy thread promoted it";
+    ml_stats st;
+    ASSERT_EQ(ml_stats_get(a, &st), 0);
+    EXPECT_GT(st.maintenance_cycles, 0u);
+    c.policy_check_interval_ms = 60000;  // a long interval must not delay destroy
+    ml_arena *b;
+    ASSERT_EQ(ml_arena_create(&c, &b), 0);
+    auto t0 = std::chrono::steady_clock::now();
+    ml_arena_destroy(b);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+    ml_arena_destroy(a);
+}
+
+// Threads allocate, write through pins and free while the policy thread
+// compacts and migrates underneath them (run under --config=tsan too).
+TEST(PolicyThread, ConcurrentWorkloadUnderBackgroundRelocation) {
+    ml_config c;
+    ml_config_init(&c);
+    c.policy_check_interval_ms = 1;
+    c.promote_age_ms = 2;
+    c.compaction_threshold = 0.05;
+    c.compaction_budget_us = 500;
+    c.fast_lane_size = 8 << 20;
+    c.slow_lane_size = 64 << 20;
+    ArenaGuard a(&c);
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+    const int kOps = 6000;
+#else
+    const int kOps = 60000;
+#endif
+    std::atomic<int> errors{0};
+    std::vector<std::vector<Obj>> survivors(3);
+    auto worker = [&](int id) {
+        std::mt19937_64 rng(id);
+        std::vector<Obj> mine;
+        for (int op = 0; op < kOps; op++) {
+            unsigned r = rng() % 100;
+            if (mine.empty() || (r < 50 && mine.size() < 1000)) {
+                Obj o{ML_HANDLE_NULL, 16 + rng() % (rng() % 8 ? 300 : 20000), rng()};
+                if (ml_alloc(a, o.size, &o.h) != 0) {
+                    errors++;
+                    continue;
+                }
+                void *p;
+                if (ml_pin(a, o.h, &p) != 0) {
+                    errors++;
+                    continue;
+                }
+                for (size_t i = 0; i < o.size; i++) ((unsigned char *)p)[i] = PatternByte(o.seed, i);
+                ml_unpin(a, o.h);
+                mine.push_back(o);
+            } else if (r < 80) {
+                size_t i = rng() % mine.size();
+                void *p;
+                if (ml_pin(a, mine[i].h, &p) != 0) {
+                    errors++;
+                    continue;
+                }
+                for (size_t k = 0; k < mine[i].size; k++)
+                    if (((unsigned char *)p)[k] != PatternByte(mine[i].seed, k)) {
+                        errors++;
+                        break;
+                    }
+                ml_unpin(a, mine[i].h);
+                if (ml_free(a, mine[i].h) != 0) errors++;
+                mine[i] = mine.back();
+                mine.pop_back();
+            } else {
+                size_t i = rng() % mine.size();
+                if (!Intact(a, mine[i])) errors++;
+            }
+        }
+        survivors[id] = std::move(mine);
+    };
+    std::vector<std::thread> ts;
+    for (int i = 0; i < 3; i++) ts.emplace_back(worker, i);
+    for (auto &t : ts) t.join();
+    EXPECT_EQ(errors.load(), 0);
+    ml_stats st;
+    ASSERT_EQ(ml_stats_get(a, &st), 0);
+    EXPECT_GT(st.maintenance_cycles, 0u);
+    size_t n = 0;
+    for (auto &v : survivors)
+        for (auto &o : v) {
+            EXPECT_TRUE(Intact(a, o));
+            n++;
+        }
+    EXPECT_EQ(st.handles_live, n);
+}
