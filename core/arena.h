@@ -110,7 +110,6 @@ typedef struct ml_cold {
     uint32_t group;        /* ml_group, 0 = none (meta lock + claim) */
     uint32_t gprev, gnext; /* group list (meta lock) */
     uint32_t migrations;   /* moves between lanes */
-    uint32_t relocations;  /* moves inside a lane */
     uint8_t last_from, last_to;
     uint64_t accesses;
     uint64_t last_access_ns;

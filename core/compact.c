@@ -23,8 +23,8 @@
  *
  * A step can be bounded by bytes copied and by time; the phase and cursor
  * survive between steps, so a program can compact a little every frame.
- * When a pass completes, the pages of the free tail are handed back to the
- * kernel, so the resident size really drops.
+ * A pass ends by handing the pages of the free tail back to the kernel, a
+ * MiB per budget check, so the resident size really drops.
  *
  * Moves are reported to the move callback after the lane lock is released.
  */
@@ -40,6 +40,7 @@ typedef struct budget {
     ml_compact_result *res;
     ml_moves *mv;
     bool stop;
+    bool notify; /* a move callback is registered */
 } budget;
 
 static uint64_t mono_ns(void)
@@ -49,17 +50,18 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* May a copy of `next` more bytes start? Time is estimated from the pace so
- * far, so that a step stops before a copy that would overrun its budget. */
+/* May a copy of `next` more bytes start? The time it would take is
+ * estimated at 4 GB/s (slower than any memmove here, so the estimate errs
+ * long), and a tenth of the budget is kept for the work around the copies
+ * (claims, bookkeeping), so that a step ends within its budget. The first
+ * copy of a step always goes ahead, so that every step makes progress. */
 static bool may_copy(budget *b, size_t next)
 {
     if (b->stop) return false;
     if (b->max_bytes && b->bytes && b->bytes + next > b->max_bytes) return (b->stop = true, false);
-    if (b->max_ns) {
+    if (b->max_ns && b->ops) {
         uint64_t el = mono_ns() - b->t0;
-        /* ~4 GB/s as a floor for the copy estimate (memmove here does ~10). */
-        uint64_t est = next / 4;
-        if (el + est > b->max_ns && (b->ops || el >= b->max_ns)) return (b->stop = true, false);
+        if (el + next / 4 > b->max_ns - b->max_ns / 10) return (b->stop = true, false);
     }
     return true;
 }
@@ -96,11 +98,12 @@ static bool claim_owner(ml_arena *a, ml_lane lane, uint32_t owner, const char *a
     return true;
 }
 
+/* Note a move for the move callback (only when one is registered: the
+ * list costs memory and the walk a cache miss per entry). */
 static void record(ml_arena *a, budget *b, uint32_t idx, void *from, void *to, ml_lane lane)
 {
-    uint64_t m = ml__load(&a->slots[idx].meta);
-    ml__cold(a, idx, m)->relocations++;
-    ml_move ev = {ml__handle_of(m, idx), from, to, lane, lane};
+    if (!b->notify) return;
+    ml_move ev = {ml__handle_of(ml__load(&a->slots[idx].meta), idx), from, to, lane, lane};
     ml__moves_add(b->mv, &ev);
 }
 
@@ -278,19 +281,37 @@ static bool slide(ml_arena *a, ml_lane lane, budget *b)
     return true;
 }
 
-/* Hand the pages of the free tail back to the kernel. Caller holds the lock. */
-static void purge_tail(ml_lane_t *l, ml_compact_result *res)
+/* Hand the pages of the free tail back to the kernel, a few MiB at a time
+ * within the budget (a large madvise can take milliseconds). The cursor
+ * (compact_cursor, phase 2) walks the tail upwards. Returns false when the
+ * budget ran out. Caller holds the lock. */
+static bool purge_tail(ml_lane_t *l, budget *b)
 {
     uint32_t cap = l->ext.cap;
-    if (!cap) return;
+    if (!cap) return true;
     uint32_t last = cap - ml__ext_len(&l->ext, cap - 1);
-    if (ml__ext_kind(&l->ext, last) != ML_EXT_FREE) return;
+    if (ml__ext_kind(&l->ext, last) != ML_EXT_FREE || l->region.locked) return true;
     size_t unit = ml__lane_unit(l);
-    size_t off = (size_t)last * unit, len = (size_t)(cap - last) * unit;
-    if (ml__region_purge(&l->region, off, len) == 0 && !l->region.locked) {
-        l->purged_bytes += len;
-        if (res) res->released_bytes += len;
+    uint32_t from = l->compact_cursor > last ? l->compact_cursor : last;
+    const uint32_t chunk = (uint32_t)(((size_t)1 << 20) / unit ? ((size_t)1 << 20) / unit : 1);
+    while (from < cap) {
+        /* Dropping 1 MiB of pages takes up to ~100 us: budget for it. */
+        if (b->max_ns && b->ops && mono_ns() - b->t0 + 100000 > b->max_ns - b->max_ns / 10) {
+            l->compact_cursor = from;
+            return false;
+        }
+        uint32_t n = cap - from < chunk ? cap - from : chunk;
+        uint64_t t = mono_ns();
+        int rc = ml__region_purge(&l->region, (size_t)from * unit, (size_t)n * unit);
+        b->res->release_ns += mono_ns() - t;
+        if (rc == 0) {
+            l->purged_bytes += (size_t)n * unit;
+            b->res->released_bytes += (size_t)n * unit;
+        }
+        b->ops++;
+        from += n;
     }
+    return true;
 }
 
 /* ---- the step ------------------------------------------------------------------ */
@@ -311,7 +332,8 @@ static int step(ml_arena *a, ml_lane lane, uint64_t max_bytes, uint64_t max_ns, 
 {
     ml_lane_t *l = &a->lanes[lane];
     ml_moves mv = {0};
-    budget b = {.max_bytes = max_bytes, .max_ns = max_ns, .t0 = mono_ns(), .res = res, .mv = &mv};
+    budget b = {.max_bytes = max_bytes, .max_ns = max_ns, .t0 = mono_ns(), .res = res, .mv = &mv,
+                .notify = __atomic_load_n(&a->move_fn, __ATOMIC_ACQUIRE) != NULL};
     if (lane == ML_LANE_FAST) request_flush(a);
     pthread_mutex_lock(&l->lock);
     bool finished = false;
@@ -326,7 +348,10 @@ static int step(ml_arena *a, ml_lane lane, uint64_t max_bytes, uint64_t max_ns, 
         }
     }
     if (l->compact_phase == 1 && !b.stop && slide(a, lane, &b)) {
-        purge_tail(l, res);
+        l->compact_phase = 2;
+        l->compact_cursor = 0;
+    }
+    if (l->compact_phase == 2 && !b.stop && purge_tail(l, &b)) {
         l->compact_phase = 0;
         l->compact_cursor = 0;
         l->compactions++;

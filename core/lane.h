@@ -98,8 +98,8 @@ typedef struct ml_lane_s {
     /* relocation (lane lock) */
     uint64_t compactions, compacted_bytes, compacted_entries, purged_bytes;
     uint64_t migrated_in, migrated_out;
-    unsigned compact_phase;           /* 0 evacuate classes, 1 slide extents */
-    uint32_t compact_cursor;          /* class (phase 0) or unit (phase 1) */
+    unsigned compact_phase;           /* 0 evacuate, 1 slide, 2 purge the tail */
+    uint32_t compact_cursor;          /* class (phase 0) or unit (1, 2) */
     bool compact_moved;               /* this pass moved something */
 } ml_lane_t;
 

@@ -120,8 +120,6 @@ int ml__move_claimed(ml_arena *a, uint32_t idx, ml_lane to, size_t new_size, boo
         c->last_migration_ns = ml__now(a);
         c->last_from = (uint8_t)old.lane;
         c->last_to = (uint8_t)to;
-    } else if (np.addr != src) {
-        c->relocations++;
     }
     if (ev) {
         ev->h = ml__handle_of(m, idx);

@@ -427,8 +427,9 @@ typedef struct ml_compact_result {
     uint64_t moved_entries; /**< entries moved */
     uint64_t skipped_pinned;/**< entries that could not move (pinned/busy) */
     uint64_t released_bytes;/**< bytes of lane pages returned to the kernel */
-    uint64_t elapsed_ns;
-    bool done;              /**< nothing left to do (this cycle) */
+    uint64_t elapsed_ns;    /**< time the call took */
+    uint64_t release_ns;    /**< part of elapsed_ns spent returning pages */
+    bool done;              /**< a whole pass finished */
 } ml_compact_result;
 
 /**
@@ -556,7 +557,6 @@ typedef struct ml_handle_info {
     uint32_t migrations;       /**< moves between lanes */
     uint64_t last_migration_ns;/**< time of the last move between lanes */
     ml_lane last_from, last_to;/**< lanes of the last move (if migrations) */
-    uint32_t relocations;      /**< moves inside a lane (compaction) */
 } ml_handle_info;
 
 /**

@@ -36,5 +36,6 @@ uint64_t bench_rand(uint64_t *state); /* xorshift64* */
 /* The benchmarks. */
 void bench_alloc(const bench_opts *o);
 void bench_get(const bench_opts *o);
+void bench_compact(const bench_opts *o);
 
 #endif

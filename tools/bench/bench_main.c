@@ -237,7 +237,7 @@ static void usage(FILE *f)
             "usage: mlane_bench [--quick] [--reps N] [--filter NAME] [--json FILE|-] [--csv FILE|-]\n"
             "  --quick        smaller workloads and fewer repetitions (about a minute)\n"
             "  --reps N       repetitions per measurement, median reported (default 5, quick 3)\n"
-            "  --filter NAME  run only benchmarks whose name contains NAME (alloc, get)\n"
+            "  --filter NAME  run only benchmarks whose name contains NAME (alloc, get, compact)\n"
             "  --json FILE    also write results as JSON ('-' for stdout, after the table)\n"
             "  --csv FILE     also write results as CSV\n");
 }
@@ -251,6 +251,7 @@ typedef struct {
 static const bench_entry benches[] = {
     {"alloc", bench_alloc, "FastLane alloc+free pairs vs glibc, jemalloc, mimalloc"},
     {"get", bench_get, "ml_get vs a raw pointer array (hot and random)"},
+    {"compact", bench_compact, "compaction of a 64 MiB lane left half free in random holes"},
 };
 
 int main(int argc, char **argv)
