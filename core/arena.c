@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "core/arena.h"
+#include "core/pager_iface.h"
 
 uint64_t ml__coarse_ns(void)
 {
@@ -92,6 +93,11 @@ int ml__arena_create_with(const ml_config *cfg_in, const ml_prim *prim, ml_arena
     for (unsigned i = 0; i < ML_MAX_GROUPS; i++) a->groups[i].head = ML_NIL32;
     a->epoch_ns = ml__coarse_ns();
     ml__registry_add(a);
+    if (ml__pager && (rc = ml__pager->attach(a)) != 0) {
+        ml__policy_start(a); /* initialises what destroy tears down */
+        ml_arena_destroy(a);
+        return rc;
+    }
     rc = ml__policy_start(a);
     if (rc) {
         ml_arena_destroy(a);
@@ -119,6 +125,7 @@ void ml_arena_destroy(ml_arena *a)
 {
     if (!a) return;
     ml__policy_stop(a);
+    if (ml__pager) ml__pager->detach(a);
     ml__registry_remove(a);
     ml__tc_destroy_all(a);
     ml__lane_fini(&a->lanes[ML_LANE_SLOW]);
@@ -255,7 +262,10 @@ int ml__place(ml_arena *a, ml_lane lane, size_t size, size_t align, uint32_t own
     if (c == ML_CLASS_NONE && lane == ML_LANE_FAST) return -ENOMEM; /* no blobs there */
     int rc = -ENOMEM;
     pthread_mutex_lock(&l->lock);
-    for (int attempt = 0; attempt < 2; attempt++) {
+    /* Growing raises the SlowLane reserve with the capacity, so a growth
+     * sized for "size + today's reserve" can fall just short: grow again
+     * (each growth adds at least a quarter; the lane's maximum ends it). */
+    for (int attempt = 0; attempt < 4; attempt++) {
         if (c != ML_CLASS_NONE) {
             uint64_t b;
             if (ml__lane_blocks_take(l, c, &b, 1, internal) == 1) {
@@ -279,7 +289,7 @@ int ml__place(ml_arena *a, ml_lane lane, size_t size, size_t align, uint32_t own
         }
         size_t need = c != ML_CLASS_NONE ? (size_t)l->span_units[c] << l->unit_shift : size;
         need += (size_t)l->reserve_units << l->unit_shift;
-        if (attempt == 0 && ml__lane_grow(l, need) != 0) break;
+        if (attempt == 3 || ml__lane_grow(l, need) != 0) break;
     }
     pthread_mutex_unlock(&l->lock);
     return rc;
@@ -307,6 +317,19 @@ static void count_free(ml_arena *a, ml_tcache *tc, ml_lane lane, size_t bytes, s
     pthread_mutex_unlock(&a->tc_list_lock);
 }
 
+/* Blocks this thread has freed wait in its cache, where ml__place does not
+ * look (grouped allocations never take from the cache). Hand them back to
+ * FastLane; true if there were any. */
+static bool flush_own_blocks(ml_arena *a)
+{
+    ml_tcache *tc = ml__tc_get(a);
+    if (!tc) return false;
+    bool any = false;
+    for (unsigned c = 0; c < a->lanes[ML_LANE_FAST].nclasses && !any; c++) any = tc->cls[c].n != 0;
+    if (any) ml__tc_flush(a, tc);
+    return any;
+}
+
 /* Try to place an allocation, making room step by step: FastLane (growing
  * it), then migrating FastLane's oldest entries out, then SlowLane (by
  * failover for small sizes), then compaction, then the program's pressure
@@ -314,11 +337,20 @@ static void count_free(ml_arena *a, ml_tcache *tc, ml_lane lane, size_t bytes, s
 static int place_with_remedies(ml_arena *a, size_t size, size_t align, uint32_t owner,
                                ml_lane *born, ml_lane *lane, ml_place *pl)
 {
-    bool small = size <= a->cfg.threshold;
+    /* Small: FastLane has a class for it. It may not, for an alignment no
+     * FastLane class is a multiple of (threshold 1000, align 2048): such an
+     * allocation belongs in SlowLane, and that is not a failover. */
+    bool small = size <= a->cfg.threshold &&
+                 ml__size_class_aligned(size, align, a->lanes[ML_LANE_FAST].nclasses) != ML_CLASS_NONE;
     bool pressure_tried = false;
     for (int round = 0;; round++) {
         if (small) {
             if (ml__place(a, ML_LANE_FAST, size, align, owner, false, pl) == 0) {
+                *born = *lane = ML_LANE_FAST;
+                return 0;
+            }
+            if (round == 0 && flush_own_blocks(a) &&
+                ml__place(a, ML_LANE_FAST, size, align, owner, false, pl) == 0) {
                 *born = *lane = ML_LANE_FAST;
                 return 0;
             }
@@ -447,9 +479,24 @@ static void tc_spill(ml_arena *a, ml_tcache *tc, unsigned cls);
 static void release(ml_arena *a, uint32_t idx, uint64_t m)
 {
     ml_slot *s = &a->slots[idx];
+    size_t size = s->size;
+    if (!(m & ML_M_RESIDENT)) {
+        /* Cold: the pager releases its record (and the lane space of an
+         * in-RAM one) and its accounting; the slot goes back here. */
+        ml__pager->drop(a, idx, m);
+        ml_tcache *tc = ml__tc_get(a);
+        count_free(a, tc, ML_LANE_SLOW, 0, size);
+        if (ML_HI_GEN(ml__hi(m)) >= ML_GEN_MAX) {
+            pthread_mutex_lock(&a->table_lock);
+            a->retired++;
+            pthread_mutex_unlock(&a->table_lock);
+        } else {
+            put_slot(a, tc, idx);
+        }
+        return;
+    }
     ml_loc loc;
     ml__locate(a, s, m, &loc);
-    size_t size = s->size;
     ml_lane_t *l = &a->lanes[loc.lane];
     ml_tcache *tc = ml__tc_get(a);
     if (!loc.blob && loc.lane == ML_LANE_FAST && tc) {
@@ -582,12 +629,40 @@ int ml_free(ml_arena *a, ml_handle h)
 
 /* ---- access ------------------------------------------------------------------ */
 
+const ml_pager_ops *ml__pager;
+
+void ml__pager_register(const ml_pager_ops *ops) { ml__pager = ops; }
+
+int ml__page_in_claimed(ml_arena *a, uint32_t idx, uint64_t m)
+{
+    if (m & ML_M_RESIDENT) return 0;
+    if (!ml__pager) return -EIO; /* cannot happen: nothing made it cold */
+    return ml__pager->page_in(a, idx);
+}
+
+/* Bring a cold handle back (any access does): claim it, page it in. */
+static int make_resident(ml_arena *a, ml_handle h)
+{
+    uint64_t m;
+    int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
+    if (rc) return rc;
+    rc = ml__page_in_claimed(a, ml__idx(h), m);
+    ml__unclaim(a, ml__idx(h));
+    return rc;
+}
+
 static int get_slow(ml_arena *a, ml_handle h, void **out)
 {
     ml_slot *s;
     uint64_t m;
-    int rc = ml__lookup(a, h, &s, &m);
-    if (rc) return rc;
+    for (int tries = 0;; tries++) {
+        int rc = ml__lookup(a, h, &s, &m);
+        if (rc) return rc;
+        if (m & ML_M_RESIDENT) break;
+        /* A page-in may lose a race with an eviction of the same entry
+         * (it was brought back and sent out again): try again. */
+        if ((rc = make_resident(a, h)) != 0 || tries > 8) return rc ? rc : -EAGAIN;
+    }
     if (!(m & ML_M_ACCESSED)) __atomic_fetch_or(&s->meta, ML_M_ACCESSED, __ATOMIC_RELAXED);
     *out = (void *)(uintptr_t)__atomic_load_n(&s->addr, __ATOMIC_RELAXED);
     return 0;
@@ -640,6 +715,11 @@ int ml_pin(ml_arena *a, ml_handle h, void **out)
             m = ml__load_acq(&s->meta);
             continue;
         }
+        if (!(m & ML_M_RESIDENT)) { /* cold: bring it back, then pin */
+            if ((rc = make_resident(a, h)) != 0) return rc;
+            m = ml__load_acq(&s->meta);
+            continue;
+        }
         if (((m & ML_M_PINS) >> ML_M_PIN_SHIFT) == ML_PIN_MAX) return -EOVERFLOW;
         if (__atomic_compare_exchange_n(&s->meta, &m, (m + ML_M_PIN_ONE) | ML_M_ACCESSED, true,
                                         __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE))
@@ -674,6 +754,12 @@ int ml_read(ml_arena *a, ml_handle h, size_t offset, void *buf, size_t len)
     uint32_t idx = ml__idx(h);
     size_t size = a->slots[idx].size;
     size_t n = offset >= size ? 0 : (size - offset < len ? size - offset : len);
+    if (n && !(m & ML_M_RESIDENT)) {
+        /* Cold: decompress a copy, leave the entry where it is. */
+        rc = ml__pager ? ml__pager->read_cold(a, idx, offset, buf, n) : -EIO;
+        ml__unclaim(a, idx);
+        return rc;
+    }
     if (n) {
         const char *p = (const char *)(uintptr_t)__atomic_load_n(&a->slots[idx].addr, __ATOMIC_RELAXED);
         memcpy(buf, p + offset, n);
@@ -693,6 +779,10 @@ int ml_write(ml_arena *a, ml_handle h, size_t offset, const void *buf, size_t le
     if (offset > size || len > size - offset) {
         ml__unclaim(a, idx);
         return -EINVAL;
+    }
+    if ((rc = ml__page_in_claimed(a, idx, m)) != 0) {
+        ml__unclaim(a, idx);
+        return rc;
     }
     char *p = (char *)(uintptr_t)__atomic_load_n(&a->slots[idx].addr, __ATOMIC_RELAXED);
     if (len) memcpy(p + offset, buf, len);

@@ -210,6 +210,7 @@ struct ml_arena {
     pthread_mutex_t maintain_lock; /* one maintenance cycle at a time */
 
     struct ml_arena *reg_next;   /* g_registry list */
+    void *pager;                 /* paging/'s state, NULL without paging */
 };
 
 /* ---- helpers shared by the core's files ------------------------------------------ */
@@ -316,6 +317,9 @@ int ml__compact_for_room(ml_arena *a, ml_lane lane);
 /** Stop and join the policy thread, if running. */
 void ml__policy_stop(ml_arena *a);
 int ml__policy_start(ml_arena *a);
+
+/** Bring claimed slot idx (meta m) back into SlowLane if it is cold. */
+int ml__page_in_claimed(ml_arena *a, uint32_t idx, uint64_t m);
 
 /** Where a resident block or blob lives, derived from its address. */
 typedef struct ml_loc {

@@ -76,22 +76,28 @@ static void copied(budget *b, ml_lane_t *l, size_t n)
     l->compacted_entries++;
 }
 
+/* Is meta word m of an entry whose bytes are in `lane`? (A compressed entry
+ * keeps its record in SlowLane, and moves like any blob.) */
+static bool in_lane(uint64_t m, ml_lane lane)
+{
+    uint64_t st = m & ML_M_STATE;
+    return lane == ML_LANE_FAST ? st == ML_STATE_FAST : (st == ML_STATE_SLOW || st == ML_STATE_COMPRESSED);
+}
+
 /* Claim the slot named by an owner hint if it really owns `addr` in this
  * lane. Counts pinned/busy entries. */
 static bool claim_owner(ml_arena *a, ml_lane lane, uint32_t owner, const char *addr, budget *b)
 {
     if (!owner || (owner & ML_OWNER_FREE)) return false;
     uint32_t idx = owner - 1;
-    uint64_t want_state = lane == ML_LANE_FAST ? ML_STATE_FAST : ML_STATE_SLOW;
     uint64_t m;
     if (!ml__try_claim_idx(a, idx, &m)) {
         uint64_t cur = ml__load_acq(&a->slots[idx].meta);
-        if ((cur & ML_M_STATE) == want_state &&
-            ml__load(&a->slots[idx].addr) == (uint64_t)(uintptr_t)addr)
+        if (in_lane(cur, lane) && ml__load(&a->slots[idx].addr) == (uint64_t)(uintptr_t)addr)
             b->res->skipped_pinned++;
         return false;
     }
-    if ((m & ML_M_STATE) != want_state || ml__load(&a->slots[idx].addr) != (uint64_t)(uintptr_t)addr) {
+    if (!in_lane(m, lane) || ml__load(&a->slots[idx].addr) != (uint64_t)(uintptr_t)addr) {
         ml__unclaim(a, idx);
         return false;
     }

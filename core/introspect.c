@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "core/arena.h"
+#include "core/pager_iface.h"
 
 /* Caller holds the claim of idx; m is its current meta word. */
 static void fill_info(ml_arena *a, uint32_t idx, uint64_t m, ml_handle_info *out, uint32_t *tag)
@@ -23,8 +24,9 @@ static void fill_info(ml_arena *a, uint32_t idx, uint64_t m, ml_handle_info *out
     const ml_slot *s = &a->slots[idx];
     ml_cold c;
     ml__cold_peek(a, idx, m, &c);
-    ml_loc loc;
-    ml__locate(a, s, m, &loc);
+    ml_loc loc = {ML_LANE_SLOW, true, 0, 0, ML_CLASS_NONE, 0};
+    bool evicted = (m & ML_M_STATE) == ML_STATE_EVICTED;
+    if (!evicted) ml__locate(a, s, m, &loc);
     memset(out, 0, sizeof *out);
     out->handle = ml__handle_of(m, idx);
     out->id = ml_handle_id(out->handle);
@@ -35,8 +37,14 @@ static void fill_info(ml_arena *a, uint32_t idx, uint64_t m, ml_handle_info *out
     out->size = s->size;
     out->alloc_size = loc.bytes;
     out->align = (size_t)1 << ((m & ML_M_ALIGN) >> ML_M_ALIGN_SHIFT);
-    out->offset = (size_t)(__atomic_load_n(&s->addr, __ATOMIC_RELAXED) -
-                           (uint64_t)(uintptr_t)ml__lane_base(&a->lanes[loc.lane]));
+    uint64_t addr = __atomic_load_n(&s->addr, __ATOMIC_RELAXED);
+    if (evicted) {
+        out->offset = (size_t)(ml__swap_off(addr) * ML_PAGE_SIZE);
+        out->stored_size = (size_t)(ml__swap_len(addr) * ML_PAGE_SIZE);
+    } else {
+        out->offset = (size_t)(addr - (uint64_t)(uintptr_t)ml__lane_base(&a->lanes[loc.lane]));
+        if (!(m & ML_M_RESIDENT)) out->stored_size = loc.bytes; /* compressed record */
+    }
     out->pins = (uint32_t)((m & ML_M_PINS) >> ML_M_PIN_SHIFT);
     out->group = (m & ML_M_GROUPED) ? c.group : ML_GROUP_NONE;
     out->created_ns = s->created_ns;
@@ -192,7 +200,7 @@ int ml__arena_check(ml_arena *a)
     uint64_t live_blocks[2] = {0, 0};
     for (uint32_t i = 0; i < n && !rc; i++) {
         uint64_t m = ml__load_acq(&a->slots[i].meta);
-        if (!ml__meta_live(m)) continue;
+        if (!ml__meta_live(m) || (m & ML_M_STATE) == ML_STATE_EVICTED) continue;
         const ml_slot *s = &a->slots[i];
         ml_loc loc;
         ml__locate(a, s, m, &loc);
@@ -215,7 +223,7 @@ int ml__arena_check(ml_arena *a)
         }
         if ((uint64_t)(uintptr_t)expect != ml__load(&s->addr)) rc = -4;
         if ((uintptr_t)expect & (((uintptr_t)1 << ((m & ML_M_ALIGN) >> ML_M_ALIGN_SHIFT)) - 1)) rc = -5;
-        if (s->size > loc.bytes) rc = -6;
+        if (s->size > loc.bytes && (m & ML_M_RESIDENT)) rc = -6;
     }
     uint64_t cached = 0;
     for (ml_tcache *tc = a->tcaches; tc; tc = tc->next)

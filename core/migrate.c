@@ -140,8 +140,13 @@ int ml_migrate(ml_arena *a, ml_handle h, ml_lane to)
     uint32_t idx = ml__idx(h);
     ml_lane from = (m & ML_M_STATE) == ML_STATE_FAST ? ML_LANE_FAST : ML_LANE_SLOW;
     size_t size = a->slots[idx].size;
-    if (!(m & ML_M_RESIDENT)) rc = -EINVAL; /* cold entries come back through paging */
-    else if (from == to) rc = -EALREADY;
+    if (!(m & ML_M_RESIDENT) && to == ML_LANE_FAST && !(m & ML_M_PINS) && size <= a->cfg.threshold) {
+        /* A cold entry comes back first (any access does). */
+        rc = ml__page_in_claimed(a, idx, m);
+        m = ml__load(&a->slots[idx].meta);
+    }
+    if (rc) {
+    } else if (from == to) rc = -EALREADY;
     else if (to == ML_LANE_FAST && size > a->cfg.threshold) rc = -EINVAL;
     else if (m & ML_M_PINS) rc = -EBUSY;
     ml_move ev;
@@ -170,7 +175,7 @@ int ml_migrate_cost(ml_arena *a, ml_handle h, ml_lane to, ml_move_cost *out)
     unsigned c = ml__size_class_aligned(size, align < 16 ? 16 : align, l->nclasses);
     if (c != ML_CLASS_NONE) out->dest_bytes = ml__class_size[c];
     else out->dest_bytes = ml__align_up(size, ml__lane_unit(l));
-    if (from == to && (m & ML_M_RESIDENT)) out->reason = -EALREADY;
+    if (from == to) out->reason = -EALREADY;
     else if (to == ML_LANE_FAST && (size > a->cfg.threshold || c == ML_CLASS_NONE)) out->reason = -EINVAL;
     else if (pinned) out->reason = -EBUSY;
     out->possible = out->reason == 0;
@@ -225,10 +230,11 @@ int ml_realloc(ml_arena *a, ml_handle h, size_t new_size)
     if (rc) return rc;
     uint32_t idx = ml__idx(h);
     ml_slot *s = &a->slots[idx];
-    if (!(m & ML_M_RESIDENT)) {
+    if ((rc = ml__page_in_claimed(a, idx, m)) != 0) {
         ml__unclaim(a, idx);
-        return -EINVAL;
+        return rc;
     }
+    m = ml__load(&s->meta);
     ml_loc loc;
     ml__locate(a, s, m, &loc);
     size_t size = s->size;

@@ -546,7 +546,10 @@ typedef struct ml_handle_info {
     size_t size;               /**< bytes requested */
     size_t alloc_size;         /**< bytes reserved (size class / pages) */
     size_t align;              /**< alignment requested */
-    size_t offset;             /**< offset of the data in its lane */
+    size_t offset;             /**< offset of the data in its lane; of the
+                                    record in the swap file when evicted */
+    size_t stored_size;        /**< bytes the cold copy takes (compressed
+                                    record, in RAM or on disk); 0 if resident */
     uint32_t pins;
     char tag[ML_TAG_MAX];      /**< "" when untagged */
     ml_group group;            /**< ML_GROUP_NONE when in no group */
