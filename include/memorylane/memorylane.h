@@ -100,7 +100,7 @@ ML_API const char *ml_version(void);
  * is rejected, never dereferenced. When a slot's generation would wrap, the
  * slot is retired for good, so a stale handle can never become valid again.
  * Handles from another arena are caught unless that arena's 7-bit tag
- * happens to be equal (arenas created 128 apart); their generation check
+ * happens to be equal (arenas created 127 apart); their generation check
  * still applies.
  */
 typedef struct ml_handle {
@@ -202,7 +202,7 @@ typedef struct ml_config {
      *  thread (policies run only from ml_maintain). Default 0. */
     uint32_t policy_check_interval_ms;
     /** Most live handles the arena can hold (table reserved, committed as
-     *  it fills). 1024..2^31. Default 2^24. */
+     *  it fills). 1024..2^30. Default 2^24. */
     size_t max_handles;
 
     /* ---- relocation (compaction, migration, policies) ---- */
@@ -270,8 +270,9 @@ ML_API int ml_arena_config(const ml_arena *arena, ml_config *out);
  * alignment). Sizes <= cfg.threshold go to FastLane, larger to SlowLane.
  * The memory is not zeroed.
  * @param out  receives the handle; untouched on failure.
- * @return 0; -EINVAL (arena or out NULL, size 0, size larger than the
- *         lane that would hold it can ever be), -ENOMEM (no room).
+ * @return 0; -EINVAL (arena or out NULL, size 0, size larger than
+ *         slow_lane_max_size), -ENOMEM (no room; also for a size that only
+ *         the SlowLane scratch reserve could hold).
  * Thread-safe. May be a relocation point when the arena is full.
  */
 ML_API int ml_alloc(ml_arena *arena, size_t size, ml_handle *out);
@@ -533,8 +534,9 @@ typedef uint32_t ml_group;
  * A snapshot of one handle. Times are nanoseconds since the arena was
  * created (CLOCK_MONOTONIC_COARSE: a few milliseconds resolution).
  * last_access and accesses are sampled: ml_get sets an access bit, and each
- * maintenance cycle turns a set bit into "accessed now" and one more count;
- * explicit operations (alloc, pin, write) count at once.
+ * maintenance cycle turns a set bit into "accessed now" and one more count.
+ * Allocation, pin and write set the bit too, so accesses is the number of
+ * maintenance cycles in which the handle was used.
  */
 typedef struct ml_handle_info {
     ml_handle handle;
@@ -545,7 +547,8 @@ typedef struct ml_handle_info {
     uint32_t generation;
     size_t size;               /**< bytes requested */
     size_t alloc_size;         /**< bytes reserved (size class / pages) */
-    size_t align;              /**< alignment requested */
+    size_t align;              /**< alignment kept across moves: the one
+                                    requested, raised to at least 16 */
     size_t offset;             /**< offset of the data in its lane; of the
                                     record in the swap file when evicted */
     size_t stored_size;        /**< bytes the cold copy takes (compressed
@@ -656,7 +659,7 @@ ML_API int ml_stats_get(ml_arena *arena, ml_stats *out);
 
 /**
  * Set (or, with NULL or "", clear) a handle's debug tag. A tag is 1..63
- * printable ASCII characters other than '/' (it names a folder in the debug
+ * printable ASCII characters other than space and '/' (it names a folder in the debug
  * view). Tags are interned: at most 4096 distinct tags per arena.
  * @return 0; -EINVAL (bad handle or tag), -ESTALE, -ENOSPC (tag table
  *         full). Thread-safe.
@@ -667,7 +670,7 @@ ML_API int ml_set_tag(ml_arena *arena, ml_handle h, const char *tag);
 
 /**
  * Create a named group. A name is 1..63 printable ASCII characters other
- * than '/'. At most 4096 groups per arena.
+ * than space and '/'. At most 4096 groups per arena.
  * @return 0; -EINVAL (bad name, NULL args), -EEXIST (name taken),
  *         -ENOSPC (too many groups).
  */
