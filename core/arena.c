@@ -254,11 +254,27 @@ static bool tc_refill_blocks(ml_arena *a, ml_tcache *tc, unsigned cls)
     return got != 0;
 }
 
-int ml__place(ml_arena *a, ml_lane lane, size_t size, size_t align, uint32_t owner, bool internal,
+void ml__release_place(ml_arena *a, ml_lane lane, char *addr, bool blob)
+{
+    ml_lane_t *l = &a->lanes[lane];
+    size_t off = (size_t)(addr - ml__lane_base(l));
+    pthread_mutex_lock(&l->lock);
+    if (blob) {
+        ml__lane_blob_free(l, (uint32_t)(off >> l->unit_shift));
+    } else {
+        uint32_t span = l->unit_span[off >> l->unit_shift];
+        ml__lane_block_put(l, span, ml__block_index(l, span, off));
+    }
+    pthread_mutex_unlock(&l->lock);
+}
+
+int ml__place(ml_arena *a, ml_lane lane, size_t size, size_t align, uint32_t owner, unsigned flags,
               ml_place *out)
 {
     ml_lane_t *l = &a->lanes[lane];
-    unsigned c = ml__size_class_aligned(size, align, l->nclasses);
+    bool internal = (flags & ML_PLACE_INTERNAL) != 0;
+    unsigned c = (flags & ML_PLACE_BLOB) && lane == ML_LANE_SLOW ? ML_CLASS_NONE
+                                                                  : ml__size_class_aligned(size, align, l->nclasses);
     if (c == ML_CLASS_NONE && lane == ML_LANE_FAST) return -ENOMEM; /* no blobs there */
     int rc = -ENOMEM;
     pthread_mutex_lock(&l->lock);
@@ -300,6 +316,20 @@ static void count_alloc(ml_tcache *tc, ml_lane lane, size_t bytes, size_t size)
     ML_TC_ADD(tc->allocs[lane], 1);
     ML_TC_ADD(tc->used[lane], (int64_t)bytes);
     ML_TC_ADD(tc->requested[lane], (int64_t)size);
+}
+
+void ml__account(ml_arena *a, ml_lane lane, int64_t used, int64_t requested)
+{
+    ml_tcache *tc = ml__tc_get(a);
+    if (tc) {
+        ML_TC_ADD(tc->used[lane], used);
+        ML_TC_ADD(tc->requested[lane], requested);
+        return;
+    }
+    pthread_mutex_lock(&a->tc_list_lock);
+    a->gone_used[lane] += used;
+    a->gone_requested[lane] += requested;
+    pthread_mutex_unlock(&a->tc_list_lock);
 }
 
 static void count_free(ml_arena *a, ml_tcache *tc, ml_lane lane, size_t bytes, size_t size)
@@ -373,6 +403,14 @@ static int place_with_remedies(ml_arena *a, size_t size, size_t align, uint32_t 
             if (small) moved += ml__compact_for_room(a, ML_LANE_FAST);
             if (!small || a->cfg.failover_to_slow) moved += ml__compact_for_room(a, ML_LANE_SLOW);
             if (moved) continue;
+        }
+        /* Cold blobs can leave SlowLane (compressed, or to disk). */
+        if (round < 8 && a->pager && (!small || a->cfg.failover_to_slow)) {
+            ml_lane_t *sl = &a->lanes[ML_LANE_SLOW];
+            pthread_mutex_lock(&sl->lock);
+            size_t reserve = (size_t)sl->reserve_units << sl->unit_shift;
+            pthread_mutex_unlock(&sl->lock);
+            if (ml__pager->make_room(a, ml__align_up(size, ML_PAGE_SIZE) + reserve) > 0) continue;
         }
         ml_pressure_fn pfn = __atomic_load_n(&a->pressure_fn, __ATOMIC_ACQUIRE);
         if (!pressure_tried && pfn) {
@@ -682,7 +720,7 @@ int ml_try_get(ml_arena *a, ml_handle h, void **out)
     if (!out) return -EINVAL;
     *out = NULL;
     if (!a) return -EINVAL;
-    void *p = ml__get_inline(a, h);
+    void *p = ml__get_fast(a, h);
     if (p) {
         *out = p;
         return 0;

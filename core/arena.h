@@ -283,11 +283,16 @@ typedef struct ml_place {
     bool blob;
     size_t bytes; /* reserved */
 } ml_place;
+/** ml__place flags: an internal move (may use the scratch reserve); a blob
+ *  even if a size class would fit (page-aligned, page-granular: paging). */
+enum { ML_PLACE_INTERNAL = 1, ML_PLACE_BLOB = 2 };
 /** Find a place of `size` bytes aligned to `align` in `lane`, owned by
- *  `owner` (slot + 1); grows the lane once if needed. `internal` moves may
- *  use the scratch reserve. Takes the lane lock. 0 or -ENOMEM. */
-int ml__place(ml_arena *a, ml_lane lane, size_t size, size_t align, uint32_t owner, bool internal,
+ *  `owner` (slot + 1); grows the lane once if needed. Takes the lane lock.
+ *  0 or -ENOMEM. */
+int ml__place(ml_arena *a, ml_lane lane, size_t size, size_t align, uint32_t owner, unsigned flags,
               ml_place *out);
+/** Give a place back to its lane (a block or a blob). Takes the lane lock. */
+void ml__release_place(ml_arena *a, ml_lane lane, char *addr, bool blob);
 
 /** A move to report to the move callback once locks are released. */
 typedef struct ml_move {
@@ -317,6 +322,10 @@ int ml__compact_for_room(ml_arena *a, ml_lane lane);
 /** Stop and join the policy thread, if running. */
 void ml__policy_stop(ml_arena *a);
 int ml__policy_start(ml_arena *a);
+
+/** Adjust this thread's usage counters of a lane (bytes reserved in the
+ *  lane, bytes requested by the program) when an entry changes place. */
+void ml__account(ml_arena *a, ml_lane lane, int64_t used, int64_t requested);
 
 /** Bring claimed slot idx (meta m) back into SlowLane if it is cold. */
 int ml__page_in_claimed(ml_arena *a, uint32_t idx, uint64_t m);

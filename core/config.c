@@ -35,6 +35,17 @@ void ml_config_init(ml_config *cfg)
     cfg->promote_age_ms = 0;
     cfg->migrate_on_full = true;
     cfg->compaction_budget_us = 2000;
+    cfg->enable_paging = true;
+    cfg->swap_dir = NULL;
+    cfg->swap_size = (size_t)1 << 30;
+    cfg->zstd_level = 1;
+    cfg->cold_after_ms = 0;
+    cfg->evict_hysteresis = 0.10;
+    cfg->io_queue_depth = 32;
+    cfg->direct_io = true;
+    cfg->compressed_stage = true;
+    cfg->io_engine = 0;
+    cfg->min_evict_size = 16 << 10;
 }
 
 #define FAIL(msg)                  \
@@ -68,6 +79,16 @@ int ml_config_check(const ml_config *c, const char **reason)
         FAIL("slow_lane_usage_threshold + slow_lane_safety_margin must not exceed 1");
     if (c->max_handles < 1024 || c->max_handles > ((size_t)1 << 30))
         FAIL("max_handles must be 1024..2^30");
+    if (c->enable_paging) {
+        if (c->swap_size < ((size_t)1 << 20) || c->swap_size / 4096 > 0x3fffffffu)
+            FAIL("swap_size must be 1 MiB..4 TiB");
+        if (c->zstd_level < 1 || c->zstd_level > 19) FAIL("zstd_level must be 1..19");
+        if (!(c->evict_hysteresis >= 0.0 && c->evict_hysteresis < c->slow_lane_usage_threshold))
+            FAIL("evict_hysteresis must be in [0, slow_lane_usage_threshold)");
+        if (c->io_queue_depth < 1 || c->io_queue_depth > 4096) FAIL("io_queue_depth must be 1..4096");
+        if (c->io_engine < 0 || c->io_engine > 2) FAIL("io_engine must be 0 (auto), 1 (io_uring) or 2 (pread/pwrite)");
+        if (c->min_evict_size < 4096) FAIL("min_evict_size must be at least 4096");
+    }
     return 0;
 }
 

@@ -59,20 +59,8 @@ static void fire_one(ml_arena *a, const ml_move *ev)
 static void count_move(ml_arena *a, ml_lane from, ml_lane to, size_t old_bytes, size_t new_bytes,
                        size_t old_size, size_t new_size)
 {
-    ml_tcache *tc = ml__tc_get(a);
-    if (tc) {
-        ML_TC_ADD(tc->used[from], -(int64_t)old_bytes);
-        ML_TC_ADD(tc->used[to], (int64_t)new_bytes);
-        ML_TC_ADD(tc->requested[from], -(int64_t)old_size);
-        ML_TC_ADD(tc->requested[to], (int64_t)new_size);
-    } else {
-        pthread_mutex_lock(&a->tc_list_lock);
-        a->gone_used[from] -= (int64_t)old_bytes;
-        a->gone_used[to] += (int64_t)new_bytes;
-        a->gone_requested[from] -= (int64_t)old_size;
-        a->gone_requested[to] += (int64_t)new_size;
-        pthread_mutex_unlock(&a->tc_list_lock);
-    }
+    ml__account(a, from, -(int64_t)old_bytes, -(int64_t)old_size);
+    ml__account(a, to, (int64_t)new_bytes, (int64_t)new_size);
     if (from != to) {
         pthread_mutex_lock(&a->lanes[from].lock);
         a->lanes[from].migrated_out++;

@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "core/arena.h"
+#include "core/pager_iface.h"
 
 static void fold_access_bits(ml_arena *a)
 {
@@ -89,6 +90,7 @@ int ml_maintain(ml_arena *a)
         __atomic_fetch_add(&a->promotions, moved, __ATOMIC_RELAXED);
     }
     if (a->cfg.enable_auto_compaction) auto_compact(a);
+    if (a->pager) ml__pager->maintain(a);
     __atomic_fetch_add(&a->maintenance_cycles, 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&a->maintain_lock);
     return 0;

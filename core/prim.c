@@ -46,6 +46,15 @@ static int os_purge(void *ctx, void *p, size_t size)
     return madvise(p, size, MADV_DONTNEED) == 0 ? 0 : -errno;
 }
 
+static int os_free_lazy(void *ctx, void *p, size_t size)
+{
+    (void)ctx;
+#ifdef MADV_FREE
+    if (madvise(p, size, MADV_FREE) == 0) return 0;
+#endif
+    return madvise(p, size, MADV_DONTNEED) == 0 ? 0 : -errno;
+}
+
 static int os_lock(void *ctx, void *p, size_t size)
 {
     (void)ctx;
@@ -67,6 +76,7 @@ static const ml_prim os_prim = {
     .lock = os_lock,
     .unlock = os_unlock,
     .ctx = NULL,
+    .free_lazy = os_free_lazy,
 };
 
 const ml_prim *ml__prim_os(void) { return &os_prim; }

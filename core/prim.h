@@ -31,6 +31,10 @@ typedef struct ml_prim {
     int (*lock)(void *ctx, void *p, size_t size);
     int (*unlock)(void *ctx, void *p, size_t size);
     void *ctx;
+    /** Optional: let the kernel take the pages of [p, p+size) when it needs
+     *  memory (MADV_FREE); they stay ours until then, so reuse costs no
+     *  fault. NULL: purge is used instead. */
+    int (*free_lazy)(void *ctx, void *p, size_t size);
 } ml_prim;
 
 /** The real thing: mmap, mprotect, madvise, mlock. */

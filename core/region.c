@@ -64,6 +64,14 @@ int ml__region_purge(ml_region *r, size_t off, size_t len)
     return r->prim->purge(r->prim->ctx, r->start + off, len);
 }
 
+int ml__region_release_lazy(ml_region *r, size_t off, size_t len)
+{
+    if (len == 0 || r->locked) return 0;
+    if (off % ML_PAGE_SIZE || len % ML_PAGE_SIZE || off + len > r->size) return -EINVAL;
+    if (!r->prim->free_lazy) return r->prim->purge(r->prim->ctx, r->start + off, len);
+    return r->prim->free_lazy(r->prim->ctx, r->start + off, len);
+}
+
 void ml__region_fini(ml_region *r)
 {
     if (!r->base) return;

@@ -34,6 +34,9 @@ int ml__region_init(ml_region *r, const ml_prim *prim, size_t size, size_t max, 
 int ml__region_grow(ml_region *r, size_t new_size);
 /** Give the pages of [off, off+len) back to the kernel; stays usable. */
 int ml__region_purge(ml_region *r, size_t off, size_t len);
+/** Let the kernel take the pages of [off, off+len) lazily (MADV_FREE): the
+ *  range must be one the caller still owns. */
+int ml__region_release_lazy(ml_region *r, size_t off, size_t len);
 void ml__region_fini(ml_region *r);
 
 #endif

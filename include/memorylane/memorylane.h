@@ -217,6 +217,43 @@ typedef struct ml_config {
     /** Time budget of the compaction work one maintenance cycle may do, in
      *  microseconds; 0 = compact fully when triggered. Default 2000. */
     uint32_t compaction_budget_us;
+
+    /* ---- paging (cold SlowLane blobs: compressed in RAM, or on disk) ---- */
+    /** Compress and evict cold SlowLane blobs instead of failing when
+     *  SlowLane is full. Nothing is created (no file, no ring) until the
+     *  first eviction. Default true. */
+    bool enable_paging;
+    /** Directory of the swap file; NULL = $TMPDIR, else /var/tmp. The file
+     *  is private and unnamed (O_TMPFILE, else created and unlinked at
+     *  once): nothing is left behind, even after a crash. Default NULL. */
+    const char *swap_dir;
+    /** Most bytes the swap file may hold; when full, eviction stops (and
+     *  says so in ml_paging_stats.budget_full). Default 1 GiB. */
+    size_t swap_size;
+    /** zstd level, 1 (fast) .. 19 (small). Default 1. */
+    int zstd_level;
+    /** A blob not accessed for this many milliseconds is cold: maintenance
+     *  compresses or evicts it. 0 = only under pressure. Default 0. */
+    uint32_t cold_after_ms;
+    /** Under pressure, evict until SlowLane usage is this far below
+     *  slow_lane_usage_threshold (hysteresis), 0 <= x < threshold.
+     *  Default 0.10. */
+    double evict_hysteresis;
+    /** Most I/O requests in flight, 1..4096. Default 32. */
+    uint32_t io_queue_depth;
+    /** Open the swap file with O_DIRECT (falls back to buffered I/O where
+     *  the filesystem refuses it). Default true. */
+    bool direct_io;
+    /** Use the in-RAM compressed stage: cold blobs are first compressed
+     *  into a smaller SlowLane record (like zswap) and go to disk only under
+     *  further pressure. false = straight to disk. Default true. */
+    bool compressed_stage;
+    /** I/O engine: 0 auto (io_uring, else pread/pwrite), 1 io_uring only,
+     *  2 pread/pwrite. Default 0. */
+    int io_engine;
+    /** Blobs smaller than this stay resident (not worth an I/O). Bytes,
+     *  >= 4096. Default 16 KiB. */
+    size_t min_evict_size;
 } ml_config;
 
 /** Fill cfg with the defaults listed above. cfg must not be NULL. */
@@ -733,6 +770,85 @@ typedef int (*ml_group_fn)(ml_group g, const char *name, size_t count,
 ML_API int ml_group_foreach(ml_arena *arena, ml_group_fn fn, void *ctx);
 
 /* ========================================================================= */
+/* Paging                                                                    */
+/* ========================================================================= */
+
+/**
+ * Paging moves cold SlowLane blobs out of the lane: COMPRESSED (zstd, kept
+ * in RAM as a smaller SlowLane record) or EVICTED (the record written to the
+ * swap file through io_uring with O_DIRECT). Each record carries the
+ * handle's ID and generation, both lengths, the codec and CRC-32C checksums;
+ * a record that does not match is reported as -EBADMSG, never handed out.
+ * A blob that barely compresses is stored raw. Lane memory is released only
+ * after its record is safely written; on any I/O error the blob stays
+ * resident and intact. Any access (ml_get, ml_try_get, ml_pin, ml_write,
+ * migration, realloc) brings a cold handle back first; ml_read decompresses
+ * a copy and leaves it cold.
+ */
+
+/** Paging counters, zswap style: one per outcome and rejection reason. */
+#define ML_PAGING_STATS(X)                                                     \
+    X(evicted, "entries written to the swap file")                             \
+    X(compressed, "entries compressed into RAM (compressed stage)")            \
+    X(stored_raw, "records stored uncompressed (compressed too poorly)")       \
+    X(compress_failed, "compression errors (entry stayed resident)")           \
+    X(budget_full, "evictions refused because the swap budget was full")      \
+    X(io_errors, "reads or writes that failed (nothing lost)")                 \
+    X(checksum_failures, "records rejected: checksum, identity or length")     \
+    X(page_ins, "entries brought back on access")                              \
+    X(prefetched, "entries brought back by ml_prefetch")                       \
+    X(cold_reads, "ml_read calls served from a cold copy")                     \
+    X(bytes_in, "uncompressed bytes compressed or evicted")                    \
+    X(bytes_out, "bytes stored after compression")                             \
+    X(evict_ns, "time spent compressing and evicting")                         \
+    X(pagein_ns, "time spent bringing entries back")                           \
+    X(now_evicted, "entries on disk now")                                      \
+    X(now_evicted_bytes, "uncompressed bytes of entries on disk now")          \
+    X(now_compressed, "entries compressed in RAM now")                         \
+    X(now_compressed_bytes, "uncompressed bytes of entries compressed now")    \
+    X(swap_capacity, "swap budget, bytes")                                     \
+    X(swap_used, "swap bytes holding records")                                 \
+    X(direct_io, "1 when the swap file uses O_DIRECT")                         \
+    X(io_uring, "1 when the io_uring engine runs, 0 for pread/pwrite")
+
+typedef struct ml_paging_stats {
+    ML_PAGING_STATS(ML__STAT_FIELD)
+    char engine[16]; /**< "io_uring", "pread/pwrite", or "none" (not started) */
+} ml_paging_stats;
+
+/**
+ * Paging counters. @return 0; -EINVAL (NULL args); -ENOTSUP when the library
+ * was built without paging. Thread-safe.
+ */
+ML_API int ml_paging_stats_get(ml_arena *arena, ml_paging_stats *out);
+
+/**
+ * Compress one SlowLane blob and write it to the swap file now (EVICTED). A
+ * COMPRESSED entry's record is written as it is.
+ * @return 0; -EINVAL (bad handle, not a SlowLane blob, paging off),
+ *         -ESTALE, -EBUSY (pinned), -EALREADY (already evicted), -ENOSPC
+ *         (swap budget full), -EIO (write failed: the entry stays resident,
+ *         intact).
+ */
+ML_API int ml_evict(ml_arena *arena, ml_handle h);
+
+/**
+ * Compress one SlowLane blob into RAM (COMPRESSED): its lane space shrinks to
+ * the compressed record.
+ * @return 0; the codes of ml_evict (-EALREADY when already cold), and
+ *         -ENOMEM when no room for the record.
+ */
+ML_API int ml_compress(ml_arena *arena, ml_handle h);
+
+/**
+ * Bring many cold handles back at once, with batched reads (up to
+ * io_queue_depth in flight). Resident, stale or invalid handles are skipped.
+ * @return the number brought back (>= 0), or the first error that stopped
+ *         it (-ENOMEM, -EIO, -EBADMSG: those entries stay cold).
+ */
+ML_API int ml_prefetch(ml_arena *arena, const ml_handle *handles, size_t n);
+
+/* ========================================================================= */
 /* Inline fast path of ml_get (not API: layout may change in any release)    */
 /* ========================================================================= */
 
@@ -770,7 +886,7 @@ ML_API void *ml_get_slow(ml_arena *arena, ml_handle h);
 
 /* The upper half of a slot's meta word equals the upper half of the handle
  * exactly when the handle is live, resident and already marked accessed. */
-static inline void *ml__get_inline(ml_arena *arena, ml_handle h)
+static inline void *ml__get_fast(ml_arena *arena, ml_handle h)
 {
     const ml__arena_head *hd = (const ml__arena_head *)(const void *)arena;
     uint32_t idx = (uint32_t)h.bits, hi = (uint32_t)(h.bits >> 32);
@@ -783,7 +899,13 @@ static inline void *ml__get_inline(ml_arena *arena, ml_handle h)
         if (__builtin_expect(ML__META_HI(s) == hi, 1))
             return (void *)(uintptr_t)ML__ADDR(s);
     }
-    return ml_get_slow(arena, h);
+    return NULL;
+}
+
+static inline void *ml__get_inline(ml_arena *arena, ml_handle h)
+{
+    void *p = ml__get_fast(arena, h);
+    return __builtin_expect(p != NULL, 1) ? p : ml_get_slow(arena, h);
 }
 
 #ifndef ML_NO_INLINE

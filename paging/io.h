@@ -1,0 +1,61 @@
+/*
+ * io.h — the I/O engine interface of the pager, and its two engines.
+ *
+ * The pager queues reads and writes, submits them, and reaps completions;
+ * an engine does the rest. io_uring is the real one (O_DIRECT, batched
+ * submissions, registered buffers); pread/pwrite is the fallback when
+ * io_uring is unavailable (old kernel, io_uring_disabled, seccomp) and the
+ * seam tests use: tests/fault_io.c wraps either engine to inject EIO,
+ * ENOSPC, short writes and bit flips at chosen operations.
+ *
+ * Engines are not thread-safe: the pager serialises calls.
+ */
+#ifndef ML_PAGING_IO_H
+#define ML_PAGING_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+typedef struct ml_io ml_io;
+
+typedef struct ml_io_cqe {
+    uint64_t tag; /* as given to read/write */
+    long res;     /* bytes transferred, or -errno */
+} ml_io_cqe;
+
+typedef struct ml_io_ops {
+    const char *name;
+    /** Queue a write / read of len bytes at file offset off. buf_index is
+     *  the registered buffer holding buf, or -1. 0, or -EAGAIN when the
+     *  queue is full (reap first). */
+    int (*write)(ml_io *io, const void *buf, size_t len, uint64_t off, int buf_index, uint64_t tag);
+    int (*read)(ml_io *io, void *buf, size_t len, uint64_t off, int buf_index, uint64_t tag);
+    /** Hand queued requests to the device. 0 or -errno. */
+    int (*submit)(ml_io *io);
+    /** Wait for at least min completions (at most the number in flight) and
+     *  return up to max of them. Count or -errno. */
+    int (*reap)(ml_io *io, ml_io_cqe *out, unsigned max, unsigned min);
+    /** Register buffers for fixed I/O (may do nothing). 0 or -errno. */
+    int (*register_buffers)(ml_io *io, const struct iovec *iov, unsigned n);
+    void (*destroy)(ml_io *io);
+} ml_io_ops;
+
+struct ml_io {
+    const ml_io_ops *ops;
+    int fd;
+    unsigned depth;    /* most requests in flight */
+    unsigned inflight; /* queued or submitted, not yet reaped */
+};
+
+/** Open an engine on fd. io_uring: -ENOSYS/-EPERM/... when unavailable. */
+int ml__io_uring_open(int fd, unsigned depth, ml_io **out);
+int ml__io_sync_open(int fd, unsigned depth, ml_io **out);
+
+/** Makes engines for a pager: the default tries io_uring, then pread/pwrite
+ *  (fallback_used says which). Tests install their own. */
+typedef int (*ml_io_open_fn)(void *ctx, int fd, unsigned depth, int which, ml_io **out);
+enum { ML_IO_WHICH_AUTO = 0, ML_IO_WHICH_URING = 1, ML_IO_WHICH_SYNC = 2 };
+int ml__io_open_default(void *ctx, int fd, unsigned depth, int which, ml_io **out);
+
+#endif

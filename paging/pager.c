@@ -1,0 +1,1045 @@
+/*
+ * pager.c — cold SlowLane blobs: compressed in RAM, written to disk, brought
+ * back on access.
+ *
+ * States of a paged entry (all with the slot's BLOB bit set):
+ *
+ *   SLOW (resident)  --compress-->  COMPRESSED: a record (header + zstd or
+ *        ^  ^                        raw payload) in a smaller SlowLane blob
+ *        |  |                              |
+ *        |  +---------evict----------+     | evict (the record is written
+ *        |                           v     v  as it is)
+ *        +-------page-in--------  EVICTED: the record in the swap file
+ *
+ * A record is self-describing and checked: magic, version, codec, handle ID,
+ * generation, both lengths, a CRC-32C of the payload and of the header.
+ * Anything that does not match the slot reading it is -EBADMSG.
+ *
+ * No data is lost on any failure, by construction: an entry changes state
+ * only after its new copy exists (the record in RAM, or a write that
+ * completed with the full length), and the old copy is released after the
+ * stub points at the new one. A failed write leaves the entry resident; a
+ * failed read leaves the record where it is, for a retry.
+ *
+ * Eviction overlaps compression with I/O: records are compressed into
+ * aligned bounce buffers (registered with io_uring) and their writes queued;
+ * writes are submitted in groups and completions reaped while the next
+ * records are compressed. Page-in on access is synchronous; ml_prefetch
+ * queues many reads at once.
+ *
+ * Which entries go: under pressure (SlowLane usage above its threshold, or an
+ * allocation or page-in that found no room), the coldest resident blobs and
+ * compressed records, by the CLOCK bits and last-access times maintenance
+ * keeps; with cold_after_ms, anything idle that long. With the compressed
+ * stage, a resident blob is first compressed in RAM; records go to disk as
+ * pressure persists. Blobs under min_evict_size and pinned entries stay.
+ *
+ * Locking: the pager lock serialises the pager (ring, swap space, buffers,
+ * codec, counters); it is taken with entries already claimed and is held
+ * across I/O, so page-ins and evictions run one at a time per arena. Lane
+ * locks are taken inside it (claim -> pager -> lane). Victims are only ever
+ * try-claimed, so a thread holding the pager lock never waits for a claim.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/arena.h"
+#include "core/pager_iface.h"
+#include "paging/codec.h"
+#include "paging/crc32c.h"
+#include "paging/io.h"
+#include "paging/pager.h"
+#include "paging/swap.h"
+
+#define REC_MAGIC 0x31524c4du /* "MLR1" */
+#define REC_VERSION 1
+#define BUF_BYTES ((size_t)256 << 10)
+#define MAX_BUFS 64
+
+typedef struct rec_hdr {
+    uint32_t magic;
+    uint16_t version;
+    uint16_t codec;
+    int64_t id;
+    uint32_t generation;
+    uint32_t payload_crc;
+    uint64_t orig_len;
+    uint64_t stored_len;
+    uint64_t reserved[2];
+    uint32_t pad;
+    uint32_t hdr_crc;
+} rec_hdr;
+_Static_assert(sizeof(rec_hdr) == 64, "record header is 64 bytes");
+
+typedef struct ml_pager {
+    ml_arena *a;
+    pthread_mutex_t lock;
+    bool started;
+    int start_err;
+    ml_swap swap;
+    ml_io *io;
+    ml_codec *codec;
+    unsigned nbufs;
+    char *bufs; /* nbufs x BUF_BYTES, 4 KiB aligned, registered */
+    char *scratch; /* BUF_BYTES for compressing in RAM */
+    bool busy[MAX_BUFS];
+    ml_paging_stats st;
+    /* ml_read of a cold entry decompresses it whole; keep the last one */
+    uint32_t rc_idx, rc_gen;
+    bool rc_valid;
+    char *rc_buf;
+    size_t rc_cap;
+    ml_io_open_fn open_io;
+    void *open_ctx;
+} ml_pager;
+
+static __thread ml_io_open_fn pending_open;
+static __thread void *pending_ctx;
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline ml_pager *pager_of(ml_arena *a) { return (ml_pager *)a->pager; }
+
+/* ---- set-up ---------------------------------------------------------------- */
+
+/* Open swap file, engine, buffers and codec at the first eviction. Caller
+ * holds the pager lock. */
+static int ensure_started(ml_pager *p)
+{
+    if (p->started) return 0;
+    if (p->start_err) return p->start_err;
+    const ml_config *c = &p->a->cfg;
+    int rc = ml__swap_open(&p->swap, c->swap_dir, c->swap_size, c->direct_io);
+    if (rc == 0) {
+        int which = c->io_engine == 1 ? ML_IO_WHICH_URING : c->io_engine == 2 ? ML_IO_WHICH_SYNC : ML_IO_WHICH_AUTO;
+        rc = p->open_io(p->open_ctx, p->swap.fd, c->io_queue_depth, which, &p->io);
+    }
+    if (rc == 0) {
+        p->nbufs = c->io_queue_depth < MAX_BUFS ? c->io_queue_depth : MAX_BUFS;
+        if (p->nbufs < 2) p->nbufs = 2;
+        if (posix_memalign((void **)&p->bufs, 4096, p->nbufs * BUF_BYTES) != 0) rc = -ENOMEM;
+    }
+    if (rc == 0) {
+        struct iovec iov[MAX_BUFS];
+        for (unsigned i = 0; i < p->nbufs; i++) iov[i] = (struct iovec){p->bufs + i * BUF_BYTES, BUF_BYTES};
+        p->io->ops->register_buffers(p->io, iov, p->nbufs); /* optional: plain I/O works too */
+        if (!p->codec) p->codec = ml__codec_new(c->zstd_level);
+        if (!p->codec) rc = -ENOMEM;
+    }
+    if (rc) {
+        if (p->io) p->io->ops->destroy(p->io);
+        p->io = NULL;
+        free(p->bufs);
+        p->bufs = NULL;
+        ml__swap_close(&p->swap);
+        p->start_err = rc;
+        return rc;
+    }
+    p->st.swap_capacity = p->swap.blocks * ML_SWAP_BLOCK;
+    p->st.direct_io = p->swap.direct;
+    p->st.io_uring = strcmp(p->io->ops->name, "io_uring") == 0;
+    snprintf(p->st.engine, sizeof p->st.engine, "%s", p->io->ops->name);
+    p->started = true;
+    return 0;
+}
+
+static int attach(ml_arena *a)
+{
+    if (!a->cfg.enable_paging) return 0;
+    ml_pager *p = calloc(1, sizeof *p);
+    if (!p) return -ENOMEM;
+    p->a = a;
+    pthread_mutex_init(&p->lock, NULL);
+    p->open_io = pending_open ? pending_open : ml__io_open_default;
+    p->open_ctx = pending_ctx;
+    snprintf(p->st.engine, sizeof p->st.engine, "none");
+    p->st.swap_capacity = a->cfg.swap_size / ML_SWAP_BLOCK * ML_SWAP_BLOCK;
+    a->pager = p;
+    return 0;
+}
+
+static void detach(ml_arena *a)
+{
+    ml_pager *p = pager_of(a);
+    if (!p) return;
+    if (p->io) p->io->ops->destroy(p->io); /* waits for anything in flight */
+    ml__codec_free(p->codec);
+    free(p->bufs);
+    free(p->scratch);
+    free(p->rc_buf);
+    if (p->started) ml__swap_close(&p->swap);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+    a->pager = NULL;
+}
+
+/* ---- records --------------------------------------------------------------- */
+
+static uint32_t hdr_crc(const rec_hdr *h)
+{
+    rec_hdr t = *h;
+    t.hdr_crc = 0;
+    return ml__crc32c(0, &t, sizeof t);
+}
+
+/* Encode `size` bytes at src into a record at dst (capacity cap). Returns
+ * the record length rounded to 4 KiB, or a negative error. */
+static long make_record(ml_pager *p, uint32_t idx, uint64_t m, const void *src, size_t size,
+                        char *dst, size_t cap)
+{
+    rec_hdr *h = (rec_hdr *)dst;
+    int codec;
+    long z = ml__codec_encode(p->codec, src, size, dst + sizeof *h, cap - sizeof *h, 0.10, &codec);
+    if (z < 0) {
+        p->st.compress_failed++;
+        return z;
+    }
+    memset(h, 0, sizeof *h);
+    h->magic = REC_MAGIC;
+    h->version = REC_VERSION;
+    h->codec = (uint16_t)codec;
+    h->id = ml_handle_id(ml__handle_of(m, idx));
+    h->generation = ML_HI_GEN(ml__hi(m));
+    h->orig_len = size;
+    h->stored_len = (uint64_t)z;
+    h->payload_crc = ml__crc32c(0, dst + sizeof *h, (size_t)z);
+    h->hdr_crc = hdr_crc(h);
+    size_t len = ml__align_up(sizeof *h + (size_t)z, ML_SWAP_BLOCK);
+    memset(dst + sizeof *h + z, 0, len - sizeof *h - (size_t)z); /* no stale bytes on disk */
+    if (codec == ML_CODEC_RAW) p->st.stored_raw++;
+    return (long)len;
+}
+
+/* Check a record against the slot that reads it; decode it into dst. */
+static int open_record(ml_pager *p, uint32_t idx, uint64_t m, size_t size, const char *rec,
+                       size_t len, void *dst)
+{
+    const rec_hdr *h = (const rec_hdr *)rec;
+    if (len < sizeof *h || h->magic != REC_MAGIC || h->version != REC_VERSION || h->hdr_crc != hdr_crc(h) ||
+        h->id != ml_handle_id(ml__handle_of(m, idx)) || h->generation != ML_HI_GEN(ml__hi(m)) ||
+        h->orig_len != size || h->stored_len > len - sizeof *h ||
+        h->payload_crc != ml__crc32c(0, rec + sizeof *h, (size_t)h->stored_len) ||
+        ml__codec_decode(p->codec, h->codec, rec + sizeof *h, (size_t)h->stored_len, dst, size) != 0) {
+        p->st.checksum_failures++;
+        return -EBADMSG;
+    }
+    return 0;
+}
+
+/* ---- stub updates (entry claimed) ------------------------------------------ */
+
+static void set_state(ml_arena *a, uint32_t idx, uint64_t addr, uint64_t state)
+{
+    ml_slot *s = &a->slots[idx];
+    __atomic_store_n(&s->addr, addr, __ATOMIC_RELEASE);
+    uint64_t cur = ml__load(&s->meta), want;
+    do {
+        want = (cur & ~(ML_M_STATE | ML_M_RESIDENT)) | state |
+               (state == ML_STATE_SLOW ? ML_M_RESIDENT : 0) | ML_M_BLOB;
+    } while (!__atomic_compare_exchange_n(&s->meta, &cur, want, true, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+}
+
+static size_t lane_bytes_of(ml_arena *a, uint32_t idx, uint64_t m)
+{
+    ml_loc loc;
+    ml__locate(a, &a->slots[idx], m, &loc);
+    return loc.bytes;
+}
+
+static void free_lane_blob(ml_arena *a, uint32_t idx, uint64_t m)
+{
+    ml_loc loc;
+    ml__locate(a, &a->slots[idx], m, &loc);
+    ml_lane_t *l = &a->lanes[ML_LANE_SLOW];
+    pthread_mutex_lock(&l->lock);
+    ml__lane_blob_free(l, loc.span);
+    pthread_mutex_unlock(&l->lock);
+    ml__account(a, ML_LANE_SLOW, -(int64_t)loc.bytes, 0);
+}
+
+static bool eligible(const ml_arena *a, uint32_t idx, uint64_t m)
+{
+    uint64_t st = m & ML_M_STATE;
+    if (!(m & ML_M_BLOB) || (m & ML_M_PINS)) return false;
+    if (st == ML_STATE_COMPRESSED) return true;
+    return st == ML_STATE_SLOW && ml__load(&a->slots[idx].size) >= a->cfg.min_evict_size;
+}
+
+/* ---- compress in RAM ------------------------------------------------------- */
+
+/* Resident blob -> COMPRESSED record in SlowLane. Caller holds the claim
+ * and the pager lock. -EALREADY when it does not compress (left as is). */
+static int compress_one(ml_pager *p, uint32_t idx)
+{
+    ml_arena *a = p->a;
+    ml_slot *s = &a->slots[idx];
+    uint64_t m = ml__load(&s->meta);
+    size_t size = s->size;
+    size_t cap = sizeof(rec_hdr) + ml__codec_bound(size) + ML_SWAP_BLOCK;
+    char *buf = NULL;
+    bool own = cap > BUF_BYTES;
+    if (own) {
+        if (posix_memalign((void **)&buf, 4096, cap) != 0) return -ENOMEM;
+    } else {
+        if (!p->scratch && posix_memalign((void **)&p->scratch, 4096, BUF_BYTES) != 0) return -ENOMEM;
+        if (!p->codec && !(p->codec = ml__codec_new(a->cfg.zstd_level))) return -ENOMEM;
+        buf = p->scratch;
+    }
+    uint64_t t0 = mono_ns();
+    const void *src = (const void *)(uintptr_t)ml__load(&s->addr);
+    long len = make_record(p, idx, m, src, size, buf, cap);
+    int rc = 0;
+    if (len < 0) rc = (int)len;
+    else if (((const rec_hdr *)buf)->codec == ML_CODEC_RAW) rc = -EALREADY; /* no gain in RAM */
+    ml_place pl;
+    if (rc == 0 && (rc = ml__place(a, ML_LANE_SLOW, (size_t)len, ML_PAGE_SIZE, idx + 1, ML_PLACE_INTERNAL | ML_PLACE_BLOB, &pl)) == 0) {
+        memcpy(pl.addr, buf, (size_t)len);
+        size_t old_bytes = lane_bytes_of(a, idx, m);
+        char *old = (char *)src;
+        set_state(a, idx, (uint64_t)(uintptr_t)pl.addr, ML_STATE_COMPRESSED);
+        ml_lane_t *l = &a->lanes[ML_LANE_SLOW];
+        pthread_mutex_lock(&l->lock);
+        ml__lane_blob_free(l, (uint32_t)((size_t)(old - ml__lane_base(l)) >> l->unit_shift));
+        pthread_mutex_unlock(&l->lock);
+        ml__account(a, ML_LANE_SLOW, (int64_t)pl.bytes - (int64_t)old_bytes, 0);
+        p->st.compressed++;
+        p->st.now_compressed++;
+        p->st.now_compressed_bytes += size;
+        p->st.bytes_in += size;
+        p->st.bytes_out += ((const rec_hdr *)buf)->stored_len;
+    }
+    p->st.evict_ns += mono_ns() - t0;
+    if (own) free(buf);
+    return rc;
+}
+
+/* ---- evict to disk ----------------------------------------------------------- */
+
+typedef struct victim {
+    uint32_t idx;
+    uint64_t m;       /* meta when claimed */
+    int buf;          /* bounce buffer, -1: written from the lane or own */
+    char *own;        /* large record: its own buffer */
+    int64_t blk;      /* first swap block, -1 */
+    long len;         /* record bytes */
+    uint64_t stored;  /* payload bytes (for the counters) */
+    int result;       /* 0 evicted, else why not */
+    bool queued;
+} victim;
+
+static int take_buf(ml_pager *p)
+{
+    for (unsigned i = 0; i < p->nbufs; i++)
+        if (!p->busy[i]) {
+            p->busy[i] = true;
+            return (int)i;
+        }
+    return -1;
+}
+
+static void finish(ml_pager *p, victim *v, long res)
+{
+    ml_arena *a = p->a;
+    v->queued = false;
+    if (v->buf >= 0) p->busy[v->buf] = false;
+    if (v->own) {
+        free(v->own);
+        v->own = NULL;
+    }
+    if (res != v->len) {
+        /* Failed or short: the entry stays where it is, intact. */
+        p->st.io_errors++;
+        ml__swap_free(&p->swap, (uint64_t)v->blk);
+        v->result = res < 0 ? (int)res : -EIO;
+        return;
+    }
+    uint64_t m = ml__load(&a->slots[v->idx].meta);
+    size_t size = a->slots[v->idx].size;
+    bool was_compressed = (m & ML_M_STATE) == ML_STATE_COMPRESSED;
+    size_t lane_bytes = lane_bytes_of(a, v->idx, m);
+    char *old = (char *)(uintptr_t)ml__load(&a->slots[v->idx].addr);
+    set_state(a, v->idx, ml__swap_loc((uint64_t)v->blk, (uint64_t)v->len / ML_SWAP_BLOCK), ML_STATE_EVICTED);
+    /* Only now, with the record safely on disk, does the lane space go: its
+     * pages first (lazily, MADV_FREE: reused soon, they cost no fault),
+     * while the range is still ours, then the extent. */
+    ml_lane_t *l = &a->lanes[ML_LANE_SLOW];
+    ml__region_release_lazy(&l->region, (size_t)(old - ml__lane_base(l)), lane_bytes);
+    pthread_mutex_lock(&l->lock);
+    ml__lane_blob_free(l, (uint32_t)((size_t)(old - ml__lane_base(l)) >> l->unit_shift));
+    pthread_mutex_unlock(&l->lock);
+    ml__account(a, ML_LANE_SLOW, -(int64_t)lane_bytes, 0);
+    if (was_compressed) {
+        p->st.now_compressed--;
+        p->st.now_compressed_bytes -= size;
+    } else {
+        p->st.bytes_in += size;
+        p->st.bytes_out += v->stored;
+    }
+    p->st.evicted++;
+    p->st.now_evicted++;
+    p->st.now_evicted_bytes += size;
+    v->result = 0;
+}
+
+static void reap(ml_pager *p, victim *vs, unsigned min)
+{
+    ml_io_cqe cq[64];
+    while (min > 0 || p->io->inflight) {
+        int n = p->io->ops->reap(p->io, cq, 64, min);
+        if (n <= 0) {
+            if (n < 0 || min > 0) {
+                /* The engine failed as a whole: count every request lost. */
+                for (unsigned i = 0; n < 0 && p->io->inflight; i++) p->io->inflight--;
+            }
+            break;
+        }
+        for (int i = 0; i < n; i++) finish(p, &vs[cq[i].tag], cq[i].res);
+        min = (unsigned)n >= min ? 0 : min - (unsigned)n;
+        if (min == 0) break;
+    }
+}
+
+/* Evict claimed victims; each gets a result. Caller holds the pager lock. */
+static void evict_many(ml_pager *p, victim *vs, size_t n)
+{
+    ml_arena *a = p->a;
+    uint64_t t0 = mono_ns();
+    unsigned unsubmitted = 0, group = p->io->depth / 4 ? p->io->depth / 4 : 1;
+    for (size_t i = 0; i < n; i++) {
+        victim *v = &vs[i];
+        ml_slot *s = &a->slots[v->idx];
+        v->buf = -1;
+        v->own = NULL;
+        v->blk = -1;
+        v->queued = false;
+        uint64_t m = v->m;
+        const char *rec;
+        if ((m & ML_M_STATE) == ML_STATE_COMPRESSED) {
+            /* The record exists already, page-aligned in the lane. */
+            rec = (const char *)(uintptr_t)ml__load(&s->addr);
+            v->len = (long)lane_bytes_of(a, v->idx, m);
+        } else {
+            size_t cap = sizeof(rec_hdr) + ml__codec_bound(s->size) + ML_SWAP_BLOCK;
+            char *dst;
+            if (cap > BUF_BYTES) {
+                if (posix_memalign((void **)&v->own, 4096, cap) != 0) {
+                    v->result = -ENOMEM;
+                    continue;
+                }
+                dst = v->own;
+            } else {
+                while ((v->buf = take_buf(p)) < 0) {
+                    if (unsubmitted) {
+                        p->io->ops->submit(p->io);
+                        unsubmitted = 0;
+                    }
+                    reap(p, vs, 1);
+                }
+                dst = p->bufs + (size_t)v->buf * BUF_BYTES;
+            }
+            v->len = make_record(p, v->idx, m, (const void *)(uintptr_t)ml__load(&s->addr), s->size, dst, cap);
+            if (v->len < 0) {
+                v->result = (int)v->len;
+                if (v->buf >= 0) p->busy[v->buf] = false;
+                free(v->own);
+                v->own = NULL;
+                continue;
+            }
+            v->stored = ((const rec_hdr *)dst)->stored_len;
+            rec = dst;
+        }
+        v->blk = ml__swap_alloc(&p->swap, (uint32_t)(v->len / ML_SWAP_BLOCK));
+        if (v->blk < 0) {
+            p->st.budget_full++;
+            v->result = -ENOSPC;
+            v->blk = -1;
+            if (v->buf >= 0) p->busy[v->buf] = false;
+            free(v->own);
+            v->own = NULL;
+            continue;
+        }
+        int rc;
+        while ((rc = p->io->ops->write(p->io, rec, (size_t)v->len, (uint64_t)v->blk * ML_SWAP_BLOCK, v->buf,
+                                       i)) == -EAGAIN) {
+            p->io->ops->submit(p->io);
+            unsubmitted = 0;
+            reap(p, vs, 1);
+        }
+        if (rc) {
+            finish(p, v, rc);
+            continue;
+        }
+        v->queued = true;
+        if (++unsubmitted >= group) {
+            p->io->ops->submit(p->io);
+            unsubmitted = 0;
+        }
+    }
+    if (unsubmitted) p->io->ops->submit(p->io);
+    reap(p, vs, p->io->inflight);
+    /* Whatever the engine never completed failed (the engine broke). */
+    for (size_t i = 0; i < n; i++)
+        if (vs[i].queued) finish(p, &vs[i], -EIO);
+    p->st.evict_ns += mono_ns() - t0;
+}
+
+/* ---- page-in ------------------------------------------------------------------ */
+
+static size_t make_room_locked(ml_pager *p, size_t bytes, uint32_t keep);
+
+/* A SlowLane place for a blob coming back; makes room if needed. */
+static int place_back(ml_pager *p, uint32_t idx, uint64_t m, size_t size, ml_place *pl)
+{
+    ml_arena *a = p->a;
+    size_t align = (size_t)1 << ((m & ML_M_ALIGN) >> ML_M_ALIGN_SHIFT);
+    /* Always a blob: the entry was one (only blobs are paged). */
+    if (ml__place(a, ML_LANE_SLOW, size, align, idx + 1, ML_PLACE_BLOB, pl) == 0) return 0;
+    if (make_room_locked(p, size, idx) && ml__place(a, ML_LANE_SLOW, size, align, idx + 1, ML_PLACE_BLOB, pl) == 0)
+        return 0;
+    /* Last resort: the scratch reserve (better than failing an access). */
+    return ml__place(a, ML_LANE_SLOW, size, align, idx + 1, ML_PLACE_INTERNAL | ML_PLACE_BLOB, pl);
+}
+
+/* Read the swap record of claimed evicted slot idx into dst (4 KiB aligned,
+ * len bytes). Caller holds the pager lock. */
+static int read_record(ml_pager *p, uint64_t loc, char *dst, int buf_index)
+{
+    size_t len = (size_t)ml__swap_len(loc) * ML_SWAP_BLOCK;
+    int rc = p->io->ops->read(p->io, dst, len, ml__swap_off(loc) * ML_SWAP_BLOCK, buf_index, UINT64_MAX);
+    if (rc == 0) rc = p->io->ops->submit(p->io);
+    if (rc) return rc;
+    ml_io_cqe cq;
+    int n;
+    while ((n = p->io->ops->reap(p->io, &cq, 1, 1)) == 0) {
+    }
+    if (n < 0) return n;
+    if (cq.res != (long)len) {
+        p->st.io_errors++;
+        return cq.res < 0 ? (int)cq.res : -EIO;
+    }
+    return 0;
+}
+
+/* Install decoded data: stub to the new place, old record released. */
+static void installed(ml_pager *p, uint32_t idx, uint64_t m, const ml_place *pl)
+{
+    ml_arena *a = p->a;
+    size_t size = a->slots[idx].size;
+    uint64_t loc = ml__load(&a->slots[idx].addr);
+    bool evicted = (m & ML_M_STATE) == ML_STATE_EVICTED;
+    size_t rec_bytes = evicted ? 0 : lane_bytes_of(a, idx, m);
+    set_state(a, idx, (uint64_t)(uintptr_t)pl->addr, ML_STATE_SLOW);
+    __atomic_fetch_or(&a->slots[idx].meta, ML_M_ACCESSED, __ATOMIC_RELAXED);
+    if (evicted) {
+        ml__swap_free(&p->swap, ml__swap_off(loc));
+        p->st.now_evicted--;
+        p->st.now_evicted_bytes -= size;
+    } else {
+        ml_lane_t *l = &a->lanes[ML_LANE_SLOW];
+        pthread_mutex_lock(&l->lock);
+        ml__lane_blob_free(l, (uint32_t)((size_t)((char *)(uintptr_t)loc - ml__lane_base(l)) >> l->unit_shift));
+        pthread_mutex_unlock(&l->lock);
+        p->st.now_compressed--;
+        p->st.now_compressed_bytes -= size;
+    }
+    ml__account(a, ML_LANE_SLOW, (int64_t)pl->bytes - (int64_t)rec_bytes, 0);
+    if (p->rc_valid && p->rc_idx == idx) p->rc_valid = false;
+}
+
+static void give_back_place(ml_arena *a, const ml_place *pl)
+{
+    ml__release_place(a, ML_LANE_SLOW, pl->addr, pl->blob);
+}
+
+static int page_in_locked(ml_pager *p, uint32_t idx)
+{
+    ml_arena *a = p->a;
+    uint64_t m = ml__load(&a->slots[idx].meta);
+    if (m & ML_M_RESIDENT) return 0;
+    uint64_t t0 = mono_ns();
+    size_t size = a->slots[idx].size;
+    ml_place pl;
+    int rc = place_back(p, idx, m, size, &pl);
+    if (rc) return rc;
+    uint64_t loc = ml__load(&a->slots[idx].addr);
+    if ((m & ML_M_STATE) == ML_STATE_COMPRESSED) {
+        /* (a compressed entry implies the codec exists) */
+        rc = open_record(p, idx, m, size, (const char *)(uintptr_t)loc, lane_bytes_of(a, idx, m), pl.addr);
+    } else {
+        if ((rc = ensure_started(p)) == 0) {
+            size_t len = (size_t)ml__swap_len(loc) * ML_SWAP_BLOCK;
+            char *buf = p->bufs;
+            int bi = 0;
+            bool own = len > BUF_BYTES;
+            if (own && posix_memalign((void **)&buf, 4096, len) != 0) rc = -ENOMEM;
+            if (own) bi = -1;
+            if (rc == 0) rc = read_record(p, loc, buf, bi);
+            if (rc == 0) rc = open_record(p, idx, m, size, buf, len, pl.addr);
+            if (own && buf) free(buf);
+        }
+    }
+    if (rc) {
+        give_back_place(a, &pl); /* the record stays, for a retry */
+        return rc;
+    }
+    installed(p, idx, m, &pl);
+    p->st.page_ins++;
+    p->st.pagein_ns += mono_ns() - t0;
+    return 0;
+}
+
+static int page_in(ml_arena *a, uint32_t idx)
+{
+    ml_pager *p = pager_of(a);
+    if (!p) return -EIO;
+    pthread_mutex_lock(&p->lock);
+    int rc = page_in_locked(p, idx);
+    pthread_mutex_unlock(&p->lock);
+    return rc;
+}
+
+/* ---- reading a cold copy ------------------------------------------------------ */
+
+static int read_cold(ml_arena *a, uint32_t idx, size_t off, void *dst, size_t len)
+{
+    ml_pager *p = pager_of(a);
+    if (!p) return -EIO;
+    pthread_mutex_lock(&p->lock);
+    uint64_t m = ml__load(&a->slots[idx].meta);
+    uint32_t gen = ML_HI_GEN(ml__hi(m));
+    size_t size = a->slots[idx].size;
+    int rc = 0;
+    if (!(p->rc_valid && p->rc_idx == idx && p->rc_gen == gen)) {
+        p->rc_valid = false;
+        if (p->rc_cap < size) {
+            char *nb = realloc(p->rc_buf, size);
+            if (!nb) rc = -ENOMEM;
+            else {
+                p->rc_buf = nb;
+                p->rc_cap = size;
+            }
+        }
+        uint64_t loc = ml__load(&a->slots[idx].addr);
+        if (rc == 0 && (m & ML_M_STATE) == ML_STATE_COMPRESSED) {
+            rc = open_record(p, idx, m, size, (const char *)(uintptr_t)loc, lane_bytes_of(a, idx, m), p->rc_buf);
+        } else if (rc == 0 && (rc = ensure_started(p)) == 0) {
+            size_t rl = (size_t)ml__swap_len(loc) * ML_SWAP_BLOCK;
+            char *buf = p->bufs;
+            int bi = 0;
+            if (rl > BUF_BYTES) {
+                bi = -1;
+                if (posix_memalign((void **)&buf, 4096, rl) != 0) buf = NULL, rc = -ENOMEM;
+            }
+            if (rc == 0) rc = read_record(p, loc, buf, bi);
+            if (rc == 0) rc = open_record(p, idx, m, size, buf, rl, p->rc_buf);
+            if (bi < 0) free(buf);
+        }
+        if (rc == 0) {
+            p->rc_valid = true;
+            p->rc_idx = idx;
+            p->rc_gen = gen;
+        }
+    }
+    if (rc == 0) {
+        memcpy(dst, p->rc_buf + off, len);
+        p->st.cold_reads++;
+        rc = (int)len;
+    }
+    pthread_mutex_unlock(&p->lock);
+    return rc;
+}
+
+/* ---- freeing a cold entry ------------------------------------------------------- */
+
+static void drop(ml_arena *a, uint32_t idx, uint64_t m)
+{
+    ml_pager *p = pager_of(a);
+    pthread_mutex_lock(&p->lock);
+    size_t size = a->slots[idx].size;
+    uint64_t loc = ml__load(&a->slots[idx].addr);
+    if ((m & ML_M_STATE) == ML_STATE_EVICTED) {
+        ml__swap_free(&p->swap, ml__swap_off(loc));
+        p->st.now_evicted--;
+        p->st.now_evicted_bytes -= size;
+    } else {
+        free_lane_blob(a, idx, m);
+        p->st.now_compressed--;
+        p->st.now_compressed_bytes -= size;
+    }
+    if (p->rc_valid && p->rc_idx == idx) p->rc_valid = false;
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* SlowLane bytes in use, as the lane sees them. */
+static size_t lane_used(ml_arena *a, size_t *cap)
+{
+    ml_lane_t *l = &a->lanes[ML_LANE_SLOW];
+    pthread_mutex_lock(&l->lock);
+    size_t used = l->blocks_used_bytes + l->blob_units_total * ml__lane_unit(l);
+    *cap = l->region.size;
+    pthread_mutex_unlock(&l->lock);
+    return used;
+}
+
+/* ---- choosing victims ------------------------------------------------------------ */
+
+typedef struct cand {
+    uint32_t idx;
+    uint64_t last; /* last access, ns since arena creation */
+} cand;
+
+static int cmp_cand(const void *x, const void *y)
+{
+    const cand *a = x, *b = y;
+    return (a->last > b->last) - (a->last < b->last);
+}
+
+/* Claim the coldest eligible entries (CLOCK: entries whose access bit is
+ * clear first, by last access) until their lane bytes reach `bytes`, or
+ * all idle at least `idle_ns` (when bytes is 0). Returns how many. */
+static size_t pick(ml_pager *p, size_t bytes, uint64_t idle_ns, uint32_t keep, victim **out)
+{
+    ml_arena *a = p->a;
+    uint32_t n = __atomic_load_n(&a->slot_count, __ATOMIC_ACQUIRE);
+    uint64_t now = ml__now(a);
+    cand *cs = NULL;
+    size_t nc = 0, cap = 0;
+    size_t est = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        /* Pass 0: entries whose access bit is clear (not used since the last
+         * cycle); pass 1, only if those are not enough: the others. */
+        if (pass == 1 && (!bytes || est >= bytes)) break;
+        for (uint32_t i = 0; i < n; i++) {
+            if (i == keep) continue;
+            uint64_t m = ml__load_acq(&a->slots[i].meta);
+            if (!ml__meta_live(m) || (m & ML_M_LOCKED) || !eligible(a, i, m)) continue;
+            if ((pass == 0) == ((m & ML_M_ACCESSED) != 0)) continue;
+            if (nc == cap) {
+                cap = cap ? cap * 2 : 256;
+                cand *v = realloc(cs, cap * sizeof *v);
+                if (!v) break;
+                cs = v;
+            }
+            cs[nc++] = (cand){i, 0};
+            est += ml__load(&a->slots[i].size);
+        }
+    }
+    /* Claim them and read their last access under the claim. */
+    size_t nclaimed = 0;
+    for (size_t k = 0; k < nc; k++) {
+        uint64_t m;
+        if (!ml__try_claim_idx(a, cs[k].idx, &m)) continue;
+        if (!eligible(a, cs[k].idx, m)) {
+            ml__unclaim(a, cs[k].idx);
+            continue;
+        }
+        ml_cold c;
+        ml__cold_peek(a, cs[k].idx, m, &c);
+        cs[nclaimed++] = (cand){cs[k].idx, (m & ML_M_ACCESSED) ? now : c.last_access_ns};
+    }
+    qsort(cs, nclaimed, sizeof *cs, cmp_cand);
+    victim *vs = calloc(nclaimed ? nclaimed : 1, sizeof *vs);
+    size_t nv = 0, got = 0;
+    for (size_t k = 0; k < nclaimed; k++) {
+        uint32_t i = cs[k].idx;
+        uint64_t m = ml__load(&a->slots[i].meta);
+        bool take = vs != NULL && (bytes ? got < bytes : now - cs[k].last >= idle_ns);
+        if (!take) {
+            ml__unclaim(a, i);
+            continue;
+        }
+        vs[nv++] = (victim){.idx = i, .m = m, .buf = -1, .blk = -1};
+        got += lane_bytes_of(a, i, m);
+    }
+    free(cs);
+    *out = vs;
+    return nv;
+}
+
+/* Make `bytes` of SlowLane free (make_room, page-in) or bring usage under
+ * the low-water mark (pressure). Victims compress in RAM first when the
+ * compressed stage is on and that frees enough, else go to disk. Returns
+ * lane bytes freed. Caller holds the pager lock. */
+static size_t make_room_locked(ml_pager *p, size_t bytes, uint32_t keep)
+{
+    ml_arena *a = p->a;
+    size_t cap, start = lane_used(a, &cap), freed = 0;
+    for (int round = 0; round < 2 && freed < bytes; round++) {
+        victim *vs;
+        size_t n = pick(p, bytes - freed, 0, keep, &vs);
+        victim *todisk = n ? malloc(n * sizeof *todisk) : NULL;
+        if (!n || !todisk) {
+            for (size_t i = 0; i < n; i++) ml__unclaim(a, vs[i].idx);
+            free(vs);
+            free(todisk);
+            break;
+        }
+        /* First round with the compressed stage: resident blobs are
+         * compressed in RAM and records (colder) go to disk. Otherwise all
+         * go to disk, and whatever cannot (no disk, budget full, I/O error)
+         * is compressed in RAM instead. */
+        bool stage = round == 0 && a->cfg.compressed_stage;
+        size_t nd = 0;
+        for (size_t i = 0; i < n; i++) {
+            bool resident = (vs[i].m & ML_M_STATE) == ML_STATE_SLOW;
+            if (stage && resident && compress_one(p, vs[i].idx) == 0) continue;
+            todisk[nd++] = vs[i];
+        }
+        bool disk = nd && ensure_started(p) == 0;
+        if (disk) evict_many(p, todisk, nd);
+        for (size_t i = 0; i < nd; i++)
+            if ((!disk || todisk[i].result) && a->cfg.compressed_stage &&
+                (ml__load(&a->slots[todisk[i].idx].meta) & ML_M_STATE) == ML_STATE_SLOW)
+                compress_one(p, todisk[i].idx);
+        for (size_t i = 0; i < n; i++) ml__unclaim(a, vs[i].idx);
+        free(todisk);
+        free(vs);
+        size_t now = lane_used(a, &cap);
+        freed = start > now ? start - now : 0;
+    }
+    return freed;
+}
+
+static size_t make_room(ml_arena *a, size_t bytes)
+{
+    ml_pager *p = pager_of(a);
+    if (!p) return 0;
+    pthread_mutex_lock(&p->lock);
+    size_t freed = make_room_locked(p, bytes, UINT32_MAX);
+    pthread_mutex_unlock(&p->lock);
+    return freed;
+}
+
+static void maintain(ml_arena *a)
+{
+    ml_pager *p = pager_of(a);
+    if (!p) return;
+    pthread_mutex_lock(&p->lock);
+    /* 1. Idle entries: compress (first stage) or evict. */
+    if (a->cfg.cold_after_ms) {
+        uint64_t idle = (uint64_t)a->cfg.cold_after_ms * 1000000u;
+        victim *vs;
+        size_t n = pick(p, 0, idle, UINT32_MAX, &vs);
+        size_t nd = 0;
+        for (size_t i = 0; i < n; i++) {
+            bool resident = (vs[i].m & ML_M_STATE) == ML_STATE_SLOW;
+            if (resident && a->cfg.compressed_stage && compress_one(p, vs[i].idx) == 0) {
+                ml__unclaim(a, vs[i].idx);
+                continue;
+            }
+            /* Compressed records (or blobs that do not compress) go to disk
+             * once idle twice as long. */
+            vs[nd++] = vs[i];
+        }
+        if (nd && ensure_started(p) == 0) evict_many(p, vs, nd);
+        for (size_t i = 0; i < nd; i++) ml__unclaim(a, vs[i].idx);
+        free(vs);
+    }
+    /* 2. Pressure, with hysteresis. */
+    size_t cap, used = lane_used(a, &cap);
+    double hi = a->cfg.slow_lane_usage_threshold, lo = hi - a->cfg.evict_hysteresis;
+    if ((double)used > hi * (double)cap) make_room_locked(p, used - (size_t)(lo * (double)cap), UINT32_MAX);
+    pthread_mutex_unlock(&p->lock);
+}
+
+static const ml_pager_ops ops = {attach, detach, page_in, read_cold, drop, make_room, maintain};
+
+__attribute__((constructor)) static void register_pager(void) { ml__pager_register(&ops); }
+
+/* ---- public API ------------------------------------------------------------------- */
+
+int ml_paging_stats_get(ml_arena *a, ml_paging_stats *out)
+{
+    if (!a || !out) return -EINVAL;
+    ml_pager *p = pager_of(a);
+    if (!p) {
+        memset(out, 0, sizeof *out);
+        snprintf(out->engine, sizeof out->engine, "none");
+        return 0;
+    }
+    pthread_mutex_lock(&p->lock);
+    *out = p->st;
+    if (p->started) out->swap_used = p->swap.used * ML_SWAP_BLOCK;
+    pthread_mutex_unlock(&p->lock);
+    return 0;
+}
+
+/* Claim h for an explicit compress/evict: a SlowLane blob, unpinned. */
+static int claim_victim(ml_arena *a, ml_handle h, uint64_t *m)
+{
+    if (!a) return -EINVAL;
+    if (!pager_of(a)) return -EINVAL;
+    int rc = ml__claim(a, h, ML_CLAIM_ANY, m);
+    if (rc) return rc;
+    uint64_t st = *m & ML_M_STATE;
+    if (!(*m & ML_M_BLOB) || st == ML_STATE_FAST) rc = -EINVAL;
+    else if (*m & ML_M_PINS) rc = -EBUSY;
+    if (rc) ml__unclaim(a, ml__idx(h));
+    return rc;
+}
+
+int ml_evict(ml_arena *a, ml_handle h)
+{
+    uint64_t m;
+    int rc = claim_victim(a, h, &m);
+    if (rc) return rc;
+    uint32_t idx = ml__idx(h);
+    ml_pager *p = pager_of(a);
+    if ((m & ML_M_STATE) == ML_STATE_EVICTED) rc = -EALREADY;
+    else {
+        pthread_mutex_lock(&p->lock);
+        rc = ensure_started(p);
+        if (rc == 0) {
+            victim v = {.idx = idx, .m = m, .buf = -1, .blk = -1};
+            evict_many(p, &v, 1);
+            rc = v.result;
+        }
+        pthread_mutex_unlock(&p->lock);
+    }
+    ml__unclaim(a, idx);
+    return rc;
+}
+
+int ml_compress(ml_arena *a, ml_handle h)
+{
+    uint64_t m;
+    int rc = claim_victim(a, h, &m);
+    if (rc) return rc;
+    uint32_t idx = ml__idx(h);
+    ml_pager *p = pager_of(a);
+    if ((m & ML_M_STATE) != ML_STATE_SLOW) rc = -EALREADY;
+    else {
+        pthread_mutex_lock(&p->lock);
+        rc = compress_one(p, idx);
+        pthread_mutex_unlock(&p->lock);
+    }
+    ml__unclaim(a, idx);
+    return rc;
+}
+
+int ml_prefetch(ml_arena *a, const ml_handle *hs, size_t n)
+{
+    if (!a || (!hs && n)) return -EINVAL;
+    ml_pager *p = pager_of(a);
+    if (!p) return 0;
+    int brought = 0, first_err = 0;
+    /* Claim the cold ones (waiting for claims held elsewhere). */
+    uint32_t *cold = malloc((n ? 2 * n : 1) * sizeof *cold);
+    if (!cold) return -ENOMEM;
+    uint32_t *rest = cold + n; /* the ones read in batches */
+    size_t nc = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t m;
+        if (ml__claim(a, hs[i], ML_CLAIM_ANY, &m) != 0) continue;
+        if (m & ML_M_RESIDENT) {
+            ml__unclaim(a, ml__idx(hs[i]));
+            continue;
+        }
+        cold[nc++] = ml__idx(hs[i]);
+    }
+    pthread_mutex_lock(&p->lock);
+    uint64_t t0 = mono_ns();
+    /* In batches of one bounce buffer per read in flight. */
+    typedef struct {
+        uint32_t idx;
+        uint64_t m;
+        ml_place pl;
+        int buf;
+        bool ok;
+    } pf;
+    pf *batch = calloc(MAX_BUFS, sizeof *batch);
+    /* Records in RAM, and records too big for a bounce buffer, one by one. */
+    size_t nr = 0;
+    for (size_t k = 0; k < nc; k++) {
+        uint32_t idx = cold[k];
+        uint64_t m = ml__load(&a->slots[idx].meta);
+        uint64_t loc = ml__load(&a->slots[idx].addr);
+        if ((m & ML_M_STATE) == ML_STATE_COMPRESSED || (size_t)ml__swap_len(loc) * ML_SWAP_BLOCK > BUF_BYTES) {
+            int rc = page_in_locked(p, idx);
+            if (rc == 0) brought++;
+            else if (!first_err) first_err = rc;
+        } else {
+            rest[nr++] = idx;
+        }
+    }
+    for (size_t k = 0; k < nr && batch;) {
+        size_t nb = 0;
+        if (ensure_started(p) != 0) break;
+        for (; k < nr && nb < p->nbufs; k++) {
+            uint32_t idx = rest[k];
+            uint64_t m = ml__load(&a->slots[idx].meta);
+            uint64_t loc = ml__load(&a->slots[idx].addr);
+            pf *f = &batch[nb];
+            f->idx = idx;
+            f->m = m;
+            f->ok = false;
+            f->buf = (int)nb;
+            if (place_back(p, idx, m, a->slots[idx].size, &f->pl) != 0) {
+                if (!first_err) first_err = -ENOMEM;
+                continue;
+            }
+            int rc = p->io->ops->read(p->io, p->bufs + nb * BUF_BYTES, (size_t)ml__swap_len(loc) * ML_SWAP_BLOCK,
+                                      ml__swap_off(loc) * ML_SWAP_BLOCK, (int)nb, nb);
+            if (rc) {
+                give_back_place(a, &f->pl);
+                if (!first_err) first_err = rc;
+                continue;
+            }
+            f->ok = true;
+            nb++;
+        }
+        p->io->ops->submit(p->io);
+        ml_io_cqe cq[MAX_BUFS];
+        size_t left = 0;
+        for (size_t i = 0; i < nb; i++) left += batch[i].ok;
+        while (left) {
+            int got = p->io->ops->reap(p->io, cq, MAX_BUFS, 1);
+            if (got <= 0) break;
+            for (int i = 0; i < got; i++) {
+                pf *f = &batch[cq[i].tag];
+                left--;
+                uint64_t loc = ml__load(&a->slots[f->idx].addr);
+                size_t len = (size_t)ml__swap_len(loc) * ML_SWAP_BLOCK;
+                int rc = cq[i].res == (long)len ? 0 : (p->st.io_errors++, cq[i].res < 0 ? (int)cq[i].res : -EIO);
+                if (rc == 0)
+                    rc = open_record(p, f->idx, f->m, a->slots[f->idx].size, p->bufs + (size_t)f->buf * BUF_BYTES,
+                                     len, f->pl.addr);
+                if (rc) {
+                    give_back_place(a, &f->pl);
+                    if (!first_err) first_err = rc;
+                    continue;
+                }
+                installed(p, f->idx, f->m, &f->pl);
+                p->st.prefetched++;
+                p->st.page_ins++;
+                brought++;
+            }
+        }
+    }
+    free(batch);
+    p->st.pagein_ns += mono_ns() - t0;
+    pthread_mutex_unlock(&p->lock);
+    for (size_t i = 0; i < nc; i++) ml__unclaim(a, cold[i]);
+    free(cold);
+    return brought ? brought : first_err;
+}
+
+/* ---- test seam -------------------------------------------------------------------- */
+
+int ml__arena_create_io(const ml_config *cfg, ml_io_open_fn open_io, void *ctx, ml_arena **out)
+{
+    pending_open = open_io;
+    pending_ctx = ctx;
+    int rc = ml_arena_create(cfg, out);
+    pending_open = NULL;
+    pending_ctx = NULL;
+    return rc;
+}

@@ -1,0 +1,166 @@
+// FaultIO: an I/O engine (paging/io.h) that wraps a real one (io_uring or
+// pread/pwrite) and injects faults at chosen operations: a write that fails
+// with an errno, a short write, a read that fails, a read whose data gets
+// one bit flipped, a read served from another offset (a stale record).
+// Everything else goes to the real engine, on the real swap file.
+#ifndef ML_TESTS_FAULT_IO_H
+#define ML_TESTS_FAULT_IO_H
+
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+
+extern "C" {
+#include "paging/io.h"
+#include "paging/pager.h"
+}
+
+struct FaultIO {
+    // Rules: operation numbers count from 0 per kind; -1 = never.
+    int fail_write_at = -1;
+    int fail_write_err = EIO;
+    bool short_write = false;  // the failing write completes half its bytes
+    int fail_all_writes_from = -1;
+    int fail_read_at = -1;
+    int fail_read_err = EIO;
+    int flip_read_at = -1;      // flip one bit of the data read
+    int redirect_read_at = -1;  // read from redirect_off instead
+    uint64_t redirect_off = 0;
+    int which = ML_IO_WHICH_AUTO;  // inner engine
+
+    // What happened.
+    int writes = 0, reads = 0, injected = 0;
+    std::string inner_name;
+
+    static int Open(void *ctx, int fd, unsigned depth, int which, ml_io **out) {
+        FaultIO *f = (FaultIO *)ctx;
+        auto *w = new Wrap;
+        w->f = f;
+        int rc = ml__io_open_default(nullptr, fd, depth, f->which != ML_IO_WHICH_AUTO ? f->which : which, &w->inner);
+        if (rc) {
+            delete w;
+            return rc;
+        }
+        f->inner_name = w->inner->ops->name;
+        w->io = ml_io{&ops_, fd, depth, 0};
+        *out = &w->io;
+        return 0;
+    }
+
+    ml_arena *Create(const ml_config *cfg) {
+        ml_arena *a = nullptr;
+        int rc = ml__arena_create_io(cfg, &FaultIO::Open, this, &a);
+        return rc == 0 ? a : nullptr;
+    }
+
+  private:
+    struct Wrap {
+        ml_io io;  // first: the pager sees this
+        ml_io *inner;
+        FaultIO *f;
+        std::deque<ml_io_cqe> fake;                // injected completions
+        std::map<uint64_t, std::pair<char *, size_t>> flips;  // tag -> read buffer to corrupt
+    };
+    static Wrap *W(ml_io *io) { return (Wrap *)io; }
+
+    static int Write(ml_io *io, const void *buf, size_t len, uint64_t off, int bi, uint64_t tag) {
+        Wrap *w = W(io);
+        FaultIO *f = w->f;
+        int n = f->writes++;
+        bool fail = n == f->fail_write_at || (f->fail_all_writes_from >= 0 && n >= f->fail_all_writes_from);
+        if (fail) {
+            if (io->inflight >= io->depth) {
+                f->writes--;
+                return -EAGAIN;
+            }
+            f->injected++;
+            if (f->short_write) {
+                // Really write half, then report the short count.
+                size_t part = len > 4096 ? len - 4096 : len / 2;
+                int rc = w->inner->ops->write(w->inner, buf, part, off, -1, tag);
+                if (rc) return rc;
+                io->inflight++;
+                return 0;
+            }
+            w->fake.push_back(ml_io_cqe{tag, -(long)f->fail_write_err});
+            io->inflight++;
+            return 0;
+        }
+        int rc = w->inner->ops->write(w->inner, buf, len, off, bi, tag);
+        if (rc == 0) io->inflight++;
+        else f->writes--;
+        return rc;
+    }
+
+    static int Read(ml_io *io, void *buf, size_t len, uint64_t off, int bi, uint64_t tag) {
+        Wrap *w = W(io);
+        FaultIO *f = w->f;
+        int n = f->reads++;
+        if (n == f->fail_read_at) {
+            f->injected++;
+            w->fake.push_back(ml_io_cqe{tag, -(long)f->fail_read_err});
+            io->inflight++;
+            return 0;
+        }
+        if (n == f->redirect_read_at) {
+            f->injected++;
+            off = f->redirect_off;
+        }
+        int rc = w->inner->ops->read(w->inner, buf, len, off, bi, tag);
+        if (rc) {
+            f->reads--;
+            return rc;
+        }
+        if (n == f->flip_read_at) {
+            f->injected++;
+            w->flips[tag] = {(char *)buf, len};
+        }
+        io->inflight++;
+        return 0;
+    }
+
+    static int Submit(ml_io *io) { return W(io)->inner->ops->submit(W(io)->inner); }
+
+    static int Reap(ml_io *io, ml_io_cqe *out, unsigned max, unsigned min) {
+        Wrap *w = W(io);
+        unsigned n = 0;
+        while (n < max && !w->fake.empty()) {
+            out[n++] = w->fake.front();
+            w->fake.pop_front();
+        }
+        if (n < max && w->inner->inflight) {
+            int r = w->inner->ops->reap(w->inner, out + n, max - n, min > n ? min - n : 0);
+            if (r < 0) return n ? (int)n : r;
+            for (int i = 0; i < r; i++) {
+                auto it = w->flips.find(out[n + i].tag);
+                if (it != w->flips.end() && out[n + i].res > 0) {
+                    // Flip a bit in the middle of the payload.
+                    it->second.first[it->second.second / 2] ^= 0x10;
+                    w->flips.erase(it);
+                }
+            }
+            n += (unsigned)r;
+        }
+        io->inflight -= n;
+        return (int)n;
+    }
+
+    static int Register(ml_io *io, const struct iovec *iov, unsigned n) {
+        return W(io)->inner->ops->register_buffers(W(io)->inner, iov, n);
+    }
+
+    static void Destroy(ml_io *io) {
+        Wrap *w = W(io);
+        w->inner->ops->destroy(w->inner);
+        delete w;
+    }
+
+    static const ml_io_ops ops_;
+};
+
+inline const ml_io_ops FaultIO::ops_ = {"fault", &FaultIO::Write, &FaultIO::Read, &FaultIO::Submit,
+                                        &FaultIO::Reap, &FaultIO::Register, &FaultIO::Destroy};
+
+#endif

@@ -1,0 +1,481 @@
+// Paging: compression in RAM, eviction to the swap file through io_uring
+// (O_DIRECT) and pread/pwrite, page-in on access, prefetch, cold reads, and
+// fault injection: no data is ever lost, corruption is always detected.
+#include <dirent.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "fault_io.h"
+#include "test_util.h"
+
+namespace {
+
+// Compressible content (zstd -1 gets about 3:1): words drawn at random from
+// a small vocabulary, seeded so that any reader can check it.
+void Content(uint64_t seed, unsigned char *p, size_t n) {
+    static const char *words[] = {"lane ", "handle ", "blob ", "stub ", "zstd ", "page ",  "swap ",
+                                  "fast ", "slow ",   "evict ", "cold ", "ring ", "arena ", "pin "};
+    std::mt19937_64 r(seed);
+    for (size_t i = 0; i < n;) {
+        const char *w = words[r() % 14];
+        for (size_t k = 0; w[k] && i < n; k++) p[i++] = (unsigned char)w[k];
+        if (i < n && r() % 4 == 0) p[i++] = (unsigned char)r();
+    }
+}
+
+struct Blob {
+    ml_handle h;
+    size_t size;
+    uint64_t seed;
+};
+
+Blob Make(ml_arena *a, size_t size, uint64_t seed) {
+    Blob b{ML_HANDLE_NULL, size, seed};
+    EXPECT_EQ(ml_alloc(a, size, &b.h), 0);
+    unsigned char *p = (unsigned char *)ml_get(a, b.h);
+    EXPECT_NE(p, nullptr);
+    if (p) Content(seed, p, size);
+    return b;
+}
+
+// Checks through ml_read (no state change).
+bool ReadMatches(ml_arena *a, const Blob &b) {
+    std::vector<unsigned char> want(b.size), got(b.size);
+    Content(b.seed, want.data(), b.size);
+    return ml_read(a, b.h, 0, got.data(), b.size) == (int)b.size && want == got;
+}
+
+// Checks through ml_get (pages in).
+bool GetMatches(ml_arena *a, const Blob &b) {
+    std::vector<unsigned char> want(b.size);
+    Content(b.seed, want.data(), b.size);
+    const unsigned char *p = (const unsigned char *)ml_get(a, b.h);
+    return p && memcmp(p, want.data(), b.size) == 0;
+}
+
+ml_config PagingConfig(int engine) {
+    ml_config c;
+    ml_config_init(&c);
+    c.fast_lane_size = 1 << 20;
+    c.slow_lane_size = 8 << 20;
+    c.swap_size = 64 << 20;
+    c.io_engine = engine;
+    c.enable_auto_compaction = false;
+    return c;
+}
+
+ml_paging_stats PStats(ml_arena *a) {
+    ml_paging_stats st;
+    EXPECT_EQ(ml_paging_stats_get(a, &st), 0);
+    return st;
+}
+
+int OpenFds() {
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    while (readdir(d)) n++;
+    closedir(d);
+    return n;
+}
+
+long RssKiB() {
+    std::ifstream f("/proc/self/status");
+    std::string line;
+    while (std::getline(f, line))
+        if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+    return -1;
+}
+
+class Engines : public ::testing::TestWithParam<int> {};
+
+}  // namespace
+
+// Every test below runs on io_uring (1) and on pread/pwrite (2).
+INSTANTIATE_TEST_SUITE_P(Paging, Engines, ::testing::Values(1, 2),
+                         [](const ::testing::TestParamInfo<int> &i) {
+                             return std::string(i.param == 1 ? "IoUring" : "PreadPwrite");
+                         });
+
+TEST_P(Engines, EvictReadColdThenPageInOnAccess) {
+    ml_config c = PagingConfig(GetParam());
+    ArenaGuard a(&c);
+    Blob b = Make(a, 64 << 10, 1);
+    ASSERT_EQ(ml_evict(a, b.h), 0);
+    EXPECT_EQ(ml_handle_state(a, b.h), ML_STATE_EVICTED);
+    ml_paging_stats st = PStats(a);
+    EXPECT_EQ(st.evicted, 1u);
+    EXPECT_EQ(st.now_evicted, 1u);
+    EXPECT_EQ(st.io_uring, GetParam() == 1 ? 1u : 0u);
+    EXPECT_STREQ(st.engine, GetParam() == 1 ? "io_uring" : "pread/pwrite");
+    EXPECT_EQ(st.direct_io, 1u) << "the swap file is on ext4: O_DIRECT works";
+    EXPECT_LT(st.bytes_out, st.bytes_in) << "compressible data was compressed";
+    EXPECT_GT(st.swap_used, 0u);
+    ml_handle_info info;
+    ASSERT_EQ(ml_handle_info_get(a, b.h, &info), 0);
+    EXPECT_EQ(info.state, ML_STATE_EVICTED);
+    EXPECT_GT(info.stored_size, 0u);
+    EXPECT_LT(info.stored_size, b.size);
+
+    // A read decompresses a copy; the entry stays on disk.
+    EXPECT_TRUE(ReadMatches(a, b));
+    unsigned char part[100];
+    ASSERT_EQ(ml_read(a, b.h, 1000, part, sizeof part), (int)sizeof part);
+    std::vector<unsigned char> want(b.size);
+    Content(b.seed, want.data(), b.size);
+    EXPECT_EQ(memcmp(part, want.data() + 1000, sizeof part), 0);
+    EXPECT_EQ(ml_handle_state(a, b.h), ML_STATE_EVICTED);
+    EXPECT_EQ(PStats(a).page_ins, 0u);
+
+    // Any access brings it back.
+    EXPECT_TRUE(GetMatches(a, b));
+    EXPECT_EQ(ml_handle_state(a, b.h), ML_STATE_SLOW);
+    st = PStats(a);
+    EXPECT_EQ(st.page_ins, 1u);
+    EXPECT_EQ(st.now_evicted, 0u);
+    EXPECT_EQ(st.swap_used, 0u) << "swap space released after page-in";
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
+TEST_P(Engines, CompressedStageInRamAndBack) {
+    ml_config c = PagingConfig(GetParam());
+    ArenaGuard a(&c);
+    Blob b = Make(a, 100 << 10, 2);
+    ml_stats before;
+    ASSERT_EQ(ml_stats_get(a, &before), 0);
+    ASSERT_EQ(ml_compress(a, b.h), 0);
+    EXPECT_EQ(ml_handle_state(a, b.h), ML_STATE_COMPRESSED);
+    EXPECT_EQ(ml_compress(a, b.h), -EALREADY);
+    ml_stats after;
+    ASSERT_EQ(ml_stats_get(a, &after), 0);
+    EXPECT_LT(after.lane[ML_LANE_SLOW].used, before.lane[ML_LANE_SLOW].used) << "lane space shrank";
+    EXPECT_EQ(PStats(a).now_compressed, 1u);
+    EXPECT_TRUE(ReadMatches(a, b));
+    EXPECT_EQ(ml_handle_state(a, b.h), ML_STATE_COMPRESSED);
+    // From RAM to disk: the record is written as it is.
+    ASSERT_EQ(ml_evict(a, b.h), 0);
+    EXPECT_EQ(ml_handle_state(a, b.h), ML_STATE_EVICTED);
+    EXPECT_EQ(PStats(a).now_compressed, 0u);
+    void *p;
+    ASSERT_EQ(ml_pin(a, b.h, &p), 0) << "a pin brings it back";
+    EXPECT_TRUE(GetMatches(a, b));
+    EXPECT_EQ(ml_evict(a, b.h), -EBUSY) << "pinned entries stay";
+    ASSERT_EQ(ml_unpin(a, b.h), 0);
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
+TEST_P(Engines, IncompressibleDataIsStoredRaw) {
+    ml_config c = PagingConfig(GetParam());
+    ArenaGuard a(&c);
+    ml_handle h;
+    ASSERT_EQ(ml_alloc(a, 64 << 10, &h), 0);
+    unsigned char *p = (unsigned char *)ml_get(a, h);
+    std::mt19937_64 r(3);
+    for (size_t i = 0; i < (64 << 10); i++) p[i] = (unsigned char)r();
+    std::vector<unsigned char> copy(p, p + (64 << 10));
+    EXPECT_EQ(ml_compress(a, h), -EALREADY) << "no gain in RAM: stays resident";
+    EXPECT_EQ(ml_handle_state(a, h), ML_STATE_SLOW);
+    ASSERT_EQ(ml_evict(a, h), 0);
+    EXPECT_GE(PStats(a).stored_raw, 1u);
+    p = (unsigned char *)ml_get(a, h);
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(memcmp(p, copy.data(), copy.size()), 0);
+}
+
+TEST_P(Engines, PressureEvictsAndEverythingComesBack) {
+    ml_config c = PagingConfig(GetParam());
+    c.slow_lane_size = 4 << 20;  // the data set below is 8x this
+    ArenaGuard a(&c);
+    std::vector<Blob> bs;
+    for (int i = 0; i < 512; i++) bs.push_back(Make(a, 64 << 10, 100 + i));
+    ml_paging_stats st = PStats(a);
+    EXPECT_GT(st.evicted + st.compressed, 300u);
+    for (int round = 0; round < 2; round++)
+        for (auto &b : bs) ASSERT_TRUE(GetMatches(a, b)) << "entry " << &b - &bs[0];
+    EXPECT_GT(PStats(a).page_ins, 300u);
+    EXPECT_EQ(ml__arena_check(a), 0);
+    for (auto &b : bs) ASSERT_EQ(ml_free(a, b.h), 0);
+    st = PStats(a);
+    EXPECT_EQ(st.now_evicted, 0u);
+    EXPECT_EQ(st.now_compressed, 0u);
+    EXPECT_EQ(st.swap_used, 0u);
+}
+
+TEST_P(Engines, PrefetchBringsManyBackAtOnce) {
+    ml_config c = PagingConfig(GetParam());
+    c.slow_lane_size = 32 << 20;
+    ArenaGuard a(&c);
+    std::vector<Blob> bs;
+    std::vector<ml_handle> hs;
+    for (int i = 0; i < 100; i++) {
+        bs.push_back(Make(a, 48 << 10, 500 + i));
+        ASSERT_EQ(ml_evict(a, bs.back().h), 0);
+        hs.push_back(bs.back().h);
+    }
+    ml_handle resident;
+    ASSERT_EQ(ml_alloc(a, 100, &resident), 0);
+    hs.push_back(resident);      // skipped
+    hs.push_back(ML_HANDLE_NULL);  // skipped
+    EXPECT_EQ(ml_prefetch(a, hs.data(), hs.size()), 100);
+    ml_paging_stats st = PStats(a);
+    EXPECT_EQ(st.prefetched, 100u);
+    EXPECT_EQ(st.now_evicted, 0u);
+    for (auto &b : bs) {
+        EXPECT_EQ(ml_handle_state(a, b.h), ML_STATE_SLOW);
+        EXPECT_TRUE(GetMatches(a, b));
+    }
+}
+
+TEST_P(Engines, FreeingColdEntriesReleasesTheirSpace) {
+    ml_config c = PagingConfig(GetParam());
+    ArenaGuard a(&c);
+    Blob e = Make(a, 64 << 10, 7), z = Make(a, 64 << 10, 8);
+    ASSERT_EQ(ml_evict(a, e.h), 0);
+    ASSERT_EQ(ml_compress(a, z.h), 0);
+    ASSERT_EQ(ml_free(a, e.h), 0);
+    ASSERT_EQ(ml_free(a, z.h), 0);
+    EXPECT_EQ(ml_handle_state(a, e.h), ML_STATE_FREED);
+    ml_paging_stats st = PStats(a);
+    EXPECT_EQ(st.swap_used, 0u);
+    EXPECT_EQ(st.now_evicted + st.now_compressed, 0u);
+    ml_stats s;
+    ASSERT_EQ(ml_stats_get(a, &s), 0);
+    EXPECT_EQ(s.lane[ML_LANE_SLOW].used, 0u);
+    EXPECT_EQ(s.handles_live, 0u);
+}
+
+TEST_P(Engines, MigrationReallocAndCompactionOfColdEntries) {
+    ml_config c = PagingConfig(GetParam());
+    ArenaGuard a(&c);
+    std::vector<Blob> bs;
+    for (int i = 0; i < 40; i++) bs.push_back(Make(a, 20000 + i * 1000, 900 + i));
+    for (size_t i = 0; i < bs.size(); i += 2) ASSERT_EQ(ml_free(a, bs[i].h), 0);
+    for (size_t i = 1; i < bs.size(); i += 4) ASSERT_EQ(ml_compress(a, bs[i].h), 0);
+    ml_compact_result r;
+    ASSERT_EQ(ml_compact(a, ML_LANE_SLOW, &r), 0);
+    EXPECT_GT(r.moved_entries, 0u) << "compressed records move like blobs";
+    for (size_t i = 1; i < bs.size(); i += 2) EXPECT_TRUE(ReadMatches(a, bs[i]));
+    // realloc of an evicted entry pages it in first.
+    Blob &v = bs[3];
+    ASSERT_EQ(ml_evict(a, v.h), 0);
+    ASSERT_EQ(ml_realloc(a, v.h, v.size + 5000), 0);
+    EXPECT_EQ(ml_handle_state(a, v.h), ML_STATE_SLOW);
+    std::vector<unsigned char> want(v.size), got(v.size);
+    Content(v.seed, want.data(), v.size);
+    ASSERT_EQ(ml_read(a, v.h, 0, got.data(), v.size), (int)v.size);
+    EXPECT_EQ(want, got);
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
+TEST_P(Engines, IdleBlobsGoColdInStagesByMaintenance) {
+    ml_config c = PagingConfig(GetParam());
+    c.cold_after_ms = 20;
+    ArenaGuard a(&c);
+    Blob b = Make(a, 64 << 10, 11);
+    ASSERT_EQ(ml_maintain(a), 0);  // folds the access bit of the allocation
+    std::this_thread::sleep_for(std::chrono::milliseconds(40));
+    ASSERT_EQ(ml_maintain(a), 0);
+    EXPECT_EQ(ml_handle_state(a, b.h), ML_STATE_COMPRESSED) << "first stage: in RAM";
+    std::this_thread::sleep_for(std::chrono::milliseconds(40));
+    ASSERT_EQ(ml_maintain(a), 0);
+    EXPECT_EQ(ml_handle_state(a, b.h), ML_STATE_EVICTED) << "idle longer: to disk";
+    EXPECT_TRUE(GetMatches(a, b));
+}
+
+TEST(Paging, BudgetFullStopsEvictionAndKeepsData) {
+    ml_config c = PagingConfig(0);
+    c.swap_size = 1 << 20;  // room for ~16 records of 64 KiB raw
+    ArenaGuard a(&c);
+    std::vector<Blob> bs;
+    int refused = 0;
+    for (int i = 0; i < 40; i++) {
+        ml_handle h;
+        ASSERT_EQ(ml_alloc(a, 64 << 10, &h), 0);
+        unsigned char *p = (unsigned char *)ml_get(a, h);
+        std::mt19937_64 r(i);  // incompressible: raw records
+        for (size_t k = 0; k < (64 << 10); k++) p[k] = (unsigned char)r();
+        int rc = ml_evict(a, h);
+        if (rc == -ENOSPC) {
+            refused++;
+            EXPECT_EQ(ml_handle_state(a, h), ML_STATE_SLOW);
+        } else {
+            ASSERT_EQ(rc, 0);
+        }
+    }
+    EXPECT_GT(refused, 0);
+    EXPECT_EQ(PStats(a).budget_full, (uint64_t)refused);
+    EXPECT_LE(PStats(a).swap_used, 1u << 20);
+}
+
+TEST(Paging, NothingLeftBehindAfterDestroy) {
+    const char *tmp = getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/var/tmp";
+    std::string tmpl = std::string(tmp) + "/ml-swap-test-XXXXXX";
+    std::vector<char> dirbuf(tmpl.begin(), tmpl.end());
+    dirbuf.push_back(0);
+    char *dir = dirbuf.data();
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    int fds = OpenFds();
+    for (int engine : {1, 2}) {
+        ml_config c = PagingConfig(engine);
+        c.swap_dir = dir;
+        ml_arena *a;
+        ASSERT_EQ(ml_arena_create(&c, &a), 0);
+        for (int i = 0; i < 20; i++) {
+            Blob b = Make(a, 64 << 10, i);
+            ASSERT_EQ(ml_evict(a, b.h), 0);
+        }
+        ml_arena_destroy(a);  // with records on disk
+    }
+    EXPECT_EQ(OpenFds(), fds) << "no leaked descriptors";
+    DIR *d = opendir(dir);
+    int files = 0;
+    while (struct dirent *e = readdir(d))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) files++;
+    closedir(d);
+    EXPECT_EQ(files, 0) << "no leftover swap files";
+    rmdir(dir);
+}
+
+TEST(Paging, ResidentSizeStaysNearTheLanesWithSeveralTimesTheData) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    GTEST_SKIP() << "sanitizer shadow memory (and ASan's quarantine) make the resident size meaningless";
+#endif
+    ml_config c = PagingConfig(1);
+    c.slow_lane_size = 32 << 20;
+    c.swap_size = 512 << 20;
+    ArenaGuard a(&c);
+    long base = RssKiB();
+    std::vector<Blob> bs;
+    for (int i = 0; i < 2048; i++) bs.push_back(Make(a, 64 << 10, 3000 + i));  // 128 MiB
+    std::mt19937_64 r(4);
+    for (int i = 0; i < 3000; i++) ASSERT_TRUE(GetMatches(a, bs[r() % bs.size()]));
+    long grew = RssKiB() - base;
+    // 32 MiB SlowLane + 1 MiB FastLane + tables and buffers: well under the 128 MiB of data.
+    EXPECT_LT(grew, 56 * 1024) << "resident size grew by " << grew << " KiB";
+    EXPECT_GT(PStats(a).page_ins, 1000u);
+}
+
+// ---- fault injection: no data lost ---------------------------------------------------
+
+class Faults : public ::testing::TestWithParam<int> {};
+INSTANTIATE_TEST_SUITE_P(Paging, Faults, ::testing::Values(1, 2),
+                         [](const ::testing::TestParamInfo<int> &i) {
+                             return std::string(i.param == 1 ? "IoUring" : "PreadPwrite");
+                         });
+
+TEST_P(Faults, FailedWritesLeaveBlobsResidentAndIntact) {
+    for (int kind = 0; kind < 3; kind++) {  // EIO, ENOSPC, short write
+        FaultIO f;
+        f.which = GetParam();
+        f.fail_write_at = 1;
+        f.fail_write_err = kind == 1 ? ENOSPC : EIO;
+        f.short_write = kind == 2;
+        ml_config c = PagingConfig(GetParam());
+        ml_arena *a = f.Create(&c);
+        ASSERT_NE(a, nullptr);
+        std::vector<Blob> bs;
+        for (int i = 0; i < 4; i++) bs.push_back(Make(a, 64 << 10, 40 + i));
+        EXPECT_EQ(ml_evict(a, bs[0].h), 0);
+        int rc = ml_evict(a, bs[1].h);  // the second write fails
+        EXPECT_LT(rc, 0) << "kind " << kind;
+        EXPECT_EQ(ml_handle_state(a, bs[1].h), ML_STATE_SLOW) << "kind " << kind;
+        EXPECT_TRUE(GetMatches(a, bs[1])) << "kind " << kind;
+        EXPECT_EQ(f.injected, 1);
+        EXPECT_EQ(PStats(a).io_errors, 1u);
+        // The next eviction of the same blob works.
+        EXPECT_EQ(ml_evict(a, bs[1].h), 0);
+        for (auto &b : bs) EXPECT_TRUE(GetMatches(a, b)) << "kind " << kind;
+        EXPECT_EQ(ml__arena_check(a), 0);
+        ml_arena_destroy(a);
+    }
+}
+
+TEST_P(Faults, FailedReadKeepsTheRecordForARetry) {
+    FaultIO f;
+    f.which = GetParam();
+    f.fail_read_at = 0;
+    ml_config c = PagingConfig(GetParam());
+    ml_arena *a = f.Create(&c);
+    ASSERT_NE(a, nullptr);
+    Blob b = Make(a, 64 << 10, 50);
+    ASSERT_EQ(ml_evict(a, b.h), 0);
+    void *p;
+    EXPECT_EQ(ml_try_get(a, b.h, &p), -EIO);
+    EXPECT_EQ(p, nullptr);
+    EXPECT_EQ(ml_handle_state(a, b.h), ML_STATE_EVICTED) << "still on disk";
+    EXPECT_TRUE(GetMatches(a, b)) << "the retry reads the same record";
+    EXPECT_EQ(PStats(a).io_errors, 1u);
+    ml_arena_destroy(a);
+}
+
+TEST_P(Faults, FlippedBitIsDetectedNeverReturned) {
+    FaultIO f;
+    f.which = GetParam();
+    f.flip_read_at = 0;
+    ml_config c = PagingConfig(GetParam());
+    ml_arena *a = f.Create(&c);
+    ASSERT_NE(a, nullptr);
+    Blob b = Make(a, 64 << 10, 60);
+    ASSERT_EQ(ml_evict(a, b.h), 0);
+    EXPECT_EQ(ml_get(a, b.h), nullptr);
+    void *p;
+    std::vector<unsigned char> buf(b.size);
+    f.flip_read_at = 1;  // the cold read below is corrupted too
+    EXPECT_EQ(ml_read(a, b.h, 0, buf.data(), b.size), -EBADMSG);
+    EXPECT_EQ(PStats(a).checksum_failures, 2u);
+    EXPECT_EQ(ml_handle_state(a, b.h), ML_STATE_EVICTED);
+    ASSERT_EQ(ml_try_get(a, b.h, &p), 0) << "an honest read succeeds";
+    EXPECT_TRUE(GetMatches(a, b));
+    ml_arena_destroy(a);
+}
+
+TEST_P(Faults, StaleRecordOfAnotherHandleIsRejected) {
+    FaultIO f;
+    f.which = GetParam();
+    ml_config c = PagingConfig(GetParam());
+    ml_arena *a = f.Create(&c);
+    ASSERT_NE(a, nullptr);
+    Blob x = Make(a, 64 << 10, 70), y = Make(a, 64 << 10, 71);
+    ASSERT_EQ(ml_evict(a, x.h), 0);
+    ASSERT_EQ(ml_evict(a, y.h), 0);
+    ml_handle_info ix, iy;
+    ASSERT_EQ(ml_handle_info_get(a, x.h, &ix), 0);
+    ASSERT_EQ(ml_handle_info_get(a, y.h, &iy), 0);
+    f.redirect_read_at = f.reads;  // y's page-in reads x's record
+    f.redirect_off = ix.offset;
+    void *p;
+    EXPECT_EQ(ml_try_get(a, y.h, &p), -EBADMSG);
+    EXPECT_EQ(PStats(a).checksum_failures, 1u);
+    EXPECT_TRUE(GetMatches(a, y));
+    EXPECT_TRUE(GetMatches(a, x));
+    ml_arena_destroy(a);
+}
+
+TEST_P(Faults, PressureEvictionWithFailingDiskLosesNothing) {
+    FaultIO f;
+    f.which = GetParam();
+    f.fail_all_writes_from = 10;  // the disk dies after ten writes
+    ml_config c = PagingConfig(GetParam());
+    c.slow_lane_size = 4 << 20;
+    c.compressed_stage = false;
+    ml_arena *a = f.Create(&c);
+    ASSERT_NE(a, nullptr);
+    std::vector<Blob> bs;
+    for (int i = 0; i < 200; i++) {
+        Blob b{ML_HANDLE_NULL, 64 << 10, (uint64_t)(800 + i)};
+        int rc = ml_alloc(a, b.size, &b.h);
+        if (rc == -ENOMEM) break;  // full, and nowhere to put anything
+        ASSERT_EQ(rc, 0);
+        Content(b.seed, (unsigned char *)ml_get(a, b.h), b.size);
+        bs.push_back(b);
+    }
+    EXPECT_GT(bs.size(), 50u) << "a lane full, plus the ten records that went out";
+    EXPECT_GT(PStats(a).io_errors, 0u);
+    for (auto &b : bs) EXPECT_TRUE(ReadMatches(a, b));
+    ml_arena_destroy(a);
+}
