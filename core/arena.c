@@ -89,6 +89,7 @@ int ml__arena_create_with(const ml_config *cfg_in, const ml_prim *prim, ml_arena
     pthread_mutex_init(&a->table_lock, NULL);
     pthread_mutex_init(&a->tc_list_lock, NULL);
     pthread_mutex_init(&a->meta_lock, NULL);
+    pthread_mutex_init(&a->events_lock, NULL);
     a->free_head = ML_NIL32;
     for (unsigned i = 0; i < ML_MAX_GROUPS; i++) a->groups[i].head = ML_NIL32;
     a->epoch_ns = ml__coarse_ns();
@@ -136,6 +137,7 @@ void ml_arena_destroy(ml_arena *a)
     pthread_mutex_destroy(&a->table_lock);
     pthread_mutex_destroy(&a->tc_list_lock);
     pthread_mutex_destroy(&a->meta_lock);
+    ml__events_fini(a);
     free(a);
 }
 
@@ -465,6 +467,7 @@ static int alloc_slow(ml_arena *a, ml_tcache *tc, size_t size, size_t align, ml_
         }
         ml__unclaim(a, idx);
     }
+    if (ML_EVENT_ON(a)) ml__event(a, ML_EVENT_ALLOC, h, size, 1, lane, lane);
     *out = h;
     return 0;
 }
@@ -492,6 +495,7 @@ int ml__alloc(ml_arena *a, size_t size, size_t align, ml_group group, ml_handle 
                     *out = publish(a, idx, ML_LANE_FAST, ML_LANE_FAST, ml__block_addr(l, span, bi),
                                    size, align, 0);
                     count_alloc(tc, ML_LANE_FAST, ml__class_size[cls], size);
+                    if (ML_EVENT_ON(a)) ml__event(a, ML_EVENT_ALLOC, *out, size, 1, ML_LANE_FAST, ML_LANE_FAST);
                     return 0;
                 }
                 tc_push_slot(a, tc, idx);
@@ -518,6 +522,10 @@ static void release(ml_arena *a, uint32_t idx, uint64_t m)
 {
     ml_slot *s = &a->slots[idx];
     size_t size = s->size;
+    if (ML_EVENT_ON(a)) {
+        ml_lane l = (m & ML_M_STATE) == ML_STATE_FAST ? ML_LANE_FAST : ML_LANE_SLOW;
+        ml__event(a, ML_EVENT_FREE, ml__handle_of(m, idx), size, 1, l, l);
+    }
     if (!(m & ML_M_RESIDENT)) {
         /* Cold: the pager releases its record (and the lane space of an
          * in-RAM one) and its accounting; the slot goes back here. */
@@ -660,6 +668,7 @@ int ml_free(ml_arena *a, ml_handle h)
         ML_TC_ADD(tc->used[ML_LANE_FAST], -(int64_t)ml__class_size[cls]);
         ML_TC_ADD(tc->requested[ML_LANE_FAST], -(int64_t)s->size);
         tc_push_slot(a, tc, idx);
+        if (ML_EVENT_ON(a)) ml__event(a, ML_EVENT_FREE, h, s->size, 1, ML_LANE_FAST, ML_LANE_FAST);
         return 0;
     }
     return free_slow(a, h);

@@ -209,6 +209,14 @@ struct ml_arena {
     pthread_cond_t policy_cond;
     pthread_mutex_t maintain_lock; /* one maintenance cycle at a time */
 
+    /* Lifecycle events (core/events.c): a ring, off unless enabled. */
+    int events_on;               /* atomic flag read on hot paths */
+    pthread_mutex_t events_lock;
+    ml_event *events;
+    size_t events_cap;
+    uint64_t events_seq;
+    size_t events_head;
+
     struct ml_arena *reg_next;   /* g_registry list */
     void *pager;                 /* paging/'s state, NULL without paging */
 };
@@ -326,6 +334,12 @@ int ml__policy_start(ml_arena *a);
 /** Adjust this thread's usage counters of a lane (bytes reserved in the
  *  lane, bytes requested by the program) when an entry changes place. */
 void ml__account(ml_arena *a, ml_lane lane, int64_t used, int64_t requested);
+
+/** Record an event (call only when events_on: see ML_EVENT_ON). */
+void ml__event(ml_arena *a, ml_event_kind kind, ml_handle h, uint64_t bytes, uint64_t count,
+               ml_lane from, ml_lane to);
+#define ML_EVENT_ON(a) __builtin_expect(__atomic_load_n(&(a)->events_on, __ATOMIC_RELAXED), 0)
+void ml__events_fini(ml_arena *a);
 
 /** Bring claimed slot idx (meta m) back into SlowLane if it is cold. */
 int ml__page_in_claimed(ml_arena *a, uint32_t idx, uint64_t m);

@@ -365,6 +365,8 @@ static int step(ml_arena *a, ml_lane lane, uint64_t max_bytes, uint64_t max_ns, 
     }
     pthread_mutex_unlock(&l->lock);
     ml__moves_fire(a, &mv);
+    if (b.ops && ML_EVENT_ON(a) && (b.bytes || b.res->released_bytes))
+        ml__event(a, ML_EVENT_COMPACT, ML_HANDLE_NULL, b.bytes, res->moved_entries, lane, lane);
     res->done = finished;
     res->elapsed_ns += mono_ns() - b.t0;
     return 0;

@@ -102,6 +102,8 @@ int ml__move_claimed(ml_arena *a, uint32_t idx, ml_lane to, size_t new_size, boo
     pthread_mutex_unlock(&ol->lock);
     count_move(a, old.lane, to, old.bytes, np.bytes, size, new_size);
 
+    if (old.lane != to && ML_EVENT_ON(a))
+        ml__event(a, ML_EVENT_MIGRATE, ml__handle_of(m, idx), new_size, 1, old.lane, to);
     ml_cold *c = ml__cold(a, idx, m);
     if (old.lane != to) {
         c->migrations++;

@@ -310,6 +310,7 @@ static int compress_one(ml_pager *p, uint32_t idx)
         ml__lane_blob_free(l, (uint32_t)((size_t)(old - ml__lane_base(l)) >> l->unit_shift));
         pthread_mutex_unlock(&l->lock);
         ml__account(a, ML_LANE_SLOW, (int64_t)pl.bytes - (int64_t)old_bytes, 0);
+        if (ML_EVENT_ON(a)) ml__event(a, ML_EVENT_COMPRESS, ml__handle_of(m, idx), size, 1, ML_LANE_SLOW, ML_LANE_SLOW);
         p->st.compressed++;
         p->st.now_compressed++;
         p->st.now_compressed_bytes += size;
@@ -383,6 +384,7 @@ static void finish(ml_pager *p, victim *v, long res)
         p->st.bytes_in += size;
         p->st.bytes_out += v->stored;
     }
+    if (ML_EVENT_ON(a)) ml__event(a, ML_EVENT_EVICT, ml__handle_of(m, v->idx), size, 1, ML_LANE_SLOW, ML_LANE_SLOW);
     p->st.evicted++;
     p->st.now_evicted++;
     p->st.now_evicted_bytes += size;
@@ -552,6 +554,7 @@ static void installed(ml_pager *p, uint32_t idx, uint64_t m, const ml_place *pl)
     }
     ml__account(a, ML_LANE_SLOW, (int64_t)pl->bytes - (int64_t)rec_bytes, 0);
     if (p->rc_valid && p->rc_idx == idx) p->rc_valid = false;
+    if (ML_EVENT_ON(a)) ml__event(a, ML_EVENT_PAGE_IN, ml__handle_of(m, idx), size, 1, ML_LANE_SLOW, ML_LANE_SLOW);
 }
 
 static void give_back_place(ml_arena *a, const ml_place *pl)

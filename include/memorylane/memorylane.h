@@ -703,6 +703,53 @@ ML_API int ml_stats_get(ml_arena *arena, ml_stats *out);
  */
 ML_API int ml_set_tag(ml_arena *arena, ml_handle h, const char *tag);
 
+/* ---- Lifecycle events ------------------------------------------------------ */
+
+/** What happened to a handle (or a lane). */
+typedef enum ml_event_kind {
+    ML_EVENT_ALLOC = 0,
+    ML_EVENT_FREE = 1,
+    ML_EVENT_MIGRATE = 2,  /**< moved between lanes (from -> to) */
+    ML_EVENT_COMPACT = 3,  /**< a compaction step: bytes and entries moved */
+    ML_EVENT_COMPRESS = 4, /**< compressed into RAM */
+    ML_EVENT_EVICT = 5,    /**< written to the swap file */
+    ML_EVENT_PAGE_IN = 6,  /**< brought back into SlowLane */
+} ml_event_kind;
+
+/** One recorded event. */
+typedef struct ml_event {
+    uint64_t seq;       /**< 1, 2, 3... in the order recorded */
+    uint64_t time_ns;   /**< since arena creation */
+    ml_event_kind kind;
+    ml_handle handle;   /**< ML_HANDLE_NULL for lane events (compact) */
+    int64_t id;         /**< ml_handle_id(handle) */
+    uint64_t bytes;     /**< size of the entry, or bytes moved */
+    uint64_t count;     /**< entries (compact), else 1 */
+    ml_lane from, to;   /**< lanes involved (equal when one lane) */
+} ml_event;
+
+/** "alloc", "free", "migrate", "compact", "compress", "evict", "page-in". */
+ML_API const char *ml_event_name(ml_event_kind kind);
+
+/**
+ * Start (capacity > 0) or stop (0) recording lifecycle events into a ring of
+ * the `capacity` most recent ones. Off by default: recording costs a lock per
+ * allocation and free, so it is for debugging (the debug view turns it on).
+ * Changing the capacity drops what was recorded.
+ * @return 0; -EINVAL (arena NULL, capacity over 2^24); -ENOMEM.
+ */
+ML_API int ml_events_enable(ml_arena *arena, size_t capacity);
+
+/**
+ * Copy up to max recorded events with seq >= *cursor into out, oldest first,
+ * and advance *cursor past the last one copied (start with *cursor = 0).
+ * Events overwritten in the ring before being read are skipped.
+ * @param n  receives how many were copied.
+ * @return 0; -EINVAL (NULL args, out NULL with max > 0).
+ */
+ML_API int ml_events_read(ml_arena *arena, uint64_t *cursor, ml_event *out, size_t max,
+                          size_t *n);
+
 /* ---- Allocation groups --------------------------------------------------- */
 
 /**

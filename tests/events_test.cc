@@ -1,0 +1,94 @@
+// Lifecycle events: off by default, a bounded ring when on, read with a cursor.
+#include <cstring>
+#include <vector>
+
+#include "test_util.h"
+
+namespace {
+std::vector<ml_event> ReadAll(ml_arena *a, uint64_t *cursor) {
+    std::vector<ml_event> out(64);
+    std::vector<ml_event> all;
+    size_t n;
+    do {
+        EXPECT_EQ(ml_events_read(a, cursor, out.data(), out.size(), &n), 0);
+        all.insert(all.end(), out.begin(), out.begin() + n);
+    } while (n == out.size());
+    return all;
+}
+}  // namespace
+
+TEST(Events, OffByDefaultThenRecordsInOrder) {
+    ArenaGuard a;
+    ml_handle h;
+    ASSERT_EQ(ml_alloc(a, 64, &h), 0);
+    uint64_t cursor = 0;
+    EXPECT_TRUE(ReadAll(a, &cursor).empty()) << "nothing recorded while off";
+    ASSERT_EQ(ml_events_enable(a, 100), 0);
+    ml_handle big;
+    ASSERT_EQ(ml_alloc(a, 100000, &big), 0);
+    ASSERT_EQ(ml_migrate(a, h, ML_LANE_SLOW), 0);
+    ASSERT_EQ(ml_free(a, h), 0);
+    ASSERT_EQ(ml_free(a, big), 0);
+    auto ev = ReadAll(a, &cursor);
+    ASSERT_EQ(ev.size(), 4u);
+    EXPECT_EQ(ev[0].kind, ML_EVENT_ALLOC);
+    EXPECT_EQ(ev[0].id, ml_handle_id(big));
+    EXPECT_EQ(ev[0].bytes, 100000u);
+    EXPECT_EQ(ev[0].to, ML_LANE_SLOW);
+    EXPECT_EQ(ev[1].kind, ML_EVENT_MIGRATE);
+    EXPECT_EQ(ev[1].from, ML_LANE_FAST);
+    EXPECT_EQ(ev[1].to, ML_LANE_SLOW);
+    EXPECT_EQ(ev[2].kind, ML_EVENT_FREE);
+    EXPECT_EQ(ev[3].kind, ML_EVENT_FREE);
+    for (size_t i = 1; i < ev.size(); i++) {
+        EXPECT_EQ(ev[i].seq, ev[i - 1].seq + 1);
+        EXPECT_GE(ev[i].time_ns, ev[i - 1].time_ns);
+    }
+    EXPECT_STREQ(ml_event_name(ML_EVENT_PAGE_IN), "page-in");
+    EXPECT_TRUE(ReadAll(a, &cursor).empty()) << "the cursor moved past what was read";
+}
+
+TEST(Events, RingKeepsTheMostRecentAndSkipsOverwritten) {
+    ArenaGuard a;
+    ASSERT_EQ(ml_events_enable(a, 10), 0);
+    for (int i = 0; i < 25; i++) {
+        ml_handle h;
+        ASSERT_EQ(ml_alloc(a, 32, &h), 0);
+        ASSERT_EQ(ml_free(a, h), 0);
+    }
+    uint64_t cursor = 0;
+    auto ev = ReadAll(a, &cursor);
+    ASSERT_EQ(ev.size(), 10u);
+    EXPECT_EQ(ev.front().seq, 41u);
+    EXPECT_EQ(ev.back().seq, 50u);
+    ASSERT_EQ(ml_events_enable(a, 0), 0);
+    ml_handle h;
+    ASSERT_EQ(ml_alloc(a, 32, &h), 0);
+    EXPECT_TRUE(ReadAll(a, &cursor).empty());
+    size_t n;
+    EXPECT_EQ(ml_events_read(a, nullptr, nullptr, 0, &n), -EINVAL);
+    EXPECT_EQ(ml_events_enable(a, (size_t)1 << 30), -EINVAL);
+}
+
+TEST(Events, CompactionIsOneEventPerStep) {
+    ml_config c;
+    ml_config_init(&c);
+    c.enable_auto_compaction = false;
+    ArenaGuard a(&c);
+    std::vector<ml_handle> hs(2000);
+    for (auto &h : hs) ASSERT_EQ(ml_alloc(a, 48, &h), 0);
+    for (size_t i = 0; i < hs.size(); i += 2) ASSERT_EQ(ml_free(a, hs[i]), 0);
+    ASSERT_EQ(ml_events_enable(a, 16), 0);
+    ml_compact_result r;
+    ASSERT_EQ(ml_compact(a, ML_LANE_FAST, &r), 0);
+    uint64_t cursor = 0;
+    auto ev = ReadAll(a, &cursor);
+    ASSERT_FALSE(ev.empty());
+    uint64_t moved = 0;
+    for (auto &e : ev) {
+        EXPECT_EQ(e.kind, ML_EVENT_COMPACT);
+        EXPECT_TRUE(ml_handle_is_null(e.handle));
+        moved += e.count;
+    }
+    EXPECT_EQ(moved, r.moved_entries);
+}
