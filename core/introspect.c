@@ -13,6 +13,7 @@
  * is read under its own lock.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/arena.h"
@@ -180,6 +181,46 @@ int ml_stats_get(ml_arena *a, ml_stats *out)
     size_t slots = out->handles_capacity;
     out->metadata_bytes = meta + slots * (sizeof(ml_slot) + sizeof(ml_cold));
     return 0;
+}
+
+int ml_lane_map(ml_arena *a, ml_lane lane, ml_extent_fn fn, void *ctx)
+{
+    if (!a || !fn || (lane != ML_LANE_FAST && lane != ML_LANE_SLOW)) return -EINVAL;
+    ml_lane_t *l = &a->lanes[lane];
+    ml_extent_info *v = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    pthread_mutex_lock(&l->lock);
+    size_t unit = ml__lane_unit(l);
+    for (uint32_t s = 0; s < l->ext.cap; s += ml__ext_len(&l->ext, s)) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 256;
+            ml_extent_info *nv = realloc(v, cap * sizeof *nv);
+            if (!nv) {
+                rc = -ENOMEM;
+                break;
+            }
+            v = nv;
+        }
+        ml_extent_info *e = &v[n++];
+        memset(e, 0, sizeof *e);
+        e->offset = (size_t)s * unit;
+        e->length = (size_t)ml__ext_len(&l->ext, s) * unit;
+        unsigned kind = ml__ext_kind(&l->ext, s);
+        e->kind = kind == ML_EXT_FREE ? ML_EXTENT_FREE : kind == ML_EXT_BLOB ? ML_EXTENT_BLOB : ML_EXTENT_SPAN;
+        if (kind == ML_EXT_BLOB) {
+            uint32_t owner = ml__ext_owner(&l->ext, s);
+            if (owner) e->id = ml_handle_id(ml__handle_of(ml__load_acq(&a->slots[owner - 1].meta), owner - 1));
+        } else if (kind == ML_EXT_SPAN) {
+            e->block_size = ml__class_size[l->spans[s].cls];
+            e->blocks = l->spans[s].nblocks;
+            e->used = l->spans[s].used;
+        }
+    }
+    pthread_mutex_unlock(&l->lock);
+    for (size_t i = 0; rc == 0 && i < n; i++) rc = fn(&v[i], ctx);
+    free(v);
+    return rc;
 }
 
 /* ---- invariants (tests) ---------------------------------------------------------- */

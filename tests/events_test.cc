@@ -92,3 +92,37 @@ TEST(Events, CompactionIsOneEventPerStep) {
     }
     EXPECT_EQ(moved, r.moved_entries);
 }
+
+TEST(LaneMap, ExtentsTileTheLaneAndNameTheirOwners) {
+    ArenaGuard a;
+    ml_handle blob, small;
+    ASSERT_EQ(ml_alloc(a, 100000, &blob), 0);
+    ASSERT_EQ(ml_alloc(a, 64, &small), 0);
+    struct Acc {
+        std::vector<ml_extent_info> v;
+    } acc;
+    auto cb = [](const ml_extent_info *e, void *ctx) {
+        ((Acc *)ctx)->v.push_back(*e);
+        return 0;
+    };
+    ASSERT_EQ(ml_lane_map(a, ML_LANE_SLOW, cb, &acc), 0);
+    size_t next = 0;
+    bool found = false;
+    for (auto &e : acc.v) {
+        EXPECT_EQ(e.offset, next);
+        next = e.offset + e.length;
+        if (e.kind == ML_EXTENT_BLOB && e.id == ml_handle_id(blob)) found = true;
+    }
+    ml_stats st;
+    ASSERT_EQ(ml_stats_get(a, &st), 0);
+    EXPECT_EQ(next, st.lane[ML_LANE_SLOW].capacity);
+    EXPECT_TRUE(found);
+    acc.v.clear();
+    ASSERT_EQ(ml_lane_map(a, ML_LANE_FAST, cb, &acc), 0);
+    ASSERT_FALSE(acc.v.empty());
+    EXPECT_EQ(acc.v[0].kind, ML_EXTENT_SPAN);
+    EXPECT_EQ(acc.v[0].block_size, 64u);
+    EXPECT_GE(acc.v[0].used, 1u);
+    EXPECT_EQ(ml_lane_map(a, (ml_lane)3, cb, &acc), -EINVAL);
+    EXPECT_EQ(ml_lane_map(a, ML_LANE_FAST, [](const ml_extent_info *, void *) { return 7; }, nullptr), 7);
+}

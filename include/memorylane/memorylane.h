@@ -703,6 +703,35 @@ ML_API int ml_stats_get(ml_arena *arena, ml_stats *out);
  */
 ML_API int ml_set_tag(ml_arena *arena, ml_handle h, const char *tag);
 
+/* ---- Lane maps -------------------------------------------------------------- */
+
+/** Kinds of extents that tile a lane. */
+typedef enum ml_extent_kind {
+    ML_EXTENT_FREE = 0, /**< a hole (tombstone) or the free tail */
+    ML_EXTENT_BLOB = 1, /**< one allocation, page-granular */
+    ML_EXTENT_SPAN = 2, /**< equal blocks of one size class */
+} ml_extent_kind;
+
+/** One extent of a lane map. */
+typedef struct ml_extent_info {
+    size_t offset;        /**< bytes from the lane's start */
+    size_t length;        /**< bytes */
+    ml_extent_kind kind;
+    int64_t id;           /**< blob: its handle's ID; else 0 */
+    size_t block_size;    /**< span: its size class; else 0 */
+    uint32_t blocks;      /**< span: blocks in it */
+    uint32_t used;        /**< span: blocks handed out */
+} ml_extent_info;
+
+typedef int (*ml_extent_fn)(const ml_extent_info *info, void *ctx);
+
+/**
+ * Call fn for every extent of a lane, lowest offset first, from a snapshot
+ * taken under the lane's lock (no lock is held while fn runs).
+ * @return 0, fn's non-zero value, -EINVAL (NULL args, bad lane), -ENOMEM.
+ */
+ML_API int ml_lane_map(ml_arena *arena, ml_lane lane, ml_extent_fn fn, void *ctx);
+
 /* ---- Lifecycle events ------------------------------------------------------ */
 
 /** What happened to a handle (or a lane). */

@@ -1,0 +1,92 @@
+/*
+ * debugfs.h — see a live MemoryLane heap as files (FUSE).
+ *
+ * Link //:memorylane_debugfs (or -lmemorylane_debugfs) in addition to the
+ * library; programs that do not want FUSE never link libfuse.
+ *
+ * ml_debugfs_mount mounts a read-only filesystem at a directory and serves it
+ * from its own thread, inside the program that owns the arena. It is a pure
+ * client of the public API (introspection, ml_read, statistics, events): it
+ * shows nothing a program could not get itself, and it never writes, frees
+ * or moves memory. Reading a cold (compressed or evicted) handle's data
+ * decompresses a copy; it does not bring the handle back.
+ *
+ * Layout (every file: "key value" lines unless said otherwise):
+ *
+ *   arena/config                the configuration the arena runs with
+ *   arena/stats                 arena-wide statistics
+ *   lanes/fast/stats            per-lane statistics
+ *   lanes/fast/map              one line per extent: offset length kind
+ *   lanes/slow/stats, lanes/slow/map
+ *   paging/stats                paging counters and the I/O engine
+ *   handles/<id>/state          one word: fast slow compressed evicted
+ *   handles/<id>/info           lane size generation pins tag group created
+ *                               last_access accesses migrations ...
+ *   handles/<id>/data           the bytes (size = the allocation's size)
+ *   groups/<name>/<id>          one entry per member handle (a symlink to
+ *                               ../../handles/<id>)
+ *   tags/<tag>/<id>             likewise, per tag
+ *   events                      recent lifecycle events, one per line
+ *
+ * <id> is the signed handle ID (ml_handle_id): positive for handles born in
+ * FastLane, negative for SlowLane. Modes are 0500 for directories and 0400
+ * for files; only the mounting user can see the mount (no allow_other).
+ * Unknown or malformed paths get ENOENT; writes get EROFS (or EACCES).
+ * A handle freed while its data file is open gives ESTALE on the next read.
+ * File sizes are exact, so cat, cp and hexdump work; data reads at any
+ * offset.
+ */
+#ifndef MEMORYLANE_DEBUGFS_H
+#define MEMORYLANE_DEBUGFS_H
+
+#include "memorylane/memorylane.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ml_debugfs ml_debugfs;
+
+/** Options of a debug mount; zero-initialise, then set what you need. */
+typedef struct ml_debugfs_options {
+    /** Capacity of the events ring the mount turns on (0 = 4096). The ring
+     *  stays on after unmount only if the program had turned it on. */
+    size_t events_capacity;
+    /** Let other users see the mount (FUSE allow_other; needs
+     *  user_allow_other in /etc/fuse.conf unless root). Default false. */
+    bool allow_other;
+    /** Print FUSE's own debug output to stderr. Default false. */
+    bool debug;
+} ml_debugfs_options;
+
+/**
+ * Mount the debug view of `arena` at `mountpoint` (an existing, empty
+ * directory) and serve it from a new thread.
+ * @param options  NULL for defaults.
+ * @param out      receives the mount; untouched on failure.
+ * @return 0; -EINVAL (NULL arena/mountpoint/out), -ENOENT/-ENOTDIR
+ *         (mountpoint), -EBUSY (already mounted there), -EPERM/-EACCES (no
+ *         permission to mount), -ENODEV (no FUSE device), -ENOMEM.
+ * Thread-safe. The arena must outlive the mount.
+ */
+ML_API int ml_debugfs_mount(ml_arena *arena, const char *mountpoint,
+                            const ml_debugfs_options *options, ml_debugfs **out);
+
+/**
+ * Unmount and stop the serving thread: a real unmount (no lazy detach),
+ * waiting for requests in progress to be answered, so that no thread is
+ * left blocked and no stale mount stays behind. NULL is ignored. Safe to
+ * call while another process is reading the view.
+ * @return 0, or a negative errno if the unmount itself failed (the thread is
+ *         stopped either way).
+ */
+ML_API int ml_debugfs_unmount(ml_debugfs *fs);
+
+/** The mount point of a mount (as given). */
+ML_API const char *ml_debugfs_mountpoint(const ml_debugfs *fs);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
