@@ -18,6 +18,8 @@
  *                        read/write through the API, tag. Never held across
  *                        a callback. A thread holding a lane lock never waits
  *                        for a claim; it only tries one (and skips the slot).
+ *                        A thread that waits for several claims takes them
+ *                        in ascending slot order (ml__claim_many).
  *   3. tc_list lock      the arena's list of thread caches and the counters
  *                        of exited threads; a cache is freed only after it
  *                        is unlinked under this lock.
@@ -264,6 +266,12 @@ enum { ML_CLAIM_ANY = 0, ML_CLAIM_UNPINNED = 1 };
  *  With ML_CLAIM_UNPINNED, fails with -EBUSY when pinned. Returns 0 and the
  *  meta word seen (with LOCKED set) in *meta, or the error of ml__check. */
 int ml__claim(ml_arena *a, ml_handle h, int mode, uint64_t *meta);
+/** Claim many handles, blocking: sorts hs by slot, drops duplicates and the
+ *  handles that cannot be claimed (freed, forged), and claims the rest in
+ *  ascending slot order (the one order every multi-claim uses). hs is
+ *  rewritten to the claimed handles, their meta words go to metas (if not
+ *  NULL, n entries). Returns how many. */
+size_t ml__claim_many(ml_arena *a, ml_handle *hs, size_t n, uint64_t *metas);
 /** Try to claim slot idx for a move: live, unpinned, not claimed. */
 bool ml__try_claim_idx(ml_arena *a, uint32_t idx, uint64_t *meta);
 /** Drop a claim (keeps concurrent ACCESSED/pin updates). */

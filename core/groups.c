@@ -198,22 +198,23 @@ int ml_group_free_all(ml_arena *a, ml_group g, size_t *freed)
     long n = snapshot(a, g, &v);
     if (n < 0) return (int)n;
     /* Claim every member first; only if none is pinned, free them all. */
+    uint64_t *ms = malloc((n ? (size_t)n : 1) * sizeof *ms);
+    if (!ms) {
+        free(v);
+        return -ENOMEM;
+    }
+    size_t got = ml__claim_many(a, v, (size_t)n, ms);
     long claimed = 0;
     int rc = 0;
-    for (long i = 0; i < n; i++) {
-        uint64_t m;
-        int c = ml__claim(a, v[i], ML_CLAIM_ANY, &m);
-        if (c) continue; /* freed meanwhile */
-        if ((m & ML_M_PINS) || group_of(a, ml__idx(v[i]), m) != g) {
-            ml__unclaim(a, ml__idx(v[i]));
-            if (m & ML_M_PINS) {
-                rc = -EBUSY;
-                break;
-            }
+    for (size_t i = 0; i < got; i++) {
+        if (ms[i] & ML_M_PINS) rc = -EBUSY;
+        if (rc || group_of(a, ml__idx(v[i]), ms[i]) != g) {
+            ml__unclaim(a, ml__idx(v[i])); /* left the group meanwhile, or we give up */
             continue;
         }
         v[claimed++] = v[i];
     }
+    free(ms);
     if (rc) {
         for (long i = 0; i < claimed; i++) ml__unclaim(a, ml__idx(v[i]));
     } else {

@@ -21,6 +21,7 @@
  */
 #include <errno.h>
 #include <sched.h>
+#include <stdlib.h>
 
 #include "core/arena.h"
 
@@ -92,6 +93,29 @@ int ml__claim(ml_arena *a, ml_handle h, int mode, uint64_t *meta)
             return 0;
         }
     }
+}
+
+static int cmp_idx(const void *x, const void *y)
+{
+    uint32_t a = (uint32_t)((const ml_handle *)x)->bits, b = (uint32_t)((const ml_handle *)y)->bits;
+    return (a > b) - (a < b);
+}
+
+size_t ml__claim_many(ml_arena *a, ml_handle *hs, size_t n, uint64_t *metas)
+{
+    /* Ascending slot order, each slot once: two threads claiming overlapping
+     * sets then always meet in the same order and cannot deadlock, and a
+     * handle listed twice is not claimed twice (which would wait forever). */
+    qsort(hs, n, sizeof *hs, cmp_idx);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (k && ml__idx(hs[k - 1]) == ml__idx(hs[i])) continue;
+        uint64_t m;
+        if (ml__claim(a, hs[i], ML_CLAIM_ANY, &m) != 0) continue;
+        if (metas) metas[k] = m;
+        hs[k++] = hs[i];
+    }
+    return k;
 }
 
 bool ml__try_claim_idx(ml_arena *a, uint32_t idx, uint64_t *meta)

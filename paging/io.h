@@ -39,6 +39,9 @@ typedef struct ml_io_ops {
     /** Register buffers for fixed I/O (may do nothing). 0 or -errno. */
     int (*register_buffers)(ml_io *io, const struct iovec *iov, unsigned n);
     void (*destroy)(ml_io *io);
+    /** Optional (NULL: submit, then reap waits): hand queued requests over
+     *  and wait for wait_nr completions in one system call. */
+    int (*submit_wait)(ml_io *io, unsigned wait_nr);
 } ml_io_ops;
 
 struct ml_io {

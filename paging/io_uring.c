@@ -60,6 +60,16 @@ static int u_submit(ml_io *io)
     return r < 0 ? r : 0;
 }
 
+static int u_submit_wait(ml_io *io, unsigned wait_nr)
+{
+    uring_io *u = (uring_io *)io;
+    int r;
+    do {
+        r = io_uring_submit_and_wait(&u->ring, wait_nr);
+    } while (r == -EINTR);
+    return r < 0 ? r : 0;
+}
+
 static int u_reap(ml_io *io, ml_io_cqe *out, unsigned max, unsigned min)
 {
     uring_io *u = (uring_io *)io;
@@ -102,7 +112,8 @@ static void u_destroy(ml_io *io)
     free(u);
 }
 
-static const ml_io_ops uring_ops = {"io_uring", u_write, u_read, u_submit, u_reap, u_register, u_destroy};
+static const ml_io_ops uring_ops = {"io_uring", u_write,   u_read,    u_submit,
+                                    u_reap,     u_register, u_destroy, u_submit_wait};
 
 int ml__io_uring_open(int fd, unsigned depth, ml_io **out)
 {

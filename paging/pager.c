@@ -45,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/arena.h"
 #include "core/pager_iface.h"
@@ -56,7 +57,7 @@
 
 #define REC_MAGIC 0x31524c4du /* "MLR1" */
 #define REC_VERSION 1
-#define BUF_BYTES ((size_t)256 << 10)
+#define BUF_BYTES ((size_t)128 << 10) /* larger records get their own buffer */
 #define MAX_BUFS 64
 
 typedef struct rec_hdr {
@@ -123,7 +124,9 @@ static int ensure_started(ml_pager *p)
         rc = p->open_io(p->open_ctx, p->swap.fd, c->io_queue_depth, which, &p->io);
     }
     if (rc == 0) {
-        p->nbufs = c->io_queue_depth < MAX_BUFS ? c->io_queue_depth : MAX_BUFS;
+        /* Twice the queue depth: while records wait to be decoded (prefetch)
+         * or written, as many reads or writes can still be in flight. */
+        p->nbufs = 2 * c->io_queue_depth < MAX_BUFS ? 2 * c->io_queue_depth : MAX_BUFS;
         if (p->nbufs < 2) p->nbufs = 2;
         if (posix_memalign((void **)&p->bufs, 4096, p->nbufs * BUF_BYTES) != 0) rc = -ENOMEM;
     }
@@ -219,19 +222,28 @@ static long make_record(ml_pager *p, uint32_t idx, uint64_t m, const void *src, 
 }
 
 /* Check a record against the slot that reads it; decode it into dst. */
-static int open_record(ml_pager *p, uint32_t idx, uint64_t m, size_t size, const char *rec,
-                       size_t len, void *dst)
+/* Check a record against the slot that reads it and decode it into dst,
+ * with the given codec (any thread may do this for a claimed entry). */
+static int check_record(ml_codec *codec, uint32_t idx, uint64_t m, size_t size, const char *rec,
+                        size_t len, void *dst)
 {
     const rec_hdr *h = (const rec_hdr *)rec;
     if (len < sizeof *h || h->magic != REC_MAGIC || h->version != REC_VERSION || h->hdr_crc != hdr_crc(h) ||
         h->id != ml_handle_id(ml__handle_of(m, idx)) || h->generation != ML_HI_GEN(ml__hi(m)) ||
         h->orig_len != size || h->stored_len > len - sizeof *h ||
         h->payload_crc != ml__crc32c(0, rec + sizeof *h, (size_t)h->stored_len) ||
-        ml__codec_decode(p->codec, h->codec, rec + sizeof *h, (size_t)h->stored_len, dst, size) != 0) {
-        p->st.checksum_failures++;
+        ml__codec_decode(codec, h->codec, rec + sizeof *h, (size_t)h->stored_len, dst, size) != 0)
         return -EBADMSG;
-    }
     return 0;
+}
+
+/* The same, counted. Caller holds the pager lock. */
+static int open_record(ml_pager *p, uint32_t idx, uint64_t m, size_t size, const char *rec,
+                       size_t len, void *dst)
+{
+    int rc = check_record(p->codec, idx, m, size, rec, len, dst);
+    if (rc) p->st.checksum_failures++;
+    return rc;
 }
 
 /* ---- stub updates (entry claimed) ------------------------------------------ */
@@ -286,11 +298,12 @@ static int compress_one(ml_pager *p, uint32_t idx)
     size_t cap = sizeof(rec_hdr) + ml__codec_bound(size) + ML_SWAP_BLOCK;
     char *buf = NULL;
     bool own = cap > BUF_BYTES;
+    /* Before the first eviction nothing else has made the codec. */
+    if (!p->codec && !(p->codec = ml__codec_new(a->cfg.zstd_level))) return -ENOMEM;
     if (own) {
         if (posix_memalign((void **)&buf, 4096, cap) != 0) return -ENOMEM;
     } else {
         if (!p->scratch && posix_memalign((void **)&p->scratch, 4096, BUF_BYTES) != 0) return -ENOMEM;
-        if (!p->codec && !(p->codec = ml__codec_new(a->cfg.zstd_level))) return -ENOMEM;
         buf = p->scratch;
     }
     uint64_t t0 = mono_ns();
@@ -332,6 +345,8 @@ typedef struct victim {
     int64_t blk;      /* first swap block, -1 */
     long len;         /* record bytes */
     uint64_t stored;  /* payload bytes (for the counters) */
+    char *old;        /* evicted: its lane blob, released after the batch */
+    size_t old_bytes;
     int result;       /* 0 evicted, else why not */
     bool queued;
 } victim;
@@ -368,15 +383,10 @@ static void finish(ml_pager *p, victim *v, long res)
     size_t lane_bytes = lane_bytes_of(a, v->idx, m);
     char *old = (char *)(uintptr_t)ml__load(&a->slots[v->idx].addr);
     set_state(a, v->idx, ml__swap_loc((uint64_t)v->blk, (uint64_t)v->len / ML_SWAP_BLOCK), ML_STATE_EVICTED);
-    /* Only now, with the record safely on disk, does the lane space go: its
-     * pages first (lazily, MADV_FREE: reused soon, they cost no fault),
-     * while the range is still ours, then the extent. */
-    ml_lane_t *l = &a->lanes[ML_LANE_SLOW];
-    ml__region_release_lazy(&l->region, (size_t)(old - ml__lane_base(l)), lane_bytes);
-    pthread_mutex_lock(&l->lock);
-    ml__lane_blob_free(l, (uint32_t)((size_t)(old - ml__lane_base(l)) >> l->unit_shift));
-    pthread_mutex_unlock(&l->lock);
-    ml__account(a, ML_LANE_SLOW, -(int64_t)lane_bytes, 0);
+    /* Only now, with the record safely on disk, may the lane space go; that
+     * happens for the whole batch at the end of evict_many (release_old). */
+    v->old = old;
+    v->old_bytes = lane_bytes;
     if (was_compressed) {
         p->st.now_compressed--;
         p->st.now_compressed_bytes -= size;
@@ -409,6 +419,49 @@ static void reap(ml_pager *p, victim *vs, unsigned min)
     }
 }
 
+static int cmp_old(const void *x, const void *y)
+{
+    const victim *a = *(victim *const *)x, *b = *(victim *const *)y;
+    return (a->old > b->old) - (a->old < b->old);
+}
+
+/* Release the lane space of the batch's evicted entries: their pages first
+ * (lazily, MADV_FREE: reused soon, they cost no fault), in as few calls as
+ * adjacent ranges allow, while the ranges are still ours; then the extents,
+ * under one lane lock. Caller holds the pager lock. */
+static void release_old(ml_pager *p, victim *vs, size_t n)
+{
+    ml_arena *a = p->a;
+    ml_lane_t *l = &a->lanes[ML_LANE_SLOW];
+    victim **v = malloc((n ? n : 1) * sizeof *v);
+    size_t k = 0;
+    int64_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        if (vs[i].result == 0 && vs[i].old) {
+            if (v) v[k++] = &vs[i];
+            else ml__region_release_lazy(&l->region, (size_t)(vs[i].old - ml__lane_base(l)), vs[i].old_bytes);
+        }
+    if (v) {
+        qsort(v, k, sizeof *v, cmp_old);
+        for (size_t i = 0; i < k;) {
+            size_t j = i + 1, len = v[i]->old_bytes;
+            while (j < k && v[j]->old == v[i]->old + len) len += v[j++]->old_bytes;
+            ml__region_release_lazy(&l->region, (size_t)(v[i]->old - ml__lane_base(l)), len);
+            i = j;
+        }
+    }
+    pthread_mutex_lock(&l->lock);
+    for (size_t i = 0; i < n; i++)
+        if (vs[i].result == 0 && vs[i].old) {
+            ml__lane_blob_free(l, (uint32_t)((size_t)(vs[i].old - ml__lane_base(l)) >> l->unit_shift));
+            bytes += (int64_t)vs[i].old_bytes;
+            vs[i].old = NULL;
+        }
+    pthread_mutex_unlock(&l->lock);
+    if (bytes) ml__account(a, ML_LANE_SLOW, -bytes, 0);
+    free(v);
+}
+
 /* Evict claimed victims; each gets a result. Caller holds the pager lock. */
 static void evict_many(ml_pager *p, victim *vs, size_t n)
 {
@@ -422,6 +475,7 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
         v->own = NULL;
         v->blk = -1;
         v->queued = false;
+        v->old = NULL;
         uint64_t m = v->m;
         const char *rec;
         if ((m & ML_M_STATE) == ML_STATE_COMPRESSED) {
@@ -490,6 +544,7 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
     /* Whatever the engine never completed failed (the engine broke). */
     for (size_t i = 0; i < n; i++)
         if (vs[i].queued) finish(p, &vs[i], -EIO);
+    release_old(p, vs, n);
     p->st.evict_ns += mono_ns() - t0;
 }
 
@@ -504,8 +559,10 @@ static int place_back(ml_pager *p, uint32_t idx, uint64_t m, size_t size, ml_pla
     size_t align = (size_t)1 << ((m & ML_M_ALIGN) >> ML_M_ALIGN_SHIFT);
     /* Always a blob: the entry was one (only blobs are paged). */
     if (ml__place(a, ML_LANE_SLOW, size, align, idx + 1, ML_PLACE_BLOB, pl) == 0) return 0;
-    if (make_room_locked(p, size, idx) && ml__place(a, ML_LANE_SLOW, size, align, idx + 1, ML_PLACE_BLOB, pl) == 0)
-        return 0;
+    /* The bytes freed may be in pieces none of which fits: free more (as
+     * the allocation path does, a bounded number of rounds). */
+    for (int round = 0; round < 8 && make_room_locked(p, size, idx); round++)
+        if (ml__place(a, ML_LANE_SLOW, size, align, idx + 1, ML_PLACE_BLOB, pl) == 0) return 0;
     /* Last resort: the scratch reserve (better than failing an access). */
     return ml__place(a, ML_LANE_SLOW, size, align, idx + 1, ML_PLACE_INTERNAL | ML_PLACE_BLOB, pl);
 }
@@ -516,7 +573,7 @@ static int read_record(ml_pager *p, uint64_t loc, char *dst, int buf_index)
 {
     size_t len = (size_t)ml__swap_len(loc) * ML_SWAP_BLOCK;
     int rc = p->io->ops->read(p->io, dst, len, ml__swap_off(loc) * ML_SWAP_BLOCK, buf_index, UINT64_MAX);
-    if (rc == 0) rc = p->io->ops->submit(p->io);
+    if (rc == 0) rc = p->io->ops->submit_wait ? p->io->ops->submit_wait(p->io, 1) : p->io->ops->submit(p->io);
     if (rc) return rc;
     ml_io_cqe cq;
     int n;
@@ -911,6 +968,44 @@ int ml_evict(ml_arena *a, ml_handle h)
     return rc;
 }
 
+int ml_evict_many(ml_arena *a, const ml_handle *hs, size_t n)
+{
+    if (!a || (!hs && n) || !pager_of(a)) return -EINVAL;
+    ml_pager *p = pager_of(a);
+    victim *vs = calloc(n ? n : 1, sizeof *vs);
+    ml_handle *hv = malloc((n ? n : 1) * sizeof *hv);
+    uint64_t *ms = malloc((n ? n : 1) * sizeof *ms);
+    if (!vs || !hv || !ms) {
+        free(vs);
+        free(hv);
+        free(ms);
+        return -ENOMEM;
+    }
+    memcpy(hv, hs, n * sizeof *hv);
+    size_t got = ml__claim_many(a, hv, n, ms), nv = 0;
+    for (size_t i = 0; i < got; i++) {
+        if (!eligible(a, ml__idx(hv[i]), ms[i])) ml__unclaim(a, ml__idx(hv[i]));
+        else vs[nv++] = (victim){.idx = ml__idx(hv[i]), .m = ms[i], .buf = -1, .blk = -1};
+    }
+    free(hv);
+    free(ms);
+    pthread_mutex_lock(&p->lock);
+    int rc = nv ? ensure_started(p) : 0;
+    int done = 0, err = 0;
+    if (rc == 0 && nv) {
+        evict_many(p, vs, nv);
+        for (size_t i = 0; i < nv; i++) {
+            if (vs[i].result == 0) done++;
+            else if (!err) err = vs[i].result;
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    for (size_t i = 0; i < nv; i++) ml__unclaim(a, vs[i].idx);
+    free(vs);
+    if (rc) return rc;
+    return done || !err ? done : err;
+}
+
 int ml_compress(ml_arena *a, ml_handle h)
 {
     uint64_t m;
@@ -928,6 +1023,228 @@ int ml_compress(ml_arena *a, ml_handle h)
     return rc;
 }
 
+/* ---- prefetch: a read stream with parallel decoding --------------------------- */
+
+typedef struct pf {
+    uint32_t idx;
+    uint64_t m;
+    size_t size, off, len;
+    ml_place pl;
+    int rc;
+} pf;
+
+/* Decoder threads (one per spare core, at most 3) take completed reads from
+ * a queue, check and decode them, and hand them back; the prefetching
+ * thread decodes too whenever it has nothing else to do. */
+typedef struct decoders {
+    ml_pager *p;
+    pthread_mutex_t mu;
+    pthread_cond_t work, done;
+    struct job {
+        pf *f;
+        unsigned buf;
+    } q[MAX_BUFS], out[MAX_BUFS];
+    unsigned nq, nout, busy;
+    bool stop;
+    unsigned nthreads;
+    pthread_t th[3];
+} decoders;
+
+static void decode_job(ml_pager *p, ml_codec *codec, struct job *j)
+{
+    pf *f = j->f;
+    if (f->rc == 0)
+        f->rc = check_record(codec, f->idx, f->m, f->size, p->bufs + (size_t)j->buf * BUF_BYTES, f->len,
+                             f->pl.addr);
+}
+
+static void *decoder_main(void *arg)
+{
+    decoders *d = arg;
+    ml_codec *codec = ml__codec_new(1);
+    pthread_mutex_lock(&d->mu);
+    for (;;) {
+        while (!d->nq && !d->stop) pthread_cond_wait(&d->work, &d->mu);
+        if (!d->nq) break;
+        struct job j = d->q[--d->nq];
+        d->busy++;
+        pthread_mutex_unlock(&d->mu);
+        if (codec) decode_job(d->p, codec, &j);
+        else if (j.f->rc == 0) j.f->rc = -ENOMEM;
+        pthread_mutex_lock(&d->mu);
+        d->busy--;
+        d->out[d->nout++] = j;
+        pthread_cond_signal(&d->done);
+    }
+    pthread_mutex_unlock(&d->mu);
+    ml__codec_free(codec);
+    return NULL;
+}
+
+static decoders *decoders_start(ml_pager *p)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned n = cpus > 1 ? (unsigned)(cpus - 1) : 0;
+    if (n > 3) n = 3;
+    if (!n) return NULL;
+    decoders *d = calloc(1, sizeof *d);
+    if (!d) return NULL;
+    d->p = p;
+    pthread_mutex_init(&d->mu, NULL);
+    pthread_cond_init(&d->work, NULL);
+    pthread_cond_init(&d->done, NULL);
+    for (unsigned i = 0; i < n; i++)
+        if (pthread_create(&d->th[d->nthreads], NULL, decoder_main, d) == 0) d->nthreads++;
+    return d;
+}
+
+static void decoders_stop(decoders *d)
+{
+    if (!d) return;
+    pthread_mutex_lock(&d->mu);
+    d->stop = true;
+    pthread_cond_broadcast(&d->work);
+    pthread_mutex_unlock(&d->mu);
+    for (unsigned i = 0; i < d->nthreads; i++) pthread_join(d->th[i], NULL);
+    pthread_cond_destroy(&d->work);
+    pthread_cond_destroy(&d->done);
+    pthread_mutex_destroy(&d->mu);
+    free(d);
+}
+
+/* Finish a decoded read: install it, or give its place back. Frees its
+ * buffer. Caller holds the pager lock. */
+static void settle(ml_pager *p, struct job *j, int *brought, int *first_err)
+{
+    pf *f = j->f;
+    p->busy[j->buf] = false;
+    if (f->rc) {
+        if (f->rc == -EBADMSG) p->st.checksum_failures++;
+        give_back_place(p->a, &f->pl);
+        if (!*first_err) *first_err = f->rc;
+        return;
+    }
+    installed(p, f->idx, f->m, &f->pl);
+    p->st.prefetched++;
+    p->st.page_ins++;
+    (*brought)++;
+}
+
+/* Hand a completed read to the decoders (or decode it here without them). */
+static void completed(ml_pager *p, decoders *d, struct job j, size_t *decoding, int *brought, int *first_err)
+{
+    if (!d) {
+        decode_job(p, p->codec, &j);
+        settle(p, &j, brought, first_err);
+        return;
+    }
+    pthread_mutex_lock(&d->mu);
+    d->q[d->nq++] = j;
+    (*decoding)++;
+    pthread_cond_signal(&d->work);
+    pthread_mutex_unlock(&d->mu);
+}
+
+static void stream_chunk(ml_pager *p, decoders *d, pf *ch, size_t cn, int *brought, int *first_err)
+{
+    size_t next = 0, reading = 0, decoding = 0;
+    pf *owner[MAX_BUFS] = {0};
+    ml_io_cqe cq[MAX_BUFS];
+    for (;;) {
+        /* 1. Every free buffer takes the next read. */
+        bool queued = false;
+        for (unsigned b = 0; b < p->nbufs && next < cn; b++) {
+            if (p->busy[b]) continue;
+            pf *f = &ch[next];
+            int rc = p->io->ops->read(p->io, p->bufs + (size_t)b * BUF_BYTES, f->len, f->off, (int)b, b);
+            if (rc == -EAGAIN) break;
+            next++;
+            if (rc) {
+                give_back_place(p->a, &f->pl);
+                if (!*first_err) *first_err = rc;
+                continue;
+            }
+            p->busy[b] = true;
+            owner[b] = f;
+            reading++;
+            queued = true;
+        }
+        if (queued) p->io->ops->submit(p->io);
+        /* 2. Settle what the decoders finished (frees their buffers). */
+        if (d) {
+            struct job fin[MAX_BUFS];
+            pthread_mutex_lock(&d->mu);
+            unsigned nf = d->nout;
+            memcpy(fin, d->out, nf * sizeof *fin);
+            d->nout = 0;
+            pthread_mutex_unlock(&d->mu);
+            for (unsigned i = 0; i < nf; i++) settle(p, &fin[i], brought, first_err);
+            decoding -= nf;
+            if (nf) continue; /* buffers came free: refill first */
+        }
+        if (!reading && !decoding && next >= cn) break;
+        /* 3. Completed reads go to the decode queue. */
+        int got = reading ? p->io->ops->reap(p->io, cq, MAX_BUFS, 0) : 0;
+        if (got < 0) {
+            /* The engine broke: reads in flight are lost to us; their records
+             * stay on disk and their places go back. */
+            for (unsigned b = 0; b < p->nbufs; b++)
+                if (p->busy[b] && owner[b]) {
+                    p->busy[b] = false;
+                    give_back_place(p->a, &owner[b]->pl);
+                    owner[b] = NULL;
+                }
+            if (!*first_err) *first_err = got;
+            reading = 0;
+            next = cn;
+            got = 0;
+        }
+        for (int i = 0; i < got; i++) {
+            unsigned b = (unsigned)cq[i].tag;
+            pf *f = owner[b];
+            owner[b] = NULL;
+            reading--;
+            f->rc = cq[i].res == (long)f->len ? 0 : (p->st.io_errors++, cq[i].res < 0 ? (int)cq[i].res : -EIO);
+            completed(p, d, (struct job){f, b}, &decoding, brought, first_err);
+        }
+        /* 4. Decode one here if any is waiting; otherwise wait for a read or
+         * for a decoder. */
+        if (d) {
+            struct job mine = {NULL, 0};
+            pthread_mutex_lock(&d->mu);
+            if (d->nq) {
+                mine = d->q[--d->nq];
+                d->busy++;
+            }
+            pthread_mutex_unlock(&d->mu);
+            if (mine.f) {
+                decode_job(p, p->codec, &mine);
+                pthread_mutex_lock(&d->mu);
+                d->busy--;
+                d->out[d->nout++] = mine;
+                pthread_mutex_unlock(&d->mu);
+                continue;
+            }
+        }
+        if (got) continue;
+        if (reading && (!d || !decoding)) {
+            got = p->io->ops->reap(p->io, cq, MAX_BUFS, 1);
+            for (int i = 0; i < got; i++) {
+                unsigned b = (unsigned)cq[i].tag;
+                pf *f = owner[b];
+                owner[b] = NULL;
+                reading--;
+                f->rc = cq[i].res == (long)f->len ? 0 : (p->st.io_errors++, cq[i].res < 0 ? (int)cq[i].res : -EIO);
+                completed(p, d, (struct job){f, b}, &decoding, brought, first_err);
+            }
+        } else if (d && decoding) {
+            pthread_mutex_lock(&d->mu);
+            while (!d->nout && !d->nq && d->busy) pthread_cond_wait(&d->done, &d->mu);
+            pthread_mutex_unlock(&d->mu);
+        }
+    }
+}
+
 int ml_prefetch(ml_arena *a, const ml_handle *hs, size_t n)
 {
     if (!a || (!hs && n)) return -EINVAL;
@@ -936,29 +1253,25 @@ int ml_prefetch(ml_arena *a, const ml_handle *hs, size_t n)
     int brought = 0, first_err = 0;
     /* Claim the cold ones (waiting for claims held elsewhere). */
     uint32_t *cold = malloc((n ? 2 * n : 1) * sizeof *cold);
-    if (!cold) return -ENOMEM;
-    uint32_t *rest = cold + n; /* the ones read in batches */
-    size_t nc = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint64_t m;
-        if (ml__claim(a, hs[i], ML_CLAIM_ANY, &m) != 0) continue;
-        if (m & ML_M_RESIDENT) {
-            ml__unclaim(a, ml__idx(hs[i]));
-            continue;
-        }
-        cold[nc++] = ml__idx(hs[i]);
+    ml_handle *hv = malloc((n ? n : 1) * sizeof *hv);
+    uint64_t *ms = malloc((n ? n : 1) * sizeof *ms);
+    if (!cold || !hv || !ms) {
+        free(cold);
+        free(hv);
+        free(ms);
+        return -ENOMEM;
     }
+    uint32_t *rest = cold + n; /* the ones read in batches */
+    memcpy(hv, hs, n * sizeof *hv);
+    size_t nclaimed = ml__claim_many(a, hv, n, ms), nc = 0;
+    for (size_t i = 0; i < nclaimed; i++) {
+        if (ms[i] & ML_M_RESIDENT) ml__unclaim(a, ml__idx(hv[i]));
+        else cold[nc++] = ml__idx(hv[i]);
+    }
+    free(hv);
+    free(ms);
     pthread_mutex_lock(&p->lock);
     uint64_t t0 = mono_ns();
-    /* In batches of one bounce buffer per read in flight. */
-    typedef struct {
-        uint32_t idx;
-        uint64_t m;
-        ml_place pl;
-        int buf;
-        bool ok;
-    } pf;
-    pf *batch = calloc(MAX_BUFS, sizeof *batch);
     /* Records in RAM, and records too big for a bounce buffer, one by one. */
     size_t nr = 0;
     for (size_t k = 0; k < nc; k++) {
@@ -973,61 +1286,36 @@ int ml_prefetch(ml_arena *a, const ml_handle *hs, size_t n)
             rest[nr++] = idx;
         }
     }
-    for (size_t k = 0; k < nr && batch;) {
-        size_t nb = 0;
-        if (ensure_started(p) != 0) break;
-        for (; k < nr && nb < p->nbufs; k++) {
+    /* The rest stream through the bounce buffers in chunks: first every
+     * entry of a chunk gets its place in SlowLane (making room may evict,
+     * which uses the ring, so no read may be in flight then); then reads
+     * keep the buffers busy, and as each completes its record is checked
+     * and decoded into place (by this thread or a decoder thread: zstd is
+     * the bottleneck), after which its buffer takes the next read. */
+    const size_t chunk = 256;
+    pf *ch = malloc(chunk * sizeof *ch);
+    decoders *dec = nr > 2 * (size_t)p->nbufs ? decoders_start(p) : NULL;
+    for (size_t k0 = 0; k0 < nr && ch && ensure_started(p) == 0; k0 += chunk) {
+        size_t cn = 0;
+        for (size_t k = k0; k < nr && k < k0 + chunk; k++) {
             uint32_t idx = rest[k];
             uint64_t m = ml__load(&a->slots[idx].meta);
-            uint64_t loc = ml__load(&a->slots[idx].addr);
-            pf *f = &batch[nb];
-            f->idx = idx;
-            f->m = m;
-            f->ok = false;
-            f->buf = (int)nb;
-            if (place_back(p, idx, m, a->slots[idx].size, &f->pl) != 0) {
+            if (place_back(p, idx, m, a->slots[idx].size, &ch[cn].pl) != 0) {
                 if (!first_err) first_err = -ENOMEM;
                 continue;
             }
-            int rc = p->io->ops->read(p->io, p->bufs + nb * BUF_BYTES, (size_t)ml__swap_len(loc) * ML_SWAP_BLOCK,
-                                      ml__swap_off(loc) * ML_SWAP_BLOCK, (int)nb, nb);
-            if (rc) {
-                give_back_place(a, &f->pl);
-                if (!first_err) first_err = rc;
-                continue;
-            }
-            f->ok = true;
-            nb++;
+            ch[cn].idx = idx;
+            ch[cn].m = m;
+            ch[cn].size = a->slots[idx].size;
+            uint64_t loc = ml__load(&a->slots[idx].addr);
+            ch[cn].off = ml__swap_off(loc) * ML_SWAP_BLOCK;
+            ch[cn].len = (size_t)ml__swap_len(loc) * ML_SWAP_BLOCK;
+            cn++;
         }
-        p->io->ops->submit(p->io);
-        ml_io_cqe cq[MAX_BUFS];
-        size_t left = 0;
-        for (size_t i = 0; i < nb; i++) left += batch[i].ok;
-        while (left) {
-            int got = p->io->ops->reap(p->io, cq, MAX_BUFS, 1);
-            if (got <= 0) break;
-            for (int i = 0; i < got; i++) {
-                pf *f = &batch[cq[i].tag];
-                left--;
-                uint64_t loc = ml__load(&a->slots[f->idx].addr);
-                size_t len = (size_t)ml__swap_len(loc) * ML_SWAP_BLOCK;
-                int rc = cq[i].res == (long)len ? 0 : (p->st.io_errors++, cq[i].res < 0 ? (int)cq[i].res : -EIO);
-                if (rc == 0)
-                    rc = open_record(p, f->idx, f->m, a->slots[f->idx].size, p->bufs + (size_t)f->buf * BUF_BYTES,
-                                     len, f->pl.addr);
-                if (rc) {
-                    give_back_place(a, &f->pl);
-                    if (!first_err) first_err = rc;
-                    continue;
-                }
-                installed(p, f->idx, f->m, &f->pl);
-                p->st.prefetched++;
-                p->st.page_ins++;
-                brought++;
-            }
-        }
+        stream_chunk(p, dec, ch, cn, &brought, &first_err);
     }
-    free(batch);
+    decoders_stop(dec);
+    free(ch);
     p->st.pagein_ns += mono_ns() - t0;
     pthread_mutex_unlock(&p->lock);
     for (size_t i = 0; i < nc; i++) ml__unclaim(a, cold[i]);

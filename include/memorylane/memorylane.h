@@ -909,6 +909,17 @@ ML_API int ml_paging_stats_get(ml_arena *arena, ml_paging_stats *out);
 ML_API int ml_evict(ml_arena *arena, ml_handle h);
 
 /**
+ * Evict many at once (a level's assets, a cache shard): compression of one
+ * overlaps the writes of the others, writes go out in batches. Handles that
+ * are not evictable SlowLane blobs (FastLane, small, pinned, stale, already
+ * evicted) are skipped.
+ * @return the number evicted (>= 0); -EINVAL (NULL args, paging off);
+ *         -ENOSPC or -EIO when nothing could be written (those stay
+ *         resident, intact).
+ */
+ML_API int ml_evict_many(ml_arena *arena, const ml_handle *handles, size_t n);
+
+/**
  * Compress one SlowLane blob into RAM (COMPRESSED): its lane space shrinks to
  * the compressed record.
  * @return 0; the codes of ml_evict (-EALREADY when already cold), and

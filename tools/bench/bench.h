@@ -37,5 +37,8 @@ uint64_t bench_rand(uint64_t *state); /* xorshift64* */
 void bench_alloc(const bench_opts *o);
 void bench_get(const bench_opts *o);
 void bench_compact(const bench_opts *o);
+void bench_evict(const bench_opts *o);
+void bench_pagein(const bench_opts *o);
+void bench_prefetch(const bench_opts *o);
 
 #endif

@@ -237,9 +237,11 @@ static void usage(FILE *f)
             "usage: mlane_bench [--quick] [--reps N] [--filter NAME] [--json FILE|-] [--csv FILE|-]\n"
             "  --quick        smaller workloads and fewer repetitions (about a minute)\n"
             "  --reps N       repetitions per measurement, median reported (default 5, quick 3)\n"
-            "  --filter NAME  run only benchmarks whose name contains NAME (alloc, get, compact)\n"
+            "  --filter NAME  run only benchmarks whose name contains NAME\n"
+            "                 (alloc, get, compact, evict, pagein, prefetch)\n"
             "  --json FILE    also write results as JSON ('-' for stdout, after the table)\n"
-            "  --csv FILE     also write results as CSV\n");
+            "  --csv FILE     also write results as CSV\n"
+            "  --swap-dir DIR where paging benchmarks put swap files (default $TMPDIR or /var/tmp)\n");
 }
 
 typedef struct {
@@ -252,6 +254,9 @@ static const bench_entry benches[] = {
     {"alloc", bench_alloc, "FastLane alloc+free pairs vs glibc, jemalloc, mimalloc"},
     {"get", bench_get, "ml_get vs a raw pointer array (hot and random)"},
     {"compact", bench_compact, "compaction of a 64 MiB lane left half free in random holes"},
+    {"evict", bench_evict, "eviction of 64 KiB blobs vs zstd alone and the raw disk"},
+    {"pagein", bench_pagein, "page-in latency at queue depth 1 vs pread + decompress"},
+    {"prefetch", bench_prefetch, "ml_prefetch of 1000 random evicted blobs vs one by one"},
 };
 
 int main(int argc, char **argv)

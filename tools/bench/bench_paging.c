@@ -1,0 +1,341 @@
+/*
+ * bench_paging.c — eviction throughput, page-in latency, prefetch.
+ *
+ * Data: 64 KiB blobs that compress about 2:1 with zstd -1, like a mix of
+ * binaries and text. Each blob is built from a seed: segments of English-
+ * like text (words from a 64-word vocabulary, numbers, punctuation) and of
+ * binary records (small integers, floats with repeating exponents, random
+ * bytes), in proportions that give zstd -1 a ratio near 2.
+ *
+ * Baselines, measured by this program in the same run:
+ *  - zstd alone: ZSTD_compressCCtx level 1 on the same blobs, one thread;
+ *  - the disk: io_uring with O_DIRECT writing 64 KiB blocks at the same
+ *    queue depth to a new file in the same directory as the swap file;
+ *  - page-in: pread (O_DIRECT) of the same record followed by
+ *    ZSTD_decompress, one at a time (queue depth 1), interleaved sample by
+ *    sample with MemoryLane's page-ins so both see the same device state.
+ */
+#include <fcntl.h>
+#include <liburing.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include "bench.h"
+#include "memorylane/memorylane.h"
+
+#define BLOB ((size_t)64 << 10)
+
+static const char *words[64] = {
+    "the",    "lane",   "handle", "memory", "of",     "and",    "to",     "in",     "blob",   "page",
+    "swap",   "cold",   "fast",   "slow",   "asset",  "level",  "mesh",   "texture", "audio", "frame",
+    "render", "player", "entity", "world",  "update", "value",  "index",  "buffer", "stream", "vertex",
+    "shader", "light",  "shadow", "camera", "scene",  "node",   "child",  "parent", "system", "event",
+    "queue",  "thread", "lock",   "atomic", "cache",  "line",   "block",  "span",   "class",  "size",
+    "free",   "alloc",  "table",  "slot",   "stub",   "record", "header", "length", "codec",  "check",
+    "disk",   "read",   "write",  "error"};
+
+static void gen_blob(uint64_t seed, unsigned char *p, size_t n)
+{
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    size_t i = 0;
+    while (i < n) {
+        unsigned kind = (unsigned)(bench_rand(&s) % 16);
+        size_t seg = 256 + bench_rand(&s) % 1024;
+        size_t end = i + seg < n ? i + seg : n;
+        if (kind < 8) { /* text */
+            while (i < end) {
+                const char *w = words[bench_rand(&s) % 64];
+                for (size_t k = 0; w[k] && i < end; k++) p[i++] = (unsigned char)w[k];
+                if (i < end) p[i++] = bench_rand(&s) % 9 ? ' ' : (bench_rand(&s) % 2 ? ',' : '\n');
+            }
+        } else if (kind < 12) { /* small integers, little-endian 32-bit */
+            while (i + 4 <= end) {
+                uint32_t v = (uint32_t)(bench_rand(&s) % 1000);
+                memcpy(p + i, &v, 4);
+                i += 4;
+            }
+            while (i < end) p[i++] = 0;
+        } else if (kind < 15) { /* floats of similar magnitude */
+            while (i + 4 <= end) {
+                float f = 100.0f + (float)(bench_rand(&s) % 10000) / 100.0f;
+                memcpy(p + i, &f, 4);
+                i += 4;
+            }
+            while (i < end) p[i++] = 0;
+        } else { /* incompressible */
+            while (i < end) p[i++] = (unsigned char)bench_rand(&s);
+        }
+    }
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static double pct(uint64_t *v, size_t n, double q)
+{
+    qsort(v, n, sizeof *v, cmp_u64);
+    size_t k = (size_t)(q * (double)(n - 1));
+    return (double)v[k] / 1000.0; /* us */
+}
+
+static const char *swap_dir(const bench_opts *o)
+{
+    if (o->swap_dir) return o->swap_dir;
+    const char *t = getenv("TMPDIR");
+    return t && *t ? t : "/var/tmp";
+}
+
+static ml_arena *paging_arena(const bench_opts *o, size_t slow_bytes)
+{
+    ml_config c;
+    ml_config_init(&c);
+    c.fast_lane_size = 1 << 20;
+    c.slow_lane_size = slow_bytes;
+    c.swap_size = (size_t)2 << 30;
+    c.swap_dir = o->swap_dir;
+    c.compressed_stage = false;
+    c.enable_auto_compaction = false;
+    c.io_engine = 1; /* io_uring: the engine under test */
+    c.io_queue_depth = getenv("ML_BENCH_QD") ? (uint32_t)atoi(getenv("ML_BENCH_QD")) : 32;
+    ml_arena *a;
+    int rc = ml_arena_create(&c, &a);
+    if (rc) {
+        fprintf(stderr, "mlane_bench: arena: %s\n", ml_strerror(rc));
+        exit(1);
+    }
+    return a;
+}
+
+static ml_handle *fill(ml_arena *a, size_t n, uint64_t seed0)
+{
+    ml_handle *hs = malloc(n * sizeof *hs);
+    for (size_t i = 0; i < n; i++) {
+        if (ml_alloc(a, BLOB, &hs[i])) {
+            fprintf(stderr, "mlane_bench: alloc failed\n");
+            exit(1);
+        }
+        gen_blob(seed0 + i, ml_get(a, hs[i]), BLOB);
+    }
+    return hs;
+}
+
+/* ---- baselines ------------------------------------------------------------------ */
+
+/* zstd alone, on the same blobs laid out in memory as they are in the lane
+ * (all generated first, so that, as for eviction, they are not in cache). */
+static double zstd_mbs(size_t n, uint64_t seed0, double *ratio)
+{
+    unsigned char *src = malloc(n * BLOB), *dst = malloc(ZSTD_compressBound(BLOB));
+    for (size_t i = 0; i < n; i++) gen_blob(seed0 + i, src + i * BLOB, BLOB);
+    ZSTD_CCtx *cc = ZSTD_createCCtx();
+    size_t in = 0, out = 0;
+    double t0 = bench_now();
+    for (size_t i = 0; i < n; i++) {
+        size_t z = ZSTD_compressCCtx(cc, dst, ZSTD_compressBound(BLOB), src + i * BLOB, BLOB, 1);
+        in += BLOB;
+        out += ZSTD_isError(z) ? BLOB : z;
+    }
+    double t = bench_now() - t0;
+    ZSTD_freeCCtx(cc);
+    free(src);
+    free(dst);
+    *ratio = (double)in / (double)out;
+    return (double)in / t / 1e6;
+}
+
+static int tmpfile_in(const char *dir, int flags)
+{
+    int fd = open(dir, O_TMPFILE | O_RDWR | flags, 0600);
+    if (fd >= 0) return fd;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/mlane-bench-XXXXXX", dir);
+    fd = mkstemp(path);
+    if (fd >= 0) {
+        unlink(path);
+        if (flags & O_DIRECT) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_DIRECT);
+    }
+    return fd;
+}
+
+static double disk_write_mbs(const char *dir, size_t n, unsigned depth)
+{
+    int fd = tmpfile_in(dir, O_DIRECT);
+    if (fd < 0) return 0;
+    if (ftruncate(fd, (off_t)(n * BLOB)) != 0) {
+        close(fd);
+        return 0;
+    }
+    struct io_uring ring;
+    if (io_uring_queue_init(depth, &ring, 0)) {
+        close(fd);
+        return 0;
+    }
+    unsigned char *buf;
+    if (posix_memalign((void **)&buf, 4096, depth * BLOB)) abort();
+    for (size_t i = 0; i < depth * BLOB; i++) buf[i] = (unsigned char)(i * 131);
+    double t0 = bench_now();
+    size_t sent = 0, done = 0;
+    while (done < n) {
+        while (sent < n && sent - done < depth) {
+            struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+            io_uring_prep_write(sqe, fd, buf + (sent % depth) * BLOB, BLOB, (off_t)(sent * BLOB));
+            sent++;
+        }
+        io_uring_submit(&ring);
+        struct io_uring_cqe *cqe;
+        io_uring_wait_cqe(&ring, &cqe);
+        io_uring_cqe_seen(&ring, cqe);
+        done++;
+        while (io_uring_peek_cqe(&ring, &cqe) == 0) {
+            io_uring_cqe_seen(&ring, cqe);
+            done++;
+        }
+    }
+    double t = bench_now() - t0;
+    io_uring_queue_exit(&ring);
+    free(buf);
+    close(fd);
+    return (double)(n * BLOB) / t / 1e6;
+}
+
+/* ---- eviction throughput ------------------------------------------------------------ */
+
+void bench_evict(const bench_opts *o)
+{
+    size_t n = o->quick ? 1024 : 4096; /* 64 or 256 MiB */
+    int reps = o->reps > 16 ? 16 : o->reps;
+    double ev[16], z[16], d[16], ratio = 0;
+    for (int r = 0; r < reps; r++) {
+        bench_progress("evict: rep %d/%d (%zu blobs of 64 KiB)", r + 1, reps, n);
+        ml_arena *a = paging_arena(o, n * BLOB + (n * BLOB) / 4);
+        ml_handle *hs = fill(a, n, 1000);
+        double t0 = bench_now();
+        int got = ml_evict_many(a, hs, n);
+        double t = bench_now() - t0;
+        if (got != (int)n) fprintf(stderr, "mlane_bench: evicted %d of %zu\n", got, n);
+        ev[r] = (double)(got > 0 ? got : 0) * BLOB / t / 1e6;
+        ml_arena_destroy(a);
+        free(hs);
+        z[r] = zstd_mbs(n, 1000, &ratio);
+        d[r] = disk_write_mbs(swap_dir(o), n, 32);
+    }
+    double zm = bench_median(z, reps), dm = bench_median(d, reps), em = bench_median(ev, reps);
+    bench_figure("evict", "zstd -1 alone, 64 KiB", zm, "MB/s");
+    bench_figure("evict", "disk write, O_DIRECT QD32 64 KiB", dm, "MB/s");
+    bench_figure("evict", "zstd ratio of the data", ratio, "x");
+    char base[48];
+    snprintf(base, sizeof base, "slower of the two (%s)", zm < dm ? "zstd" : "disk");
+    bench_report("evict", "eviction throughput (input)", em, "MB/s", base, zm < dm ? zm : dm, TARGET_AT_LEAST,
+                 0.85, NULL);
+}
+
+/* ---- page-in latency ------------------------------------------------------------------- */
+
+void bench_pagein(const bench_opts *o)
+{
+    size_t n = o->quick ? 500 : 2000;
+    bench_progress("page-in: evicting %zu blobs, writing the baseline's records", n);
+    ml_arena *a = paging_arena(o, n * BLOB + (n * BLOB) / 2 + ((size_t)16 << 20));
+    ml_handle *hs = fill(a, n, 5000);
+    ml_evict_many(a, hs, n);
+
+    /* The baseline's file: the same blobs compressed by zstd -1, each record
+     * padded to 4 KiB, read back with O_DIRECT. */
+    int fd = tmpfile_in(swap_dir(o), O_DIRECT);
+    size_t slot = ZSTD_compressBound(BLOB) + 4096;
+    slot = (slot + 4095) & ~(size_t)4095;
+    unsigned char *src = malloc(BLOB), *rec, *out = malloc(BLOB);
+    if (posix_memalign((void **)&rec, 4096, slot)) abort();
+    size_t *zlen = malloc(n * sizeof *zlen);
+    for (size_t i = 0; i < n; i++) {
+        gen_blob(5000 + i, src, BLOB);
+        memset(rec, 0, slot);
+        zlen[i] = ZSTD_compress(rec, slot, src, BLOB, 1);
+        size_t len = (zlen[i] + 4095) & ~(size_t)4095;
+        if (pwrite(fd, rec, len, (off_t)(i * slot)) != (ssize_t)len) abort();
+    }
+    uint64_t *lm = malloc(n * sizeof *lm), *lb = malloc(n * sizeof *lb);
+    uint64_t s = 99;
+    size_t *order = malloc(n * sizeof *order);
+    for (size_t i = 0; i < n; i++) order[i] = i;
+    for (size_t i = n; i > 1; i--) {
+        size_t j = bench_rand(&s) % i, t = order[i - 1];
+        order[i - 1] = order[j];
+        order[j] = t;
+    }
+    bench_progress("page-in: %zu samples at queue depth 1", n);
+    volatile unsigned char sink = 0;
+    for (size_t k = 0; k < n; k++) {
+        size_t i = order[k];
+        double t0 = bench_now();
+        unsigned char *p = ml_get(a, hs[i]);
+        lm[k] = (uint64_t)((bench_now() - t0) * 1e9);
+        if (!p) abort();
+        sink ^= p[BLOB / 2];
+        size_t len = (zlen[i] + 4095) & ~(size_t)4095;
+        t0 = bench_now();
+        if (pread(fd, rec, len, (off_t)(i * slot)) != (ssize_t)len) abort();
+        ZSTD_decompress(out, BLOB, rec, zlen[i]);
+        lb[k] = (uint64_t)((bench_now() - t0) * 1e9);
+        sink ^= out[BLOB / 2];
+    }
+    double m50 = pct(lm, n, 0.50), m99 = pct(lm, n, 0.99), b50 = pct(lb, n, 0.50), b99 = pct(lb, n, 0.99);
+    bench_figure("pagein", "memorylane p50", m50, "us");
+    bench_figure("pagein", "memorylane p99", m99, "us");
+    bench_figure("pagein", "pread+decompress p50", b50, "us");
+    bench_figure("pagein", "pread+decompress p99", b99, "us");
+    bench_report("pagein", "p50 minus baseline p50", m50 - b50, "us", "budget", 10, TARGET_AT_MOST, 1.0, NULL);
+    bench_report("pagein", "p99 minus baseline p99", m99 - b99, "us", "budget", 10, TARGET_NONE, 0, NULL);
+    close(fd);
+    free(src);
+    free(rec);
+    free(out);
+    free(zlen);
+    free(lm);
+    free(lb);
+    free(order);
+    free(hs);
+    ml_arena_destroy(a);
+}
+
+/* ---- prefetch --------------------------------------------------------------------------- */
+
+void bench_prefetch(const bench_opts *o)
+{
+    size_t n = o->quick ? 2000 : 4000, pick = 1000;
+    int reps = o->reps > 16 ? 16 : o->reps;
+    double tp[16], ts[16];
+    ml_arena *a = paging_arena(o, n * BLOB + (n * BLOB) / 2 + ((size_t)16 << 20));
+    bench_progress("prefetch: %zu blobs evicted", n);
+    ml_handle *hs = fill(a, n, 9000);
+    ml_evict_many(a, hs, n);
+    ml_handle *sel = malloc(pick * sizeof *sel);
+    uint64_t s = 7;
+    for (int r = 0; r < reps; r++) {
+        bench_progress("prefetch: rep %d/%d", r + 1, reps);
+        for (size_t i = 0; i < pick; i++) sel[i] = hs[bench_rand(&s) % n];
+        double t0 = bench_now();
+        int got = ml_prefetch(a, sel, pick);
+        tp[r] = bench_now() - t0;
+        if (got < 0) fprintf(stderr, "mlane_bench: prefetch: %s\n", ml_strerror(got));
+        ml_evict_many(a, sel, pick);
+        t0 = bench_now();
+        for (size_t i = 0; i < pick; i++)
+            if (!ml_get(a, sel[i])) abort();
+        ts[r] = bench_now() - t0;
+        ml_evict_many(a, sel, pick);
+    }
+    double p = bench_median(tp, reps) * 1e3, q = bench_median(ts, reps) * 1e3;
+    bench_figure("prefetch", "ml_prefetch of 1000", p, "ms");
+    bench_figure("prefetch", "one-by-one page-in of 1000", q, "ms");
+    bench_report("prefetch", "speedup over one-by-one", q / p, "x", "one-by-one", 1.0, TARGET_AT_LEAST, 3.0, NULL);
+    free(sel);
+    free(hs);
+    ml_arena_destroy(a);
+}
