@@ -541,6 +541,7 @@ static void release(ml_arena *a, uint32_t idx, uint64_t m)
         }
         return;
     }
+    if ((m & ML_M_HASCOPY) && ml__pager) ml__pager->drop_copy(a, idx, m);
     ml_loc loc;
     ml__locate(a, s, m, &loc);
     ml_lane_t *l = &a->lanes[loc.lane];
@@ -684,21 +685,38 @@ int ml__page_in_claimed(ml_arena *a, uint32_t idx, uint64_t m)
 {
     if (m & ML_M_RESIDENT) return 0;
     if (!ml__pager) return -EIO; /* cannot happen: nothing made it cold */
-    return ml__pager->page_in(a, idx);
+    return ml__pager->page_in(a, idx, false);
 }
 
-/* Bring a cold handle back (any access does): claim it, page it in. */
-static int make_resident(ml_arena *a, ml_handle h)
+/* Bring a cold handle back (any access does): claim it, page it in. A
+ * read-only access keeps the swap record as a clean copy. */
+static int make_resident(ml_arena *a, ml_handle h, bool read_only)
 {
     uint64_t m;
     int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
     if (rc) return rc;
-    rc = ml__page_in_claimed(a, ml__idx(h), m);
+    if (!(m & ML_M_RESIDENT)) rc = ml__pager ? ml__pager->page_in(a, ml__idx(h), read_only) : -EIO;
     ml__unclaim(a, ml__idx(h));
     return rc;
 }
 
-static int get_slow(ml_arena *a, ml_handle h, void **out)
+/* Mark an access: a writable one sets ACCESSED and ends a clean copy's
+ * cleanliness; a read-only one sets REFERENCED. Only writes when a bit must
+ * change (CLOCK). */
+static inline void mark_access(ml_slot *s, uint64_t m, bool read_only)
+{
+    if (read_only) {
+        if (!(m & (ML_M_ACCESSED | ML_M_REFERENCED))) __atomic_fetch_or(&s->meta, ML_M_REFERENCED, __ATOMIC_RELAXED);
+        return;
+    }
+    if ((m & (ML_M_ACCESSED | ML_M_CLEAN)) == ML_M_ACCESSED) return;
+    uint64_t want;
+    do {
+        want = (m | ML_M_ACCESSED) & ~ML_M_CLEAN;
+    } while (!__atomic_compare_exchange_n(&s->meta, &m, want, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+}
+
+static int get_common(ml_arena *a, ml_handle h, void **out, bool read_only)
 {
     ml_slot *s;
     uint64_t m;
@@ -708,11 +726,31 @@ static int get_slow(ml_arena *a, ml_handle h, void **out)
         if (m & ML_M_RESIDENT) break;
         /* A page-in may lose a race with an eviction of the same entry
          * (it was brought back and sent out again): try again. */
-        if ((rc = make_resident(a, h)) != 0 || tries > 8) return rc ? rc : -EAGAIN;
+        if ((rc = make_resident(a, h, read_only)) != 0 || tries > 8) return rc ? rc : -EAGAIN;
     }
-    if (!(m & ML_M_ACCESSED)) __atomic_fetch_or(&s->meta, ML_M_ACCESSED, __ATOMIC_RELAXED);
+    mark_access(s, m, read_only);
     *out = (void *)(uintptr_t)__atomic_load_n(&s->addr, __ATOMIC_RELAXED);
     return 0;
+}
+
+static int get_slow(ml_arena *a, ml_handle h, void **out) { return get_common(a, h, out, false); }
+
+const void *ml_get_ro(ml_arena *a, ml_handle h)
+{
+    void *p;
+    if (!a) return NULL;
+    return get_common(a, h, &p, true) == 0 ? p : NULL;
+}
+
+int ml_try_get_ro(ml_arena *a, ml_handle h, const void **out)
+{
+    if (!out) return -EINVAL;
+    *out = NULL;
+    if (!a) return -EINVAL;
+    void *p;
+    int rc = get_common(a, h, &p, true);
+    if (rc == 0) *out = p;
+    return rc;
 }
 
 void *ml_get_slow(ml_arena *a, ml_handle h)
@@ -746,7 +784,7 @@ void *ml_get_sized(ml_arena *a, ml_handle h, size_t min_size)
     return a->slots[ml__idx(h)].size >= min_size ? p : NULL;
 }
 
-int ml_pin(ml_arena *a, ml_handle h, void **out)
+static int pin_common(ml_arena *a, ml_handle h, void **out, bool read_only)
 {
     if (out) *out = NULL;
     if (!a) return -EINVAL;
@@ -763,17 +801,28 @@ int ml_pin(ml_arena *a, ml_handle h, void **out)
             continue;
         }
         if (!(m & ML_M_RESIDENT)) { /* cold: bring it back, then pin */
-            if ((rc = make_resident(a, h)) != 0) return rc;
+            if ((rc = make_resident(a, h, read_only)) != 0) return rc;
             m = ml__load_acq(&s->meta);
             continue;
         }
         if (((m & ML_M_PINS) >> ML_M_PIN_SHIFT) == ML_PIN_MAX) return -EOVERFLOW;
-        if (__atomic_compare_exchange_n(&s->meta, &m, (m + ML_M_PIN_ONE) | ML_M_ACCESSED, true,
-                                        __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE))
+        uint64_t want = read_only ? (m + ML_M_PIN_ONE) | ML_M_REFERENCED
+                                  : ((m + ML_M_PIN_ONE) | ML_M_ACCESSED) & ~ML_M_CLEAN;
+        if (__atomic_compare_exchange_n(&s->meta, &m, want, true, __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE))
             break;
     }
     if (out) *out = (void *)(uintptr_t)__atomic_load_n(&s->addr, __ATOMIC_RELAXED);
     return 0;
+}
+
+int ml_pin(ml_arena *a, ml_handle h, void **out) { return pin_common(a, h, out, false); }
+
+int ml_pin_ro(ml_arena *a, ml_handle h, const void **out)
+{
+    void *p;
+    int rc = pin_common(a, h, &p, true);
+    if (out) *out = rc == 0 ? p : NULL;
+    return rc;
 }
 
 int ml_unpin(ml_arena *a, ml_handle h)
@@ -833,7 +882,7 @@ int ml_write(ml_arena *a, ml_handle h, size_t offset, const void *buf, size_t le
     }
     char *p = (char *)(uintptr_t)__atomic_load_n(&a->slots[idx].addr, __ATOMIC_RELAXED);
     if (len) memcpy(p + offset, buf, len);
-    if (!(m & ML_M_ACCESSED)) __atomic_fetch_or(&a->slots[idx].meta, ML_M_ACCESSED, __ATOMIC_RELAXED);
+    mark_access(&a->slots[idx], ml__load(&a->slots[idx].meta), false); /* also ends a clean copy */
     ml__unclaim(a, idx);
     return 0;
 }

@@ -87,6 +87,14 @@
 #define ML_M_BLOB (1ull << 7)      /* data is a blob (else a block of a span) */
 #define ML_M_ALIGN_SHIFT 8         /* bits 8..11: log2 of the alignment asked */
 #define ML_M_ALIGN (0xfull << ML_M_ALIGN_SHIFT)
+#define ML_M_REFERENCED (1ull << 12) /* read-only access since the last cycle */
+#define ML_M_CLEAN (1ull << 13)    /* resident, and its swap record (cold
+                                      swap_copy) still holds exactly its bytes:
+                                      evicting it again writes nothing */
+#define ML_M_HASCOPY (1ull << 14)  /* cold swap_copy names a swap record to
+                                      release (clean, or stale once written) */
+/* Invariant: CLEAN implies ACCESSED is clear, so the inline ml_get never
+ * returns a writable pointer without the slow path clearing CLEAN first. */
 #define ML_M_PIN_SHIFT 16
 #define ML_M_PIN_ONE (1ull << ML_M_PIN_SHIFT)
 #define ML_M_PINS (0xffffull << ML_M_PIN_SHIFT)
@@ -116,6 +124,7 @@ typedef struct ml_cold {
     uint64_t accesses;
     uint64_t last_access_ns;
     uint64_t last_migration_ns;
+    uint64_t swap_copy;    /* swap record kept after a read-only page-in */
 } ml_cold;
 
 /* ---- thread caches ------------------------------------------------------------ */

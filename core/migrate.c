@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "core/arena.h"
+#include "core/pager_iface.h"
 
 void ml__moves_add(ml_moves *mv, const ml_move *m)
 {
@@ -71,10 +72,20 @@ static void count_move(ml_arena *a, ml_lane from, ml_lane to, size_t old_bytes, 
     }
 }
 
+/* A kept swap record (clean copy) does not follow a move: release it. */
+static void drop_copy(ml_arena *a, uint32_t idx)
+{
+    uint64_t m = ml__load(&a->slots[idx].meta);
+    if (!(m & ML_M_HASCOPY)) return;
+    ml__pager->drop_copy(a, idx, m);
+    __atomic_fetch_and(&a->slots[idx].meta, ~(ML_M_HASCOPY | ML_M_CLEAN), __ATOMIC_RELAXED);
+}
+
 int ml__move_claimed(ml_arena *a, uint32_t idx, ml_lane to, size_t new_size, bool internal,
                      ml_move *ev)
 {
     ml_slot *s = &a->slots[idx];
+    drop_copy(a, idx);
     uint64_t m = ml__load(&s->meta);
     ml_loc old;
     ml__locate(a, s, m, &old);
@@ -235,6 +246,7 @@ int ml_realloc(ml_arena *a, ml_handle h, size_t new_size)
     bool grew_past = loc.lane == ML_LANE_FAST && want == ML_LANE_SLOW;
     bool wasteful = new_size < loc.bytes / 4 && loc.bytes > ML_PAGE_SIZE;
     if (new_size <= loc.bytes && !grew_past && !wasteful) {
+        drop_copy(a, idx); /* the bytes change */
         __atomic_store_n(&s->size, new_size, __ATOMIC_RELAXED);
         ml__unclaim(a, idx);
         count_move(a, loc.lane, loc.lane, 0, 0, size, new_size);
@@ -247,8 +259,20 @@ int ml_realloc(ml_arena *a, ml_handle h, size_t new_size)
     ml_lane to = grew_past ? ML_LANE_SLOW : (loc.lane == ML_LANE_SLOW && !wasteful ? ML_LANE_SLOW : want);
     ml_move ev;
     rc = ml__move_claimed(a, idx, to, new_size, false, &ev);
-    if (rc && to == ML_LANE_FAST && a->cfg.failover_to_slow)
+    if (rc && to == ML_LANE_FAST && a->cfg.failover_to_slow) {
+        to = ML_LANE_SLOW;
         rc = ml__move_claimed(a, idx, ML_LANE_SLOW, new_size, false, &ev);
+    }
+    /* SlowLane full: cold blobs can leave it, as for ml_alloc (this entry is
+     * claimed, so it is not among them). */
+    for (int round = 0; rc == -ENOMEM && to == ML_LANE_SLOW && a->pager && round < 8; round++) {
+        ml_lane_t *sl = &a->lanes[ML_LANE_SLOW];
+        pthread_mutex_lock(&sl->lock);
+        size_t reserve = (size_t)sl->reserve_units << sl->unit_shift;
+        pthread_mutex_unlock(&sl->lock);
+        if (ml__pager->make_room(a, ml__align_up(new_size, ML_PAGE_SIZE) + reserve) == 0) break;
+        rc = ml__move_claimed(a, idx, ML_LANE_SLOW, new_size, false, &ev);
+    }
     ml__unclaim(a, idx);
     if (rc == 0) fire_one(a, &ev);
     return rc;

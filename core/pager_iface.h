@@ -12,6 +12,7 @@
 #ifndef ML_CORE_PAGER_IFACE_H
 #define ML_CORE_PAGER_IFACE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,8 +23,12 @@ typedef struct ml_pager_ops {
     int (*attach)(ml_arena *a);
     /** Tear down: waits for I/O in flight, closes and removes the swap file. */
     void (*detach)(ml_arena *a);
-    /** Bring claimed cold slot idx back into SlowLane. 0, -ENOMEM, -EIO, -EBADMSG. */
-    int (*page_in)(ml_arena *a, uint32_t idx);
+    /** Bring claimed cold slot idx back into SlowLane. With keep_copy (a
+     *  read-only access), a swap record is kept as a clean copy. 0, -ENOMEM,
+     *  -EIO, -EBADMSG. */
+    int (*page_in)(ml_arena *a, uint32_t idx, bool keep_copy);
+    /** Release the swap record kept for claimed resident slot idx (HASCOPY). */
+    void (*drop_copy)(ml_arena *a, uint32_t idx, uint64_t m);
     /** Copy bytes of claimed cold slot idx without changing its state.
      *  Returns bytes copied or a negative error. */
     int (*read_cold)(ml_arena *a, uint32_t idx, size_t off, void *buf, size_t len);

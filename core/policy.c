@@ -29,11 +29,12 @@ static void fold_access_bits(ml_arena *a)
     uint64_t now = ml__now(a);
     for (uint32_t i = 0; i < n; i++) {
         uint64_t m = ml__load(&a->slots[i].meta);
-        if (!ml__meta_live(m) || !(m & ML_M_ACCESSED) || (m & ML_M_LOCKED)) continue;
-        /* Claim and clear the bit in one step; a slot someone else holds
-         * keeps its bit for the next cycle. */
-        if (!__atomic_compare_exchange_n(&a->slots[i].meta, &m, (m | ML_M_LOCKED) & ~ML_M_ACCESSED,
-                                         false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        const uint64_t bits = ML_M_ACCESSED | ML_M_REFERENCED;
+        if (!ml__meta_live(m) || !(m & bits) || (m & ML_M_LOCKED)) continue;
+        /* Claim and clear the bits in one step; a slot someone else holds
+         * keeps its bits for the next cycle. */
+        if (!__atomic_compare_exchange_n(&a->slots[i].meta, &m, (m | ML_M_LOCKED) & ~bits, false,
+                                         __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
             continue;
         ml_cold *c = ml__cold(a, i, m);
         c->last_access_ns = now;

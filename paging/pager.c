@@ -248,15 +248,35 @@ static int open_record(ml_pager *p, uint32_t idx, uint64_t m, size_t size, const
 
 /* ---- stub updates (entry claimed) ------------------------------------------ */
 
-static void set_state(ml_arena *a, uint32_t idx, uint64_t addr, uint64_t state)
+/* New state (and address) of a claimed entry. A cold state never keeps the
+ * clean-copy bits; a resident one gets exactly `bits` of them (and loses
+ * ACCESSED when it becomes CLEAN: see the invariant in core/arena.h). */
+static void set_state_bits(ml_arena *a, uint32_t idx, uint64_t addr, uint64_t state, uint64_t bits)
 {
     ml_slot *s = &a->slots[idx];
     __atomic_store_n(&s->addr, addr, __ATOMIC_RELEASE);
     uint64_t cur = ml__load(&s->meta), want;
     do {
-        want = (cur & ~(ML_M_STATE | ML_M_RESIDENT)) | state |
-               (state == ML_STATE_SLOW ? ML_M_RESIDENT : 0) | ML_M_BLOB;
+        want = (cur & ~(ML_M_STATE | ML_M_RESIDENT | ML_M_CLEAN | ML_M_HASCOPY)) | state |
+               (state == ML_STATE_SLOW ? ML_M_RESIDENT : 0) | ML_M_BLOB | bits;
+        if (bits & ML_M_CLEAN) want &= ~ML_M_ACCESSED;
     } while (!__atomic_compare_exchange_n(&s->meta, &cur, want, true, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+}
+
+static void set_state(ml_arena *a, uint32_t idx, uint64_t addr, uint64_t state)
+{
+    set_state_bits(a, idx, addr, state, 0);
+}
+
+/* Release the swap record kept for claimed slot idx. Caller holds the pager
+ * lock; the caller clears the bits. */
+static void drop_copy_locked(ml_pager *p, uint32_t idx)
+{
+    ml_cold *c = &p->a->cold[idx];
+    if (!c->swap_copy) return;
+    ml__swap_free(&p->swap, ml__swap_off(c->swap_copy));
+    c->swap_copy = 0;
+    p->st.now_clean_copies--;
 }
 
 static size_t lane_bytes_of(ml_arena *a, uint32_t idx, uint64_t m)
@@ -294,6 +314,13 @@ static int compress_one(ml_pager *p, uint32_t idx)
     ml_arena *a = p->a;
     ml_slot *s = &a->slots[idx];
     uint64_t m = ml__load(&s->meta);
+    /* (The policies send clean entries to disk instead: that is free. An
+     * explicit ml_compress of one drops its copy and compresses.) */
+    if (m & ML_M_HASCOPY) {
+        drop_copy_locked(p, idx);
+        __atomic_fetch_and(&s->meta, ~(ML_M_HASCOPY | ML_M_CLEAN), __ATOMIC_RELAXED);
+        m = ml__load(&s->meta);
+    }
     size_t size = s->size;
     size_t cap = sizeof(rec_hdr) + ml__codec_bound(size) + ML_SWAP_BLOCK;
     char *buf = NULL;
@@ -476,8 +503,31 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
         v->blk = -1;
         v->queued = false;
         v->old = NULL;
-        uint64_t m = v->m;
+        uint64_t m = ml__load(&s->meta);
+        v->m = m;
         const char *rec;
+        if ((m & ML_M_CLEAN) && a->cold[v->idx].swap_copy) {
+            /* Unmodified since it came back: its record is still on disk.
+             * Nothing to compress, nothing to write. */
+            uint64_t copy = a->cold[v->idx].swap_copy;
+            a->cold[v->idx].swap_copy = 0;
+            p->st.now_clean_copies--;
+            v->old = (char *)(uintptr_t)ml__load(&s->addr);
+            v->old_bytes = lane_bytes_of(a, v->idx, m);
+            set_state(a, v->idx, copy, ML_STATE_EVICTED);
+            p->st.evicted++;
+            p->st.evicted_clean++;
+            p->st.now_evicted++;
+            p->st.now_evicted_bytes += s->size;
+            if (ML_EVENT_ON(a)) ml__event(a, ML_EVENT_EVICT, ml__handle_of(m, v->idx), s->size, 1, ML_LANE_SLOW, ML_LANE_SLOW);
+            v->result = 0;
+            continue;
+        }
+        if (m & ML_M_HASCOPY) { /* written since it came back: the copy is stale */
+            drop_copy_locked(p, v->idx);
+            __atomic_fetch_and(&s->meta, ~(ML_M_HASCOPY | ML_M_CLEAN), __ATOMIC_RELAXED);
+            m = v->m = ml__load(&s->meta);
+        }
         if ((m & ML_M_STATE) == ML_STATE_COMPRESSED) {
             /* The record exists already, page-aligned in the lane. */
             rec = (const char *)(uintptr_t)ml__load(&s->addr);
@@ -588,17 +638,20 @@ static int read_record(ml_pager *p, uint64_t loc, char *dst, int buf_index)
 }
 
 /* Install decoded data: stub to the new place, old record released. */
-static void installed(ml_pager *p, uint32_t idx, uint64_t m, const ml_place *pl)
+static void installed(ml_pager *p, uint32_t idx, uint64_t m, const ml_place *pl, bool keep_copy)
 {
     ml_arena *a = p->a;
     size_t size = a->slots[idx].size;
     uint64_t loc = ml__load(&a->slots[idx].addr);
     bool evicted = (m & ML_M_STATE) == ML_STATE_EVICTED;
     size_t rec_bytes = evicted ? 0 : lane_bytes_of(a, idx, m);
-    set_state(a, idx, (uint64_t)(uintptr_t)pl->addr, ML_STATE_SLOW);
-    __atomic_fetch_or(&a->slots[idx].meta, ML_M_ACCESSED, __ATOMIC_RELAXED);
+    keep_copy = keep_copy && evicted;
+    if (keep_copy) ml__cold(a, idx, m)->swap_copy = loc; /* (the entry is claimed) */
+    set_state_bits(a, idx, (uint64_t)(uintptr_t)pl->addr, ML_STATE_SLOW,
+                   keep_copy ? ML_M_CLEAN | ML_M_HASCOPY | ML_M_REFERENCED : ML_M_ACCESSED);
     if (evicted) {
-        ml__swap_free(&p->swap, ml__swap_off(loc));
+        if (keep_copy) p->st.now_clean_copies++;
+        else ml__swap_free(&p->swap, ml__swap_off(loc));
         p->st.now_evicted--;
         p->st.now_evicted_bytes -= size;
     } else {
@@ -619,7 +672,7 @@ static void give_back_place(ml_arena *a, const ml_place *pl)
     ml__release_place(a, ML_LANE_SLOW, pl->addr, pl->blob);
 }
 
-static int page_in_locked(ml_pager *p, uint32_t idx)
+static int page_in_locked(ml_pager *p, uint32_t idx, bool keep_copy)
 {
     ml_arena *a = p->a;
     uint64_t m = ml__load(&a->slots[idx].meta);
@@ -650,18 +703,18 @@ static int page_in_locked(ml_pager *p, uint32_t idx)
         give_back_place(a, &pl); /* the record stays, for a retry */
         return rc;
     }
-    installed(p, idx, m, &pl);
+    installed(p, idx, m, &pl, keep_copy);
     p->st.page_ins++;
     p->st.pagein_ns += mono_ns() - t0;
     return 0;
 }
 
-static int page_in(ml_arena *a, uint32_t idx)
+static int page_in(ml_arena *a, uint32_t idx, bool keep_copy)
 {
     ml_pager *p = pager_of(a);
     if (!p) return -EIO;
     pthread_mutex_lock(&p->lock);
-    int rc = page_in_locked(p, idx);
+    int rc = page_in_locked(p, idx, keep_copy);
     pthread_mutex_unlock(&p->lock);
     return rc;
 }
@@ -805,7 +858,7 @@ static size_t pick(ml_pager *p, size_t bytes, uint64_t idle_ns, uint32_t keep, v
         ml__cold_peek(a, cs[k].idx, m, &c);
         cs[nclaimed++] = (cand){cs[k].idx, (m & ML_M_ACCESSED) ? now : c.last_access_ns};
     }
-    qsort(cs, nclaimed, sizeof *cs, cmp_cand);
+    if (nclaimed) qsort(cs, nclaimed, sizeof *cs, cmp_cand); /* cs is NULL when there were none */
     victim *vs = calloc(nclaimed ? nclaimed : 1, sizeof *vs);
     size_t nv = 0, got = 0;
     for (size_t k = 0; k < nclaimed; k++) {
@@ -850,7 +903,8 @@ static size_t make_room_locked(ml_pager *p, size_t bytes, uint32_t keep)
         size_t nd = 0;
         for (size_t i = 0; i < n; i++) {
             bool resident = (vs[i].m & ML_M_STATE) == ML_STATE_SLOW;
-            if (stage && resident && compress_one(p, vs[i].idx) == 0) continue;
+            bool clean = (ml__load(&a->slots[vs[i].idx].meta) & ML_M_CLEAN) != 0;
+            if (stage && resident && !clean && compress_one(p, vs[i].idx) == 0) continue;
             todisk[nd++] = vs[i];
         }
         bool disk = nd && ensure_started(p) == 0;
@@ -891,7 +945,8 @@ static void maintain(ml_arena *a)
         size_t nd = 0;
         for (size_t i = 0; i < n; i++) {
             bool resident = (vs[i].m & ML_M_STATE) == ML_STATE_SLOW;
-            if (resident && a->cfg.compressed_stage && compress_one(p, vs[i].idx) == 0) {
+            bool clean = (ml__load(&a->slots[vs[i].idx].meta) & ML_M_CLEAN) != 0;
+            if (resident && !clean && a->cfg.compressed_stage && compress_one(p, vs[i].idx) == 0) {
                 ml__unclaim(a, vs[i].idx);
                 continue;
             }
@@ -910,7 +965,17 @@ static void maintain(ml_arena *a)
     pthread_mutex_unlock(&p->lock);
 }
 
-static const ml_pager_ops ops = {attach, detach, page_in, read_cold, drop, make_room, maintain};
+static void drop_copy(ml_arena *a, uint32_t idx, uint64_t m)
+{
+    (void)m;
+    ml_pager *p = pager_of(a);
+    if (!p) return;
+    pthread_mutex_lock(&p->lock);
+    drop_copy_locked(p, idx);
+    pthread_mutex_unlock(&p->lock);
+}
+
+static const ml_pager_ops ops = {attach, detach, page_in, drop_copy, read_cold, drop, make_room, maintain};
 
 __attribute__((constructor)) static void register_pager(void) { ml__pager_register(&ops); }
 
@@ -1124,7 +1189,7 @@ static void settle(ml_pager *p, struct job *j, int *brought, int *first_err)
         if (!*first_err) *first_err = f->rc;
         return;
     }
-    installed(p, f->idx, f->m, &f->pl);
+    installed(p, f->idx, f->m, &f->pl, true);
     p->st.prefetched++;
     p->st.page_ins++;
     (*brought)++;
@@ -1279,7 +1344,7 @@ int ml_prefetch(ml_arena *a, const ml_handle *hs, size_t n)
         uint64_t m = ml__load(&a->slots[idx].meta);
         uint64_t loc = ml__load(&a->slots[idx].addr);
         if ((m & ML_M_STATE) == ML_STATE_COMPRESSED || (size_t)ml__swap_len(loc) * ML_SWAP_BLOCK > BUF_BYTES) {
-            int rc = page_in_locked(p, idx);
+            int rc = page_in_locked(p, idx, true);
             if (rc == 0) brought++;
             else if (!first_err) first_err = rc;
         } else {

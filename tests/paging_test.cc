@@ -479,3 +479,66 @@ TEST_P(Faults, PressureEvictionWithFailingDiskLosesNothing) {
     for (auto &b : bs) EXPECT_TRUE(ReadMatches(a, b));
     ml_arena_destroy(a);
 }
+
+// ---- clean copies: read-only access keeps the record, re-eviction writes nothing ----
+
+TEST_P(Faults, ReadOnlyPageInKeepsACleanCopyThatMakesReEvictionFree) {
+    FaultIO f;  // no faults: counts the engine's writes
+    f.which = GetParam();
+    ml_config c = PagingConfig(GetParam());
+    ml_arena *a = f.Create(&c);
+    ASSERT_NE(a, nullptr);
+    Blob b = Make(a, 64 << 10, 1234);
+    ASSERT_EQ(ml_evict(a, b.h), 0);
+    int writes = f.writes;
+    const void *p = ml_get_ro(a, b.h);
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(ml_handle_state(a, b.h), ML_STATE_SLOW);
+    std::vector<unsigned char> want(b.size);
+    Content(b.seed, want.data(), b.size);
+    EXPECT_EQ(memcmp(p, want.data(), b.size), 0);
+    EXPECT_EQ(PStats(a).now_clean_copies, 1u);
+    // Unmodified: evicting it again writes nothing.
+    ASSERT_EQ(ml_evict(a, b.h), 0);
+    EXPECT_EQ(f.writes, writes) << "a clean copy needs no write";
+    ml_paging_stats st = PStats(a);
+    EXPECT_EQ(st.evicted_clean, 1u);
+    EXPECT_EQ(st.now_clean_copies, 0u);
+    EXPECT_TRUE(ReadMatches(a, b));
+    // A read-only pin keeps it clean too; then a writable access ends that.
+    const void *q;
+    ASSERT_EQ(ml_pin_ro(a, b.h, &q), 0);
+    ASSERT_EQ(ml_unpin(a, b.h), 0);
+    EXPECT_EQ(PStats(a).now_clean_copies, 1u);
+    unsigned char *w = (unsigned char *)ml_get(a, b.h);
+    ASSERT_NE(w, nullptr);
+    w[0] ^= 0xff;  // modify through the writable pointer
+    want[0] ^= 0xff;
+    ASSERT_EQ(ml_evict(a, b.h), 0);
+    EXPECT_EQ(f.writes, writes + 1) << "modified: written again";
+    EXPECT_EQ(PStats(a).evicted_clean, 1u);
+    std::vector<unsigned char> got(b.size);
+    ASSERT_EQ(ml_read(a, b.h, 0, got.data(), b.size), (int)b.size);
+    EXPECT_EQ(got, want) << "the new bytes were written, not the stale copy";
+    EXPECT_EQ(PStats(a).now_clean_copies, 0u);
+    ml_arena_destroy(a);
+}
+
+TEST_P(Engines, CleanCopiesAreReleasedWhenTheEntryChangesOrDies) {
+    ml_config c = PagingConfig(GetParam());
+    ArenaGuard a(&c);
+    Blob x = Make(a, 64 << 10, 1), y = Make(a, 64 << 10, 2), z = Make(a, 64 << 10, 3);
+    std::vector<ml_handle> hs = {x.h, y.h, z.h};
+    ASSERT_EQ(ml_evict_many(a, hs.data(), hs.size()), 3);
+    ASSERT_EQ(ml_prefetch(a, hs.data(), hs.size()), 3);  // prefetch keeps copies
+    EXPECT_EQ(PStats(a).now_clean_copies, 3u);
+    EXPECT_GT(PStats(a).swap_used, 0u);
+    ASSERT_EQ(ml_free(a, x.h), 0);                       // dies: copy released
+    ASSERT_EQ(ml_realloc(a, y.h, (64 << 10) + 5000), 0);  // changes: copy released
+    ASSERT_EQ(ml_write(a, z.h, 0, "x", 1), 0);            // written: copy stale, released at eviction
+    ASSERT_EQ(ml_free(a, z.h), 0);
+    ml_paging_stats st = PStats(a);
+    EXPECT_EQ(st.now_clean_copies, 0u);
+    EXPECT_EQ(st.swap_used, 0u) << "no swap record left behind";
+    EXPECT_EQ(ml__arena_check(a), 0);
+}

@@ -355,6 +355,17 @@ ML_API void *ml_get(ml_arena *arena, ml_handle h);
 ML_API int ml_try_get(ml_arena *arena, ml_handle h, void **out);
 
 /**
+ * Read-only access: like ml_get / ml_try_get, but the program promises not
+ * to write through the pointer. It lets paging keep a brought-back blob's
+ * swap record as a clean copy, so that evicting it again (unmodified) writes
+ * nothing: for read-mostly data this makes paging several times cheaper. Any
+ * writable access (ml_get, ml_try_get, ml_pin, ml_write) ends the copy.
+ * Counts as an access. Thread-safe; pointer validity as for ml_get.
+ */
+ML_API const void *ml_get_ro(ml_arena *arena, ml_handle h);
+ML_API int ml_try_get_ro(ml_arena *arena, ml_handle h, const void **out);
+
+/**
  * Pointer to the data if the allocation is at least min_size bytes long,
  * else NULL. Used by ML_GET_T. Thread-safe.
  */
@@ -379,6 +390,10 @@ ML_API ml_state ml_handle_state(ml_arena *arena, ml_handle h);
  * Thread-safe; waits (briefly) for a move of this handle in progress.
  */
 ML_API int ml_pin(ml_arena *arena, ml_handle h, void **out);
+
+/** A read-only pin (see ml_get_ro): the pointer must not be written
+ *  through. Same codes as ml_pin. */
+ML_API int ml_pin_ro(ml_arena *arena, ml_handle h, const void **out);
 
 /**
  * Drop one pin.
@@ -864,7 +879,8 @@ ML_API int ml_group_foreach(ml_arena *arena, ml_group_fn fn, void *ctx);
 
 /** Paging counters, zswap style: one per outcome and rejection reason. */
 #define ML_PAGING_STATS(X)                                                     \
-    X(evicted, "entries written to the swap file")                             \
+    X(evicted, "entries sent to the swap file")                                \
+    X(evicted_clean, "of those, unmodified copies already on disk (no write)") \
     X(compressed, "entries compressed into RAM (compressed stage)")            \
     X(stored_raw, "records stored uncompressed (compressed too poorly)")       \
     X(compress_failed, "compression errors (entry stayed resident)")           \
@@ -882,6 +898,7 @@ ML_API int ml_group_foreach(ml_arena *arena, ml_group_fn fn, void *ctx);
     X(now_evicted_bytes, "uncompressed bytes of entries on disk now")          \
     X(now_compressed, "entries compressed in RAM now")                         \
     X(now_compressed_bytes, "uncompressed bytes of entries compressed now")    \
+    X(now_clean_copies, "swap records kept as clean copies of resident blobs") \
     X(swap_capacity, "swap budget, bytes")                                     \
     X(swap_used, "swap bytes holding records")                                 \
     X(direct_io, "1 when the swap file uses O_DIRECT")                         \

@@ -238,7 +238,8 @@ static void usage(FILE *f)
             "  --quick        smaller workloads and fewer repetitions (about a minute)\n"
             "  --reps N       repetitions per measurement, median reported (default 5, quick 3)\n"
             "  --filter NAME  run only benchmarks whose name contains NAME\n"
-            "                 (alloc, get, compact, evict, pagein, prefetch)\n"
+            "                 (alloc, get, compact, evict, pagein, prefetch,\n"
+            "                 store, scaling)\n"
             "  --json FILE    also write results as JSON ('-' for stdout, after the table)\n"
             "  --csv FILE     also write results as CSV\n"
             "  --swap-dir DIR where paging benchmarks put swap files (default $TMPDIR or /var/tmp)\n");
@@ -257,10 +258,13 @@ static const bench_entry benches[] = {
     {"evict", bench_evict, "eviction of 64 KiB blobs vs zstd alone and the raw disk"},
     {"pagein", bench_pagein, "page-in latency at queue depth 1 vs pread + decompress"},
     {"prefetch", bench_prefetch, "ml_prefetch of 1000 random evicted blobs vs one by one"},
+    {"store", bench_store, "larger-than-memory blob store: memorylane, rocksdb, mmap+cgroup, pread"},
+    {"scaling", bench_scaling, "the blob store at 1x, 2x, 4x, 8x the memory budget"},
 };
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "--store-child")) return bench_store_child(argc - 2, argv + 2);
     bench_opts o = {.reps = 0};
     const char *json = NULL, *csv = NULL;
     for (int i = 1; i < argc; i++) {
