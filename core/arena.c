@@ -362,6 +362,17 @@ static bool flush_own_blocks(ml_arena *a)
     return any;
 }
 
+size_t ml__slow_make_room(ml_arena *a, size_t size)
+{
+    if (!a->pager) return 0;
+    ml_lane_t *sl = &a->lanes[ML_LANE_SLOW];
+    pthread_mutex_lock(&sl->lock);
+    size_t reserve = (size_t)sl->reserve_units << sl->unit_shift;
+    pthread_mutex_unlock(&sl->lock);
+    /* Ordinary placements leave the reserve free: room must exceed it. */
+    return ml__pager->make_room(a, ml__align_up(size, ML_PAGE_SIZE) + reserve);
+}
+
 /* Try to place an allocation, making room step by step: FastLane (growing
  * it), then migrating FastLane's oldest entries out, then SlowLane (by
  * failover for small sizes), then compaction, then the program's pressure
@@ -407,13 +418,7 @@ static int place_with_remedies(ml_arena *a, size_t size, size_t align, uint32_t 
             if (moved) continue;
         }
         /* Cold blobs can leave SlowLane (compressed, or to disk). */
-        if (round < 8 && a->pager && (!small || a->cfg.failover_to_slow)) {
-            ml_lane_t *sl = &a->lanes[ML_LANE_SLOW];
-            pthread_mutex_lock(&sl->lock);
-            size_t reserve = (size_t)sl->reserve_units << sl->unit_shift;
-            pthread_mutex_unlock(&sl->lock);
-            if (ml__pager->make_room(a, ml__align_up(size, ML_PAGE_SIZE) + reserve) > 0) continue;
-        }
+        if (round < 8 && (!small || a->cfg.failover_to_slow) && ml__slow_make_room(a, size)) continue;
         ml_pressure_fn pfn = __atomic_load_n(&a->pressure_fn, __ATOMIC_ACQUIRE);
         if (!pressure_tried && pfn) {
             pressure_tried = true;

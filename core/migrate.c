@@ -265,12 +265,8 @@ int ml_realloc(ml_arena *a, ml_handle h, size_t new_size)
     }
     /* SlowLane full: cold blobs can leave it, as for ml_alloc (this entry is
      * claimed, so it is not among them). */
-    for (int round = 0; rc == -ENOMEM && to == ML_LANE_SLOW && a->pager && round < 8; round++) {
-        ml_lane_t *sl = &a->lanes[ML_LANE_SLOW];
-        pthread_mutex_lock(&sl->lock);
-        size_t reserve = (size_t)sl->reserve_units << sl->unit_shift;
-        pthread_mutex_unlock(&sl->lock);
-        if (ml__pager->make_room(a, ml__align_up(new_size, ML_PAGE_SIZE) + reserve) == 0) break;
+    for (int round = 0; rc == -ENOMEM && to == ML_LANE_SLOW && round < 8; round++) {
+        if (ml__slow_make_room(a, new_size) == 0) break;
         rc = ml__move_claimed(a, idx, ML_LANE_SLOW, new_size, false, &ev);
     }
     ml__unclaim(a, idx);
