@@ -542,3 +542,65 @@ TEST_P(Engines, CleanCopiesAreReleasedWhenTheEntryChangesOrDies) {
     EXPECT_EQ(st.swap_used, 0u) << "no swap record left behind";
     EXPECT_EQ(ml__arena_check(a), 0);
 }
+
+// ---- io_uring unavailable: the pread/pwrite engine takes over, and says so ----
+
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+namespace {
+// A seccomp filter that makes io_uring_setup fail with ENOSYS, as on a kernel
+// without io_uring or in a container that forbids it.
+bool BlockIoUring() {
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {(unsigned short)(sizeof f / sizeof f[0]), f};
+    return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+           prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+}
+}  // namespace
+
+TEST(Paging, FallsBackToPreadPwriteWhenIoUringIsUnavailable) {
+    // In a child: the filter cannot be removed once installed.
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        if (!BlockIoUring()) _exit(10);
+        ml_config c = PagingConfig(0);  // auto: io_uring if it can
+        ml_arena *a;
+        if (ml_arena_create(&c, &a)) _exit(11);
+        ml_handle h;
+        if (ml_alloc(a, 64 << 10, &h)) _exit(12);
+        unsigned char *p = (unsigned char *)ml_get(a, h);
+        Content(5, p, 64 << 10);
+        if (ml_evict(a, h)) _exit(13);
+        ml_paging_stats st;
+        ml_paging_stats_get(a, &st);
+        if (strcmp(st.engine, "pread/pwrite") != 0 || st.io_uring != 0) _exit(14);
+        std::vector<unsigned char> want(64 << 10);
+        Content(5, want.data(), want.size());
+        p = (unsigned char *)ml_get(a, h);
+        if (!p || memcmp(p, want.data(), want.size()) != 0) _exit(15);
+        ml_arena_destroy(a);
+        // Asking for io_uring only is refused, and says why.
+        c.io_engine = 1;
+        if (ml_arena_create(&c, &a)) _exit(16);
+        if (ml_alloc(a, 64 << 10, &h)) _exit(17);
+        int rc = ml_evict(a, h);
+        ml_arena_destroy(a);
+        _exit(rc == -ENOSYS ? 0 : 18);
+    }
+    int st;
+    ASSERT_EQ(waitpid(pid, &st, 0), pid);
+    ASSERT_TRUE(WIFEXITED(st));
+    EXPECT_EQ(WEXITSTATUS(st), 0) << "child step that failed: " << WEXITSTATUS(st);
+}

@@ -921,7 +921,9 @@ ML_API int ml_paging_stats_get(ml_arena *arena, ml_paging_stats *out);
  * @return 0; -EINVAL (bad handle, not a SlowLane blob, paging off),
  *         -ESTALE, -EBUSY (pinned), -EALREADY (already evicted), -ENOSPC
  *         (swap budget full), -EIO (write failed: the entry stays resident,
- *         intact).
+ *         intact); the first eviction opens the swap file and the I/O engine
+ *         and passes on their errors (-ENOSYS/-EPERM with io_engine = 1 where
+ *         io_uring is unavailable; -EACCES, -ENOENT for swap_dir).
  */
 ML_API int ml_evict(ml_arena *arena, ml_handle h);
 
