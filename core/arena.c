@@ -370,7 +370,16 @@ size_t ml__slow_make_room(ml_arena *a, size_t size)
     size_t reserve = (size_t)sl->reserve_units << sl->unit_shift;
     pthread_mutex_unlock(&sl->lock);
     /* Ordinary placements leave the reserve free: room must exceed it. */
-    return ml__pager->make_room(a, ml__align_up(size, ML_PAGE_SIZE) + reserve);
+    size_t freed = ml__pager->make_room(a, ml__align_up(size, ML_PAGE_SIZE) + reserve);
+    if (freed) return freed;
+    /* Nothing left to move out, but another thread (the policy thread
+     * evicting, a free) may have made the room while this one waited for
+     * the pager: then the caller's next placement finds it. */
+    size_t units = ml__align_up(size, ML_PAGE_SIZE) >> sl->unit_shift;
+    pthread_mutex_lock(&sl->lock);
+    bool room = ml__ext_largest_free(&sl->ext) >= units && sl->ext.free_units >= units + sl->reserve_units;
+    pthread_mutex_unlock(&sl->lock);
+    return room;
 }
 
 /* Try to place an allocation, making room step by step: FastLane (growing
@@ -693,18 +702,6 @@ int ml__page_in_claimed(ml_arena *a, uint32_t idx, uint64_t m)
     return ml__pager->page_in(a, idx, false);
 }
 
-/* Bring a cold handle back (any access does): claim it, page it in. A
- * read-only access keeps the swap record as a clean copy. */
-static int make_resident(ml_arena *a, ml_handle h, bool read_only)
-{
-    uint64_t m;
-    int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
-    if (rc) return rc;
-    if (!(m & ML_M_RESIDENT)) rc = ml__pager ? ml__pager->page_in(a, ml__idx(h), read_only) : -EIO;
-    ml__unclaim(a, ml__idx(h));
-    return rc;
-}
-
 /* Mark an access: a writable one sets ACCESSED and ends a clean copy's
  * cleanliness; a read-only one sets REFERENCED. Only writes when a bit must
  * change (CLOCK). */
@@ -721,18 +718,33 @@ static inline void mark_access(ml_slot *s, uint64_t m, bool read_only)
     } while (!__atomic_compare_exchange_n(&s->meta, &m, want, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
 }
 
+/* Bring a cold handle back (any access does): claim it, page it in (a
+ * read-only access keeps the swap record as a clean copy), and take its
+ * address and mark the access while still holding the claim, so that an
+ * eviction racing this access cannot send it out again in between. */
+static int make_resident(ml_arena *a, ml_handle h, bool read_only, void **out)
+{
+    uint64_t m;
+    int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
+    if (rc) return rc;
+    uint32_t idx = ml__idx(h);
+    if (!(m & ML_M_RESIDENT)) rc = ml__pager ? ml__pager->page_in(a, idx, read_only) : -EIO;
+    if (rc == 0) {
+        ml_slot *s = &a->slots[idx];
+        mark_access(s, ml__load(&s->meta), read_only);
+        if (out) *out = (void *)(uintptr_t)__atomic_load_n(&s->addr, __ATOMIC_RELAXED);
+    }
+    ml__unclaim(a, idx);
+    return rc;
+}
+
 static int get_common(ml_arena *a, ml_handle h, void **out, bool read_only)
 {
     ml_slot *s;
     uint64_t m;
-    for (int tries = 0;; tries++) {
-        int rc = ml__lookup(a, h, &s, &m);
-        if (rc) return rc;
-        if (m & ML_M_RESIDENT) break;
-        /* A page-in may lose a race with an eviction of the same entry
-         * (it was brought back and sent out again): try again. */
-        if ((rc = make_resident(a, h, read_only)) != 0 || tries > 8) return rc ? rc : -EAGAIN;
-    }
+    int rc = ml__lookup(a, h, &s, &m);
+    if (rc) return rc;
+    if (!(m & ML_M_RESIDENT)) return make_resident(a, h, read_only, out);
     mark_access(s, m, read_only);
     *out = (void *)(uintptr_t)__atomic_load_n(&s->addr, __ATOMIC_RELAXED);
     return 0;
@@ -806,7 +818,7 @@ static int pin_common(ml_arena *a, ml_handle h, void **out, bool read_only)
             continue;
         }
         if (!(m & ML_M_RESIDENT)) { /* cold: bring it back, then pin */
-            if ((rc = make_resident(a, h, read_only)) != 0) return rc;
+            if ((rc = make_resident(a, h, read_only, NULL)) != 0) return rc;
             m = ml__load_acq(&s->meta);
             continue;
         }

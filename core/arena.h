@@ -345,7 +345,9 @@ int ml__make_room_fast(ml_arena *a);
  *  lane. Returns bytes moved or released (0: nothing to gain). */
 int ml__compact_for_room(ml_arena *a, ml_lane lane);
 /** SlowLane has no place for `size` bytes: let paging move cold blobs out
- *  (over the scratch reserve). Returns bytes freed; 0 without paging. */
+ *  (over the scratch reserve). Returns bytes freed, or 1 when none were but
+ *  the lane has room now (made by another thread meanwhile): non-zero means
+ *  "place again". 0 without paging. */
 size_t ml__slow_make_room(ml_arena *a, size_t size);
 /** Stop and join the policy thread, if running. */
 void ml__policy_stop(ml_arena *a);

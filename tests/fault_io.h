@@ -6,6 +6,8 @@
 #ifndef ML_TESTS_FAULT_IO_H
 #define ML_TESTS_FAULT_IO_H
 
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -29,6 +31,7 @@ struct FaultIO {
     int redirect_read_at = -1;  // read from redirect_off instead
     uint64_t redirect_off = 0;
     int which = ML_IO_WHICH_AUTO;  // inner engine
+    unsigned write_delay_us = 0;   // every write waits this long first (a slow disk)
 
     // What happened.
     int writes = 0, reads = 0, injected = 0;
@@ -68,6 +71,7 @@ struct FaultIO {
     static int Write(ml_io *io, const void *buf, size_t len, uint64_t off, int bi, uint64_t tag) {
         Wrap *w = W(io);
         FaultIO *f = w->f;
+        if (f->write_delay_us) usleep(f->write_delay_us);
         int n = f->writes++;
         bool fail = n == f->fail_write_at || (f->fail_all_writes_from >= 0 && n >= f->fail_all_writes_from);
         if (fail) {

@@ -1,0 +1,596 @@
+// Paging under concurrency (meant for --config=tsan as much as for a plain
+// run): worker threads share a set of blobs in a tiny SlowLane and read,
+// write, pin, prefetch, evict, free and reallocate them while the policy
+// thread (every millisecond, cold after a few) compresses and evicts in the
+// background; every byte is checked at the end. Also: two threads touching
+// the same evicted handle at once both get the right data; destroying an
+// arena while its policy thread is evicting shuts down cleanly.
+//
+// Contents are self-describing: a blob starts with a header (slot, version,
+// length) and the rest is a pattern of (slot, version), so a reader that
+// sees any complete version can check every byte of it. ml_read and ml_write
+// claim the entry, so each sees or replaces a whole version; pointer readers
+// and writers (through ml_pin) hold the slot's lock, as the header asks of a
+// program that shares bytes between threads.
+#include <dirent.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "fault_io.h"
+#include "test_util.h"
+
+namespace {
+
+#if defined(__SANITIZE_THREAD__)
+constexpr int kScale = 3;
+#elif defined(__SANITIZE_ADDRESS__)
+constexpr int kScale = 2;
+#else
+constexpr int kScale = 1;
+#endif
+
+struct Hdr {
+    uint32_t slot;
+    uint32_t version;
+    uint64_t len;
+};
+
+uint64_t Key(uint32_t slot, uint32_t version) { return (uint64_t)slot << 32 | version; }
+
+// The pattern of (slot, version); two versions in three compress well.
+void Fill(uint32_t slot, uint32_t version, unsigned char *p, size_t n) {
+    Hdr h{slot, version, n};
+    memcpy(p, &h, sizeof h);
+    uint64_t k = Key(slot, version);
+    bool text = version % 3 != 0;
+    for (size_t i = sizeof h; i < n; i++)
+        p[i] = text ? (unsigned char)('a' + (i / 7 + k) % 16) : PatternByte(k, i);
+}
+
+// Checks a whole copy: its own header, then every byte. Returns "" or why not.
+std::string Check(const unsigned char *p, size_t n, uint32_t slot) {
+    Hdr h;
+    if (n < sizeof h) return "short";
+    memcpy(&h, p, sizeof h);
+    if (h.slot != slot) return "header names slot " + std::to_string(h.slot);
+    if (h.len != n) return "header length " + std::to_string(h.len) + " for " + std::to_string(n) + " bytes";
+    std::vector<unsigned char> want(n);
+    Fill(slot, h.version, want.data(), n);
+    if (memcmp(p, want.data(), n) == 0) return "";
+    size_t i = 0;
+    while (p[i] == want[i]) i++;
+    return "byte " + std::to_string(i) + " of version " + std::to_string(h.version) + " differs";
+}
+
+ml_config TinyConfig(int engine) {
+    ml_config c;
+    ml_config_init(&c);
+    c.fast_lane_size = 1 << 20;
+    c.slow_lane_size = 2 << 20;
+    c.swap_size = 256 << 20;
+    c.max_handles = 1 << 16;
+    c.io_engine = engine;
+    return c;
+}
+
+ml_paging_stats PStats(ml_arena *a) {
+    ml_paging_stats st;
+    EXPECT_EQ(ml_paging_stats_get(a, &st), 0);
+    return st;
+}
+
+int OpenFds() {
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    while (readdir(d)) n++;
+    closedir(d);
+    return n;
+}
+
+// One shared blob. `h` is the current handle (atomic: readers load it with
+// no lock and may find it stale); `version` and `size` change only under
+// the exclusive lock.
+struct Slot {
+    std::shared_mutex mu;
+    std::atomic<uint64_t> h{0};
+    uint32_t version = 0;
+    size_t size = 0;
+};
+
+struct Counts {
+    std::atomic<long> reads{0}, pinned_reads{0}, writes{0}, prefetched{0}, frees{0}, reallocs{0}, evicts{0},
+        stale{0}, no_room{0};
+};
+
+class Shared {
+  public:
+    Shared(ml_arena *a, size_t nslots) : a_(a), slots_(nslots) {}
+
+    size_t RandomSize(std::mt19937_64 &r) { return (16 << 10) + r() % (80 << 10); }
+
+    // Even slots are written only through ml_write (and realloc), so ml_read
+    // may read them with no lock; odd ones also through pinned pointers.
+    static bool ClaimOnly(uint32_t i) { return i % 2 == 0; }
+
+    // Allocate and fill the blob of slot i (exclusive lock held or no
+    // other thread yet).
+    void Make(uint32_t i, size_t size) {
+        Slot &s = slots_[i];
+        ml_handle h;
+        int rc;
+        // Other threads' pins and page-ins in flight can hold much of the
+        // lane for a moment: -ENOMEM is counted (and bounded), then retried.
+        for (int tries = 0; (rc = ml_alloc(a_, size, &h)) == -ENOMEM && tries < 100; tries++) {
+            c.no_room++;
+            std::this_thread::yield();
+        }
+        ASSERT_EQ(rc, 0) << "alloc " << size << ": " << ml_strerror(rc);
+        s.version++;
+        s.size = size;
+        std::vector<unsigned char> buf(size);
+        Fill(i, s.version, buf.data(), size);
+        ASSERT_EQ(ml_write(a_, h, 0, buf.data(), size), 0);
+        s.h.store(h.bits, std::memory_order_release);
+    }
+
+    // A pointer kept across other threads' page-ins: pinned.
+    void PinnedRead(std::mt19937_64 &r) {
+        uint32_t i = (uint32_t)(r() % slots_.size());
+        Slot &s = slots_[i];
+        std::shared_lock<std::shared_mutex> lk(s.mu);
+        ml_handle h{s.h.load(std::memory_order_relaxed)};
+        void *p = nullptr;
+        int rc = ml_pin(a_, h, r() % 2 ? &p : nullptr);
+        if (rc == -ENOMEM) {
+            c.no_room++;
+            return;
+        }
+        ASSERT_EQ(rc, 0) << "ml_pin: " << ml_strerror(rc);
+        if (!p) p = ml_get(a_, h);  // valid while pinned
+        ASSERT_NE(p, nullptr);
+        EXPECT_EQ(ml_handle_state(a_, h), ML_STATE_SLOW) << "pinned, so resident";
+        std::string why = Check((const unsigned char *)p, s.size, i);
+        Hdr hd;
+        memcpy(&hd, p, sizeof hd);
+        EXPECT_EQ(hd.version, s.version) << "slot " << i;
+        std::this_thread::yield();  // let the policy thread try to move it
+        EXPECT_EQ(Check((const unsigned char *)p, s.size, i), why);
+        ASSERT_EQ(ml_unpin(a_, h), 0);
+        ASSERT_EQ(why, "") << "pinned read of slot " << i;
+        c.pinned_reads++;
+    }
+
+    // A new version: through ml_write, or through a pinned pointer.
+    void Write(std::mt19937_64 &r) {
+        uint32_t i = (uint32_t)(r() % slots_.size());
+        Slot &s = slots_[i];
+        std::unique_lock<std::shared_mutex> lk(s.mu);
+        ml_handle h{s.h.load(std::memory_order_relaxed)};
+        std::vector<unsigned char> buf(s.size);
+        Fill(i, s.version + 1, buf.data(), s.size);
+        if (ClaimOnly(i) || r() % 2) {
+            int rc = ml_write(a_, h, 0, buf.data(), buf.size());
+            if (rc == -ENOMEM) {
+                c.no_room++;
+                return;
+            }
+            ASSERT_EQ(rc, 0) << "ml_write: " << ml_strerror(rc);
+        } else {
+            void *p;
+            int rc = ml_pin(a_, h, &p);
+            if (rc == -ENOMEM) {
+                c.no_room++;
+                return;
+            }
+            ASSERT_EQ(rc, 0) << "ml_pin: " << ml_strerror(rc);
+            memcpy(p, buf.data(), buf.size());
+            ASSERT_EQ(ml_unpin(a_, h), 0);
+        }
+        s.version++;
+        c.writes++;
+    }
+
+    // Free and allocate anew (a new handle: the old one is stale for good).
+    void Replace(std::mt19937_64 &r) {
+        uint32_t i = (uint32_t)(r() % slots_.size());
+        Slot &s = slots_[i];
+        std::unique_lock<std::shared_mutex> lk(s.mu);
+        ml_handle h{s.h.load(std::memory_order_relaxed)};
+        ASSERT_EQ(ml_free(a_, h), 0);
+        ASSERT_EQ(ml_handle_state(a_, h), ML_STATE_FREED);
+        Make(i, RandomSize(r));
+        c.frees++;
+    }
+
+    // Resize behind the same handle, then write the new version whole.
+    void Realloc(std::mt19937_64 &r) {
+        uint32_t i = (uint32_t)(r() % slots_.size());
+        Slot &s = slots_[i];
+        std::unique_lock<std::shared_mutex> lk(s.mu);
+        ml_handle h{s.h.load(std::memory_order_relaxed)};
+        size_t n = RandomSize(r);
+        int rc = ml_realloc(a_, h, n);
+        if (rc == -ENOMEM) {
+            c.no_room++;
+            return;
+        }
+        ASSERT_EQ(rc, 0) << "ml_realloc: " << ml_strerror(rc);
+        // Until the write below, a reader may see the new size with the old
+        // version's bytes: readers check the header's length first.
+        std::vector<unsigned char> buf(n);
+        Fill(i, s.version + 1, buf.data(), n);
+        for (int tries = 0; (rc = ml_write(a_, h, 0, buf.data(), n)) == -ENOMEM && tries < 100; tries++) {
+            c.no_room++;
+            std::this_thread::yield();
+        }
+        ASSERT_EQ(rc, 0) << "ml_write after realloc: " << ml_strerror(rc);
+        s.version++;
+        s.size = n;
+        c.reallocs++;
+    }
+
+    void Prefetch(std::mt19937_64 &r) {
+        std::vector<ml_handle> hs;
+        for (int k = 0, n = 1 + (int)(r() % 6); k < n; k++)
+            hs.push_back(ml_handle{slots_[r() % slots_.size()].h.load(std::memory_order_acquire)});
+        int rc = ml_prefetch(a_, hs.data(), hs.size());
+        if (rc == -ENOMEM) {
+            c.no_room++;
+            return;
+        }
+        ASSERT_GE(rc, 0) << "ml_prefetch: " << ml_strerror(rc);
+        ASSERT_LE(rc, (int)hs.size());
+        c.prefetched += rc;
+    }
+
+    void Evict(std::mt19937_64 &r) {
+        ml_handle h{slots_[r() % slots_.size()].h.load(std::memory_order_acquire)};
+        int rc = r() % 2 ? ml_evict(a_, h) : ml_compress(a_, h);
+        // Pinned by a reader, already cold, freed meanwhile, no room for a
+        // compressed record, or incompressible: all fine here.
+        ASSERT_TRUE(rc == 0 || rc == -EBUSY || rc == -EALREADY || rc == -ESTALE || rc == -ENOMEM)
+            << ml_strerror(rc);
+        if (rc == 0) c.evicts++;
+    }
+
+    // ml_read: a whole version of the slot (ml_write and realloc claim the
+    // entry, as ml_read does), or -ESTALE when it was freed meanwhile. Of a
+    // realloc in progress it may see the new size with the old version's
+    // bytes: the header's length tells. Slots that are also written through
+    // pointers are read under their lock (a pointer write claims nothing).
+    void Read(std::mt19937_64 &r) {
+        uint32_t i = (uint32_t)(r() % slots_.size());
+        std::shared_lock<std::shared_mutex> lk(slots_[i].mu, std::defer_lock);
+        if (!ClaimOnly(i)) lk.lock();
+        ml_handle h{slots_[i].h.load(std::memory_order_acquire)};
+        std::vector<unsigned char> buf(256 << 10);
+        int n = ml_read(a_, h, 0, buf.data(), buf.size());
+        if (n == -ESTALE) {
+            c.stale++;
+            return;
+        }
+        ASSERT_GT(n, (int)sizeof(Hdr)) << "ml_read: " << ml_strerror(n);
+        Hdr hd;
+        memcpy(&hd, buf.data(), sizeof hd);
+        ASSERT_EQ(hd.slot, i);
+        size_t m = std::min<size_t>(hd.len, (size_t)n);
+        std::vector<unsigned char> want(hd.len);
+        Fill(i, hd.version, want.data(), hd.len);
+        ASSERT_EQ(memcmp(buf.data(), want.data(), m), 0) << "slot " << i << " version " << hd.version;
+        c.reads++;
+    }
+
+    void Worker(uint64_t seed, int ops) {
+        std::mt19937_64 r(seed);
+        for (int k = 0; k < ops && !::testing::Test::HasFatalFailure(); k++) {
+            unsigned x = r() % 100;
+            if (x < 30)
+                Read(r);
+            else if (x < 50)
+                PinnedRead(r);
+            else if (x < 65)
+                Write(r);
+            else if (x < 75)
+                Prefetch(r);
+            else if (x < 82)
+                Replace(r);
+            else if (x < 90)
+                Realloc(r);
+            else
+                Evict(r);
+        }
+    }
+
+    // With the workers stopped (the policy thread still runs): every byte of
+    // every slot, through ml_read, then through ml_get.
+    void VerifyAll() {
+        for (uint32_t i = 0; i < slots_.size(); i++) {
+            Slot &s = slots_[i];
+            ml_handle h{s.h.load()};
+            std::vector<unsigned char> buf(s.size), want(s.size);
+            Fill(i, s.version, want.data(), s.size);
+            ASSERT_EQ(ml_read(a_, h, 0, buf.data(), buf.size()), (int)s.size) << "slot " << i;
+            ASSERT_TRUE(buf == want) << "slot " << i << ": " << Check(buf.data(), s.size, i);
+        }
+        for (uint32_t i = 0; i < slots_.size(); i++) {
+            Slot &s = slots_[i];
+            ml_handle h{s.h.load()};
+            std::vector<unsigned char> want(s.size);
+            Fill(i, s.version, want.data(), s.size);
+            void *p;  // pinned: the policy thread may relocate at any moment
+            ASSERT_EQ(ml_pin(a_, h, &p), 0) << "slot " << i;
+            EXPECT_EQ(memcmp(p, want.data(), s.size), 0) << "slot " << i;
+            ASSERT_EQ(ml_unpin(a_, h), 0);
+        }
+    }
+
+    void FreeAll() {
+        for (auto &s : slots_) ASSERT_EQ(ml_free(a_, ml_handle{s.h.load()}), 0);
+    }
+
+    Counts c;
+
+  private:
+    ml_arena *a_;
+    std::vector<Slot> slots_;
+};
+
+class Engines : public ::testing::TestWithParam<int> {};
+INSTANTIATE_TEST_SUITE_P(Paging, Engines, ::testing::Values(1, 2),
+                         [](const ::testing::TestParamInfo<int> &i) {
+                             return std::string(i.param == 1 ? "IoUring" : "PreadPwrite");
+                         });
+
+}  // namespace
+
+TEST_P(Engines, WorkersAndPolicyThreadShareBlobsInATinyLane) {
+    ml_config c = TinyConfig(GetParam());
+    c.policy_check_interval_ms = 1;
+    c.cold_after_ms = 3;
+    ArenaGuard a(&c);
+    ASSERT_NE(a.a, nullptr);
+    const size_t nslots = 96;  // ~5 MiB of blobs in a 2 MiB lane
+    Shared sh(a, nslots);
+    std::mt19937_64 r(GetParam());
+    for (uint32_t i = 0; i < nslots; i++) {
+        sh.Make(i, sh.RandomSize(r));
+        if (::testing::Test::HasFatalFailure()) return;
+    }
+    const int nthreads = 4, ops = 2500 / kScale;
+    std::vector<std::thread> ts;
+    for (int t = 0; t < nthreads; t++) ts.emplace_back([&sh, t, ops] { sh.Worker(1000 + t, ops); });
+    for (auto &t : ts) t.join();
+    if (::testing::Test::HasFatalFailure()) return;
+    // The policy thread is still running: pins for pointers.
+    ml_paging_stats ps = PStats(a);
+    EXPECT_GT(ps.evicted + ps.compressed, 0u);
+    EXPECT_GT(ps.page_ins, 0u);
+    EXPECT_EQ(ps.checksum_failures, 0u);
+    EXPECT_EQ(ps.io_errors, 0u);
+    sh.VerifyAll();
+    if (::testing::Test::HasFatalFailure()) return;
+    long total = nthreads * ops;
+    printf(
+        "%s: %ld ops: %ld reads, %ld pinned reads, %ld writes, %ld prefetched, %ld replaced, %ld reallocs, "
+        "%ld evicts, %ld stale, %ld without room; pager: %llu evicted, %llu compressed, %llu page-ins\n",
+        GetParam() == 1 ? "io_uring" : "pread/pwrite", total, sh.c.reads.load(), sh.c.pinned_reads.load(),
+        sh.c.writes.load(), sh.c.prefetched.load(), sh.c.frees.load(), sh.c.reallocs.load(),
+        sh.c.evicts.load(), sh.c.stale.load(), sh.c.no_room.load(), (unsigned long long)ps.evicted,
+        (unsigned long long)ps.compressed, (unsigned long long)ps.page_ins);
+    // -ENOMEM under concurrency (pins, other threads' claims) is allowed,
+    // but it must stay the exception.
+    EXPECT_LT(sh.c.no_room.load(), total / 20);
+    sh.FreeAll();
+    ps = PStats(a);
+    EXPECT_EQ(ps.now_evicted, 0u);
+    EXPECT_EQ(ps.now_compressed, 0u);
+    EXPECT_EQ(ps.swap_used, 0u);
+    ml_stats st;
+    ASSERT_EQ(ml_stats_get(a, &st), 0);
+    EXPECT_EQ(st.handles_live, 0u);
+}
+
+// Two threads hit the same cold handle at the same moment: one pages it in,
+// the other waits for it (or reads the cold copy); both see every byte.
+TEST_P(Engines, TwoThreadsTouchTheSameEvictedHandle) {
+    ml_config c = TinyConfig(GetParam());
+    ArenaGuard a(&c);
+    ASSERT_NE(a.a, nullptr);
+    std::vector<ml_handle> hs;
+    std::vector<size_t> sizes;
+    std::mt19937_64 r(7);
+    for (uint32_t i = 0; i < 24; i++) {  // ~1.5 MiB: they all fit once back
+        size_t n = (16 << 10) + r() % (100 << 10);
+        ml_handle h;
+        ASSERT_EQ(ml_alloc(a, n, &h), 0);
+        std::vector<unsigned char> buf(n);
+        Fill(i, 1, buf.data(), n);
+        ASSERT_EQ(ml_write(a, h, 0, buf.data(), n), 0);
+        hs.push_back(h);
+        sizes.push_back(n);
+    }
+    const int rounds = 300 / kScale;
+    std::atomic<int> go{0}, done{0};
+    std::atomic<bool> stop{false};
+    std::atomic<uint64_t> cur{0};
+    std::atomic<int> failures{0};
+    // Each round: the main thread makes one handle cold, then releases both
+    // threads at once; each touches it in its own way and checks it.
+    auto toucher = [&](int who) {
+        std::mt19937_64 rr(who);
+        for (int round = 1; round <= rounds; round++) {
+            while (go.load(std::memory_order_acquire) < round) {
+                if (stop.load()) return;
+                std::this_thread::yield();
+            }
+            uint64_t v = cur.load();
+            uint32_t i = (uint32_t)(v >> 32);
+            ml_handle h = hs[i];
+            size_t n = sizes[i];
+            std::vector<unsigned char> buf(n);
+            std::string why;
+            switch ((rr() + (unsigned)who) % 4) {
+                case 0: {  // ml_get: brings it back
+                    const void *p = ml_get(a, h);
+                    if (!p)
+                        why = "ml_get failed";
+                    else
+                        why = Check((const unsigned char *)p, n, i);
+                    break;
+                }
+                case 1: {  // pinned
+                    void *p;
+                    int rc = ml_pin(a, h, &p);
+                    if (rc)
+                        why = std::string("ml_pin: ") + ml_strerror(rc);
+                    else {
+                        why = Check((const unsigned char *)p, n, i);
+                        ml_unpin(a, h);
+                    }
+                    break;
+                }
+                case 2: {  // a cold copy, or the resident data
+                    int got = ml_read(a, h, 0, buf.data(), n);
+                    if (got != (int)n)
+                        why = "ml_read returned " + std::to_string(got);
+                    else
+                        why = Check(buf.data(), n, i);
+                    break;
+                }
+                default: {  // prefetch, then get
+                    int rc = ml_prefetch(a, &h, 1);
+                    if (rc < 0 || rc > 1) why = "ml_prefetch returned " + std::to_string(rc);
+                    const void *p = ml_get(a, h);
+                    if (!p)
+                        why = "ml_get after prefetch failed";
+                    else if (why.empty())
+                        why = Check((const unsigned char *)p, n, i);
+                    break;
+                }
+            }
+            if (!why.empty()) {
+                failures++;
+                ADD_FAILURE() << "round " << round << " thread " << who << " slot " << i << ": " << why;
+            }
+            done.fetch_add(1);
+        }
+    };
+    std::thread t1(toucher, 1), t2(toucher, 2);
+    for (int round = 1; round <= rounds && !failures.load(); round++) {
+        uint32_t i = (uint32_t)(r() % hs.size());
+        int rc = round % 3 == 0 ? ml_compress(a, hs[i]) : ml_evict(a, hs[i]);
+        if (rc != 0 && rc != -EALREADY) {
+            ADD_FAILURE() << "round " << round << ": " << ml_strerror(rc);
+            break;
+        }
+        ml_state st = ml_handle_state(a, hs[i]);
+        EXPECT_TRUE(round % 3 ? st == ML_STATE_EVICTED : st == ML_STATE_COMPRESSED || st == ML_STATE_EVICTED)
+            << ml_state_name(st);
+        cur.store((uint64_t)i << 32);
+        go.store(round, std::memory_order_release);
+        while (done.load() < 2 * round && !failures.load()) std::this_thread::yield();
+    }
+    stop = true;
+    t1.join();
+    t2.join();
+    EXPECT_EQ(failures.load(), 0);
+    EXPECT_GT(PStats(a).page_ins, 0u);
+    EXPECT_EQ(PStats(a).checksum_failures, 0u);
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
+// ml_arena_destroy while the policy thread is compressing and evicting, at
+// random moments: it stops the thread, waits for I/O in flight, and leaves
+// no descriptor behind (ASan checks the memory).
+TEST(PagingThreads, DestroyWhilePolicyThreadEvicts) {
+    int fds = OpenFds();
+    std::mt19937_64 r(11);
+    const int rounds = 24 / kScale;
+    uint64_t evicted = 0;
+    for (int round = 0; round < rounds; round++) {
+        ml_config c = TinyConfig(round % 2 ? 1 : 2);
+        c.policy_check_interval_ms = 1;
+        c.cold_after_ms = 1;
+        c.compressed_stage = round % 4 < 2;
+        ml_arena *a;
+        ASSERT_EQ(ml_arena_create(&c, &a), 0);
+        for (uint32_t i = 0; i < 48; i++) {
+            size_t n = (16 << 10) + r() % (64 << 10);
+            ml_handle h;
+            int rc = ml_alloc(a, n, &h);
+            ASSERT_EQ(rc, 0) << ml_strerror(rc);
+            std::vector<unsigned char> buf(n);
+            Fill(i, 1, buf.data(), n);
+            ASSERT_EQ(ml_write(a, h, 0, buf.data(), n), 0);
+        }
+        // Once the policy thread is at work (idle after 1 ms: everything
+        // goes), destroy at a random moment of it.
+        ml_paging_stats ps = PStats(a);
+        uint64_t base = ps.evicted + ps.compressed;
+        for (int k = 0; k < 200 && ps.evicted + ps.compressed == base; k++) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            ps = PStats(a);
+        }
+        EXPECT_GT(ps.evicted + ps.compressed, base) << "round " << round << ": the policy thread evicts";
+        std::this_thread::sleep_for(std::chrono::microseconds(r() % 3000));
+        evicted += ps.evicted + ps.compressed;
+        ml_arena_destroy(a);  // with entries cold, resident, and maybe in flight
+    }
+    EXPECT_GT(evicted, 0u);
+    EXPECT_EQ(OpenFds(), fds) << "no descriptor left behind";
+}
+
+// An allocation that finds SlowLane full asks the pager for room and waits
+// for its lock. If the policy thread is meanwhile evicting every idle blob
+// (a batch whose lane space is released at its end), nothing is left to
+// evict once the allocation gets the lock, but the lane is empty: it must
+// place again, not fail. (It used to return -ENOMEM there.) A slow disk
+// keeps the policy thread's batch going while the allocation arrives.
+TEST(PagingThreads, AllocWaitingForAnIdleEvictionPlacesAfterIt) {
+    // Filling the lane must take well under cold_after_ms (sanitizers are slow).
+    const uint32_t idle_ms = 40 * kScale;
+    int tried = 0;
+    for (int engine : {1, 2}) {
+        FaultIO f;  // outlives the arena below (its engine calls into f)
+        f.which = engine;
+        f.write_delay_us = 1000;
+        ml_config c = TinyConfig(engine);
+        c.policy_check_interval_ms = 1;
+        c.cold_after_ms = idle_ms;
+        c.compressed_stage = false;
+        c.slow_lane_usage_threshold = 0.9;  // with the 10% reserve: only idleness evicts
+        c.enable_auto_compaction = false;
+        std::unique_ptr<ml_arena, void (*)(ml_arena *)> a(f.Create(&c), ml_arena_destroy);
+        ASSERT_NE(a, nullptr);
+        // Fill SlowLane to the brim.
+        ml_stats st;
+        std::vector<unsigned char> buf(16 << 10);
+        for (uint32_t i = 0;; i++) {
+            ASSERT_EQ(ml_stats_get(a.get(), &st), 0);
+            const ml_lane_stats &s = st.lane[ML_LANE_SLOW];
+            if (s.free < buf.size() + s.reserve + (4 << 10)) break;
+            ml_handle h;
+            ASSERT_EQ(ml_alloc(a.get(), buf.size(), &h), 0);
+            Fill(i, 1, buf.data(), buf.size());
+            ASSERT_EQ(ml_write(a.get(), h, 0, buf.data(), buf.size()), 0);
+        }
+        if (PStats(a.get()).evicted) continue;  // the fill was too slow: no test here
+        tried++;
+        // Everything goes idle; the policy thread starts writing it all out,
+        // a millisecond a record.
+        std::this_thread::sleep_for(std::chrono::milliseconds(idle_ms + 10));
+        ml_handle h;
+        int rc = ml_alloc(a.get(), 64 << 10, &h);  // does not fit until the batch ends
+        EXPECT_EQ(rc, 0) << (engine == 1 ? "io_uring: " : "pread/pwrite: ") << ml_strerror(rc);
+        EXPECT_GT(PStats(a.get()).evicted, 0u);
+    }
+    EXPECT_GT(tried, 0) << "the lane never filled within cold_after_ms";
+}
