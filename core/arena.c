@@ -65,6 +65,14 @@ int ml__arena_create_with(const ml_config *cfg_in, const ml_prim *prim, ml_arena
     cfg.slow_lane_size = ml__align_up(cfg.slow_lane_size, sunit);
     size_t smax = cfg.slow_lane_max_size ? cfg.slow_lane_max_size : cfg.slow_lane_size;
     cfg.slow_lane_max_size = ml__align_up(smax < cfg.slow_lane_size ? cfg.slow_lane_size : smax, sunit);
+    if (cfg.swap_dir) { /* the arena keeps its own copy of the string */
+        a->swap_dir = strdup(cfg.swap_dir);
+        if (!a->swap_dir) {
+            free(a);
+            return -ENOMEM;
+        }
+        cfg.swap_dir = a->swap_dir;
+    }
     a->cfg = cfg;
     a->max_handles = cfg.max_handles;
 
@@ -113,6 +121,7 @@ fail:
     ml__meta_unmap(a->tags, (size_t)ML_MAX_TAGS * ML_TAG_MAX);
     ml__meta_unmap(a->cold, cfg.max_handles * sizeof(ml_cold));
     ml__meta_unmap(a->slots, cfg.max_handles * sizeof(ml_slot));
+    free(a->swap_dir);
     free(a);
     return rc;
 }
@@ -138,6 +147,7 @@ void ml_arena_destroy(ml_arena *a)
     pthread_mutex_destroy(&a->tc_list_lock);
     pthread_mutex_destroy(&a->meta_lock);
     ml__events_fini(a);
+    free(a->swap_dir);
     free(a);
 }
 
@@ -167,7 +177,21 @@ void ml__cold_peek(ml_arena *a, uint32_t idx, uint64_t m, ml_cold *out)
 {
     const ml_cold *c = &a->cold[idx];
     if (c->gen == ML_HI_GEN(ml__hi(m))) {
-        *out = *c;
+        /* Field by field: the group links (gprev, gnext) belong to the meta
+         * lock, and a neighbour's link or unlink rewrites them while this
+         * slot is claimed; they are not ours to read here. */
+        memset(out, 0, sizeof *out);
+        out->gen = c->gen;
+        out->tag = c->tag;
+        out->group = c->group;
+        out->gprev = out->gnext = ML_NIL32;
+        out->migrations = c->migrations;
+        out->last_from = c->last_from;
+        out->last_to = c->last_to;
+        out->accesses = c->accesses;
+        out->last_access_ns = c->last_access_ns;
+        out->last_migration_ns = c->last_migration_ns;
+        out->swap_copy = c->swap_copy;
         return;
     }
     memset(out, 0, sizeof *out);

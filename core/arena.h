@@ -230,6 +230,7 @@ struct ml_arena {
 
     struct ml_arena *reg_next;   /* g_registry list */
     void *pager;                 /* paging/'s state, NULL without paging */
+    char *swap_dir;              /* our copy of cfg.swap_dir */
 };
 
 /* ---- helpers shared by the core's files ------------------------------------------ */

@@ -42,6 +42,15 @@ int ml_events_enable(ml_arena *a, size_t capacity)
     return 0;
 }
 
+size_t ml_events_capacity(ml_arena *a)
+{
+    if (!a) return 0;
+    pthread_mutex_lock(&a->events_lock);
+    size_t cap = a->events_cap;
+    pthread_mutex_unlock(&a->events_lock);
+    return cap;
+}
+
 void ml__event(ml_arena *a, ml_event_kind kind, ml_handle h, uint64_t bytes, uint64_t count,
                ml_lane from, ml_lane to)
 {

@@ -2,6 +2,7 @@
 # tools/install.sh PREFIX — install MemoryLane for programs built outside Bazel:
 #   PREFIX/include/memorylane/*.h
 #   PREFIX/lib/libmemorylane.a  PREFIX/lib/libmemorylane.so
+#   PREFIX/lib/libmemorylane_debugfs.so (the FUSE debug view: -lmemorylane_debugfs)
 #   PREFIX/lib/pkgconfig/memorylane.pc
 # Then:  cc app.c $(PKG_CONFIG_PATH=PREFIX/lib/pkgconfig pkg-config --cflags --libs memorylane)
 # (add --static to pkg-config and -static-pie... to link the archive instead).
@@ -17,14 +18,15 @@ prefix=$(cd "$1" && pwd)
 cd "$root"
 
 # The libraries that make up //:memorylane (one archive per module).
-libs=(//core:core)
-bazel build --config=opt //:libmemorylane.so "${libs[@]}" >/dev/null 2>&1 || \
-  bazel build --config=opt //:libmemorylane.so "${libs[@]}"
+libs=(//core:core //paging:paging)
+bazel build --config=opt //:libmemorylane.so //:libmemorylane_debugfs.so "${libs[@]}" >/dev/null 2>&1 || \
+  bazel build --config=opt //:libmemorylane.so //:libmemorylane_debugfs.so "${libs[@]}"
 bin=$(bazel info --config=opt bazel-bin 2>/dev/null)
 
 mkdir -p "$prefix/include/memorylane" "$prefix/lib/pkgconfig"
 install -m 0644 include/memorylane/*.h "$prefix/include/memorylane/"
 install -m 0755 "$bin/libmemorylane.so" "$prefix/lib/libmemorylane.so"
+install -m 0755 "$bin/libmemorylane_debugfs.so" "$prefix/lib/libmemorylane_debugfs.so"
 
 # One static archive from the modules' archives (alwayslink archives are .lo).
 tmp=$(mktemp -d)
@@ -52,7 +54,7 @@ Name: memorylane
 Description: Memory behind stable, generation-checked handles: lanes, compaction, paging
 Version: $version
 Libs: -L\${libdir} -Wl,-rpath,\${libdir} -lmemorylane
-Libs.private: -lpthread
+Libs.private: -lpthread -lzstd -luring
 Cflags: -I\${includedir}
 PC
 echo "installed MemoryLane $version under $prefix"

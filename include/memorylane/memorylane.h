@@ -225,7 +225,8 @@ typedef struct ml_config {
     bool enable_paging;
     /** Directory of the swap file; NULL = $TMPDIR, else /var/tmp. The file
      *  is private and unnamed (O_TMPFILE, else created and unlinked at
-     *  once): nothing is left behind, even after a crash. Default NULL. */
+     *  once): nothing is left behind, even after a crash. The arena keeps
+     *  its own copy of the string. Default NULL. */
     const char *swap_dir;
     /** Most bytes the swap file may hold; when full, eviction stops (and
      *  says so in ml_paging_stats.budget_full). Default 1 GiB. */
@@ -783,6 +784,9 @@ ML_API const char *ml_event_name(ml_event_kind kind);
  * @return 0; -EINVAL (arena NULL, capacity over 2^24); -ENOMEM.
  */
 ML_API int ml_events_enable(ml_arena *arena, size_t capacity);
+
+/** Capacity of the events ring; 0 when recording is off (or arena NULL). */
+ML_API size_t ml_events_capacity(ml_arena *arena);
 
 /**
  * Copy up to max recorded events with seq >= *cursor into out, oldest first,

@@ -1,0 +1,1311 @@
+/*
+ * debugfs.c — the debug view: a live arena as a read-only FUSE filesystem.
+ *
+ * A pure client. Everything shown here comes from the public API
+ * (ml_foreach, ml_handle_info_get, ml_read, ml_stats_get, ml_lane_map,
+ * ml_events_read, groups); this file includes only memorylane.h and
+ * debugfs.h. It needs no lock of the arena's and no hook in core/: the
+ * library already takes snapshots under its own locks and hands them out
+ * with no lock held, so a slow reader of the view can never stall the
+ * program, and nothing shown can be more "inside" than what a program could
+ * print itself. It never writes, frees or moves memory; data is read with
+ * ml_read, which decompresses a copy of a cold handle and leaves it cold.
+ *
+ * Which libfuse API. The high-level (path) API of libfuse 3: the layout is a
+ * small tree whose every node is named by its path, so resolving a path
+ * from scratch on each request is simple and needs no inode table of ours
+ * (the library keeps one). Kernel caching is switched off (entry, attribute
+ * and negative timeouts 0) and every file is opened with direct_io, so that
+ * a handle freed or allocated shows at once, each read reaches us (that is
+ * how an open data file of a freed handle reports ESTALE), and a text file
+ * is not limited to the size the kernel last cached. We do not use
+ * fuse_loop: the serving thread runs its own loop over the public session
+ * calls (fuse_session_receive_buf / fuse_session_process_buf), polling the
+ * FUSE device (non-blocking) and an eventfd, so that it can be told to stop
+ * at any moment without a signal. One thread serves: requests are cheap
+ * (snapshots, ml_read) and one thread keeps the unmount story simple.
+ *
+ * Sizes. A text file is rendered at lookup/getattr time to report its exact
+ * size, and rendered again at open into a snapshot that the open file keeps
+ * and reads from, so cat, cp, hexdump and tail (fstat, seek, read) see a
+ * consistent file; a file that changed between stat and open (events grow)
+ * is read as its snapshot. A data file's size is the allocation's size; an
+ * open data file keeps the ml_handle (not the ID, which is reused), so once
+ * that handle is freed every read answers ESTALE even if its ID lives again.
+ *
+ * Unmount. The rule (see DESIGN.md, "Build facts"): a FUSE request that is
+ * never answered leaves its caller in uninterruptible sleep, so the server
+ * must keep answering until the kernel has let go of the connection, and
+ * must not stop reading first and detach later. ml_debugfs_unmount
+ *   1. unmounts for real (umount2 without MNT_DETACH; fusermount3 -u when
+ *      not privileged) while the thread still serves. When the mount is not
+ *      busy this succeeds; the kernel ends the connection and the loop
+ *      reads ENODEV and returns. While files are open the kernel says EBUSY:
+ *      we retry for a short grace period, so a `cat` in progress finishes.
+ *   2. If still busy (a reader holds a file open), it aborts the connection
+ *      (fusectl's connections/N/abort, else umount2 MNT_FORCE, which aborts
+ *      FUSE): every pending and later request fails at once (ENOTCONN /
+ *      ECONNABORTED), so nobody can hang, and the loop ends. Then it retries
+ *      the real unmount while readers notice their errors and close.
+ *   3. If something still holds the mount (a shell's working directory),
+ *      the connection being dead, a detach is harmless: it does so, so that
+ *      no stale mount stays in the namespace, and returns -EBUSY.
+ * Then it wakes the loop through the eventfd (for the paths where the kernel
+ * did not end it), joins the thread, and lets libfuse close the device
+ * (which aborts whatever might remain; libfuse's own lazy unmount is then a
+ * no-op because the device reports POLLERR). fuse_session_exit is never used
+ * while the connection lives: libfuse drops a request read after exit.
+ *
+ * One thing no server can fix: if the program dies (a crash, abort) while
+ * one of its own threads is inside a request to this view, the kernel cannot
+ * finish the exit, since that thread waits for an answer from a thread that
+ * is gone, until someone aborts the connection (fusectl). Readers in other
+ * processes are safe: the dying program closes the device, which aborts it.
+ *
+ * Mount options: ro (the kernel refuses writes with EROFS before asking us;
+ * the write operations below refuse too), default_permissions (the kernel
+ * applies the 0500/0400 modes), nosuid, nodev, noexec; allow_other only when
+ * asked. Events: the view turns the ring on at mount unless the program's
+ * ring already holds events (there is no call that says whether it is on;
+ * a ring the program turned on but that is still empty is taken for off).
+ *
+ * Locking. The view holds no lock of its own while serving: the fs object
+ * is immutable after mount, open-file state belongs to the one serving
+ * thread, and each snapshot is taken by the public API under the arena's
+ * locks and released before we reply. The only lock here, events_lock,
+ * guards the registry that tells whether a mount turned events on (so the
+ * last unmount of an arena turns them off again, and only then).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <fuse3/fuse.h>
+#include <fuse3/fuse_lowlevel.h>
+
+#include "memorylane/debugfs.h"
+#include "memorylane/memorylane.h"
+
+extern char **environ;
+
+/* ---- tunables ---------------------------------------------------------------- */
+
+#define EVENTS_DEFAULT 4096
+#define UMOUNT_GRACE_MS 500   /* real unmount retried while files are open */
+#define UMOUNT_ABORTED_MS 1000 /* after the abort, for readers to close */
+#define UMOUNT_RETRY_US 5000
+
+/* ---- data structures ----------------------------------------------------------- */
+
+/* A file the kernel has opened and not released yet. Owned by the serving
+ * thread; the ones the kernel never released (connection aborted) are freed
+ * by unmount after the thread is joined. */
+typedef struct open_file {
+    struct open_file *prev, *next;
+    bool is_data;
+    ml_handle h;  /* data: the handle, as it was at open */
+    char *text;   /* text: the snapshot rendered at open */
+    size_t len;
+} open_file;
+
+struct ml_debugfs {
+    ml_arena *arena;
+    char *mountpoint; /* as given */
+    char *abspath;    /* canonical: what we unmount */
+    struct fuse *fuse;
+    struct fuse_session *se;
+    int wake_fd;      /* eventfd: the loop stops when it is readable */
+    pthread_t thread;
+    bool have_conn;
+    unsigned conn;    /* FUSE connection number (minor of st_dev) */
+    uid_t uid;
+    gid_t gid;
+    struct timespec mounted_at;
+    open_file *open;  /* serving thread only */
+};
+
+/* Registry of the arenas whose events the view turned on. events_lock
+ * guards it; it is a leaf lock (ml_events_enable takes only the arena's
+ * events lock). */
+typedef struct events_ref {
+    struct events_ref *next;
+    ml_arena *arena;
+    unsigned mounts;
+    bool ours; /* events were off before the first mount: turn them off after the last */
+} events_ref;
+
+static pthread_mutex_t events_lock = PTHREAD_MUTEX_INITIALIZER;
+static events_ref *events_refs;
+
+/* What a path names. */
+typedef enum { N_DIR, N_TEXT, N_DATA, N_LINK } ntype;
+typedef enum { D_ROOT, D_ARENA, D_LANES, D_LANE, D_PAGING, D_HANDLES, D_HANDLE, D_GROUPS, D_GROUP, D_TAGS, D_TAG } dkind;
+typedef enum { T_CONFIG, T_ARENA_STATS, T_LANE_STATS, T_LANE_MAP, T_PAGING_STATS, T_STATE, T_INFO, T_EVENTS } tkind;
+
+typedef struct node {
+    ntype type;
+    int kind;      /* dkind for N_DIR, tkind for N_TEXT */
+    ml_lane lane;  /* D_LANE and its files */
+    ml_handle h;   /* D_HANDLE, its files, links */
+    int64_t id;
+    ml_group group;            /* D_GROUP */
+    char name[ML_NAME_MAX > ML_TAG_MAX ? ML_NAME_MAX : ML_TAG_MAX]; /* group or tag */
+} node;
+
+/* The fixed part of the tree. */
+typedef struct entry {
+    const char *name;
+    ntype type;
+    int kind;
+} entry;
+
+static const entry root_entries[] = {
+    {"arena", N_DIR, D_ARENA},     {"lanes", N_DIR, D_LANES}, {"paging", N_DIR, D_PAGING},
+    {"handles", N_DIR, D_HANDLES}, {"groups", N_DIR, D_GROUPS}, {"tags", N_DIR, D_TAGS},
+    {"events", N_TEXT, T_EVENTS},
+};
+static const entry arena_entries[] = {{"config", N_TEXT, T_CONFIG}, {"stats", N_TEXT, T_ARENA_STATS}};
+static const entry lanes_entries[] = {{"fast", N_DIR, D_LANE}, {"slow", N_DIR, D_LANE}};
+static const entry lane_entries[] = {{"stats", N_TEXT, T_LANE_STATS}, {"map", N_TEXT, T_LANE_MAP}};
+static const entry paging_entries[] = {{"stats", N_TEXT, T_PAGING_STATS}};
+static const entry handle_entries[] = {{"state", N_TEXT, T_STATE}, {"info", N_TEXT, T_INFO}, {"data", N_DATA, 0}};
+
+#define NENTRIES(a) (sizeof(a) / sizeof(a)[0])
+
+static const entry *static_entries(int kind, size_t *n)
+{
+    switch (kind) {
+    case D_ROOT: *n = NENTRIES(root_entries); return root_entries;
+    case D_ARENA: *n = NENTRIES(arena_entries); return arena_entries;
+    case D_LANES: *n = NENTRIES(lanes_entries); return lanes_entries;
+    case D_LANE: *n = NENTRIES(lane_entries); return lane_entries;
+    case D_PAGING: *n = NENTRIES(paging_entries); return paging_entries;
+    case D_HANDLE: *n = NENTRIES(handle_entries); return handle_entries;
+    }
+    *n = 0;
+    return NULL;
+}
+
+/* ---- helpers: text buffer -------------------------------------------------------- */
+
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} sbuf;
+
+__attribute__((format(printf, 2, 3))) static void sb_printf(sbuf *b, const char *fmt, ...)
+{
+    if (b->oom) return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        size_t room = b->cap - b->len;
+        int n = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->oom = true;
+            return;
+        }
+        if ((size_t)n < room) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? b->cap : 512;
+        while (cap - b->len <= (size_t)n) cap *= 2;
+        char *np = realloc(b->p, cap);
+        if (!np) {
+            b->oom = true;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+}
+
+static void sb_free(sbuf *b)
+{
+    free(b->p);
+    *b = (sbuf){0};
+}
+
+/* ---- helpers: names ----------------------------------------------------------------- */
+
+/* A handle ID as the view spells it: -?[1-9][0-9]*, within int64. Anything
+ * else ("abc", "0", "05", "+5", "-0") names nothing. */
+static bool parse_id(const char *s, int64_t *out)
+{
+    bool neg = *s == '-';
+    if (neg) s++;
+    if (*s < '1' || *s > '9') return false;
+    uint64_t v = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9') return false;
+        if (v > (uint64_t)INT64_MAX / 10) return false;
+        v = v * 10 + (uint64_t)(*s - '0');
+        if (v > (uint64_t)INT64_MAX) return false;
+    }
+    *out = neg ? -(int64_t)v : (int64_t)v;
+    return true;
+}
+
+static const char *bool_word(bool b) { return b ? "true" : "false"; }
+
+/* ---- helpers: walks ------------------------------------------------------------------ */
+
+typedef struct tag_walk {
+    const char *tag;
+    bool found;
+} tag_walk;
+
+static int tag_exists_fn(const ml_handle_info *info, void *ctx)
+{
+    tag_walk *w = ctx;
+    if (strcmp(info->tag, w->tag) == 0) {
+        w->found = true;
+        return 1;
+    }
+    return 0;
+}
+
+/* A set of tag names (open addressing), for listing tags/. */
+typedef struct tag_set {
+    char **slot;
+    size_t cap, n;
+    bool oom;
+} tag_set;
+
+static uint64_t str_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static void tag_set_add(tag_set *t, const char *tag)
+{
+    if (t->oom) return;
+    if ((t->n + 1) * 2 > t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 64;
+        char **ns = calloc(cap, sizeof *ns);
+        if (!ns) {
+            t->oom = true;
+            return;
+        }
+        for (size_t i = 0; i < t->cap; i++) {
+            if (!t->slot[i]) continue;
+            size_t j = str_hash(t->slot[i]) & (cap - 1);
+            while (ns[j]) j = (j + 1) & (cap - 1);
+            ns[j] = t->slot[i];
+        }
+        free(t->slot);
+        t->slot = ns;
+        t->cap = cap;
+    }
+    size_t j = str_hash(tag) & (t->cap - 1);
+    for (; t->slot[j]; j = (j + 1) & (t->cap - 1))
+        if (strcmp(t->slot[j], tag) == 0) return;
+    if (!(t->slot[j] = strdup(tag))) {
+        t->oom = true;
+        return;
+    }
+    t->n++;
+}
+
+static void tag_set_free(tag_set *t)
+{
+    for (size_t i = 0; i < t->cap; i++) free(t->slot[i]);
+    free(t->slot);
+}
+
+static int tag_collect_fn(const ml_handle_info *info, void *ctx)
+{
+    if (info->tag[0]) tag_set_add(ctx, info->tag);
+    return 0;
+}
+
+/* ---- path resolution ------------------------------------------------------------------- */
+
+/* Step from directory n to its child `name`. Caller has checked that n is a
+ * directory. @return 0 or -ENOENT. */
+static int child(ml_debugfs *fs, node *n, const char *name)
+{
+    size_t cnt;
+    const entry *e = static_entries(n->kind, &cnt);
+    if (e) {
+        for (size_t i = 0; i < cnt; i++) {
+            if (strcmp(e[i].name, name) != 0) continue;
+            if (n->kind == D_LANES) n->lane = i == 0 ? ML_LANE_FAST : ML_LANE_SLOW;
+            n->type = e[i].type;
+            n->kind = e[i].kind;
+            return 0;
+        }
+        return -ENOENT;
+    }
+    int64_t id;
+    ml_handle h;
+    ml_handle_info info;
+    switch (n->kind) {
+    case D_HANDLES:
+        if (!parse_id(name, &id) || ml_handle_from_id(fs->arena, id, &h) != 0) return -ENOENT;
+        n->kind = D_HANDLE;
+        n->h = h;
+        n->id = id;
+        return 0;
+    case D_GROUPS: {
+        ml_group g;
+        if (strlen(name) >= sizeof n->name || ml_group_find(fs->arena, name, &g) != 0) return -ENOENT;
+        n->kind = D_GROUP;
+        n->group = g;
+        strcpy(n->name, name);
+        return 0;
+    }
+    case D_TAGS: {
+        if (strlen(name) >= ML_TAG_MAX) return -ENOENT;
+        tag_walk w = {name, false};
+        ml_foreach(fs->arena, tag_exists_fn, &w);
+        if (!w.found) return -ENOENT;
+        n->kind = D_TAG;
+        strcpy(n->name, name);
+        return 0;
+    }
+    case D_GROUP:
+    case D_TAG:
+        if (!parse_id(name, &id) || ml_handle_from_id(fs->arena, id, &h) != 0) return -ENOENT;
+        if (ml_handle_info_get(fs->arena, h, &info) != 0) return -ENOENT;
+        if (n->kind == D_GROUP ? info.group != n->group : strcmp(info.tag, n->name) != 0) return -ENOENT;
+        n->type = N_LINK;
+        n->h = h;
+        n->id = id;
+        return 0;
+    }
+    return -ENOENT;
+}
+
+/* Resolve an absolute path of the view. @return 0, -ENOENT, -ENOTDIR. */
+static int resolve(ml_debugfs *fs, const char *path, node *n)
+{
+    memset(n, 0, sizeof *n);
+    n->type = N_DIR;
+    n->kind = D_ROOT;
+    char comp[NAME_MAX + 1];
+    const char *p = path;
+    for (;;) {
+        while (*p == '/') p++;
+        if (!*p) return 0;
+        size_t len = strcspn(p, "/");
+        if (n->type != N_DIR) return -ENOTDIR;
+        if (len > NAME_MAX) return -ENOENT;
+        memcpy(comp, p, len);
+        comp[len] = '\0';
+        p += len;
+        int rc = child(fs, n, comp);
+        if (rc) return rc;
+    }
+}
+
+/* ---- renderers (one list, many views: stats come from the X-macro lists) ---------------- */
+
+static int render_config(ml_debugfs *fs, sbuf *b)
+{
+    ml_config c;
+    int rc = ml_arena_config(fs->arena, &c);
+    if (rc) return rc;
+    sb_printf(b, "fast_lane_size %zu\n", c.fast_lane_size);
+    sb_printf(b, "fast_lane_max_size %zu\n", c.fast_lane_max_size);
+    sb_printf(b, "slow_lane_size %zu\n", c.slow_lane_size);
+    sb_printf(b, "slow_lane_max_size %zu\n", c.slow_lane_max_size);
+    sb_printf(b, "threshold %zu\n", c.threshold);
+    sb_printf(b, "failover_to_slow %s\n", bool_word(c.failover_to_slow));
+    sb_printf(b, "lock_lanes %s\n", bool_word(c.lock_lanes));
+    sb_printf(b, "enable_auto_compaction %s\n", bool_word(c.enable_auto_compaction));
+    sb_printf(b, "compaction_threshold %g\n", c.compaction_threshold);
+    sb_printf(b, "slow_lane_usage_threshold %g\n", c.slow_lane_usage_threshold);
+    sb_printf(b, "slow_lane_safety_margin %g\n", c.slow_lane_safety_margin);
+    sb_printf(b, "policy_check_interval_ms %" PRIu32 "\n", c.policy_check_interval_ms);
+    sb_printf(b, "max_handles %zu\n", c.max_handles);
+    sb_printf(b, "promote_age_ms %" PRIu32 "\n", c.promote_age_ms);
+    sb_printf(b, "migrate_on_full %s\n", bool_word(c.migrate_on_full));
+    sb_printf(b, "compaction_budget_us %" PRIu32 "\n", c.compaction_budget_us);
+    sb_printf(b, "enable_paging %s\n", bool_word(c.enable_paging));
+    sb_printf(b, "swap_dir %s\n", c.swap_dir ? c.swap_dir : "-");
+    sb_printf(b, "swap_size %zu\n", c.swap_size);
+    sb_printf(b, "zstd_level %d\n", c.zstd_level);
+    sb_printf(b, "cold_after_ms %" PRIu32 "\n", c.cold_after_ms);
+    sb_printf(b, "evict_hysteresis %g\n", c.evict_hysteresis);
+    sb_printf(b, "io_queue_depth %" PRIu32 "\n", c.io_queue_depth);
+    sb_printf(b, "direct_io %s\n", bool_word(c.direct_io));
+    sb_printf(b, "compressed_stage %s\n", bool_word(c.compressed_stage));
+    sb_printf(b, "io_engine %d\n", c.io_engine);
+    sb_printf(b, "min_evict_size %zu\n", c.min_evict_size);
+    return 0;
+}
+
+static int render_arena_stats(ml_debugfs *fs, sbuf *b)
+{
+    ml_stats s;
+    int rc = ml_stats_get(fs->arena, &s);
+    if (rc) return rc;
+#define PRINT_STAT(name, desc) sb_printf(b, "%s %" PRIu64 "\n", #name, (uint64_t)s.name);
+    ML_ARENA_STATS(PRINT_STAT)
+#undef PRINT_STAT
+    return 0;
+}
+
+static int render_lane_stats(ml_debugfs *fs, ml_lane lane, sbuf *b)
+{
+    ml_stats s;
+    int rc = ml_stats_get(fs->arena, &s);
+    if (rc) return rc;
+    const ml_lane_stats *l = &s.lane[lane];
+#define PRINT_STAT(name, desc) sb_printf(b, "%s %" PRIu64 "\n", #name, (uint64_t)l->name);
+    ML_LANE_STATS(PRINT_STAT)
+#undef PRINT_STAT
+    return 0;
+}
+
+static int map_line_fn(const ml_extent_info *e, void *ctx)
+{
+    sbuf *b = ctx;
+    switch (e->kind) {
+    case ML_EXTENT_BLOB:
+        sb_printf(b, "%zu %zu blob id=%" PRId64 "\n", e->offset, e->length, e->id);
+        break;
+    case ML_EXTENT_SPAN:
+        sb_printf(b, "%zu %zu span block_size=%zu blocks=%" PRIu32 " used=%" PRIu32 "\n", e->offset,
+                  e->length, e->block_size, e->blocks, e->used);
+        break;
+    default:
+        sb_printf(b, "%zu %zu free\n", e->offset, e->length);
+        break;
+    }
+    return 0;
+}
+
+static int render_lane_map(ml_debugfs *fs, ml_lane lane, sbuf *b)
+{
+    return ml_lane_map(fs->arena, lane, map_line_fn, b);
+}
+
+static int render_paging_stats(ml_debugfs *fs, sbuf *b)
+{
+    ml_paging_stats p;
+    int rc = ml_paging_stats_get(fs->arena, &p);
+    if (rc == -ENOTSUP) { /* library built without paging: the counters are all 0 */
+        memset(&p, 0, sizeof p);
+        strcpy(p.engine, "none");
+    } else if (rc) {
+        return rc;
+    }
+#define PRINT_STAT(name, desc) sb_printf(b, "%s %" PRIu64 "\n", #name, (uint64_t)p.name);
+    ML_PAGING_STATS(PRINT_STAT)
+#undef PRINT_STAT
+    p.engine[sizeof p.engine - 1] = '\0';
+    sb_printf(b, "engine %s\n", p.engine[0] ? p.engine : "none");
+    return 0;
+}
+
+/* "-" stands for "none" (no tag, no group, no move yet). */
+static int render_info(ml_debugfs *fs, ml_handle h, sbuf *b)
+{
+    ml_handle_info i;
+    if (ml_handle_info_get(fs->arena, h, &i) != 0) return -ENOENT;
+    sb_printf(b, "id %" PRId64 "\n", i.id);
+    sb_printf(b, "state %s\n", ml_state_name(i.state));
+    sb_printf(b, "lane %s\n", ml_lane_name(i.lane));
+    sb_printf(b, "born_lane %s\n", ml_lane_name(i.born_lane));
+    sb_printf(b, "size %zu\n", i.size);
+    sb_printf(b, "alloc_size %zu\n", i.alloc_size);
+    sb_printf(b, "align %zu\n", i.align);
+    sb_printf(b, "generation %" PRIu32 "\n", i.generation);
+    sb_printf(b, "pins %" PRIu32 "\n", i.pins);
+    sb_printf(b, "tag %s\n", i.tag[0] ? i.tag : "-");
+    sb_printf(b, "group %s\n", i.group ? i.group_name : "-");
+    sb_printf(b, "group_id %" PRIu32 "\n", (uint32_t)i.group);
+    sb_printf(b, "created %" PRIu64 "\n", i.created_ns);
+    sb_printf(b, "last_access %" PRIu64 "\n", i.last_access_ns);
+    sb_printf(b, "accesses %" PRIu64 "\n", i.accesses);
+    sb_printf(b, "migrations %" PRIu32 "\n", i.migrations);
+    sb_printf(b, "last_migration %" PRIu64 "\n", i.last_migration_ns);
+    sb_printf(b, "last_from %s\n", i.migrations ? ml_lane_name(i.last_from) : "-");
+    sb_printf(b, "last_to %s\n", i.migrations ? ml_lane_name(i.last_to) : "-");
+    sb_printf(b, "offset %zu\n", i.offset);
+    sb_printf(b, "stored_size %zu\n", i.stored_size);
+    sb_printf(b, "handle 0x%016" PRIx64 "\n", i.handle.bits);
+    return 0;
+}
+
+static int render_state(ml_debugfs *fs, ml_handle h, sbuf *b)
+{
+    ml_state s = ml_handle_state(fs->arena, h);
+    if (s == ML_STATE_FREED || s == ML_STATE_INVALID) return -ENOENT;
+    sb_printf(b, "%s\n", ml_state_name(s));
+    return 0;
+}
+
+/* seq time_ns kind id bytes count from to */
+static int render_events(ml_debugfs *fs, sbuf *b)
+{
+    ml_event ev[128];
+    uint64_t cursor = 0;
+    for (;;) {
+        size_t n = 0;
+        int rc = ml_events_read(fs->arena, &cursor, ev, sizeof ev / sizeof ev[0], &n);
+        if (rc) return rc;
+        if (n == 0) return 0;
+        for (size_t i = 0; i < n; i++) {
+            const ml_event *e = &ev[i];
+            sb_printf(b, "%" PRIu64 " %" PRIu64 " %s %" PRId64 " %" PRIu64 " %" PRIu64 " %s %s\n", e->seq,
+                      e->time_ns, ml_event_name(e->kind), e->id, e->bytes, e->count, ml_lane_name(e->from),
+                      ml_lane_name(e->to));
+        }
+    }
+}
+
+/* Render text node n into b. @return 0 or a negative errno (-ENOENT when
+ * the handle went away). */
+static int render(ml_debugfs *fs, const node *n, sbuf *b)
+{
+    int rc;
+    switch (n->kind) {
+    case T_CONFIG: rc = render_config(fs, b); break;
+    case T_ARENA_STATS: rc = render_arena_stats(fs, b); break;
+    case T_LANE_STATS: rc = render_lane_stats(fs, n->lane, b); break;
+    case T_LANE_MAP: rc = render_lane_map(fs, n->lane, b); break;
+    case T_PAGING_STATS: rc = render_paging_stats(fs, b); break;
+    case T_STATE: rc = render_state(fs, n->h, b); break;
+    case T_INFO: rc = render_info(fs, n->h, b); break;
+    case T_EVENTS: rc = render_events(fs, b); break;
+    default: rc = -ENOENT; break;
+    }
+    if (rc == 0 && b->oom) rc = -ENOMEM;
+    if (rc) sb_free(b);
+    return rc;
+}
+
+static int link_target(const node *n, char *buf, size_t len)
+{
+    int k = snprintf(buf, len, "../../handles/%" PRId64, n->id);
+    return k < 0 ? 0 : k;
+}
+
+/* ---- FUSE operations --------------------------------------------------------------------- */
+
+static ml_debugfs *current_fs(void) { return fuse_get_context()->private_data; }
+
+static void fill_stat(const ml_debugfs *fs, struct stat *st, ntype type, size_t size)
+{
+    memset(st, 0, sizeof *st);
+    switch (type) {
+    case N_DIR:
+        st->st_mode = S_IFDIR | 0500;
+        st->st_nlink = 2;
+        break;
+    case N_LINK:
+        st->st_mode = S_IFLNK | 0777;
+        st->st_nlink = 1;
+        break;
+    default:
+        st->st_mode = S_IFREG | 0400;
+        st->st_nlink = 1;
+        break;
+    }
+    st->st_uid = fs->uid;
+    st->st_gid = fs->gid;
+    st->st_size = (off_t)size;
+    st->st_blksize = 4096;
+    st->st_blocks = (blkcnt_t)((size + 511) / 512);
+    st->st_atim = st->st_mtim = st->st_ctim = fs->mounted_at;
+}
+
+static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+    /* Nothing cached in the kernel: the heap changes under the view. */
+    cfg->entry_timeout = 0;
+    cfg->negative_timeout = 0;
+    cfg->attr_timeout = 0;
+    cfg->direct_io = 1;
+    cfg->kernel_cache = 0;
+    cfg->auto_cache = 0;
+    cfg->use_ino = 0;
+    conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS;
+    return current_fs();
+}
+
+static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+{
+    ml_debugfs *fs = current_fs();
+    if (fi && fi->fh) { /* an open file: its own snapshot or handle */
+        const open_file *of = (const open_file *)(uintptr_t)fi->fh;
+        if (!of->is_data) {
+            fill_stat(fs, st, N_TEXT, of->len);
+            return 0;
+        }
+        ml_handle_info info;
+        if (ml_handle_info_get(fs->arena, of->h, &info) != 0) return -ESTALE;
+        fill_stat(fs, st, N_DATA, info.size);
+        return 0;
+    }
+    node n;
+    int rc = resolve(fs, path, &n);
+    if (rc) return rc;
+    switch (n.type) {
+    case N_DIR:
+        fill_stat(fs, st, N_DIR, 0);
+        return 0;
+    case N_LINK: {
+        char t[64];
+        fill_stat(fs, st, N_LINK, (size_t)link_target(&n, t, sizeof t));
+        return 0;
+    }
+    case N_DATA: {
+        ml_handle_info info;
+        if (ml_handle_info_get(fs->arena, n.h, &info) != 0) return -ENOENT;
+        fill_stat(fs, st, N_DATA, info.size);
+        return 0;
+    }
+    case N_TEXT: {
+        sbuf b = {0};
+        rc = render(fs, &n, &b);
+        if (rc) return rc;
+        fill_stat(fs, st, N_TEXT, b.len);
+        sb_free(&b);
+        return 0;
+    }
+    }
+    return -ENOENT;
+}
+
+static int op_access(const char *path, int mask)
+{
+    node n;
+    int rc = resolve(current_fs(), path, &n);
+    if (rc) return rc;
+    if (mask & W_OK) return -EROFS;
+    if ((mask & X_OK) && n.type != N_DIR) return -EACCES;
+    return 0;
+}
+
+static int op_readlink(const char *path, char *buf, size_t size)
+{
+    node n;
+    int rc = resolve(current_fs(), path, &n);
+    if (rc) return rc;
+    if (n.type != N_LINK) return -EINVAL;
+    if (size == 0) return -EINVAL;
+    link_target(&n, buf, size); /* truncated and terminated, as readlink wants */
+    return 0;
+}
+
+typedef struct dir_fill {
+    void *buf;
+    fuse_fill_dir_t filler;
+} dir_fill;
+
+static void fill_id(dir_fill *d, int64_t id)
+{
+    char name[24];
+    snprintf(name, sizeof name, "%" PRId64, id);
+    d->filler(d->buf, name, NULL, 0, (enum fuse_fill_dir_flags)0);
+}
+
+static int fill_handle_fn(const ml_handle_info *info, void *ctx)
+{
+    fill_id(ctx, info->id);
+    return 0;
+}
+
+static int fill_group_fn(ml_group g, const char *name, size_t count, void *ctx)
+{
+    (void)g;
+    (void)count;
+    dir_fill *d = ctx;
+    if (strcmp(name, ".") != 0 && strcmp(name, "..") != 0) /* cannot be a folder */
+        d->filler(d->buf, name, NULL, 0, (enum fuse_fill_dir_flags)0);
+    return 0;
+}
+
+typedef struct tag_fill {
+    dir_fill d;
+    const char *tag;
+} tag_fill;
+
+static int fill_tagged_fn(const ml_handle_info *info, void *ctx)
+{
+    tag_fill *t = ctx;
+    if (strcmp(info->tag, t->tag) == 0) fill_id(&t->d, info->id);
+    return 0;
+}
+
+static int fill_group_members(ml_debugfs *fs, ml_group g, dir_fill *d)
+{
+    size_t cap = 64, count = 0;
+    ml_handle *v = NULL;
+    for (;;) {
+        ml_handle *nv = realloc(v, cap * sizeof *nv);
+        if (!nv) {
+            free(v);
+            return -ENOMEM;
+        }
+        v = nv;
+        int rc = ml_group_list(fs->arena, g, v, cap, &count);
+        if (rc) {
+            free(v);
+            return rc == -ENOENT ? -ENOENT : rc;
+        }
+        if (count <= cap) break;
+        cap = count + count / 4 + 16; /* grew meanwhile: ask again */
+    }
+    for (size_t i = 0; i < count; i++) fill_id(d, ml_handle_id(v[i]));
+    free(v);
+    return 0;
+}
+
+static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
+                      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+    (void)off;
+    (void)fi;
+    (void)flags;
+    ml_debugfs *fs = current_fs();
+    node n;
+    int rc = resolve(fs, path, &n);
+    if (rc) return rc;
+    if (n.type != N_DIR) return -ENOTDIR;
+    dir_fill d = {buf, filler};
+    filler(buf, ".", NULL, 0, (enum fuse_fill_dir_flags)0);
+    filler(buf, "..", NULL, 0, (enum fuse_fill_dir_flags)0);
+    size_t cnt;
+    const entry *e = static_entries(n.kind, &cnt);
+    if (e) {
+        for (size_t i = 0; i < cnt; i++) filler(buf, e[i].name, NULL, 0, (enum fuse_fill_dir_flags)0);
+        return 0;
+    }
+    switch (n.kind) {
+    case D_HANDLES:
+        rc = ml_foreach(fs->arena, fill_handle_fn, &d);
+        return rc < 0 ? rc : 0;
+    case D_GROUPS:
+        rc = ml_group_foreach(fs->arena, fill_group_fn, &d);
+        return rc < 0 ? rc : 0;
+    case D_GROUP:
+        return fill_group_members(fs, n.group, &d);
+    case D_TAGS: {
+        tag_set t = {0};
+        ml_foreach(fs->arena, tag_collect_fn, &t);
+        if (!t.oom)
+            for (size_t i = 0; i < t.cap; i++)
+                if (t.slot[i]) filler(buf, t.slot[i], NULL, 0, (enum fuse_fill_dir_flags)0);
+        rc = t.oom ? -ENOMEM : 0;
+        tag_set_free(&t);
+        return rc;
+    }
+    case D_TAG: {
+        tag_fill t = {d, n.name};
+        ml_foreach(fs->arena, fill_tagged_fn, &t);
+        return 0;
+    }
+    }
+    return 0;
+}
+
+static int op_open(const char *path, struct fuse_file_info *fi)
+{
+    ml_debugfs *fs = current_fs();
+    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & (O_TRUNC | O_CREAT))) return -EROFS;
+    node n;
+    int rc = resolve(fs, path, &n);
+    if (rc) return rc;
+    if (n.type == N_DIR) return -EISDIR;
+    if (n.type != N_TEXT && n.type != N_DATA) return -ENOENT;
+    open_file *of = calloc(1, sizeof *of);
+    if (!of) return -ENOMEM;
+    if (n.type == N_DATA) {
+        of->is_data = true;
+        of->h = n.h;
+    } else {
+        sbuf b = {0};
+        rc = render(fs, &n, &b);
+        if (rc) {
+            free(of);
+            return rc;
+        }
+        of->text = b.p;
+        of->len = b.len;
+    }
+    of->next = fs->open;
+    if (fs->open) fs->open->prev = of;
+    fs->open = of;
+    fi->fh = (uint64_t)(uintptr_t)of;
+    fi->direct_io = 1;
+    fi->keep_cache = 0;
+    return 0;
+}
+
+static int op_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    (void)path;
+    ml_debugfs *fs = current_fs();
+    const open_file *of = (const open_file *)(uintptr_t)fi->fh;
+    if (!of || off < 0) return -EINVAL;
+    if (size > INT_MAX) size = INT_MAX;
+    if (!of->is_data) {
+        if ((uint64_t)off >= of->len) return 0;
+        size_t k = of->len - (size_t)off < size ? of->len - (size_t)off : size;
+        memcpy(buf, of->text + off, k);
+        return (int)k;
+    }
+    int rc = ml_read(fs->arena, of->h, (size_t)off, buf, size);
+    if (rc == -EINVAL) rc = -ESTALE; /* the handle is no longer a live one (slot retired) */
+    return rc;
+}
+
+static void open_file_free(ml_debugfs *fs, open_file *of)
+{
+    if (of->prev) of->prev->next = of->next;
+    else fs->open = of->next;
+    if (of->next) of->next->prev = of->prev;
+    free(of->text);
+    free(of);
+}
+
+static int op_release(const char *path, struct fuse_file_info *fi)
+{
+    (void)path;
+    open_file *of = (open_file *)(uintptr_t)fi->fh;
+    if (of) open_file_free(current_fs(), of);
+    fi->fh = 0;
+    return 0;
+}
+
+/* Everything that would change the tree: refused (the mount is also
+ * read-only in the kernel, which usually answers before we are asked). */
+static int op_mknod(const char *p, mode_t m, dev_t d) { (void)p; (void)m; (void)d; return -EROFS; }
+static int op_mkdir(const char *p, mode_t m) { (void)p; (void)m; return -EROFS; }
+static int op_unlink(const char *p) { (void)p; return -EROFS; }
+static int op_rmdir(const char *p) { (void)p; return -EROFS; }
+static int op_symlink(const char *a, const char *b) { (void)a; (void)b; return -EROFS; }
+static int op_rename(const char *a, const char *b, unsigned f) { (void)a; (void)b; (void)f; return -EROFS; }
+static int op_link(const char *a, const char *b) { (void)a; (void)b; return -EROFS; }
+static int op_chmod(const char *p, mode_t m, struct fuse_file_info *fi) { (void)p; (void)m; (void)fi; return -EROFS; }
+static int op_chown(const char *p, uid_t u, gid_t g, struct fuse_file_info *fi)
+{
+    (void)p; (void)u; (void)g; (void)fi;
+    return -EROFS;
+}
+static int op_truncate(const char *p, off_t o, struct fuse_file_info *fi) { (void)p; (void)o; (void)fi; return -EROFS; }
+static int op_write(const char *p, const char *b, size_t s, off_t o, struct fuse_file_info *fi)
+{
+    (void)p; (void)b; (void)s; (void)o; (void)fi;
+    return -EROFS;
+}
+static int op_create(const char *p, mode_t m, struct fuse_file_info *fi) { (void)p; (void)m; (void)fi; return -EROFS; }
+static int op_utimens(const char *p, const struct timespec tv[2], struct fuse_file_info *fi)
+{
+    (void)p; (void)tv; (void)fi;
+    return -EROFS;
+}
+static int op_setxattr(const char *p, const char *n, const char *v, size_t s, int f)
+{
+    (void)p; (void)n; (void)v; (void)s; (void)f;
+    return -EROFS;
+}
+static int op_removexattr(const char *p, const char *n) { (void)p; (void)n; return -EROFS; }
+static int op_fallocate(const char *p, int m, off_t o, off_t l, struct fuse_file_info *fi)
+{
+    (void)p; (void)m; (void)o; (void)l; (void)fi;
+    return -EROFS;
+}
+
+static const struct fuse_operations debugfs_ops = {
+    .init = op_init,
+    .getattr = op_getattr,
+    .access = op_access,
+    .readlink = op_readlink,
+    .readdir = op_readdir,
+    .open = op_open,
+    .read = op_read,
+    .release = op_release,
+    .mknod = op_mknod,
+    .mkdir = op_mkdir,
+    .unlink = op_unlink,
+    .rmdir = op_rmdir,
+    .symlink = op_symlink,
+    .rename = op_rename,
+    .link = op_link,
+    .chmod = op_chmod,
+    .chown = op_chown,
+    .truncate = op_truncate,
+    .write = op_write,
+    .create = op_create,
+    .utimens = op_utimens,
+    .setxattr = op_setxattr,
+    .removexattr = op_removexattr,
+    .fallocate = op_fallocate,
+};
+
+/* ---- the serving thread ------------------------------------------------------------------- */
+
+/* Serve until the kernel ends the connection (unmount, abort: the device
+ * reads ENODEV) or the eventfd says stop. The device is non-blocking, so a
+ * read never sleeps where the eventfd cannot reach it. */
+static void *serve(void *arg)
+{
+    ml_debugfs *fs = arg;
+    struct fuse_session *se = fs->se;
+    struct fuse_buf buf = {.mem = NULL};
+    struct pollfd pf[2] = {{.fd = fuse_session_fd(se), .events = POLLIN},
+                           {.fd = fs->wake_fd, .events = POLLIN}};
+    while (!fuse_session_exited(se)) {
+        pf[0].revents = pf[1].revents = 0;
+        if (poll(pf, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (pf[1].revents) break;
+        if (!pf[0].revents) continue;
+        int res = fuse_session_receive_buf(se, &buf);
+        if (res == -EINTR || res == -EAGAIN) continue;
+        if (res <= 0) break; /* 0: connection ended (ENODEV); < 0: device error */
+        fuse_session_process_buf(se, &buf);
+    }
+    free(buf.mem);
+    return NULL;
+}
+
+/* ---- mount table ------------------------------------------------------------------------------ */
+
+/* Undo the octal escapes of /proc/self/mountinfo (\040 for a space...). */
+static void unescape(char *s)
+{
+    char *w = s;
+    for (char *r = s; *r;) {
+        if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' && r[3] >= '0' &&
+            r[3] <= '7') {
+            *w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+            r += 4;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+}
+
+/* Look up the topmost mount at path in /proc/self/mountinfo. @return true
+ * when one is there; *dev its device, *fuse whether it is a FUSE mount. */
+static bool mount_at(const char *path, dev_t *dev, bool *fuse)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f) return false;
+    char *line = NULL;
+    size_t cap = 0;
+    bool found = false;
+    while (getline(&line, &cap, f) > 0) {
+        /* id parent major:minor root mountpoint options [optional...] - fstype source superopts
+         * (spaces inside fields are escaped, so " - " is the separator) */
+        char *sep = strstr(line, " - ");
+        if (!sep) continue;
+        *sep = '\0';
+        char *save = NULL, *tok[5];
+        int k = 0;
+        for (char *t = strtok_r(line, " ", &save); t && k < 5; t = k < 5 ? strtok_r(NULL, " ", &save) : NULL)
+            tok[k++] = t;
+        unsigned maj, min;
+        if (k < 5 || sscanf(tok[2], "%u:%u", &maj, &min) != 2) continue;
+        unescape(tok[4]);
+        if (strcmp(tok[4], path) != 0) continue;
+        found = true;
+        *dev = makedev(maj, min);
+        *fuse = strncmp(sep + 3, "fuse ", 5) == 0 || strncmp(sep + 3, "fuse.", 5) == 0;
+    }
+    free(line);
+    fclose(f);
+    return found;
+}
+
+/* ---- unmount steps --------------------------------------------------------------------------- */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* fusermount3 -u (no -z) for an unprivileged owner. @return 0 or -EBUSY/-EPERM. */
+static int fusermount_u(const char *path)
+{
+    char *argv[] = {(char *)"fusermount3", (char *)"-u", (char *)"-q", (char *)"--", (char *)path, NULL};
+    pid_t pid;
+    if (posix_spawnp(&pid, "fusermount3", NULL, NULL, argv, environ) != 0) return -EPERM;
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR) return -EPERM;
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -EBUSY;
+}
+
+/* A real (not lazy) unmount. @return 0; -EBUSY while files are open;
+ * -EINVAL when nothing is mounted there any more; -EPERM. */
+static int real_umount(ml_debugfs *fs)
+{
+    if (umount2(fs->abspath, UMOUNT_NOFOLLOW) == 0) return 0;
+    int e = errno;
+    if (e == EPERM && geteuid() != 0) {
+        dev_t dev;
+        bool fuse;
+        if (!mount_at(fs->abspath, &dev, &fuse) || !fuse) return -EINVAL;
+        return fusermount_u(fs->abspath);
+    }
+    return -e;
+}
+
+/* Abort the FUSE connection: the kernel fails every pending and later
+ * request, and the serving loop reads ENODEV. @return true when the mount
+ * went away as well (MNT_FORCE on an idle mount unmounts it). */
+static bool abort_conn(ml_debugfs *fs)
+{
+    if (fs->have_conn) {
+        char p[64];
+        snprintf(p, sizeof p, "/sys/fs/fuse/connections/%u/abort", fs->conn);
+        int fd = open(p, O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            ssize_t w = write(fd, "1", 1);
+            close(fd);
+            if (w == 1) return false;
+        }
+    }
+    return umount2(fs->abspath, MNT_FORCE | UMOUNT_NOFOLLOW) == 0;
+}
+
+static int unmount_kernel(ml_debugfs *fs)
+{
+    int r;
+    uint64_t deadline = now_ms() + UMOUNT_GRACE_MS;
+    for (;;) { /* 1. real unmount while the thread serves */
+        r = real_umount(fs);
+        if (r == 0 || r == -EINVAL) return 0;
+        if (r != -EBUSY || now_ms() >= deadline) break;
+        usleep(UMOUNT_RETRY_US);
+    }
+    if (abort_conn(fs)) return 0; /* 2. nobody can wait on us any more */
+    deadline = now_ms() + UMOUNT_ABORTED_MS;
+    for (;;) { /* readers now get errors and close their files */
+        r = real_umount(fs);
+        if (r == 0 || r == -EINVAL) return 0;
+        if (r != -EBUSY || now_ms() >= deadline) break;
+        usleep(UMOUNT_RETRY_US);
+    }
+    /* 3. Still held (a working directory, a file never closed): the
+     * connection is dead, so detaching cannot leave anyone waiting. */
+    if (umount2(fs->abspath, MNT_DETACH | UMOUNT_NOFOLLOW) == 0) return -EBUSY;
+    return r;
+}
+
+/* ---- events registry --------------------------------------------------------------------- */
+
+static int events_hold(ml_arena *a, size_t capacity)
+{
+    int rc = 0;
+    pthread_mutex_lock(&events_lock);
+    events_ref *r = events_refs;
+    while (r && r->arena != a) r = r->next;
+    if (r) {
+        r->mounts++;
+    } else if (!(r = calloc(1, sizeof *r))) {
+        rc = -ENOMEM;
+    } else {
+        /* A ring the program turned on stays as the program set it. */
+        if (ml_events_capacity(a) == 0) {
+            rc = ml_events_enable(a, capacity);
+            r->ours = true;
+        }
+        if (rc) {
+            free(r);
+        } else {
+            r->arena = a;
+            r->mounts = 1;
+            r->next = events_refs;
+            events_refs = r;
+        }
+    }
+    pthread_mutex_unlock(&events_lock);
+    return rc;
+}
+
+static void events_release(ml_arena *a)
+{
+    pthread_mutex_lock(&events_lock);
+    for (events_ref **pp = &events_refs; *pp; pp = &(*pp)->next) {
+        events_ref *r = *pp;
+        if (r->arena != a) continue;
+        if (--r->mounts == 0) {
+            if (r->ours) ml_events_enable(a, 0);
+            *pp = r->next;
+            free(r);
+        }
+        break;
+    }
+    pthread_mutex_unlock(&events_lock);
+}
+
+/* ---- entry points ---------------------------------------------------------------------------- */
+
+static void fs_free(ml_debugfs *fs)
+{
+    while (fs->open) open_file_free(fs, fs->open);
+    if (fs->wake_fd >= 0) close(fs->wake_fd);
+    free(fs->mountpoint);
+    free(fs->abspath);
+    free(fs);
+}
+
+static int mount_errno(int e)
+{
+    switch (e) {
+    case EPERM: case EACCES: case EBUSY: case ENODEV: case ENOENT: case ENOTDIR: case ENOMEM:
+        return -e;
+    }
+    return -EPERM;
+}
+
+int ml_debugfs_mount(ml_arena *arena, const char *mountpoint, const ml_debugfs_options *options,
+                     ml_debugfs **out)
+{
+    if (!arena || !mountpoint || !*mountpoint || !out) return -EINVAL;
+    ml_debugfs_options opt = {0};
+    if (options) opt = *options;
+    size_t capacity = opt.events_capacity ? opt.events_capacity : EVENTS_DEFAULT;
+    if (capacity > ((size_t)1 << 24)) return -EINVAL;
+
+    struct stat st;
+    if (stat(mountpoint, &st) != 0) return errno == ENOTCONN ? -EBUSY : -errno; /* ENOTCONN: a dead FUSE mount */
+    if (!S_ISDIR(st.st_mode)) return -ENOTDIR;
+    int dev_fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+    if (dev_fd < 0) {
+        int e = errno;
+        return e == EACCES || e == EPERM ? -EACCES : e == ENOMEM ? -ENOMEM : -ENODEV;
+    }
+    close(dev_fd);
+
+    ml_debugfs *fs = calloc(1, sizeof *fs);
+    if (!fs) return -ENOMEM;
+    fs->wake_fd = -1;
+    fs->arena = arena;
+    fs->uid = geteuid();
+    fs->gid = getegid();
+    clock_gettime(CLOCK_REALTIME, &fs->mounted_at);
+    fs->mountpoint = strdup(mountpoint);
+    fs->abspath = realpath(mountpoint, NULL);
+    if (!fs->mountpoint || !fs->abspath) {
+        int e = fs->abspath ? ENOMEM : errno;
+        fs_free(fs);
+        return -e;
+    }
+    dev_t dev;
+    bool fuse;
+    if (mount_at(fs->abspath, &dev, &fuse) && fuse) {
+        fs_free(fs);
+        return -EBUSY;
+    }
+    if ((fs->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+        fs_free(fs);
+        return -ENOMEM;
+    }
+    int rc = events_hold(arena, capacity);
+    if (rc) {
+        fs_free(fs);
+        return rc;
+    }
+
+    char mopts[128];
+    snprintf(mopts, sizeof mopts, "ro,nosuid,nodev,noexec,default_permissions,fsname=memorylane,subtype=memorylane%s",
+             opt.allow_other ? ",allow_other" : "");
+    struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+    if (fuse_opt_add_arg(&args, "memorylane") || fuse_opt_add_arg(&args, "-o") ||
+        fuse_opt_add_arg(&args, mopts) || (opt.debug && fuse_opt_add_arg(&args, "-d"))) {
+        fuse_opt_free_args(&args);
+        events_release(arena);
+        fs_free(fs);
+        return -ENOMEM;
+    }
+    fs->fuse = fuse_new(&args, &debugfs_ops, sizeof debugfs_ops, fs);
+    fuse_opt_free_args(&args);
+    if (!fs->fuse) {
+        events_release(arena);
+        fs_free(fs);
+        return -ENOMEM;
+    }
+    errno = 0;
+    if (fuse_mount(fs->fuse, fs->abspath) != 0) {
+        rc = mount_errno(errno);
+        fuse_destroy(fs->fuse);
+        events_release(arena);
+        fs_free(fs);
+        return rc;
+    }
+    fs->se = fuse_get_session(fs->fuse);
+    int dfd = fuse_session_fd(fs->se);
+    fcntl(dfd, F_SETFL, fcntl(dfd, F_GETFL) | O_NONBLOCK);
+    if (mount_at(fs->abspath, &dev, &fuse) && fuse) {
+        fs->have_conn = true;
+        fs->conn = minor(dev);
+    }
+
+    /* The thread takes no signal: the program's handlers run elsewhere. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = -pthread_create(&fs->thread, NULL, serve, fs);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc) {
+        /* Nobody serves: closing the device aborts the connection first,
+         * so libfuse's unmount cannot leave anyone waiting. */
+        fuse_unmount(fs->fuse);
+        fuse_destroy(fs->fuse);
+        events_release(arena);
+        fs_free(fs);
+        return rc == -EAGAIN ? -ENOMEM : rc;
+    }
+    pthread_setname_np(fs->thread, "ml_debugfs");
+    *out = fs;
+    return 0;
+}
+
+int ml_debugfs_unmount(ml_debugfs *fs)
+{
+    if (!fs) return 0;
+    int rc = unmount_kernel(fs);
+    uint64_t one = 1;
+    ssize_t w = write(fs->wake_fd, &one, sizeof one); /* the loop ends even if the kernel did not end it */
+    (void)w;
+    pthread_join(fs->thread, NULL);
+    /* Closes the device (aborting the connection if it still lived, so no
+     * request stays pending); libfuse unmounts only if we could not (without
+     * privilege: fusermount3 -u -z, harmless once the device is closed). */
+    fuse_unmount(fs->fuse);
+    dev_t dev;
+    bool fuse;
+    if (rc && rc != -EBUSY && !(mount_at(fs->abspath, &dev, &fuse) && fuse)) rc = 0;
+    fuse_destroy(fs->fuse);
+    events_release(fs->arena);
+    fs_free(fs);
+    return rc;
+}
+
+const char *ml_debugfs_mountpoint(const ml_debugfs *fs) { return fs ? fs->mountpoint : NULL; }
