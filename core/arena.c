@@ -554,6 +554,18 @@ int ml_alloc_aligned(ml_arena *a, size_t size, size_t align, ml_handle *out)
 
 static void tc_spill(ml_arena *a, ml_tcache *tc, unsigned cls);
 
+/* A freed slot goes back for reuse, unless its generation is spent. */
+static void slot_back(ml_arena *a, ml_tcache *tc, uint32_t idx, uint64_t m)
+{
+    if (ML_HI_GEN(ml__hi(m)) >= ML_GEN_MAX) {
+        pthread_mutex_lock(&a->table_lock);
+        a->retired++;
+        pthread_mutex_unlock(&a->table_lock);
+    } else {
+        put_slot(a, tc, idx);
+    }
+}
+
 /* Give back the storage of a slot whose meta word (m, as it was while live)
  * has just been replaced by a free one. The caller owns the slot. */
 static void release(ml_arena *a, uint32_t idx, uint64_t m)
@@ -570,13 +582,7 @@ static void release(ml_arena *a, uint32_t idx, uint64_t m)
         ml__pager->drop(a, idx, m);
         ml_tcache *tc = ml__tc_get(a);
         count_free(a, tc, ML_LANE_SLOW, 0, size);
-        if (ML_HI_GEN(ml__hi(m)) >= ML_GEN_MAX) {
-            pthread_mutex_lock(&a->table_lock);
-            a->retired++;
-            pthread_mutex_unlock(&a->table_lock);
-        } else {
-            put_slot(a, tc, idx);
-        }
+        slot_back(a, tc, idx, m);
         return;
     }
     if ((m & ML_M_HASCOPY) && ml__pager) ml__pager->drop_copy(a, idx, m);
@@ -601,13 +607,7 @@ static void release(ml_arena *a, uint32_t idx, uint64_t m)
         pthread_mutex_unlock(&l->lock);
     }
     count_free(a, tc, loc.lane, loc.bytes, size);
-    if (ML_HI_GEN(ml__hi(m)) >= ML_GEN_MAX) {
-        pthread_mutex_lock(&a->table_lock);
-        a->retired++;
-        pthread_mutex_unlock(&a->table_lock);
-    } else {
-        put_slot(a, tc, idx);
-    }
+    slot_back(a, tc, idx, m);
 }
 
 /* The meta word of slot with live meta m once freed: next generation (or

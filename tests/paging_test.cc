@@ -70,27 +70,8 @@ ml_config PagingConfig(int engine) {
     return c;
 }
 
-ml_paging_stats PStats(ml_arena *a) {
-    ml_paging_stats st;
-    EXPECT_EQ(ml_paging_stats_get(a, &st), 0);
-    return st;
-}
 
-int OpenFds() {
-    int n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    while (readdir(d)) n++;
-    closedir(d);
-    return n;
-}
 
-long RssKiB() {
-    std::ifstream f("/proc/self/status");
-    std::string line;
-    while (std::getline(f, line))
-        if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
-    return -1;
-}
 
 class Engines : public ::testing::TestWithParam<int> {};
 

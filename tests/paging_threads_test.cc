@@ -81,19 +81,7 @@ ml_config TinyConfig(int engine) {
     return c;
 }
 
-ml_paging_stats PStats(ml_arena *a) {
-    ml_paging_stats st;
-    EXPECT_EQ(ml_paging_stats_get(a, &st), 0);
-    return st;
-}
 
-int OpenFds() {
-    int n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    while (readdir(d)) n++;
-    closedir(d);
-    return n;
-}
 
 // One shared blob. `h` is the current handle (atomic: readers load it with
 // no lock and may find it stale); `version` and `size` change only under

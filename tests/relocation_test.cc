@@ -64,13 +64,6 @@ std::vector<Obj> FragmentedWorkload(ml_arena *a, size_t count, size_t lo, size_t
     return kept;
 }
 
-long RssKiB() {
-    std::ifstream f("/proc/self/status");
-    std::string line;
-    while (std::getline(f, line))
-        if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
-    return -1;
-}
 
 ml_config NoAuto() {
     ml_config c;

@@ -2,7 +2,11 @@
 #ifndef ML_TESTS_TEST_UTIL_H
 #define ML_TESTS_TEST_UTIL_H
 
+#include <dirent.h>
 #include <gtest/gtest.h>
+
+#include <fstream>
+#include <string>
 
 extern "C" {
 #include "core/arena.h"
@@ -37,6 +41,31 @@ inline unsigned char PatternByte(uint64_t seed, size_t i) {
     uint64_t x = seed * 0x9E3779B97F4A7C15ull + i * 0xBF58476D1CE4E5B9ull;
     x ^= x >> 31;
     return (unsigned char)(x * 0x94D049BB133111EBull >> 56);
+}
+
+// Resident size of this process, KiB (-1 if unknown).
+inline long RssKiB() {
+    std::ifstream f("/proc/self/status");
+    std::string line;
+    while (std::getline(f, line))
+        if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+    return -1;
+}
+
+// Open file descriptors of this process.
+inline int OpenFds() {
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    while (d && readdir(d)) n++;
+    if (d) closedir(d);
+    return n;
+}
+
+// Paging counters (paging suites).
+inline ml_paging_stats PStats(ml_arena *a) {
+    ml_paging_stats st;
+    EXPECT_EQ(ml_paging_stats_get(a, &st), 0);
+    return st;
 }
 
 #endif

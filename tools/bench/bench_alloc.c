@@ -141,7 +141,7 @@ void bench_alloc(const bench_opts *o)
     }
     char base[48];
     snprintf(base, sizeof base, "fastest malloc (%s)", ms[best].name);
-    bench_report("alloc", "pair memorylane (16-256B, 64k live)", med[3], "ns", base, med[best],
+    bench_report("alloc", "pair memorylane (16-256B; 64k live)", med[3], "ns", base, med[best],
                  TARGET_AT_MOST, 1.0, NULL);
     free(idx);
     free(sz);

@@ -120,7 +120,7 @@ static void one_lane(const bench_opts *o, ml_lane lane, size_t lo, size_t hi, co
     }
     char name[64];
     snprintf(name, sizeof name, "%s compaction bandwidth", label);
-    bench_report("compact", name, bench_median(bw, reps), "GB/s", "memcpy, same bytes", bench_median(base, reps),
+    bench_report("compact", name, bench_median(bw, reps), "GB/s", "memcpy of the same bytes", bench_median(base, reps),
                  targets ? TARGET_AT_LEAST : TARGET_NONE, 0.5, NULL);
     snprintf(name, sizeof name, "%s pass incl. page release", label);
     bench_figure("compact", name, bench_median(whole, reps), "GB/s");

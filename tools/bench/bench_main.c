@@ -214,13 +214,23 @@ static void write_json(FILE *f, const bench_opts *o)
     fprintf(f, "  ]\n}\n");
 }
 
+/* CSV fields are written bare: any comma in a name becomes ';'. */
+static void csv_field(FILE *f, const char *s)
+{
+    for (; *s; s++) fputc(*s == ',' ? ';' : *s, f);
+    fputc(',', f);
+}
+
 static void write_csv(FILE *f)
 {
     fprintf(f, "bench,name,value,unit,baseline,baseline_value,ratio,target,met\n");
     for (size_t i = 0; i < nresults; i++) {
         result *r = &results[i];
-        fprintf(f, "%s,%s,%.6g,%s,%s,", r->bench, r->name, r->value, r->unit,
-                r->has_baseline ? r->baseline : "");
+        csv_field(f, r->bench);
+        csv_field(f, r->name);
+        fprintf(f, "%.6g,", r->value);
+        csv_field(f, r->unit);
+        csv_field(f, r->has_baseline ? r->baseline : "");
         if (r->has_baseline) fprintf(f, "%.6g,%.6g,", r->base_value, r->ratio);
         else fprintf(f, ",,");
         if (r->kind != TARGET_NONE)

@@ -42,7 +42,7 @@ awk -F, '$1=="store" && $2 ~ / peak RSS above program$/ {sub(/ peak RSS above pr
 budget=$(awk -F, '$1=="store" && $2=="memorylane memory vs budget" {print $6}' "$csv")
 awk -F, 'NR>1 && $8 != "" {printf "\"%s: %s\" %s %s\n", $1, $2, $7, substr($8,3)}' "$csv" > "$tmp/ratios.dat"
 
-machine=$(awk -F'"' '/"cpu"/ {print $4; exit}' "${csv%.csv}.json" 2>/dev/null || true)
+machine=$(sed -n 's/.*"cpu": "\([^"]*\)".*/\1/p' "${csv%.csv}.json" 2>/dev/null | head -1 || true)
 title_suffix=${machine:+ ($machine)}
 
 gnuplot <<GP
