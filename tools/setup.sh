@@ -11,6 +11,8 @@ PKGS=(
   libzstd-dev liburing-dev                 # paging
   libfuse3-dev fuse3                       # debug view
   libjemalloc-dev libmimalloc-dev          # benchmark baselines
+  librocksdb-dev gnuplot-nox               # store benchmark baseline, charts
+  bsdextrautils util-linux                 # hexdump, mountpoint (end-to-end test)
 )
 
 missing=()
