@@ -160,16 +160,20 @@ int ml_arena_config(const ml_arena *a, ml_config *out)
 
 /* ---- stubs ---------------------------------------------------------------- */
 
+/* A cold stub as it reads before anything was recorded for generation gen. */
+static void cold_defaults(ml_arena *a, uint32_t idx, uint32_t gen, ml_cold *c)
+{
+    memset(c, 0, sizeof *c);
+    c->gen = gen;
+    c->gprev = c->gnext = ML_NIL32;
+    c->last_access_ns = a->slots[idx].created_ns;
+}
+
 ml_cold *ml__cold(ml_arena *a, uint32_t idx, uint64_t m)
 {
     ml_cold *c = &a->cold[idx];
     uint32_t gen = ML_HI_GEN(ml__hi(m));
-    if (c->gen != gen) {
-        memset(c, 0, sizeof *c);
-        c->gen = gen;
-        c->gprev = c->gnext = ML_NIL32;
-        c->last_access_ns = a->slots[idx].created_ns;
-    }
+    if (c->gen != gen) cold_defaults(a, idx, gen, c);
     return c;
 }
 
@@ -194,10 +198,7 @@ void ml__cold_peek(ml_arena *a, uint32_t idx, uint64_t m, ml_cold *out)
         out->swap_copy = c->swap_copy;
         return;
     }
-    memset(out, 0, sizeof *out);
-    out->gen = ML_HI_GEN(ml__hi(m));
-    out->gprev = out->gnext = ML_NIL32;
-    out->last_access_ns = a->slots[idx].created_ns;
+    cold_defaults(a, idx, ML_HI_GEN(ml__hi(m)), out);
 }
 
 void ml__locate(ml_arena *a, const ml_slot *s, uint64_t m, ml_loc *out)
