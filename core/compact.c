@@ -37,6 +37,7 @@
 
 typedef struct budget {
     uint64_t max_bytes, max_ns, t0, bytes, ops;
+    uint64_t scanned; /* blocks and extents looked at (for time checks) */
     ml_compact_result *res;
     ml_moves *mv;
     bool stop;
@@ -64,6 +65,16 @@ static bool may_copy(budget *b, size_t next)
         if (el + next / 4 > b->max_ns - b->max_ns / 10) return (b->stop = true, false);
     }
     return true;
+}
+
+/* Looking at entries costs time even when nothing moves (owner hints of
+ * cached or freed blocks, busy entries): check the clock every 256 looks,
+ * so that a step that finds little to move still ends within its budget. */
+static bool scan_over(budget *b)
+{
+    if (!b->max_ns || (++b->scanned & 255)) return b->stop;
+    if (b->ops && mono_ns() - b->t0 > b->max_ns - b->max_ns / 10) b->stop = true;
+    return b->stop;
 }
 
 static void copied(budget *b, ml_lane_t *l, size_t n)
@@ -142,6 +153,10 @@ static bool evacuate_class(ml_arena *a, ml_lane lane, unsigned cls, budget *b)
         ml_span *sp = &l->spans[src];
         bool released = false;
         for (uint32_t bi = 0; bi < sp->bump && lo < hi; bi++) {
+            if (scan_over(b)) {
+                ok = false;
+                break;
+            }
             char *from = ml__block_addr(l, src, bi);
             if (!claim_owner(a, lane, ml__owner_load(&sp->owner[bi]), from, b)) continue;
             uint32_t idx = ml__owner_load(&sp->owner[bi]) - 1;
