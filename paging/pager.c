@@ -193,14 +193,18 @@ static uint32_t hdr_crc(const rec_hdr *h)
     return ml__crc32c(0, &t, sizeof t);
 }
 
-/* Encode `size` bytes at src into a record at dst (capacity cap). Returns
- * the record length rounded to 4 KiB, or a negative error. */
+/* Encode `size` bytes at src into a record at dst (capacity cap); `raw`:
+ * known not to compress (a compress attempt just failed), so store it as is
+ * without a second zstd pass. Returns the record length rounded to 4 KiB,
+ * or a negative error. */
 static long make_record(ml_pager *p, uint32_t idx, uint64_t m, const void *src, size_t size,
-                        char *dst, size_t cap)
+                        char *dst, size_t cap, bool raw)
 {
     rec_hdr *h = (rec_hdr *)dst;
-    int codec;
-    long z = ml__codec_encode(p->codec, src, size, dst + sizeof *h, cap - sizeof *h, 0.10, &codec);
+    int codec = ML_CODEC_RAW;
+    long z = (long)size;
+    if (raw) memcpy(dst + sizeof *h, src, size); /* cap >= bound >= size */
+    else z = ml__codec_encode(p->codec, src, size, dst + sizeof *h, cap - sizeof *h, 0.10, &codec);
     if (z < 0) {
         p->st.compress_failed++;
         return z;
@@ -217,7 +221,6 @@ static long make_record(ml_pager *p, uint32_t idx, uint64_t m, const void *src, 
     h->hdr_crc = hdr_crc(h);
     size_t len = ml__align_up(sizeof *h + (size_t)z, ML_SWAP_BLOCK);
     memset(dst + sizeof *h + z, 0, len - sizeof *h - (size_t)z); /* no stale bytes on disk */
-    if (codec == ML_CODEC_RAW) p->st.stored_raw++;
     return (long)len;
 }
 
@@ -335,7 +338,7 @@ static int compress_one(ml_pager *p, uint32_t idx)
     }
     uint64_t t0 = mono_ns();
     const void *src = (const void *)(uintptr_t)ml__load(&s->addr);
-    long len = make_record(p, idx, m, src, size, buf, cap);
+    long len = make_record(p, idx, m, src, size, buf, cap, false);
     int rc = 0;
     if (len < 0) rc = (int)len;
     else if (((const rec_hdr *)buf)->codec == ML_CODEC_RAW) rc = -EALREADY; /* no gain in RAM */
@@ -376,6 +379,7 @@ typedef struct victim {
     size_t old_bytes;
     int result;       /* 0 evicted, else why not */
     bool queued;
+    bool raw;         /* a compress attempt found it incompressible */
 } victim;
 
 static int take_buf(ml_pager *p)
@@ -551,7 +555,8 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
                 }
                 dst = p->bufs + (size_t)v->buf * BUF_BYTES;
             }
-            v->len = make_record(p, v->idx, m, (const void *)(uintptr_t)ml__load(&s->addr), s->size, dst, cap);
+            v->len = make_record(p, v->idx, m, (const void *)(uintptr_t)ml__load(&s->addr), s->size, dst, cap,
+                                 v->raw);
             if (v->len < 0) {
                 v->result = (int)v->len;
                 if (v->buf >= 0) p->busy[v->buf] = false;
@@ -560,6 +565,7 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
                 continue;
             }
             v->stored = ((const rec_hdr *)dst)->stored_len;
+            if (((const rec_hdr *)dst)->codec == ML_CODEC_RAW) p->st.stored_raw++;
             rec = dst;
         }
         v->blk = ml__swap_alloc(&p->swap, (uint32_t)(v->len / ML_SWAP_BLOCK));
@@ -904,13 +910,17 @@ static size_t make_room_locked(ml_pager *p, size_t bytes, uint32_t keep)
         for (size_t i = 0; i < n; i++) {
             bool resident = (vs[i].m & ML_M_STATE) == ML_STATE_SLOW;
             bool clean = (ml__load(&a->slots[vs[i].idx].meta) & ML_M_CLEAN) != 0;
-            if (stage && resident && !clean && compress_one(p, vs[i].idx) == 0) continue;
+            if (stage && resident && !clean) {
+                int rc = compress_one(p, vs[i].idx);
+                if (rc == 0) continue;
+                vs[i].raw = rc == -EALREADY;
+            }
             todisk[nd++] = vs[i];
         }
         bool disk = nd && ensure_started(p) == 0;
         if (disk) evict_many(p, todisk, nd);
         for (size_t i = 0; i < nd; i++)
-            if ((!disk || todisk[i].result) && a->cfg.compressed_stage &&
+            if ((!disk || todisk[i].result) && a->cfg.compressed_stage && !todisk[i].raw &&
                 (ml__load(&a->slots[todisk[i].idx].meta) & ML_M_STATE) == ML_STATE_SLOW)
                 compress_one(p, todisk[i].idx);
         for (size_t i = 0; i < n; i++) ml__unclaim(a, vs[i].idx);
@@ -946,9 +956,13 @@ static void maintain(ml_arena *a)
         for (size_t i = 0; i < n; i++) {
             bool resident = (vs[i].m & ML_M_STATE) == ML_STATE_SLOW;
             bool clean = (ml__load(&a->slots[vs[i].idx].meta) & ML_M_CLEAN) != 0;
-            if (resident && !clean && a->cfg.compressed_stage && compress_one(p, vs[i].idx) == 0) {
-                ml__unclaim(a, vs[i].idx);
-                continue;
+            if (resident && !clean && a->cfg.compressed_stage) {
+                int rc = compress_one(p, vs[i].idx);
+                if (rc == 0) {
+                    ml__unclaim(a, vs[i].idx);
+                    continue;
+                }
+                vs[i].raw = rc == -EALREADY;
             }
             /* Compressed records (or blobs that do not compress) go to disk
              * once idle twice as long. */
