@@ -500,7 +500,13 @@ ML_API int ml_compact(ml_arena *arena, ml_lane lane, ml_compact_result *res);
  * (whichever comes first; 0 = no limit for that one), and continues where
  * the previous step stopped. res->done tells that a whole pass finished
  * with nothing left to move. A relocation point.
+ * Timing: the step checks the clock before each copy (estimating the copy
+ * at 4 GB/s) and every 256 entries it looks at, and keeps a tenth of
+ * max_ns for its bookkeeping, so on a CPU it is not preempted from it ends
+ * within max_ns. Its first copy always goes ahead (every step progresses),
+ * so a single blob that takes longer than max_ns to copy overruns.
  * @return 0; -EINVAL.
+ * Thread-safe, like ml_compact.
  */
 ML_API int ml_compact_step(ml_arena *arena, ml_lane lane, uint64_t max_bytes, uint64_t max_ns,
                            ml_compact_result *res);
