@@ -883,6 +883,15 @@ static size_t pick(ml_pager *p, size_t bytes, uint64_t idle_ns, uint32_t keep, v
     return nv;
 }
 
+/* compress_one for a victim of the policies; one that does not compress is
+ * marked so that its eviction stores it raw without trying zstd again. */
+static bool compress_victim(ml_pager *p, victim *v)
+{
+    int rc = compress_one(p, v->idx);
+    v->raw = rc == -EALREADY;
+    return rc == 0;
+}
+
 /* Make `bytes` of SlowLane free (make_room, page-in) or bring usage under
  * the low-water mark (pressure). Victims compress in RAM first when the
  * compressed stage is on and that frees enough, else go to disk. Returns
@@ -910,11 +919,7 @@ static size_t make_room_locked(ml_pager *p, size_t bytes, uint32_t keep)
         for (size_t i = 0; i < n; i++) {
             bool resident = (vs[i].m & ML_M_STATE) == ML_STATE_SLOW;
             bool clean = (ml__load(&a->slots[vs[i].idx].meta) & ML_M_CLEAN) != 0;
-            if (stage && resident && !clean) {
-                int rc = compress_one(p, vs[i].idx);
-                if (rc == 0) continue;
-                vs[i].raw = rc == -EALREADY;
-            }
+            if (stage && resident && !clean && compress_victim(p, &vs[i])) continue;
             todisk[nd++] = vs[i];
         }
         bool disk = nd && ensure_started(p) == 0;
@@ -956,13 +961,9 @@ static void maintain(ml_arena *a)
         for (size_t i = 0; i < n; i++) {
             bool resident = (vs[i].m & ML_M_STATE) == ML_STATE_SLOW;
             bool clean = (ml__load(&a->slots[vs[i].idx].meta) & ML_M_CLEAN) != 0;
-            if (resident && !clean && a->cfg.compressed_stage) {
-                int rc = compress_one(p, vs[i].idx);
-                if (rc == 0) {
-                    ml__unclaim(a, vs[i].idx);
-                    continue;
-                }
-                vs[i].raw = rc == -EALREADY;
+            if (resident && !clean && a->cfg.compressed_stage && compress_victim(p, &vs[i])) {
+                ml__unclaim(a, vs[i].idx);
+                continue;
             }
             /* Compressed records (or blobs that do not compress) go to disk
              * once idle twice as long. */
