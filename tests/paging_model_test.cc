@@ -393,11 +393,15 @@ class PagingModel {
         ExpectContents(h, e, p, "ml_get");
     }
 
-    void Evict() {
+    // ml_evict and ml_compress on a random entry: both refuse what is not a
+    // SlowLane blob (-EINVAL) and pinned entries (-EBUSY); `outcome` checks
+    // the rest. A refusal never changes the state.
+    template <typename Outcome>
+    void PagingOp(int (*op)(ml_arena *, ml_handle), const char *what, Outcome outcome) {
         ml_handle h = PickMaybePinned(true);
         Entry &e = live_[h.bits];
         ml_state before = StateOf(h, e);
-        int rc = ml_evict(a_, h);
+        int rc = op(a_, h);
         ml_state after = StateOf(h, e);
         if (before != ML_STATE_FAST && e.blob == kBlobUnknown) e.blob = rc == -EINVAL ? kNotBlob : kIsBlob;
         if (before == ML_STATE_FAST || e.blob == kNotBlob) {
@@ -405,45 +409,41 @@ class PagingModel {
         } else if (e.pins) {
             ASSERT_EQ(rc, -EBUSY) << Where();
             t_.busy++;
-        } else if (before == ML_STATE_EVICTED) {
-            ASSERT_EQ(rc, -EALREADY) << Where();
         } else {
-            ASSERT_EQ(rc, 0) << Where() << " " << ml_strerror(rc) << " from " << ml_state_name(before);
-            ASSERT_EQ(after, ML_STATE_EVICTED) << Where();
-            t_.evicts++;
+            outcome(rc, e, before, after);
         }
         if (rc != 0) {
-            ASSERT_EQ(before, after) << Where() << " a refused eviction changed the state";
+            ASSERT_EQ(before, after) << Where() << " a refused " << what << " changed the state";
         }
     }
 
+    void Evict() {
+        PagingOp(ml_evict, "eviction", [&](int rc, Entry &, ml_state before, ml_state after) {
+            if (before == ML_STATE_EVICTED) {
+                ASSERT_EQ(rc, -EALREADY) << Where();
+            } else {
+                ASSERT_EQ(rc, 0) << Where() << " " << ml_strerror(rc) << " from " << ml_state_name(before);
+                ASSERT_EQ(after, ML_STATE_EVICTED) << Where();
+                t_.evicts++;
+            }
+        });
+    }
+
     void Compress() {
-        ml_handle h = PickMaybePinned(true);
-        Entry &e = live_[h.bits];
-        ml_state before = StateOf(h, e);
-        int rc = ml_compress(a_, h);
-        ml_state after = StateOf(h, e);
-        if (before != ML_STATE_FAST && e.blob == kBlobUnknown) e.blob = rc == -EINVAL ? kNotBlob : kIsBlob;
-        if (before == ML_STATE_FAST || e.blob == kNotBlob) {
-            ASSERT_EQ(rc, -EINVAL) << Where() << " only SlowLane blobs are paged";
-        } else if (e.pins) {
-            ASSERT_EQ(rc, -EBUSY) << Where();
-            t_.busy++;
-        } else if (Cold(before)) {
-            ASSERT_EQ(rc, -EALREADY) << Where();
-        } else if (!e.text) {
-            // Incompressible: no gain in RAM, stays resident.
-            ASSERT_EQ(rc, -EALREADY) << Where();
-        } else if (rc == -ENOMEM) {
-            t_.enomem_compress++;  // no room for the record (documented): stays resident
-        } else {
-            ASSERT_EQ(rc, 0) << Where() << " " << ml_strerror(rc) << Lanes();
-            ASSERT_EQ(after, ML_STATE_COMPRESSED) << Where();
-            t_.compresses++;
-        }
-        if (rc != 0) {
-            ASSERT_EQ(before, after) << Where() << " a refused compression changed the state";
-        }
+        PagingOp(ml_compress, "compression", [&](int rc, Entry &e, ml_state before, ml_state after) {
+            if (Cold(before)) {
+                ASSERT_EQ(rc, -EALREADY) << Where();
+            } else if (!e.text) {
+                // Incompressible: no gain in RAM, stays resident.
+                ASSERT_EQ(rc, -EALREADY) << Where();
+            } else if (rc == -ENOMEM) {
+                t_.enomem_compress++;  // no room for the record (documented): stays resident
+            } else {
+                ASSERT_EQ(rc, 0) << Where() << " " << ml_strerror(rc) << Lanes();
+                ASSERT_EQ(after, ML_STATE_COMPRESSED) << Where();
+                t_.compresses++;
+            }
+        });
     }
 
     // ml_prefetch of a random subset (distinct handles), with resident,
