@@ -29,8 +29,8 @@
 
 #include "core/arena.h"
 
-__thread ml_tls_ent ml__tls[ML_TLS_ENTS];
-static __thread bool tls_key_set;
+ML_TLS ml_tls_ent ml__tls[ML_TLS_ENTS];
+static ML_TLS bool tls_key_set;
 
 static pthread_mutex_t g_registry = PTHREAD_MUTEX_INITIALIZER;
 static ml_arena *g_arenas;

@@ -1020,8 +1020,15 @@ static inline void *ml__get_fast(ml_arena *arena, ml_handle h)
 
 static inline void *ml__get_inline(ml_arena *arena, ml_handle h)
 {
-    void *p = ml__get_fast(arena, h);
-    return __builtin_expect(p != NULL, 1) ? p : ml_get_slow(arena, h);
+    const ml__arena_head *hd = (const ml__arena_head *)(const void *)arena;
+    uint32_t idx = (uint32_t)h.bits, hi = (uint32_t)(h.bits >> 32);
+    /* The misses jump straight to the slow path: a live, resident slot's
+     * address is never NULL, so the hit needs no second test. */
+    if (__builtin_expect(arena != NULL && idx < hd->max_handles && hi >= 0xC0000000u, 1)) {
+        ml__slot *s = &hd->slots[idx];
+        if (__builtin_expect(ML__META_HI(s) == hi, 1)) return (void *)(uintptr_t)ML__ADDR(s);
+    }
+    return ml_get_slow(arena, h);
 }
 
 #ifndef ML_NO_INLINE

@@ -154,7 +154,7 @@ static volatile uint64_t sink;
 /* The four loops, each its own function, compiled without auto-vectorisation:
  * the raw-pointer loops would otherwise become AVX-512 gathers, which
  * measures the vector unit rather than the cost of one dereference. */
-#define SCALAR __attribute__((noinline, optimize("no-tree-vectorize")))
+#define SCALAR __attribute__((noinline, aligned(64), optimize("no-tree-vectorize", "align-loops=64")))
 
 static SCALAR uint64_t raw_hot(uint64_t **ptrs, size_t n)
 {
