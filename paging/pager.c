@@ -35,10 +35,18 @@
  * pressure persists. Blobs under min_evict_size and pinned entries stay.
  *
  * Locking: the pager lock serialises the pager (ring, swap space, buffers,
- * codec, counters); it is taken with entries already claimed and is held
- * across I/O, so page-ins and evictions run one at a time per arena. Lane
- * locks are taken inside it (claim -> pager -> lane). Victims are only ever
+ * codec, counters); it is taken with entries already claimed. Lane locks are
+ * taken inside it (claim -> pager -> lane). Victims are only ever
  * try-claimed, so a thread holding the pager lock never waits for a claim.
+ * Evictions, ml_prefetch and ml_read of a cold entry hold it across their
+ * I/O. A page-in on access does not: it reserves its place under the lock,
+ * then reads and decodes with a reader of its own (an engine on the swap
+ * file, a bounce buffer and a codec, taken from a small pool) while other
+ * threads page in, evict and allocate, and takes the lock again to install
+ * the data. The claim it holds is what keeps its record and its place from
+ * changing meanwhile: every other path that touches an entry's record
+ * claims the entry first. The pool lock is a leaf: a thread holding a reader
+ * takes no other lock until it gives the reader back.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -95,7 +103,25 @@ typedef struct ml_pager {
     size_t rc_cap;
     ml_io_open_fn open_io;
     void *open_ctx;
+    int io_which; /* the engine kind asked for (readers ask for the same) */
+    /* Page-in readers (see "Locking" above): rd_lock guards the free list
+     * and the count; a reader out of the list belongs to one thread. */
+    pthread_mutex_t rd_lock;
+    pthread_cond_t rd_cond;
+    struct reader *rd_free;
+    unsigned rd_count;
 } ml_pager;
+
+/* What a page-in needs to read and decode without the pager lock. */
+typedef struct reader {
+    struct reader *next;
+    ml_codec *codec;
+    ml_io *io;  /* opened at its first read of the swap file */
+    char *buf;  /* BUF_BYTES, 4 KiB aligned, registered with io */
+} reader;
+
+/* At most this many page-ins read at once; more wait for a reader. */
+#define MAX_READERS 8
 
 static __thread ml_io_open_fn pending_open;
 static __thread void *pending_ctx;
@@ -121,6 +147,7 @@ static int ensure_started(ml_pager *p)
     int rc = ml__swap_open(&p->swap, c->swap_dir, c->swap_size, c->direct_io);
     if (rc == 0) {
         int which = c->io_engine == 1 ? ML_IO_WHICH_URING : c->io_engine == 2 ? ML_IO_WHICH_SYNC : ML_IO_WHICH_AUTO;
+        p->io_which = which;
         rc = p->open_io(p->open_ctx, p->swap.fd, c->io_queue_depth, which, &p->io);
     }
     if (rc == 0) {
@@ -161,6 +188,8 @@ static int attach(ml_arena *a)
     if (!p) return -ENOMEM;
     p->a = a;
     pthread_mutex_init(&p->lock, NULL);
+    pthread_mutex_init(&p->rd_lock, NULL);
+    pthread_cond_init(&p->rd_cond, NULL);
     p->open_io = pending_open ? pending_open : ml__io_open_default;
     p->open_ctx = pending_ctx;
     snprintf(p->st.engine, sizeof p->st.engine, "none");
@@ -173,6 +202,17 @@ static void detach(ml_arena *a)
 {
     ml_pager *p = pager_of(a);
     if (!p) return;
+    /* Every reader is back in the list: page-ins end before destroy. */
+    while (p->rd_free) {
+        reader *r = p->rd_free;
+        p->rd_free = r->next;
+        if (r->io) r->io->ops->destroy(r->io);
+        free(r->buf);
+        ml__codec_free(r->codec);
+        free(r);
+    }
+    pthread_cond_destroy(&p->rd_cond);
+    pthread_mutex_destroy(&p->rd_lock);
     if (p->io) p->io->ops->destroy(p->io); /* waits for anything in flight */
     ml__codec_free(p->codec);
     free(p->bufs);
@@ -224,7 +264,6 @@ static long make_record(ml_pager *p, uint32_t idx, uint64_t m, const void *src, 
     return (long)len;
 }
 
-/* Check a record against the slot that reads it; decode it into dst. */
 /* Check a record against the slot that reads it and decode it into dst,
  * with the given codec (any thread may do this for a claimed entry). */
 static int check_record(ml_codec *codec, uint32_t idx, uint64_t m, size_t size, const char *rec,
@@ -238,15 +277,6 @@ static int check_record(ml_codec *codec, uint32_t idx, uint64_t m, size_t size, 
         ml__codec_decode(codec, h->codec, rec + sizeof *h, (size_t)h->stored_len, dst, size) != 0)
         return -EBADMSG;
     return 0;
-}
-
-/* The same, counted. Caller holds the pager lock. */
-static int open_record(ml_pager *p, uint32_t idx, uint64_t m, size_t size, const char *rec,
-                       size_t len, void *dst)
-{
-    int rc = check_record(p->codec, idx, m, size, rec, len, dst);
-    if (rc) p->st.checksum_failures++;
-    return rc;
 }
 
 /* ---- stub updates (entry claimed) ------------------------------------------ */
@@ -623,23 +653,85 @@ static int place_back(ml_pager *p, uint32_t idx, uint64_t m, size_t size, ml_pla
     return ml__place(a, ML_LANE_SLOW, size, align, idx + 1, ML_PLACE_INTERNAL | ML_PLACE_BLOB, pl);
 }
 
-/* Read the swap record of claimed evicted slot idx into dst (4 KiB aligned,
- * len bytes). Caller holds the pager lock. */
-static int read_record(ml_pager *p, uint64_t loc, char *dst, int buf_index)
+/* Read the swap record at loc into dst (4 KiB aligned) through engine io,
+ * waiting for it. *failed is set when the device failed the read (an I/O
+ * error to count), as opposed to the request not being made. */
+static int read_record(ml_io *io, uint64_t loc, char *dst, int buf_index, bool *failed)
 {
     size_t len = (size_t)ml__swap_len(loc) * ML_SWAP_BLOCK;
-    int rc = p->io->ops->read(p->io, dst, len, ml__swap_off(loc) * ML_SWAP_BLOCK, buf_index, UINT64_MAX);
-    if (rc == 0) rc = p->io->ops->submit_wait ? p->io->ops->submit_wait(p->io, 1) : p->io->ops->submit(p->io);
+    int rc = io->ops->read(io, dst, len, ml__swap_off(loc) * ML_SWAP_BLOCK, buf_index, UINT64_MAX);
+    if (rc == 0) rc = io->ops->submit_wait ? io->ops->submit_wait(io, 1) : io->ops->submit(io);
     if (rc) return rc;
     ml_io_cqe cq;
     int n;
-    while ((n = p->io->ops->reap(p->io, &cq, 1, 1)) == 0) {
+    while ((n = io->ops->reap(io, &cq, 1, 1)) == 0) {
     }
     if (n < 0) return n;
     if (cq.res != (long)len) {
-        p->st.io_errors++;
+        *failed = true;
         return cq.res < 0 ? (int)cq.res : -EIO;
     }
+    return 0;
+}
+
+/* ---- readers ---------------------------------------------------------------- */
+
+/* A reader for this thread's page-in: a free one, a new one while there are
+ * fewer than MAX_READERS, or the next one given back. NULL on ENOMEM. */
+static reader *take_reader(ml_pager *p)
+{
+    pthread_mutex_lock(&p->rd_lock);
+    while (!p->rd_free && p->rd_count >= MAX_READERS) pthread_cond_wait(&p->rd_cond, &p->rd_lock);
+    reader *r = p->rd_free;
+    if (r) {
+        p->rd_free = r->next;
+        pthread_mutex_unlock(&p->rd_lock);
+        return r;
+    }
+    p->rd_count++;
+    pthread_mutex_unlock(&p->rd_lock);
+    r = calloc(1, sizeof *r);
+    if (r && !(r->codec = ml__codec_new(p->a->cfg.zstd_level))) {
+        free(r);
+        r = NULL;
+    }
+    if (!r) {
+        pthread_mutex_lock(&p->rd_lock);
+        p->rd_count--;
+        pthread_cond_signal(&p->rd_cond);
+        pthread_mutex_unlock(&p->rd_lock);
+    }
+    return r;
+}
+
+static void put_reader(ml_pager *p, reader *r)
+{
+    pthread_mutex_lock(&p->rd_lock);
+    r->next = p->rd_free;
+    p->rd_free = r;
+    pthread_cond_signal(&p->rd_cond);
+    pthread_mutex_unlock(&p->rd_lock);
+}
+
+/* Open the reader's engine (asked for as the pager's was, through the same
+ * factory: io_uring where it works) and its buffer. The pager is started,
+ * so the swap file is open. */
+static int reader_open(ml_pager *p, reader *r)
+{
+    if (r->io) return 0;
+    if (posix_memalign((void **)&r->buf, 4096, BUF_BYTES) != 0) {
+        r->buf = NULL;
+        return -ENOMEM;
+    }
+    int rc = p->open_io(p->open_ctx, p->swap.fd, 2, p->io_which, &r->io);
+    if (rc) {
+        r->io = NULL;
+        free(r->buf);
+        r->buf = NULL;
+        return rc;
+    }
+    struct iovec iov = {r->buf, BUF_BYTES};
+    r->io->ops->register_buffers(r->io, &iov, 1); /* optional, as for the pager's */
     return 0;
 }
 
@@ -678,6 +770,54 @@ static void give_back_place(ml_arena *a, const ml_place *pl)
     ml__release_place(a, ML_LANE_SLOW, pl->addr, pl->blob);
 }
 
+/* Read (if on disk) and decode the record of claimed cold slot idx (meta m,
+ * record at loc) into dst, with the given codec, engine and bounce buffer
+ * (registered as index 0 of the engine, BUF_BYTES; larger records get their
+ * own). *io_failed / *bad report what to count. */
+static int decode_cold(ml_pager *p, ml_codec *codec, ml_io *io, char *bounce, uint32_t idx, uint64_t m,
+                       size_t size, uint64_t loc, void *dst, bool *io_failed, bool *bad)
+{
+    int rc;
+    if ((m & ML_M_STATE) == ML_STATE_COMPRESSED) {
+        rc = check_record(codec, idx, m, size, (const char *)(uintptr_t)loc, lane_bytes_of(p->a, idx, m), dst);
+        *bad = rc != 0;
+        return rc;
+    }
+    size_t len = (size_t)ml__swap_len(loc) * ML_SWAP_BLOCK;
+    char *buf = bounce;
+    int bi = 0;
+    if (len > BUF_BYTES) {
+        bi = -1;
+        if (posix_memalign((void **)&buf, 4096, len) != 0) return -ENOMEM;
+    }
+    rc = read_record(io, loc, buf, bi, io_failed);
+    if (rc == 0) {
+        rc = check_record(codec, idx, m, size, buf, len, dst);
+        *bad = rc != 0;
+    }
+    if (bi < 0) free(buf);
+    return rc;
+}
+
+/* The end of a page-in, under the pager lock: count what went wrong, then
+ * install the data, or give the place back (the record stays, for a
+ * retry). */
+static void page_in_end(ml_pager *p, uint32_t idx, uint64_t m, ml_place *pl, bool keep_copy, int rc,
+                        bool io_failed, bool bad, uint64_t t0)
+{
+    if (io_failed) p->st.io_errors++;
+    if (bad) p->st.checksum_failures++;
+    if (rc) {
+        give_back_place(p->a, pl);
+        return;
+    }
+    installed(p, idx, m, pl, keep_copy);
+    p->st.page_ins++;
+    p->st.pagein_ns += mono_ns() - t0;
+}
+
+/* Page-in with the pager lock held throughout (ml_prefetch's one-by-one
+ * cases), on the pager's own engine, buffer and codec. */
 static int page_in_locked(ml_pager *p, uint32_t idx, bool keep_copy)
 {
     ml_arena *a = p->a;
@@ -688,39 +828,57 @@ static int page_in_locked(ml_pager *p, uint32_t idx, bool keep_copy)
     ml_place pl;
     int rc = place_back(p, idx, m, size, &pl);
     if (rc) return rc;
-    uint64_t loc = ml__load(&a->slots[idx].addr);
-    if ((m & ML_M_STATE) == ML_STATE_COMPRESSED) {
-        /* (a compressed entry implies the codec exists) */
-        rc = open_record(p, idx, m, size, (const char *)(uintptr_t)loc, lane_bytes_of(a, idx, m), pl.addr);
-    } else {
-        if ((rc = ensure_started(p)) == 0) {
-            size_t len = (size_t)ml__swap_len(loc) * ML_SWAP_BLOCK;
-            char *buf = p->bufs;
-            int bi = 0;
-            bool own = len > BUF_BYTES;
-            if (own && posix_memalign((void **)&buf, 4096, len) != 0) rc = -ENOMEM;
-            if (own) bi = -1;
-            if (rc == 0) rc = read_record(p, loc, buf, bi);
-            if (rc == 0) rc = open_record(p, idx, m, size, buf, len, pl.addr);
-            if (own && buf) free(buf);
-        }
-    }
-    if (rc) {
-        give_back_place(a, &pl); /* the record stays, for a retry */
-        return rc;
-    }
-    installed(p, idx, m, &pl, keep_copy);
-    p->st.page_ins++;
-    p->st.pagein_ns += mono_ns() - t0;
-    return 0;
+    /* (a compressed entry implies the codec exists) */
+    if ((m & ML_M_STATE) == ML_STATE_EVICTED) rc = ensure_started(p);
+    bool io_failed = false, bad = false;
+    if (rc == 0)
+        rc = decode_cold(p, p->codec, p->io, p->bufs, idx, m, size, ml__load(&a->slots[idx].addr), pl.addr,
+                         &io_failed, &bad);
+    page_in_end(p, idx, m, &pl, keep_copy, rc, io_failed, bad, t0);
+    return rc;
 }
 
+/* Page-in on access: the I/O and the decoding run without the pager lock,
+ * with a reader from the pool (see "Locking" at the top). */
 static int page_in(ml_arena *a, uint32_t idx, bool keep_copy)
 {
     ml_pager *p = pager_of(a);
     if (!p) return -EIO;
+    /* 1. Under the pager lock: a place to come back to (making room if
+     *    needed) and, for a record on disk, a started pager. */
     pthread_mutex_lock(&p->lock);
-    int rc = page_in_locked(p, idx, keep_copy);
+    uint64_t m = ml__load(&a->slots[idx].meta);
+    if (m & ML_M_RESIDENT) {
+        pthread_mutex_unlock(&p->lock);
+        return 0;
+    }
+    uint64_t t0 = mono_ns();
+    size_t size = a->slots[idx].size;
+    uint64_t loc = ml__load(&a->slots[idx].addr);
+    ml_place pl;
+    int rc = place_back(p, idx, m, size, &pl);
+    if (rc) {
+        pthread_mutex_unlock(&p->lock);
+        return rc;
+    }
+    bool evicted = (m & ML_M_STATE) == ML_STATE_EVICTED;
+    if (evicted) rc = ensure_started(p);
+    pthread_mutex_unlock(&p->lock);
+    /* 2. Without it: read and decode. The claim keeps the record and the
+     *    place as they are. */
+    bool io_failed = false, bad = false;
+    if (rc == 0) {
+        reader *r = take_reader(p);
+        if (!r) rc = -ENOMEM;
+        else {
+            if (evicted) rc = reader_open(p, r);
+            if (rc == 0) rc = decode_cold(p, r->codec, r->io, r->buf, idx, m, size, loc, pl.addr, &io_failed, &bad);
+            put_reader(p, r);
+        }
+    }
+    /* 3. Under the lock again: install, or give the place back. */
+    pthread_mutex_lock(&p->lock);
+    page_in_end(p, idx, m, &pl, keep_copy, rc, io_failed, bad, t0);
     pthread_mutex_unlock(&p->lock);
     return rc;
 }
@@ -746,20 +904,13 @@ static int read_cold(ml_arena *a, uint32_t idx, size_t off, void *dst, size_t le
                 p->rc_cap = size;
             }
         }
-        uint64_t loc = ml__load(&a->slots[idx].addr);
-        if (rc == 0 && (m & ML_M_STATE) == ML_STATE_COMPRESSED) {
-            rc = open_record(p, idx, m, size, (const char *)(uintptr_t)loc, lane_bytes_of(a, idx, m), p->rc_buf);
-        } else if (rc == 0 && (rc = ensure_started(p)) == 0) {
-            size_t rl = (size_t)ml__swap_len(loc) * ML_SWAP_BLOCK;
-            char *buf = p->bufs;
-            int bi = 0;
-            if (rl > BUF_BYTES) {
-                bi = -1;
-                if (posix_memalign((void **)&buf, 4096, rl) != 0) buf = NULL, rc = -ENOMEM;
-            }
-            if (rc == 0) rc = read_record(p, loc, buf, bi);
-            if (rc == 0) rc = open_record(p, idx, m, size, buf, rl, p->rc_buf);
-            if (bi < 0) free(buf);
+        if (rc == 0 && (m & ML_M_STATE) == ML_STATE_EVICTED) rc = ensure_started(p);
+        if (rc == 0) {
+            bool io_failed = false, bad = false;
+            rc = decode_cold(p, p->codec, p->io, p->bufs, idx, m, size, ml__load(&a->slots[idx].addr), p->rc_buf,
+                             &io_failed, &bad);
+            if (io_failed) p->st.io_errors++;
+            if (bad) p->st.checksum_failures++;
         }
         if (rc == 0) {
             p->rc_valid = true;

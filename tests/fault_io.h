@@ -3,12 +3,19 @@
 // with an errno, a short write, a read that fails, a read whose data gets
 // one bit flipped, a read served from another offset (a stale record).
 // Everything else goes to the real engine, on the real swap file.
+//
+// The pager may open several engines through one FaultIO (page-ins read
+// with engines of their own, without the pager lock), so the counters are
+// shared and locked, and operation numbers count across all of them.
 #ifndef ML_TESTS_FAULT_IO_H
 #define ML_TESTS_FAULT_IO_H
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -32,6 +39,11 @@ struct FaultIO {
     uint64_t redirect_off = 0;
     int which = ML_IO_WHICH_AUTO;  // inner engine
     unsigned write_delay_us = 0;   // every write waits this long first (a slow disk)
+    // A concurrency probe: a read waits (up to this long) until another read
+    // has started too; max_reads_at_once records the most reads seen inside
+    // the engine at the same time.
+    unsigned read_gate_ms = 0;
+    int max_reads_at_once = 0;
 
     // What happened.
     int writes = 0, reads = 0, injected = 0;
@@ -39,6 +51,7 @@ struct FaultIO {
 
     static int Open(void *ctx, int fd, unsigned depth, int which, ml_io **out) {
         FaultIO *f = (FaultIO *)ctx;
+        std::lock_guard<std::mutex> g(f->mu_);
         auto *w = new Wrap;
         w->f = f;
         int rc = ml__io_open_default(nullptr, fd, depth, f->which != ML_IO_WHICH_AUTO ? f->which : which, &w->inner);
@@ -59,6 +72,10 @@ struct FaultIO {
     }
 
   private:
+    std::mutex mu_;  // the rules and counters above, once engines exist
+    std::condition_variable gate_;
+    int reads_now_ = 0;
+
     struct Wrap {
         ml_io io;  // first: the pager sees this
         ml_io *inner;
@@ -72,6 +89,7 @@ struct FaultIO {
         Wrap *w = W(io);
         FaultIO *f = w->f;
         if (f->write_delay_us) usleep(f->write_delay_us);
+        std::lock_guard<std::mutex> g(f->mu_);
         int n = f->writes++;
         bool fail = n == f->fail_write_at || (f->fail_all_writes_from >= 0 && n >= f->fail_all_writes_from);
         if (fail) {
@@ -101,6 +119,15 @@ struct FaultIO {
     static int Read(ml_io *io, void *buf, size_t len, uint64_t off, int bi, uint64_t tag) {
         Wrap *w = W(io);
         FaultIO *f = w->f;
+        std::unique_lock<std::mutex> g(f->mu_);
+        if (f->read_gate_ms) {
+            f->reads_now_++;
+            f->max_reads_at_once = std::max(f->max_reads_at_once, f->reads_now_);
+            f->gate_.notify_all();
+            f->gate_.wait_for(g, std::chrono::milliseconds(f->read_gate_ms),
+                              [f] { return f->max_reads_at_once >= 2; });
+            f->reads_now_--;
+        }
         int n = f->reads++;
         if (n == f->fail_read_at) {
             f->injected++;

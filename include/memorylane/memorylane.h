@@ -885,6 +885,13 @@ ML_API int ml_group_foreach(ml_arena *arena, ml_group_fn fn, void *ctx);
  * resident and intact. Any access (ml_get, ml_try_get, ml_pin, ml_write,
  * migration, realloc) brings a cold handle back first; ml_read decompresses
  * a copy and leaves it cold.
+ *
+ * Concurrency: threads bringing back different handles read and decompress
+ * at the same time (up to 8 per arena, each with an engine and buffer of its
+ * own, made on first need); a thread touching a handle another thread is
+ * bringing back waits for it. Evictions, ml_prefetch and ml_read of a cold
+ * handle run one at a time per arena, and a page-in waits for the one in
+ * progress twice: to reserve its place, and to install the data.
  */
 
 /** Paging counters, zswap style: one per outcome and rejection reason. */

@@ -10,10 +10,14 @@
  *    queue depth to a new file in the same directory as the swap file;
  *  - page-in: pread (O_DIRECT) of the same record followed by
  *    ZSTD_decompress, one at a time (queue depth 1), interleaved sample by
- *    sample with MemoryLane's page-ins so both see the same device state.
+ *    sample with MemoryLane's page-ins so both see the same device state;
+ *  - prefetch: the same 1000 blobs paged in one by one on access, by one
+ *    thread, and by two threads taking 500 each (page-ins of different
+ *    handles run at the same time: the figure shows how well they scale).
  */
 #include <fcntl.h>
 #include <liburing.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -260,11 +264,25 @@ void bench_pagein(const bench_opts *o)
 
 /* ---- prefetch --------------------------------------------------------------------------- */
 
+typedef struct touch_job {
+    ml_arena *a;
+    const ml_handle *hs;
+    size_t n;
+} touch_job;
+
+static void *touch_all(void *arg)
+{
+    touch_job *j = arg;
+    for (size_t i = 0; i < j->n; i++)
+        if (!ml_get(j->a, j->hs[i])) abort();
+    return NULL;
+}
+
 void bench_prefetch(const bench_opts *o)
 {
     size_t n = o->quick ? 2000 : 4000, pick = 1000;
     int reps = o->reps > 16 ? 16 : o->reps;
-    double tp[16], ts[16];
+    double tp[16], ts[16], t2[16];
     ml_arena *a = paging_arena(o, n * BLOB + (n * BLOB) / 2 + ((size_t)16 << 20));
     bench_progress("prefetch: %zu blobs evicted", n);
     ml_handle *hs = fill(a, n, 9000);
@@ -284,11 +302,25 @@ void bench_prefetch(const bench_opts *o)
             if (!ml_get(a, sel[i])) abort();
         ts[r] = bench_now() - t0;
         ml_evict_many(a, sel, pick);
+        /* The same handles, half each by two threads. (A handle picked
+         * twice may be touched by both: one pages it in, the other finds it
+         * resident or waits for it, as a program's threads would.) */
+        touch_job j[2] = {{a, sel, pick / 2}, {a, sel + pick / 2, pick - pick / 2}};
+        pthread_t th;
+        t0 = bench_now();
+        if (pthread_create(&th, NULL, touch_all, &j[1])) abort();
+        touch_all(&j[0]);
+        pthread_join(th, NULL);
+        t2[r] = bench_now() - t0;
+        ml_evict_many(a, sel, pick);
     }
-    double p = bench_median(tp, reps) * 1e3, q = bench_median(ts, reps) * 1e3;
+    double p = bench_median(tp, reps) * 1e3, q = bench_median(ts, reps) * 1e3, q2 = bench_median(t2, reps) * 1e3;
     bench_figure("prefetch", "ml_prefetch of 1000", p, "ms");
     bench_figure("prefetch", "one-by-one page-in of 1000", q, "ms");
     bench_report("prefetch", "speedup over one-by-one", q / p, "x", "one-by-one", 1.0, TARGET_AT_LEAST, 3.0, NULL);
+    bench_figure("prefetch", "page-in of 1000 on access, 2 threads", q2, "ms");
+    bench_report("prefetch", "2 threads' page-ins vs one thread's", q / q2, "x", "one thread", 1.0, TARGET_NONE, 0,
+                 NULL);
     free(sel);
     free(hs);
     ml_arena_destroy(a);
