@@ -43,6 +43,7 @@ void bench_compact(const bench_opts *o);
 void bench_evict(const bench_opts *o);
 void bench_pagein(const bench_opts *o);
 void bench_prefetch(const bench_opts *o);
+void bench_parallel(const bench_opts *o);
 void bench_store(const bench_opts *o);
 void bench_scaling(const bench_opts *o);
 /* mlane_bench --store-child ...: one system of the store benchmark. */

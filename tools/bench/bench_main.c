@@ -248,7 +248,7 @@ static void usage(FILE *f)
             "  --quick        smaller workloads and fewer repetitions (about a minute)\n"
             "  --reps N       repetitions per measurement, median reported (default 5, quick 3)\n"
             "  --filter NAME  run only benchmarks whose name contains NAME\n"
-            "                 (alloc, get, compact, evict, pagein, prefetch,\n"
+            "                 (alloc, get, compact, evict, pagein, prefetch, parallel,\n"
             "                 store, scaling)\n"
             "  --json FILE    also write results as JSON ('-' for stdout, after the table)\n"
             "  --csv FILE     also write results as CSV\n"
@@ -268,6 +268,7 @@ static const bench_entry benches[] = {
     {"evict", bench_evict, "eviction of 64 KiB blobs vs zstd alone and the raw disk"},
     {"pagein", bench_pagein, "page-in latency at queue depth 1 vs pread + decompress"},
     {"prefetch", bench_prefetch, "ml_prefetch of 1000 random evicted blobs vs one by one"},
+    {"parallel", bench_parallel, "page-ins on access from 2 threads vs 1"},
     {"store", bench_store, "larger-than-memory blob store: memorylane, rocksdb, mmap+cgroup, pread"},
     {"scaling", bench_scaling, "the blob store at 1x, 2x, 4x, 8x the memory budget"},
 };
