@@ -1,7 +1,7 @@
 /*
  * bench_main.c — `mlane_bench`: MemoryLane's benchmarks, with baselines.
  *
- *   mlane_bench [--quick] [--reps N] [--filter NAME] [--json FILE|-] [--csv FILE|-]
+ *   mlane_bench [--quick] [--reps N] [--filter LIST] [--json FILE|-] [--csv FILE|-]
  *
  * Prints a table to stdout while it runs (progress goes to stderr), and the
  * same results as JSON or CSV on request. Every line carries the baseline it
@@ -241,13 +241,28 @@ static void write_csv(FILE *f)
     }
 }
 
+/* --filter: a comma-separated list; a benchmark runs when its name contains
+ * any item. */
+static bool selected(const char *filter, const char *name)
+{
+    for (const char *p = filter; *p;) {
+        size_t n = strcspn(p, ",");
+        for (const char *q = name; n && strlen(q) >= n; q++)
+            if (!strncmp(q, p, n)) return true;
+        p += n;
+        if (*p == ',') p++;
+    }
+    return false;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: mlane_bench [--quick] [--reps N] [--filter NAME] [--json FILE|-] [--csv FILE|-]\n"
+            "usage: mlane_bench [--quick] [--reps N] [--filter LIST] [--json FILE|-] [--csv FILE|-]\n"
             "  --quick        smaller workloads and fewer repetitions (about a minute)\n"
             "  --reps N       repetitions per measurement, median reported (default 5, quick 3)\n"
-            "  --filter NAME  run only benchmarks whose name contains NAME\n"
+            "  --filter LIST  run only benchmarks whose name contains an item of the\n"
+            "                 comma-separated LIST\n"
             "                 (alloc, get, compact, evict, pagein, prefetch, parallel,\n"
             "                 store, scaling)\n"
             "  --json FILE    also write results as JSON ('-' for stdout, after the table)\n"
@@ -298,7 +313,7 @@ int main(int argc, char **argv)
     printf("%-10s %-34s %12s %-7s %-26s %12s %7s %-7s %s\n", "bench", "case", "value", "unit",
            "baseline", "base value", "ratio", "target", "");
     for (size_t i = 0; i < sizeof benches / sizeof benches[0]; i++) {
-        if (o.filter && !strstr(benches[i].name, o.filter)) continue;
+        if (o.filter && !selected(o.filter, benches[i].name)) continue;
         fprintf(stderr, "[%s] %s\n", benches[i].name, benches[i].what);
         benches[i].fn(&o);
     }
