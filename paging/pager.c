@@ -866,18 +866,27 @@ static int page_in(ml_arena *a, uint32_t idx, bool keep_copy)
     pthread_mutex_unlock(&p->lock);
     /* 2. Without it: read and decode. The claim keeps the record and the
      *    place as they are. */
-    bool io_failed = false, bad = false;
+    bool io_failed = false, bad = false, mine = false;
     if (rc == 0) {
         reader *r = take_reader(p);
-        if (!r) rc = -ENOMEM;
-        else {
-            if (evicted) rc = reader_open(p, r);
-            if (rc == 0) rc = decode_cold(p, r->codec, r->io, r->buf, idx, m, size, loc, pl.addr, &io_failed, &bad);
+        if (r && evicted && reader_open(p, r) != 0) {
+            put_reader(p, r);
+            r = NULL;
+        }
+        if (r) {
+            mine = true;
+            rc = decode_cold(p, r->codec, r->io, r->buf, idx, m, size, loc, pl.addr, &io_failed, &bad);
             put_reader(p, r);
         }
     }
-    /* 3. Under the lock again: install, or give the place back. */
+    /* 3. Under the lock again: install, or give the place back. Without a
+     *    reader (no memory, or no engine could be opened: out of file
+     *    descriptors, io_uring limits), the pager's own engine, buffer and
+     *    codec do the work under the lock, as before readers existed: an
+     *    access does not fail for want of parallelism. */
     pthread_mutex_lock(&p->lock);
+    if (rc == 0 && !mine)
+        rc = decode_cold(p, p->codec, p->io, p->bufs, idx, m, size, loc, pl.addr, &io_failed, &bad);
     page_in_end(p, idx, m, &pl, keep_copy, rc, io_failed, bad, t0);
     pthread_mutex_unlock(&p->lock);
     return rc;

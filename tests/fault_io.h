@@ -44,14 +44,20 @@ struct FaultIO {
     // the engine at the same time.
     unsigned read_gate_ms = 0;
     int max_reads_at_once = 0;
+    int fail_open_from = -1;  // engines opened from this one on fail (EMFILE)
 
     // What happened.
-    int writes = 0, reads = 0, injected = 0;
+    int writes = 0, reads = 0, injected = 0, opens = 0;
     std::string inner_name;
 
     static int Open(void *ctx, int fd, unsigned depth, int which, ml_io **out) {
         FaultIO *f = (FaultIO *)ctx;
         std::lock_guard<std::mutex> g(f->mu_);
+        if (f->fail_open_from >= 0 && f->opens >= f->fail_open_from) {
+            f->injected++;
+            return -EMFILE;
+        }
+        f->opens++;
         auto *w = new Wrap;
         w->f = f;
         int rc = ml__io_open_default(nullptr, fd, depth, f->which != ML_IO_WHICH_AUTO ? f->which : which, &w->inner);

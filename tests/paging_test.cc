@@ -425,6 +425,31 @@ TEST_P(Faults, FailedReadKeepsTheRecordForARetry) {
     ml_arena_destroy(a);
 }
 
+// A page-in reads with an engine of its own (so that page-ins run in
+// parallel); when none can be opened, the pager's own engine does the read
+// under its lock: the access still succeeds.
+TEST_P(Faults, PageInWorksWhenNoReaderEngineCanBeOpened) {
+    FaultIO f;
+    f.which = GetParam();
+    f.fail_open_from = 1;  // the pager's engine opens; no other does
+    ml_config c = PagingConfig(GetParam());
+    ml_arena *a = f.Create(&c);
+    ASSERT_NE(a, nullptr);
+    Blob b = Make(a, 64 << 10, 55);
+    ASSERT_EQ(ml_evict(a, b.h), 0);
+    EXPECT_TRUE(GetMatches(a, b));
+    EXPECT_EQ(ml_handle_state(a, b.h), ML_STATE_SLOW);
+    EXPECT_GE(f.injected, 1) << "a reader engine was refused";
+    EXPECT_EQ(f.opens, 1);
+    EXPECT_EQ(PStats(a).page_ins, 1u);
+    // Again, now that a reader without an engine waits in the pool.
+    ASSERT_EQ(ml_evict(a, b.h), 0);
+    EXPECT_TRUE(GetMatches(a, b));
+    EXPECT_EQ(PStats(a).page_ins, 2u);
+    EXPECT_EQ(ml__arena_check(a), 0);
+    ml_arena_destroy(a);
+}
+
 TEST_P(Faults, FlippedBitIsDetectedNeverReturned) {
     FaultIO f;
     f.which = GetParam();
