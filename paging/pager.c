@@ -47,8 +47,18 @@
  * changing meanwhile: every other path that touches an entry's record
  * claims the entry first. The pool lock is a leaf: a thread holding a reader
  * takes no other lock until it gives the reader back.
+ *
+ * Long batches do not shut page-ins out: while the policy thread or
+ * ml_evict_many evicts, a thread that waits for the pager lock to page in
+ * (or to make room for an allocation) counts itself in `waiters`; the batch
+ * then finishes the writes it has in flight, releases their lane space,
+ * and hands the lock over before going on (let_waiters_in). Only those two
+ * top-level batches do this (`yieldable`): nothing of theirs is half done
+ * at that point, whereas a holder that evicts to make room for its own
+ * placement keeps the lock.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,6 +114,12 @@ typedef struct ml_pager {
     ml_io_open_fn open_io;
     void *open_ctx;
     int io_which; /* the engine kind asked for (readers ask for the same) */
+    /* Long evictions let page-ins in (see let_waiters_in): how many threads
+     * wait for the lock to page in or make room (atomic), and whether the
+     * holder may hand the lock over between chunks of its batch. */
+    uint32_t waiters;
+    bool yieldable;
+    size_t chunk; /* bytes compressed since the batch last let waiters in */
     /* Page-in readers (see "Locking" above): rd_lock guards the free list
      * and the count; a reader out of the list belongs to one thread. */
     pthread_mutex_t rd_lock;
@@ -122,6 +138,9 @@ typedef struct reader {
 
 /* At most this many page-ins read at once; more wait for a reader. */
 #define MAX_READERS 8
+/* A yieldable batch lets waiting page-ins in after at least this many bytes
+ * (about 1.5 ms of compression: what a waiting page-in may wait). */
+#define EVICT_CHUNK ((size_t)512 << 10)
 
 static __thread ml_io_open_fn pending_open;
 static __thread void *pending_ctx;
@@ -134,6 +153,29 @@ static uint64_t mono_ns(void)
 }
 
 static inline ml_pager *pager_of(ml_arena *a) { return (ml_pager *)a->pager; }
+
+/* Take the pager lock as a thread a batch should let in. */
+static void lock_as_waiter(ml_pager *p)
+{
+    __atomic_fetch_add(&p->waiters, 1, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&p->lock);
+    __atomic_fetch_sub(&p->waiters, 1, __ATOMIC_RELAXED);
+}
+
+/* Between two chunks of a yieldable batch (lock held, nothing in flight):
+ * if threads wait, hand them the lock and take it back once they have it
+ * (or after 5 ms). They run with yieldable clear: a batch they
+ * start to make room keeps the lock. */
+static void let_waiters_in(ml_pager *p)
+{
+    if (!p->yieldable || !__atomic_load_n(&p->waiters, __ATOMIC_RELAXED)) return;
+    p->yieldable = false;
+    pthread_mutex_unlock(&p->lock);
+    uint64_t t0 = mono_ns();
+    while (__atomic_load_n(&p->waiters, __ATOMIC_RELAXED) && mono_ns() - t0 < 5000000) sched_yield();
+    pthread_mutex_lock(&p->lock);
+    p->yieldable = true;
+}
 
 /* ---- set-up ---------------------------------------------------------------- */
 
@@ -529,8 +571,23 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
     ml_arena *a = p->a;
     uint64_t t0 = mono_ns();
     unsigned unsubmitted = 0, group = p->io->depth / 4 ? p->io->depth / 4 : 1;
+    size_t chunk = 0; /* bytes since the batch last let waiters in */
     for (size_t i = 0; i < n; i++) {
         victim *v = &vs[i];
+        if (chunk >= EVICT_CHUNK && p->yieldable && __atomic_load_n(&p->waiters, __ATOMIC_RELAXED)) {
+            /* Someone waits: complete what is in flight (buffers free, ring
+             * idle), give back the lane space of what is written, let them
+             * in. */
+            if (unsubmitted) p->io->ops->submit(p->io);
+            unsubmitted = 0;
+            reap(p, vs, p->io->inflight);
+            for (size_t k = 0; k < i; k++)
+                if (vs[k].queued) finish(p, &vs[k], -EIO);
+            release_old(p, vs, i);
+            let_waiters_in(p);
+            chunk = 0;
+        }
+        chunk += a->slots[v->idx].size;
         ml_slot *s = &a->slots[v->idx];
         v->buf = -1;
         v->own = NULL;
@@ -846,7 +903,7 @@ static int page_in(ml_arena *a, uint32_t idx, bool keep_copy)
     if (!p) return -EIO;
     /* 1. Under the pager lock: a place to come back to (making room if
      *    needed) and, for a record on disk, a started pager. */
-    pthread_mutex_lock(&p->lock);
+    lock_as_waiter(p);
     uint64_t m = ml__load(&a->slots[idx].meta);
     if (m & ML_M_RESIDENT) {
         pthread_mutex_unlock(&p->lock);
@@ -884,7 +941,7 @@ static int page_in(ml_arena *a, uint32_t idx, bool keep_copy)
      *    descriptors, io_uring limits), the pager's own engine, buffer and
      *    codec do the work under the lock, as before readers existed: an
      *    access does not fail for want of parallelism. */
-    pthread_mutex_lock(&p->lock);
+    lock_as_waiter(p);
     if (rc == 0 && !mine)
         rc = decode_cold(p, p->codec, p->io, p->bufs, idx, m, size, loc, pl.addr, &io_failed, &bad);
     page_in_end(p, idx, m, &pl, keep_copy, rc, io_failed, bad, t0);
@@ -1049,6 +1106,13 @@ static bool compress_victim(ml_pager *p, victim *v)
 {
     int rc = compress_one(p, v->idx);
     v->raw = rc == -EALREADY;
+    /* Compressed or not, nothing is half done: a yieldable batch may let
+     * waiting page-ins in here, every EVICT_CHUNK bytes of work. */
+    p->chunk += p->a->slots[v->idx].size;
+    if (p->chunk >= EVICT_CHUNK && p->yieldable && __atomic_load_n(&p->waiters, __ATOMIC_RELAXED)) {
+        let_waiters_in(p);
+        p->chunk = 0;
+    }
     return rc == 0;
 }
 
@@ -1101,7 +1165,7 @@ static size_t make_room(ml_arena *a, size_t bytes)
 {
     ml_pager *p = pager_of(a);
     if (!p) return 0;
-    pthread_mutex_lock(&p->lock);
+    lock_as_waiter(p);
     size_t freed = make_room_locked(p, bytes, UINT32_MAX);
     pthread_mutex_unlock(&p->lock);
     return freed;
@@ -1112,6 +1176,7 @@ static void maintain(ml_arena *a)
     ml_pager *p = pager_of(a);
     if (!p) return;
     pthread_mutex_lock(&p->lock);
+    p->yieldable = true;
     /* 1. Idle entries: compress (first stage) or evict. */
     if (a->cfg.cold_after_ms) {
         uint64_t idle = (uint64_t)a->cfg.cold_after_ms * 1000000u;
@@ -1137,6 +1202,7 @@ static void maintain(ml_arena *a)
     size_t cap, used = lane_used(a, &cap);
     double hi = a->cfg.slow_lane_usage_threshold, lo = hi - a->cfg.evict_hysteresis;
     if ((double)used > hi * (double)cap) make_room_locked(p, used - (size_t)(lo * (double)cap), UINT32_MAX);
+    p->yieldable = false;
     pthread_mutex_unlock(&p->lock);
 }
 
@@ -1233,7 +1299,9 @@ int ml_evict_many(ml_arena *a, const ml_handle *hs, size_t n)
     int rc = nv ? ensure_started(p) : 0;
     int done = 0, err = 0;
     if (rc == 0 && nv) {
+        p->yieldable = true;
         evict_many(p, vs, nv);
+        p->yieldable = false;
         for (size_t i = 0; i < nv; i++) {
             if (vs[i].result == 0) done++;
             else if (!err) err = vs[i].result;

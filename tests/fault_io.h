@@ -50,6 +50,12 @@ struct FaultIO {
     int writes = 0, reads = 0, injected = 0, opens = 0;
     std::string inner_name;
 
+    // Counters read while engines may be running.
+    int Writes() {
+        std::lock_guard<std::mutex> g(mu_);
+        return writes;
+    }
+
     static int Open(void *ctx, int fd, unsigned depth, int which, ml_io **out) {
         FaultIO *f = (FaultIO *)ctx;
         std::lock_guard<std::mutex> g(f->mu_);

@@ -4,7 +4,8 @@
 // thread (every millisecond, cold after a few) compresses and evicts in the
 // background; every byte is checked at the end. Also: two threads touching
 // the same evicted handle at once both get the right data; page-ins of
-// different handles read at the same time; destroying an
+// different handles read at the same time, and get through a long eviction
+// batch; destroying an
 // arena while its policy thread is evicting shuts down cleanly.
 //
 // Contents are self-describing: a blob starts with a header (slot, version,
@@ -530,6 +531,45 @@ TEST_P(Engines, PageInsOfDifferentHandlesReadAtTheSameTime) {
     EXPECT_EQ(f.max_reads_at_once, 2) << "the second page-in waited for the first one's read";
     EXPECT_EQ(PStats(a.get()).page_ins, 2u);
     EXPECT_EQ(PStats(a.get()).checksum_failures, 0u);
+}
+
+// A long eviction batch lets a waiting page-in through between chunks: the
+// disk takes 3 ms a write, a thread evicts 48 blobs of 256 KiB (12 MiB) in
+// one ml_evict_many, and the main thread touches another evicted blob once
+// the batch has begun. Its page-in must finish before the batch does (were
+// the pager lock held for the whole batch, it would see all 48 writes).
+TEST_P(Engines, PageInGetsThroughALongEvictionBatch) {
+    FaultIO f;  // outlives the arena below (its engines call into f)
+    f.which = GetParam();
+    ml_config c = TinyConfig(GetParam());
+    c.slow_lane_size = 32 << 20;
+    c.compressed_stage = false;
+    std::unique_ptr<ml_arena, void (*)(ml_arena *)> a(f.Create(&c), ml_arena_destroy);
+    ASSERT_NE(a, nullptr);
+    const size_t n = 256 << 10;
+    const int kBatch = 48;
+    std::vector<unsigned char> buf(n);
+    std::vector<ml_handle> hs(kBatch + 1);
+    for (uint32_t i = 0; i <= (uint32_t)kBatch; i++) {
+        ASSERT_EQ(ml_alloc(a.get(), n, &hs[i]), 0);
+        Fill(i, 1, buf.data(), n);
+        ASSERT_EQ(ml_write(a.get(), hs[i], 0, buf.data(), n), 0);
+    }
+    ASSERT_EQ(ml_evict(a.get(), hs[kBatch]), 0);  // the one the main thread will touch
+    const int before = f.Writes();
+    f.write_delay_us = 3000;  // (no engine runs now: set before the thread starts)
+    int evicted = -1;
+    std::thread batch([&] { evicted = ml_evict_many(a.get(), hs.data(), kBatch); });
+    while (f.Writes() < before + 2) std::this_thread::yield();
+    const unsigned char *p = (const unsigned char *)ml_get_ro(a.get(), hs[kBatch]);
+    const int seen = f.Writes() - before;
+    std::string why = p ? Check(p, n, (uint32_t)kBatch) : std::string("ml_get_ro returned NULL");
+    batch.join();
+    EXPECT_EQ(why, "");
+    EXPECT_EQ(evicted, kBatch);
+    EXPECT_LT(seen, kBatch) << "the page-in waited for the whole batch";
+    for (int i = 0; i < kBatch; i++) EXPECT_EQ(ml_handle_state(a.get(), hs[i]), ML_STATE_EVICTED) << i;
+    EXPECT_EQ(ml__arena_check(a.get()), 0);
 }
 
 // ml_arena_destroy while the policy thread is compressing and evicting, at

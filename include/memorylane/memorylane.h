@@ -890,8 +890,10 @@ ML_API int ml_group_foreach(ml_arena *arena, ml_group_fn fn, void *ctx);
  * at the same time (up to 8 per arena, each with an engine and buffer of its
  * own, made on first need); a thread touching a handle another thread is
  * bringing back waits for it. Evictions, ml_prefetch and ml_read of a cold
- * handle run one at a time per arena, and a page-in waits for the one in
- * progress twice: to reserve its place, and to install the data.
+ * handle run one at a time per arena. A page-in needs the pager for two
+ * short moments (to reserve its place, to install the data); a long eviction
+ * batch (the policy thread's, or ml_evict_many) lets it in every 512 KiB or
+ * so of work, while ml_prefetch and ml_read of a cold handle finish first.
  */
 
 /** Paging counters, zswap style: one per outcome and rejection reason. */
