@@ -56,7 +56,9 @@ int ml__io_uring_open(int fd, unsigned depth, ml_io **out);
 int ml__io_sync_open(int fd, unsigned depth, ml_io **out);
 
 /** Makes engines for a pager: the default tries io_uring, then pread/pwrite
- *  (fallback_used says which). Tests install their own. */
+ *  (fallback_used says which). Tests install their own. Called from any
+ *  thread, possibly several at once (page-in readers open theirs without
+ *  the pager lock): a factory with state must lock it. */
 typedef int (*ml_io_open_fn)(void *ctx, int fd, unsigned depth, int which, ml_io **out);
 enum { ML_IO_WHICH_AUTO = 0, ML_IO_WHICH_URING = 1, ML_IO_WHICH_SYNC = 2 };
 int ml__io_open_default(void *ctx, int fd, unsigned depth, int which, ml_io **out);

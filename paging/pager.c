@@ -50,12 +50,14 @@
  *
  * Long batches do not shut page-ins out: while the policy thread or
  * ml_evict_many evicts, a thread that waits for the pager lock to page in
- * (or to make room for an allocation) counts itself in `waiters`; the batch
+ * counts itself in `waiters`; the batch
  * then finishes the writes it has in flight, releases their lane space,
  * and hands the lock over before going on (let_waiters_in). Only those two
  * top-level batches do this (`yieldable`): nothing of theirs is half done
  * at that point, whereas a holder that evicts to make room for its own
- * placement keeps the lock.
+ * placement keeps the lock. Their victims stay claimed meanwhile, so a
+ * thread let in that finds no room does not evict on its own: it gives the
+ * lock back until the batch ends (`paused`, place_back's -EAGAIN).
  */
 #include <errno.h>
 #include <sched.h>
@@ -115,10 +117,11 @@ typedef struct ml_pager {
     void *open_ctx;
     int io_which; /* the engine kind asked for (readers ask for the same) */
     /* Long evictions let page-ins in (see let_waiters_in): how many threads
-     * wait for the lock to page in or make room (atomic), and whether the
+     * wait for the lock to page in (atomic), and whether the
      * holder may hand the lock over between chunks of its batch. */
     uint32_t waiters;
     bool yieldable;
+    unsigned paused; /* batches that have handed the lock over just now */
     size_t chunk; /* bytes compressed since the batch last let waiters in */
     /* Page-in readers (see "Locking" above): rd_lock guards the free list
      * and the count; a reader out of the list belongs to one thread. */
@@ -170,11 +173,28 @@ static void let_waiters_in(ml_pager *p)
 {
     if (!p->yieldable || !__atomic_load_n(&p->waiters, __ATOMIC_RELAXED)) return;
     p->yieldable = false;
+    p->paused++;
     pthread_mutex_unlock(&p->lock);
     uint64_t t0 = mono_ns();
     while (__atomic_load_n(&p->waiters, __ATOMIC_RELAXED) && mono_ns() - t0 < 5000000) sched_yield();
     pthread_mutex_lock(&p->lock);
+    p->paused--;
     p->yieldable = true;
+}
+
+/* While a batch has handed the lock over (paused), its victims - the
+ * coldest entries - are claimed, so room made now would come from warmer
+ * ones, or not at all; and the batch is making room anyway. A thread that
+ * is to make room and gets the lock then gives it back until the batch is
+ * done. */
+static void lock_unpaused(ml_pager *p)
+{
+    for (;;) {
+        pthread_mutex_lock(&p->lock);
+        if (!p->paused) return;
+        pthread_mutex_unlock(&p->lock);
+        sched_yield();
+    }
 }
 
 /* ---- set-up ---------------------------------------------------------------- */
@@ -695,13 +715,17 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
 
 static size_t make_room_locked(ml_pager *p, size_t bytes, uint32_t keep);
 
-/* A SlowLane place for a blob coming back; makes room if needed. */
-static int place_back(ml_pager *p, uint32_t idx, uint64_t m, size_t size, ml_place *pl)
+/* A SlowLane place for a blob coming back; makes room if needed. With
+ * can_wait, -EAGAIN asks the caller to release the lock and retry. */
+static int place_back(ml_pager *p, uint32_t idx, uint64_t m, size_t size, ml_place *pl, bool can_wait)
 {
     ml_arena *a = p->a;
     size_t align = (size_t)1 << ((m & ML_M_ALIGN) >> ML_M_ALIGN_SHIFT);
     /* Always a blob: the entry was one (only blobs are paged). */
     if (ml__place(a, ML_LANE_SLOW, size, align, idx + 1, ML_PLACE_BLOB, pl) == 0) return 0;
+    /* A paused batch is making room with the coldest entries claimed: the
+     * caller lets it go on and comes back (see "Locking"). */
+    if (can_wait && p->paused) return -EAGAIN;
     /* The bytes freed may be in pieces none of which fits: free more (as
      * the allocation path does, a bounded number of rounds). */
     for (int round = 0; round < 8 && make_room_locked(p, size, idx); round++)
@@ -883,7 +907,7 @@ static int page_in_locked(ml_pager *p, uint32_t idx, bool keep_copy)
     uint64_t t0 = mono_ns();
     size_t size = a->slots[idx].size;
     ml_place pl;
-    int rc = place_back(p, idx, m, size, &pl);
+    int rc = place_back(p, idx, m, size, &pl, false);
     if (rc) return rc;
     /* (a compressed entry implies the codec exists) */
     if ((m & ML_M_STATE) == ML_STATE_EVICTED) rc = ensure_started(p);
@@ -901,21 +925,34 @@ static int page_in(ml_arena *a, uint32_t idx, bool keep_copy)
 {
     ml_pager *p = pager_of(a);
     if (!p) return -EIO;
+    /* The reader first (a leaf: nothing waits for it while holding the
+     * pager lock), so that a page-in waiting for one holds no place. NULL:
+     * the pager's own engine will do (step 3). */
+    reader *r = take_reader(p);
     /* 1. Under the pager lock: a place to come back to (making room if
      *    needed) and, for a record on disk, a started pager. */
-    lock_as_waiter(p);
-    uint64_t m = ml__load(&a->slots[idx].meta);
-    if (m & ML_M_RESIDENT) {
-        pthread_mutex_unlock(&p->lock);
-        return 0;
-    }
-    uint64_t t0 = mono_ns();
-    size_t size = a->slots[idx].size;
-    uint64_t loc = ml__load(&a->slots[idx].addr);
+    uint64_t t0 = mono_ns(), m, loc;
+    size_t size;
     ml_place pl;
-    int rc = place_back(p, idx, m, size, &pl);
+    int rc;
+    for (;;) {
+        lock_as_waiter(p);
+        m = ml__load(&a->slots[idx].meta);
+        if (m & ML_M_RESIDENT) {
+            pthread_mutex_unlock(&p->lock);
+            if (r) put_reader(p, r);
+            return 0;
+        }
+        size = a->slots[idx].size;
+        loc = ml__load(&a->slots[idx].addr);
+        rc = place_back(p, idx, m, size, &pl, true);
+        if (rc != -EAGAIN) break;
+        pthread_mutex_unlock(&p->lock);
+        sched_yield();
+    }
     if (rc) {
         pthread_mutex_unlock(&p->lock);
+        if (r) put_reader(p, r);
         return rc;
     }
     bool evicted = (m & ML_M_STATE) == ML_STATE_EVICTED;
@@ -924,18 +961,20 @@ static int page_in(ml_arena *a, uint32_t idx, bool keep_copy)
     /* 2. Without it: read and decode. The claim keeps the record and the
      *    place as they are. */
     bool io_failed = false, bad = false, mine = false;
-    if (rc == 0) {
-        reader *r = take_reader(p);
-        if (r && evicted && reader_open(p, r) != 0) {
-            put_reader(p, r);
-            r = NULL;
-        }
-        if (r) {
-            mine = true;
-            rc = decode_cold(p, r->codec, r->io, r->buf, idx, m, size, loc, pl.addr, &io_failed, &bad);
-            put_reader(p, r);
+    if (r && rc == 0 && !(evicted && reader_open(p, r) != 0)) {
+        mine = true;
+        rc = decode_cold(p, r->codec, r->io, r->buf, idx, m, size, loc, pl.addr, &io_failed, &bad);
+        if (r->io && r->io->inflight) {
+            /* The engine failed with a request still in it: close it
+             * (which waits for the request) so the next user of this
+             * reader gets a fresh one and no stale completion. */
+            r->io->ops->destroy(r->io);
+            r->io = NULL;
+            free(r->buf);
+            r->buf = NULL;
         }
     }
+    if (r) put_reader(p, r);
     /* 3. Under the lock again: install, or give the place back. Without a
      *    reader (no memory, or no engine could be opened: out of file
      *    descriptors, io_uring limits), the pager's own engine, buffer and
@@ -1165,7 +1204,7 @@ static size_t make_room(ml_arena *a, size_t bytes)
 {
     ml_pager *p = pager_of(a);
     if (!p) return 0;
-    lock_as_waiter(p);
+    lock_unpaused(p);
     size_t freed = make_room_locked(p, bytes, UINT32_MAX);
     pthread_mutex_unlock(&p->lock);
     return freed;
@@ -1177,6 +1216,7 @@ static void maintain(ml_arena *a)
     if (!p) return;
     pthread_mutex_lock(&p->lock);
     p->yieldable = true;
+    p->chunk = 0;
     /* 1. Idle entries: compress (first stage) or evict. */
     if (a->cfg.cold_after_ms) {
         uint64_t idle = (uint64_t)a->cfg.cold_after_ms * 1000000u;
@@ -1300,6 +1340,7 @@ int ml_evict_many(ml_arena *a, const ml_handle *hs, size_t n)
     int done = 0, err = 0;
     if (rc == 0 && nv) {
         p->yieldable = true;
+        p->chunk = 0;
         evict_many(p, vs, nv);
         p->yieldable = false;
         for (size_t i = 0; i < nv; i++) {
@@ -1608,7 +1649,7 @@ int ml_prefetch(ml_arena *a, const ml_handle *hs, size_t n)
         for (size_t k = k0; k < nr && k < k0 + chunk; k++) {
             uint32_t idx = rest[k];
             uint64_t m = ml__load(&a->slots[idx].meta);
-            if (place_back(p, idx, m, a->slots[idx].size, &ch[cn].pl) != 0) {
+            if (place_back(p, idx, m, a->slots[idx].size, &ch[cn].pl, false) != 0) {
                 if (!first_err) first_err = -ENOMEM;
                 continue;
             }

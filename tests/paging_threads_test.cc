@@ -572,6 +572,60 @@ TEST_P(Engines, PageInGetsThroughALongEvictionBatch) {
     EXPECT_EQ(ml__arena_check(a.get()), 0);
 }
 
+// A page-in let in by a batch that has not yet freed enough for it must not
+// fail: the batch's victims (everything cold) are claimed, so evicting on
+// its own would find nothing; it waits for the batch instead. The lane is
+// full of 256 KiB blobs that one thread evicts slowly (3 ms a write) while
+// the main thread touches an evicted 1 MiB blob: at the first hand-overs
+// only 512 KiB have come free, and the scratch reserve is smaller than 1 MiB.
+TEST_P(Engines, PageInLetInBeforeTheBatchMadeRoomWaitsForIt) {
+    FaultIO f;  // outlives the arena below (its engines call into f)
+    f.which = GetParam();
+    ml_config c = TinyConfig(GetParam());
+    c.slow_lane_size = 4 << 20;
+    c.compressed_stage = false;
+    c.enable_auto_compaction = false;
+    std::unique_ptr<ml_arena, void (*)(ml_arena *)> a(f.Create(&c), ml_arena_destroy);
+    ASSERT_NE(a, nullptr);
+    const size_t big = 1 << 20, n = 256 << 10;
+    std::vector<unsigned char> buf(big);
+    ml_handle x;
+    ASSERT_EQ(ml_alloc(a.get(), big, &x), 0);
+    Fill(1000, 1, buf.data(), big);
+    ASSERT_EQ(ml_write(a.get(), x, 0, buf.data(), big), 0);
+    ASSERT_EQ(ml_evict(a.get(), x), 0);
+    std::vector<ml_handle> hs;
+    for (uint32_t i = 0;; i++) {
+        ml_stats st;
+        ASSERT_EQ(ml_stats_get(a.get(), &st), 0);
+        const ml_lane_stats &l = st.lane[ML_LANE_SLOW];
+        if (l.free < n + l.reserve + (64 << 10)) {
+            ASSERT_LT(l.reserve, big) << "the reserve alone would hold the big blob";
+            ASSERT_LT(l.free, big + l.reserve) << "the big blob would fit without evicting";
+            break;
+        }
+        ml_handle h;
+        ASSERT_EQ(ml_alloc(a.get(), n, &h), 0);
+        Fill(i, 1, buf.data(), n);
+        ASSERT_EQ(ml_write(a.get(), h, 0, buf.data(), n), 0);
+        hs.push_back(h);
+    }
+    ASSERT_GE(hs.size(), 8u);
+    ASSERT_EQ(PStats(a.get()).evicted, 1u) << "filling evicted something";
+    const int before = f.Writes();
+    f.write_delay_us = 3000;  // (no engine runs now: set before the thread starts)
+    int evicted = -1;
+    std::thread batch([&] { evicted = ml_evict_many(a.get(), hs.data(), hs.size()); });
+    while (f.Writes() < before + 1) std::this_thread::yield();
+    void *p = nullptr;
+    int rc = ml_try_get(a.get(), x, &p);
+    batch.join();
+    ASSERT_EQ(rc, 0) << ml_strerror(rc);
+    EXPECT_EQ(Check((const unsigned char *)p, big, 1000), "");
+    EXPECT_EQ(evicted, (int)hs.size());
+    EXPECT_EQ(ml__arena_check(a.get()), 0);
+}
+
 // ml_arena_destroy while the policy thread is compressing and evicting, at
 // random moments: it stops the thread, waits for I/O in flight, and leaves
 // no descriptor behind (ASan checks the memory).
