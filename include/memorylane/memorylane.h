@@ -893,7 +893,9 @@ ML_API int ml_group_foreach(ml_arena *arena, ml_group_fn fn, void *ctx);
  * handle run one at a time per arena. A page-in needs the pager for two
  * short moments (to reserve its place, to install the data); a long eviction
  * batch (the policy thread's, or ml_evict_many) lets it in every 512 KiB or
- * so of work, while ml_prefetch and ml_read of a cold handle finish first.
+ * so of work (unless it needs more room than the batch has freed so far:
+ * then it waits for the batch), while ml_prefetch and ml_read of a cold
+ * handle finish first.
  */
 
 /** Paging counters, zswap style: one per outcome and rejection reason. */
