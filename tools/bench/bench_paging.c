@@ -264,6 +264,17 @@ void bench_pagein(const bench_opts *o)
 
 /* ---- prefetch --------------------------------------------------------------------------- */
 
+/* An arena holding n evicted blobs (generated from seed), for the
+ * benchmarks that bring random picks of them back. */
+static ml_arena *evicted_arena(const bench_opts *o, const char *name, size_t n, uint64_t seed, ml_handle **hs)
+{
+    ml_arena *a = paging_arena(o, n * BLOB + (n * BLOB) / 2 + ((size_t)16 << 20));
+    bench_progress("%s: %zu blobs evicted", name, n);
+    *hs = fill(a, n, seed);
+    ml_evict_many(a, *hs, n);
+    return a;
+}
+
 typedef struct touch_job {
     ml_arena *a;
     const ml_handle *hs;
@@ -287,10 +298,8 @@ void bench_prefetch(const bench_opts *o)
      * half a second. */
     int reps = 2 * o->reps > 16 ? 16 : 2 * o->reps;
     double tp[16], ts[16];
-    ml_arena *a = paging_arena(o, n * BLOB + (n * BLOB) / 2 + ((size_t)16 << 20));
-    bench_progress("prefetch: %zu blobs evicted", n);
-    ml_handle *hs = fill(a, n, 9000);
-    ml_evict_many(a, hs, n);
+    ml_handle *hs;
+    ml_arena *a = evicted_arena(o, "prefetch", n, 9000, &hs);
     ml_handle *sel = malloc(pick * sizeof *sel);
     uint64_t s = 7;
     for (int r = 0; r < reps; r++) {
@@ -328,10 +337,8 @@ void bench_parallel(const bench_opts *o)
     size_t n = o->quick ? 2000 : 4000, pick = 1000;
     int reps = o->reps > 16 ? 16 : o->reps;
     double t1[16], t2[16];
-    ml_arena *a = paging_arena(o, n * BLOB + (n * BLOB) / 2 + ((size_t)16 << 20));
-    bench_progress("parallel: %zu blobs evicted", n);
-    ml_handle *hs = fill(a, n, 13000);
-    ml_evict_many(a, hs, n);
+    ml_handle *hs;
+    ml_arena *a = evicted_arena(o, "parallel", n, 13000, &hs);
     ml_handle *sel = malloc(pick * sizeof *sel);
     uint64_t s = 11;
     for (int r = 0; r < reps; r++) {
