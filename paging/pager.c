@@ -49,7 +49,8 @@
  * takes no other lock until it gives the reader back.
  *
  * Long batches do not shut page-ins out: while the policy thread or
- * ml_evict_many evicts, a thread that waits for the pager lock to page in
+ * ml_evict_many evicts, or ml_prefetch brings entries back (between its
+ * chunks), a thread that waits for the pager lock to page in
  * counts itself in `waiters`; the batch
  * then finishes the writes it has in flight, releases their lane space,
  * and hands the lock over before going on (let_waiters_in). Only those two
@@ -180,6 +181,17 @@ static void let_waiters_in(ml_pager *p)
     pthread_mutex_lock(&p->lock);
     p->paused--;
     p->yieldable = true;
+}
+
+/* A point where the lock holder has nothing half done (nothing in flight,
+ * every buffer free) and may let waiting page-ins in, although it is not a
+ * yieldable batch as a whole. */
+static void yield_point(ml_pager *p)
+{
+    bool was = p->yieldable;
+    p->yieldable = true;
+    let_waiters_in(p);
+    p->yieldable = was;
 }
 
 /* While a batch has handed the lock over (paused), its victims - the
@@ -1628,6 +1640,11 @@ int ml_prefetch(ml_arena *a, const ml_handle *hs, size_t n)
         uint64_t m = ml__load(&a->slots[idx].meta);
         uint64_t loc = ml__load(&a->slots[idx].addr);
         if ((m & ML_M_STATE) == ML_STATE_COMPRESSED || (size_t)ml__swap_len(loc) * ML_SWAP_BLOCK > BUF_BYTES) {
+            p->chunk += a->slots[idx].size;
+            if (p->chunk >= EVICT_CHUNK) {
+                yield_point(p);
+                p->chunk = 0;
+            }
             int rc = page_in_locked(p, idx, true);
             if (rc == 0) brought++;
             else if (!first_err) first_err = rc;
@@ -1645,6 +1662,11 @@ int ml_prefetch(ml_arena *a, const ml_handle *hs, size_t n)
     pf *ch = malloc(chunk * sizeof *ch);
     decoders *dec = nr > 2 * (size_t)p->nbufs ? decoders_start(p) : NULL;
     for (size_t k0 = 0; k0 < nr && ch && ensure_started(p) == 0; k0 += chunk) {
+        /* Between chunks nothing is in flight and every buffer is free:
+         * let waiting page-ins in, so that a long prefetch holds them up
+         * for one chunk at most. (Only here: evictions made to place this
+         * prefetch's entries keep the lock.) */
+        if (k0) yield_point(p);
         size_t cn = 0;
         for (size_t k = k0; k < nr && k < k0 + chunk; k++) {
             uint32_t idx = rest[k];

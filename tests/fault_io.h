@@ -39,6 +39,7 @@ struct FaultIO {
     uint64_t redirect_off = 0;
     int which = ML_IO_WHICH_AUTO;  // inner engine
     unsigned write_delay_us = 0;   // every write waits this long first (a slow disk)
+    unsigned read_delay_us = 0;    // every read too
     // A concurrency probe: a read waits (up to this long) until another read
     // has started too; max_reads_at_once records the most reads seen inside
     // the engine at the same time.
@@ -54,6 +55,10 @@ struct FaultIO {
     int Writes() {
         std::lock_guard<std::mutex> g(mu_);
         return writes;
+    }
+    int Reads() {
+        std::lock_guard<std::mutex> g(mu_);
+        return reads;
     }
 
     static int Open(void *ctx, int fd, unsigned depth, int which, ml_io **out) {
@@ -131,6 +136,7 @@ struct FaultIO {
     static int Read(ml_io *io, void *buf, size_t len, uint64_t off, int bi, uint64_t tag) {
         Wrap *w = W(io);
         FaultIO *f = w->f;
+        if (f->read_delay_us) usleep(f->read_delay_us);
         std::unique_lock<std::mutex> g(f->mu_);
         if (f->read_gate_ms) {
             f->reads_now_++;

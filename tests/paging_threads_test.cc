@@ -5,7 +5,7 @@
 // background; every byte is checked at the end. Also: two threads touching
 // the same evicted handle at once both get the right data; page-ins of
 // different handles read at the same time, and get through a long eviction
-// batch; destroying an
+// batch or prefetch; destroying an
 // arena while its policy thread is evicting shuts down cleanly.
 //
 // Contents are self-describing: a blob starts with a header (slot, version,
@@ -623,6 +623,44 @@ TEST_P(Engines, PageInLetInBeforeTheBatchMadeRoomWaitsForIt) {
     ASSERT_EQ(rc, 0) << ml_strerror(rc);
     EXPECT_EQ(Check((const unsigned char *)p, big, 1000), "");
     EXPECT_EQ(evicted, (int)hs.size());
+    EXPECT_EQ(ml__arena_check(a.get()), 0);
+}
+
+// A long ml_prefetch lets a waiting page-in through between its chunks of
+// reads: one thread prefetches 600 evicted blobs from a disk that takes
+// 1 ms a read, and the main thread touches another evicted blob once the
+// prefetch has begun. Its page-in must finish before the prefetch does
+// (were the pager lock held throughout, it would see all 600 reads).
+TEST_P(Engines, PageInGetsThroughALongPrefetch) {
+    FaultIO f;  // outlives the arena below (its engines call into f)
+    f.which = GetParam();
+    ml_config c = TinyConfig(GetParam());
+    c.slow_lane_size = 64 << 20;
+    c.compressed_stage = false;
+    std::unique_ptr<ml_arena, void (*)(ml_arena *)> a(f.Create(&c), ml_arena_destroy);
+    ASSERT_NE(a, nullptr);
+    const size_t n = 64 << 10;
+    const int kMany = 600;
+    std::vector<unsigned char> buf(n);
+    std::vector<ml_handle> hs(kMany + 1);
+    for (uint32_t i = 0; i <= (uint32_t)kMany; i++) {
+        ASSERT_EQ(ml_alloc(a.get(), n, &hs[i]), 0);
+        Fill(i, 1, buf.data(), n);
+        ASSERT_EQ(ml_write(a.get(), hs[i], 0, buf.data(), n), 0);
+    }
+    ASSERT_EQ(ml_evict_many(a.get(), hs.data(), kMany + 1), kMany + 1);
+    const int before = f.Reads();
+    f.read_delay_us = 1000;  // (no engine runs now: set before the thread starts)
+    int brought = -1;
+    std::thread pf([&] { brought = ml_prefetch(a.get(), hs.data(), kMany); });
+    while (f.Reads() < before + 1) std::this_thread::yield();
+    const unsigned char *p = (const unsigned char *)ml_get_ro(a.get(), hs[kMany]);
+    const int seen = f.Reads() - before;
+    std::string why = p ? Check(p, n, (uint32_t)kMany) : std::string("ml_get_ro returned NULL");
+    pf.join();
+    EXPECT_EQ(why, "");
+    EXPECT_EQ(brought, kMany);
+    EXPECT_LT(seen, kMany) << "the page-in waited for the whole prefetch";
     EXPECT_EQ(ml__arena_check(a.get()), 0);
 }
 

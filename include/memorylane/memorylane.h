@@ -894,8 +894,8 @@ ML_API int ml_group_foreach(ml_arena *arena, ml_group_fn fn, void *ctx);
  * short moments (to reserve its place, to install the data); a long eviction
  * batch (the policy thread's, or ml_evict_many) lets it in every 512 KiB or
  * so of work (unless it needs more room than the batch has freed so far:
- * then it waits for the batch), while ml_prefetch and ml_read of a cold
- * handle finish first.
+ * then it waits for the batch), ml_prefetch between its chunks of 256
+ * reads, while ml_read of a cold handle finishes first.
  */
 
 /** Paging counters, zswap style: one per outcome and rejection reason. */
