@@ -892,6 +892,27 @@ static int decode_cold(ml_pager *p, ml_codec *codec, ml_io *io, char *bounce, ui
     return rc;
 }
 
+/* Decode the record of claimed cold slot idx into dst with reader r, no
+ * lock held. *mine is false when the reader could not open an engine (the
+ * caller then does the work with the pager's own, under the lock). */
+static int reader_decode(ml_pager *p, reader *r, uint32_t idx, uint64_t m, size_t size, uint64_t loc,
+                         void *dst, bool *io_failed, bool *bad, bool *mine)
+{
+    if ((m & ML_M_STATE) == ML_STATE_EVICTED && reader_open(p, r) != 0) return 0;
+    *mine = true;
+    int rc = decode_cold(p, r->codec, r->io, r->buf, idx, m, size, loc, dst, io_failed, bad);
+    if (r->io && r->io->inflight) {
+        /* The engine failed with a request still in it: close it (which
+         * waits for the request) so the next user of this reader gets a
+         * fresh one and no stale completion. */
+        r->io->ops->destroy(r->io);
+        r->io = NULL;
+        free(r->buf);
+        r->buf = NULL;
+    }
+    return rc;
+}
+
 /* The end of a page-in, under the pager lock: count what went wrong, then
  * install the data, or give the place back (the record stays, for a
  * retry). */
@@ -973,19 +994,7 @@ static int page_in(ml_arena *a, uint32_t idx, bool keep_copy)
     /* 2. Without it: read and decode. The claim keeps the record and the
      *    place as they are. */
     bool io_failed = false, bad = false, mine = false;
-    if (r && rc == 0 && !(evicted && reader_open(p, r) != 0)) {
-        mine = true;
-        rc = decode_cold(p, r->codec, r->io, r->buf, idx, m, size, loc, pl.addr, &io_failed, &bad);
-        if (r->io && r->io->inflight) {
-            /* The engine failed with a request still in it: close it
-             * (which waits for the request) so the next user of this
-             * reader gets a fresh one and no stale completion. */
-            r->io->ops->destroy(r->io);
-            r->io = NULL;
-            free(r->buf);
-            r->buf = NULL;
-        }
-    }
+    if (r && rc == 0) rc = reader_decode(p, r, idx, m, size, loc, pl.addr, &io_failed, &bad, &mine);
     if (r) put_reader(p, r);
     /* 3. Under the lock again: install, or give the place back. Without a
      *    reader (no memory, or no engine could be opened: out of file
@@ -1006,41 +1015,61 @@ static int read_cold(ml_arena *a, uint32_t idx, size_t off, void *dst, size_t le
 {
     ml_pager *p = pager_of(a);
     if (!p) return -EIO;
-    pthread_mutex_lock(&p->lock);
+    lock_as_waiter(p);
     uint64_t m = ml__load(&a->slots[idx].meta);
     uint32_t gen = ML_HI_GEN(ml__hi(m));
     size_t size = a->slots[idx].size;
-    int rc = 0;
-    if (!(p->rc_valid && p->rc_idx == idx && p->rc_gen == gen)) {
-        p->rc_valid = false;
-        if (p->rc_cap < size) {
-            char *nb = realloc(p->rc_buf, size);
-            if (!nb) rc = -ENOMEM;
-            else {
-                p->rc_buf = nb;
-                p->rc_cap = size;
-            }
-        }
-        if (rc == 0 && (m & ML_M_STATE) == ML_STATE_EVICTED) rc = ensure_started(p);
-        if (rc == 0) {
-            bool io_failed = false, bad = false;
-            rc = decode_cold(p, p->codec, p->io, p->bufs, idx, m, size, ml__load(&a->slots[idx].addr), p->rc_buf,
-                             &io_failed, &bad);
-            if (io_failed) p->st.io_errors++;
-            if (bad) p->st.checksum_failures++;
-        }
-        if (rc == 0) {
-            p->rc_valid = true;
-            p->rc_idx = idx;
-            p->rc_gen = gen;
-        }
-    }
-    if (rc == 0) {
+    if (p->rc_valid && p->rc_idx == idx && p->rc_gen == gen) {
         memcpy(dst, p->rc_buf + off, len);
         p->st.cold_reads++;
+        pthread_mutex_unlock(&p->lock);
+        return (int)len;
+    }
+    /* A miss: decode into the cache's buffer (taken out of the cache, so
+     * that a concurrent miss decodes into a buffer of its own) without the
+     * lock, as a page-in does; the claim ml_read holds keeps the record. */
+    char *buf = NULL;
+    if (p->rc_cap >= size) {
+        buf = p->rc_buf;
+        p->rc_buf = NULL;
+        p->rc_cap = 0;
+        p->rc_valid = false;
+    }
+    uint64_t loc = ml__load(&a->slots[idx].addr);
+    int rc = (m & ML_M_STATE) == ML_STATE_EVICTED ? ensure_started(p) : 0;
+    pthread_mutex_unlock(&p->lock);
+    if (rc == 0 && !buf && !(buf = malloc(size))) rc = -ENOMEM;
+    bool io_failed = false, bad = false, mine = false;
+    reader *r = rc == 0 ? take_reader(p) : NULL;
+    if (r) rc = reader_decode(p, r, idx, m, size, loc, buf, &io_failed, &bad, &mine);
+    if (r) put_reader(p, r);
+    lock_as_waiter(p);
+    if (rc == 0 && !mine) /* no reader: the pager's own engine, under the lock */
+        rc = decode_cold(p, p->codec, p->io, p->bufs, idx, m, size, loc, buf, &io_failed, &bad);
+    if (io_failed) p->st.io_errors++;
+    if (bad) p->st.checksum_failures++;
+    if (rc == 0) {
+        memcpy(dst, buf + off, len);
+        p->st.cold_reads++;
         rc = (int)len;
+        /* The copy becomes the cache (replacing one a concurrent miss may
+         * have installed meanwhile). */
+        free(p->rc_buf);
+        p->rc_buf = buf;
+        p->rc_cap = size;
+        p->rc_valid = true;
+        p->rc_idx = idx;
+        p->rc_gen = gen;
+        buf = NULL;
+    } else if (buf && !p->rc_buf) {
+        /* Failed: keep the buffer (empty) for the next miss. */
+        p->rc_buf = buf;
+        p->rc_cap = size;
+        p->rc_valid = false;
+        buf = NULL;
     }
     pthread_mutex_unlock(&p->lock);
+    free(buf);
     return rc;
 }
 

@@ -533,6 +533,49 @@ TEST_P(Engines, PageInsOfDifferentHandlesReadAtTheSameTime) {
     EXPECT_EQ(PStats(a.get()).checksum_failures, 0u);
 }
 
+// ml_read of a cold handle reads and decodes without the pager lock too: a
+// page-in of another handle reads at the same time (the engine holds the
+// first read until a second one starts, as above).
+TEST_P(Engines, ColdReadAndPageInReadAtTheSameTime) {
+    FaultIO f;  // outlives the arena below (its engines call into f)
+    f.which = GetParam();
+    ml_config c = TinyConfig(GetParam());
+    c.compressed_stage = false;
+    std::unique_ptr<ml_arena, void (*)(ml_arena *)> a(f.Create(&c), ml_arena_destroy);
+    ASSERT_NE(a, nullptr);
+    const size_t n = 64 << 10;
+    ml_handle hs[2];
+    std::vector<unsigned char> buf(n);
+    for (uint32_t i = 0; i < 2; i++) {
+        ASSERT_EQ(ml_alloc(a.get(), n, &hs[i]), 0);
+        Fill(i, 1, buf.data(), n);
+        ASSERT_EQ(ml_write(a.get(), hs[i], 0, buf.data(), n), 0);
+        ASSERT_EQ(ml_evict(a.get(), hs[i]), 0);
+    }
+    f.read_gate_ms = 10000;  // (no engine runs now: set before the threads start)
+    std::vector<unsigned char> copy(n);
+    int read_rc = 0;
+    std::string why;
+    std::thread reader([&] { read_rc = ml_read(a.get(), hs[0], 0, copy.data(), n); });
+    std::thread toucher([&] {
+        const unsigned char *p = (const unsigned char *)ml_get_ro(a.get(), hs[1]);
+        why = p ? Check(p, n, 1) : std::string("ml_get_ro returned NULL");
+    });
+    reader.join();
+    toucher.join();
+    EXPECT_EQ(read_rc, (int)n);
+    EXPECT_EQ(Check(copy.data(), n, 0), "");
+    EXPECT_EQ(why, "");
+    EXPECT_EQ(f.max_reads_at_once, 2) << "one read waited for the other";
+    EXPECT_EQ(ml_handle_state(a.get(), hs[0]), ML_STATE_EVICTED) << "ml_read leaves it cold";
+    // The decoded copy is cached: reading again reads nothing from disk.
+    const int reads = f.Reads();
+    f.read_gate_ms = 0;
+    EXPECT_EQ(ml_read(a.get(), hs[0], 0, copy.data(), n), (int)n);
+    EXPECT_EQ(f.Reads(), reads);
+    EXPECT_EQ(Check(copy.data(), n, 0), "");
+}
+
 // A long eviction batch lets a waiting page-in through between chunks: the
 // disk takes 3 ms a write, a thread evicts 48 blobs of 256 KiB (12 MiB) in
 // one ml_evict_many, and the main thread touches another evicted blob once

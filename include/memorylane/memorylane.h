@@ -886,16 +886,16 @@ ML_API int ml_group_foreach(ml_arena *arena, ml_group_fn fn, void *ctx);
  * migration, realloc) brings a cold handle back first; ml_read decompresses
  * a copy and leaves it cold.
  *
- * Concurrency: threads bringing back different handles read and decompress
- * at the same time (up to 8 per arena, each with an engine and buffer of its
- * own, made on first need); a thread touching a handle another thread is
- * bringing back waits for it. Evictions, ml_prefetch and ml_read of a cold
- * handle run one at a time per arena. A page-in needs the pager for two
- * short moments (to reserve its place, to install the data); a long eviction
- * batch (the policy thread's, or ml_evict_many) lets it in every 512 KiB or
- * so of work (unless it needs more room than the batch has freed so far:
- * then it waits for the batch), ml_prefetch between its chunks of 256
- * reads, while ml_read of a cold handle finishes first.
+ * Concurrency: threads bringing back different handles, or reading cold
+ * ones with ml_read, read and decompress at the same time (up to 8 per
+ * arena, each with an engine and buffer of its own, made on first need); a
+ * thread touching a handle another thread is bringing back waits for it.
+ * Evictions and ml_prefetch run one at a time per arena. A page-in needs
+ * the pager for two short moments (to reserve its place, to install the
+ * data); a long eviction batch (the policy thread's, or ml_evict_many) lets
+ * it in every 512 KiB or so of work (unless it needs more room than the
+ * batch has freed so far: then it waits for the batch), and ml_prefetch
+ * between its chunks of 256 reads.
  */
 
 /** Paging counters, zswap style: one per outcome and rejection reason. */
