@@ -38,12 +38,12 @@
  * codec, counters); it is taken with entries already claimed. Lane locks are
  * taken inside it (claim -> pager -> lane). Victims are only ever
  * try-claimed, so a thread holding the pager lock never waits for a claim.
- * Evictions, ml_prefetch and ml_read of a cold entry hold it across their
- * I/O. A page-in on access does not: it reserves its place under the lock,
- * then reads and decodes with a reader of its own (an engine on the swap
- * file, a bounce buffer and a codec, taken from a small pool) while other
- * threads page in, evict and allocate, and takes the lock again to install
- * the data. The claim it holds is what keeps its record and its place from
+ * Evictions and ml_prefetch hold it across their I/O. A page-in on access
+ * does not: it reserves its place under the lock, then reads and decodes
+ * with a reader of its own (an engine on the swap file, a bounce buffer and
+ * a codec, taken from a small pool) while other threads page in, evict and
+ * allocate, and takes the lock again to install the data. ml_read of a cold
+ * entry does the same, decoding into the one-entry cache's buffer. The claim it holds is what keeps its record and its place from
  * changing meanwhile: every other path that touches an entry's record
  * claims the entry first. The pool lock is a leaf: a thread holding a reader
  * takes no other lock until it gives the reader back.
