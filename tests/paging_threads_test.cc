@@ -83,6 +83,24 @@ ml_config TinyConfig(int engine) {
     return c;
 }
 
+using ArenaPtr = std::unique_ptr<ml_arena, void (*)(ml_arena *)>;
+
+// An arena whose engines go through f (which must outlive it), for the tests
+// that hold or slow the disk; without the compressed stage, evictions write.
+ArenaPtr FaultArena(FaultIO &f, int engine, ml_config c) {
+    f.which = engine;
+    c.compressed_stage = false;
+    return ArenaPtr(f.Create(&c), ml_arena_destroy);
+}
+
+// A new allocation of n bytes holding version 1 of slot's pattern.
+void Written(ml_arena *a, uint32_t slot, size_t n, ml_handle *h) {
+    std::vector<unsigned char> buf(n);
+    Fill(slot, 1, buf.data(), n);
+    ASSERT_EQ(ml_alloc(a, n, h), 0);
+    ASSERT_EQ(ml_write(a, *h, 0, buf.data(), n), 0);
+}
+
 // One shared blob. `h` is the current handle (atomic: readers load it with
 // no lock and may find it stale); `version` and `size` change only under
 // the exclusive lock.
@@ -502,18 +520,13 @@ TEST_P(Engines, TwoThreadsTouchTheSameEvictedHandle) {
 // first would give up after the gate's 10 seconds, having seen one read.
 TEST_P(Engines, PageInsOfDifferentHandlesReadAtTheSameTime) {
     FaultIO f;  // outlives the arena below (its engines call into f)
-    f.which = GetParam();
     ml_config c = TinyConfig(GetParam());
-    c.compressed_stage = false;
-    std::unique_ptr<ml_arena, void (*)(ml_arena *)> a(f.Create(&c), ml_arena_destroy);
+    ArenaPtr a = FaultArena(f, GetParam(), c);
     ASSERT_NE(a, nullptr);
     const size_t n = 64 << 10;
     ml_handle hs[2];
-    std::vector<unsigned char> buf(n);
     for (uint32_t i = 0; i < 2; i++) {
-        ASSERT_EQ(ml_alloc(a.get(), n, &hs[i]), 0);
-        Fill(i, 1, buf.data(), n);
-        ASSERT_EQ(ml_write(a.get(), hs[i], 0, buf.data(), n), 0);
+        ASSERT_NO_FATAL_FAILURE(Written(a.get(), i, n, &hs[i]));
         ASSERT_EQ(ml_evict(a.get(), hs[i]), 0);
         ASSERT_EQ(ml_handle_state(a.get(), hs[i]), ML_STATE_EVICTED);
     }
@@ -538,18 +551,13 @@ TEST_P(Engines, PageInsOfDifferentHandlesReadAtTheSameTime) {
 // first read until a second one starts, as above).
 TEST_P(Engines, ColdReadAndPageInReadAtTheSameTime) {
     FaultIO f;  // outlives the arena below (its engines call into f)
-    f.which = GetParam();
     ml_config c = TinyConfig(GetParam());
-    c.compressed_stage = false;
-    std::unique_ptr<ml_arena, void (*)(ml_arena *)> a(f.Create(&c), ml_arena_destroy);
+    ArenaPtr a = FaultArena(f, GetParam(), c);
     ASSERT_NE(a, nullptr);
     const size_t n = 64 << 10;
     ml_handle hs[2];
-    std::vector<unsigned char> buf(n);
     for (uint32_t i = 0; i < 2; i++) {
-        ASSERT_EQ(ml_alloc(a.get(), n, &hs[i]), 0);
-        Fill(i, 1, buf.data(), n);
-        ASSERT_EQ(ml_write(a.get(), hs[i], 0, buf.data(), n), 0);
+        ASSERT_NO_FATAL_FAILURE(Written(a.get(), i, n, &hs[i]));
         ASSERT_EQ(ml_evict(a.get(), hs[i]), 0);
     }
     f.read_gate_ms = 10000;  // (no engine runs now: set before the threads start)
@@ -583,21 +591,14 @@ TEST_P(Engines, ColdReadAndPageInReadAtTheSameTime) {
 // the pager lock held for the whole batch, it would see all 48 writes).
 TEST_P(Engines, PageInGetsThroughALongEvictionBatch) {
     FaultIO f;  // outlives the arena below (its engines call into f)
-    f.which = GetParam();
     ml_config c = TinyConfig(GetParam());
     c.slow_lane_size = 32 << 20;
-    c.compressed_stage = false;
-    std::unique_ptr<ml_arena, void (*)(ml_arena *)> a(f.Create(&c), ml_arena_destroy);
+    ArenaPtr a = FaultArena(f, GetParam(), c);
     ASSERT_NE(a, nullptr);
     const size_t n = 256 << 10;
     const int kBatch = 48;
-    std::vector<unsigned char> buf(n);
     std::vector<ml_handle> hs(kBatch + 1);
-    for (uint32_t i = 0; i <= (uint32_t)kBatch; i++) {
-        ASSERT_EQ(ml_alloc(a.get(), n, &hs[i]), 0);
-        Fill(i, 1, buf.data(), n);
-        ASSERT_EQ(ml_write(a.get(), hs[i], 0, buf.data(), n), 0);
-    }
+    for (uint32_t i = 0; i <= (uint32_t)kBatch; i++) ASSERT_NO_FATAL_FAILURE(Written(a.get(), i, n, &hs[i]));
     ASSERT_EQ(ml_evict(a.get(), hs[kBatch]), 0);  // the one the main thread will touch
     const int before = f.Writes();
     f.write_delay_us = 3000;  // (no engine runs now: set before the thread starts)
@@ -623,19 +624,14 @@ TEST_P(Engines, PageInGetsThroughALongEvictionBatch) {
 // only 512 KiB have come free, and the scratch reserve is smaller than 1 MiB.
 TEST_P(Engines, PageInLetInBeforeTheBatchMadeRoomWaitsForIt) {
     FaultIO f;  // outlives the arena below (its engines call into f)
-    f.which = GetParam();
     ml_config c = TinyConfig(GetParam());
     c.slow_lane_size = 4 << 20;
-    c.compressed_stage = false;
     c.enable_auto_compaction = false;
-    std::unique_ptr<ml_arena, void (*)(ml_arena *)> a(f.Create(&c), ml_arena_destroy);
+    ArenaPtr a = FaultArena(f, GetParam(), c);
     ASSERT_NE(a, nullptr);
     const size_t big = 1 << 20, n = 256 << 10;
-    std::vector<unsigned char> buf(big);
     ml_handle x;
-    ASSERT_EQ(ml_alloc(a.get(), big, &x), 0);
-    Fill(1000, 1, buf.data(), big);
-    ASSERT_EQ(ml_write(a.get(), x, 0, buf.data(), big), 0);
+    ASSERT_NO_FATAL_FAILURE(Written(a.get(), 1000, big, &x));
     ASSERT_EQ(ml_evict(a.get(), x), 0);
     std::vector<ml_handle> hs;
     for (uint32_t i = 0;; i++) {
@@ -648,9 +644,7 @@ TEST_P(Engines, PageInLetInBeforeTheBatchMadeRoomWaitsForIt) {
             break;
         }
         ml_handle h;
-        ASSERT_EQ(ml_alloc(a.get(), n, &h), 0);
-        Fill(i, 1, buf.data(), n);
-        ASSERT_EQ(ml_write(a.get(), h, 0, buf.data(), n), 0);
+        ASSERT_NO_FATAL_FAILURE(Written(a.get(), i, n, &h));
         hs.push_back(h);
     }
     ASSERT_GE(hs.size(), 8u);
@@ -676,21 +670,14 @@ TEST_P(Engines, PageInLetInBeforeTheBatchMadeRoomWaitsForIt) {
 // (were the pager lock held throughout, it would see all 600 reads).
 TEST_P(Engines, PageInGetsThroughALongPrefetch) {
     FaultIO f;  // outlives the arena below (its engines call into f)
-    f.which = GetParam();
     ml_config c = TinyConfig(GetParam());
     c.slow_lane_size = 64 << 20;
-    c.compressed_stage = false;
-    std::unique_ptr<ml_arena, void (*)(ml_arena *)> a(f.Create(&c), ml_arena_destroy);
+    ArenaPtr a = FaultArena(f, GetParam(), c);
     ASSERT_NE(a, nullptr);
     const size_t n = 64 << 10;
     const int kMany = 600;
-    std::vector<unsigned char> buf(n);
     std::vector<ml_handle> hs(kMany + 1);
-    for (uint32_t i = 0; i <= (uint32_t)kMany; i++) {
-        ASSERT_EQ(ml_alloc(a.get(), n, &hs[i]), 0);
-        Fill(i, 1, buf.data(), n);
-        ASSERT_EQ(ml_write(a.get(), hs[i], 0, buf.data(), n), 0);
-    }
+    for (uint32_t i = 0; i <= (uint32_t)kMany; i++) ASSERT_NO_FATAL_FAILURE(Written(a.get(), i, n, &hs[i]));
     ASSERT_EQ(ml_evict_many(a.get(), hs.data(), kMany + 1), kMany + 1);
     const int before = f.Reads();
     f.read_delay_us = 1000;  // (no engine runs now: set before the thread starts)
