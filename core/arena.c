@@ -553,7 +553,7 @@ int ml_alloc_aligned(ml_arena *a, size_t size, size_t align, ml_handle *out)
 
 /* ---- free ------------------------------------------------------------------- */
 
-static void tc_spill(ml_arena *a, ml_tcache *tc, unsigned cls);
+static uint32_t tc_spill(ml_arena *a, ml_tcache *tc, unsigned cls);
 
 /* A freed slot goes back for reuse, unless its generation is spent. */
 static void slot_back(ml_arena *a, ml_tcache *tc, uint32_t idx, uint64_t m)
@@ -595,10 +595,7 @@ static void release(ml_arena *a, uint32_t idx, uint64_t m)
         /* The block's owner entry still names this slot: a stale hint that
          * compaction checks against the slot (see lane.h). */
         uint32_t n = tc->cls[loc.cls].n;
-        if (__builtin_expect(n == ML_TC_BLOCKS, 0)) {
-            tc_spill(a, tc, loc.cls);
-            n = ML_TC_BLOCKS / 2;
-        }
+        if (__builtin_expect(n == ML_TC_BLOCKS, 0)) n = tc_spill(a, tc, loc.cls);
         tc->cls[loc.cls].b[n] = ((uint64_t)loc.span << 32) | loc.index;
         __atomic_store_n(&tc->cls[loc.cls].n, n + 1, __ATOMIC_RELAXED);
     } else {
@@ -631,13 +628,15 @@ void ml__free_claimed(ml_arena *a, uint32_t idx)
     release(a, idx, m);
 }
 
-/* Flush half of a full class cache back to FastLane (out of the fast path). */
-static __attribute__((noinline)) void tc_spill(ml_arena *a, ml_tcache *tc, unsigned cls)
+/* Make room in a full class cache (out of the fast path): give half of it
+ * back to FastLane, or all of every class when compaction asked for a
+ * flush. Returns the class's count afterwards: ML_TC_BLOCKS / 2, or 0. */
+static __attribute__((noinline)) uint32_t tc_spill(ml_arena *a, ml_tcache *tc, unsigned cls)
 {
     ml_lane_t *l = &a->lanes[ML_LANE_FAST];
     if (__atomic_load_n(&tc->flush_req, __ATOMIC_RELAXED)) {
-        ml__tc_flush(a, tc); /* compaction asked: give everything back */
-        return;
+        ml__tc_flush(a, tc);
+        return 0;
     }
     pthread_mutex_lock(&l->lock);
     for (unsigned i = ML_TC_BLOCKS / 2; i < ML_TC_BLOCKS; i++) {
@@ -646,6 +645,7 @@ static __attribute__((noinline)) void tc_spill(ml_arena *a, ml_tcache *tc, unsig
     }
     pthread_mutex_unlock(&l->lock);
     __atomic_store_n(&tc->cls[cls].n, ML_TC_BLOCKS / 2, __ATOMIC_RELAXED);
+    return ML_TC_BLOCKS / 2;
 }
 
 static __attribute__((noinline)) int free_slow(ml_arena *a, ml_handle h)
@@ -698,10 +698,7 @@ int ml_free(ml_arena *a, ml_handle h)
         unsigned cls = l->spans[span].cls;
         uint32_t bi = ml__block_index(l, span, off);
         uint32_t n = tc->cls[cls].n;
-        if (__builtin_expect(n == ML_TC_BLOCKS, 0)) {
-            tc_spill(a, tc, cls);
-            n = ML_TC_BLOCKS / 2;
-        }
+        if (__builtin_expect(n == ML_TC_BLOCKS, 0)) n = tc_spill(a, tc, cls);
         tc->cls[cls].b[n] = ((uint64_t)span << 32) | bi;
         __atomic_store_n(&tc->cls[cls].n, n + 1, __ATOMIC_RELAXED);
         ML_TC_ADD(tc->frees[ML_LANE_FAST], 1);
