@@ -74,6 +74,7 @@ int ml__arena_create_with(const ml_config *cfg_in, const ml_prim *prim, ml_arena
         cfg.swap_dir = a->swap_dir;
     }
     a->cfg = cfg;
+    a->fast_max = cfg.threshold < cfg.slow_lane_max_size ? cfg.threshold : cfg.slow_lane_max_size;
     a->max_handles = cfg.max_handles;
 
     int rc = -ENOMEM;
@@ -338,7 +339,7 @@ int ml__place(ml_arena *a, ml_lane lane, size_t size, size_t align, uint32_t own
     return rc;
 }
 
-static void count_alloc(ml_tcache *tc, ml_lane lane, size_t bytes, size_t size)
+static inline void count_alloc(ml_tcache *tc, ml_lane lane, size_t bytes, size_t size)
 {
     ML_TC_ADD(tc->allocs[lane], 1);
     ML_TC_ADD(tc->used[lane], (int64_t)bytes);
@@ -544,7 +545,49 @@ int ml__alloc(ml_arena *a, size_t size, size_t align, ml_group group, ml_handle 
     return alloc_slow(a, tc, size, align, group, out);
 }
 
-int ml_alloc(ml_arena *a, size_t size, ml_handle *out) { return ml__alloc(a, size, 16, 0, out); }
+/* ml_alloc's fast path: a FastLane size with both a free slot and a free
+ * block of its class in this thread's cache. It is the general path above
+ * with everything that case does not need left out (alignment and group
+ * arguments, refills, remedies), so that it needs no stack frame beyond the
+ * clock call; anything else goes to ml__alloc. */
+int ml_alloc(ml_arena *a, size_t size, ml_handle *out)
+{
+    if (__builtin_expect(a != NULL && out != NULL && size - 1 < a->fast_max, 1)) {
+        /* The clock first: fewer values live across the call. */
+        uint64_t now = ml__now(a);
+        const ml_tls_ent *e = &ml__tls[0];
+        if (__builtin_expect(e->arena == a && e->serial == a->serial, 1)) {
+            ml_tcache *tc = e->tc;
+            unsigned cls = ml__size_class_fast(size);
+            uint32_t ns = tc->nslots, nb = tc->cls[cls].n;
+            if (__builtin_expect(ns != 0 && nb != 0, 1)) {
+                uint32_t idx = tc->slots[ns - 1];
+                uint64_t b = tc->cls[cls].b[nb - 1];
+                tc->nslots = ns - 1;
+                __atomic_store_n(&tc->cls[cls].n, nb - 1, __ATOMIC_RELAXED);
+                ml_lane_t *l = &a->lanes[ML_LANE_FAST];
+                uint32_t span = (uint32_t)(b >> 32), bi = (uint32_t)b;
+                ml__owner_store(&l->spans[span].owner[bi], idx + 1);
+                char *addr = l->region.start + ((size_t)span << l->unit_shift) +
+                             (size_t)bi * ml__class_size[cls];
+                /* publish() for a FastLane block aligned to 16 */
+                ml_slot *s = &a->slots[idx];
+                __atomic_store_n(&s->addr, (uint64_t)(uintptr_t)addr, __ATOMIC_RELAXED);
+                __atomic_store_n(&s->size, size, __ATOMIC_RELAXED);
+                __atomic_store_n(&s->created_ns, now, __ATOMIC_RELAXED);
+                uint64_t hi = (ml__hi(__atomic_load_n(&s->meta, __ATOMIC_RELAXED)) &
+                               (ML_GEN_MASK | (0x7fu << ML_TAG_SHIFT))) | ML_HI_HANDLE;
+                ml__store_rel(&s->meta, (hi << 32) | ML_STATE_FAST | (4ull << ML_M_ALIGN_SHIFT));
+                ml_handle h = {(hi << 32) | idx};
+                *out = h;
+                count_alloc(tc, ML_LANE_FAST, ml__class_size[cls], size);
+                if (ML_EVENT_ON(a)) ml__event(a, ML_EVENT_ALLOC, h, size, 1, ML_LANE_FAST, ML_LANE_FAST);
+                return 0;
+            }
+        }
+    }
+    return ml__alloc(a, size, 16, 0, out);
+}
 
 int ml_alloc_aligned(ml_arena *a, size_t size, size_t align, ml_handle *out)
 {
@@ -670,6 +713,23 @@ static __attribute__((noinline)) int free_slow(ml_arena *a, ml_handle h)
     return 0;
 }
 
+/* The rest of ml_free's fast path when a cache is full or events are on
+ * (the slot is already freed: this only files its block and index). Out of
+ * line, so the fast path needs no stack frame. */
+static __attribute__((noinline)) int free_fast_finish(ml_arena *a, ml_tcache *tc, ml_handle h,
+                                                      uint32_t span, uint32_t bi, unsigned cls)
+{
+    ml_slot *s = &a->slots[ml__idx(h)];
+    uint32_t n = tc->cls[cls].n;
+    if (n == ML_TC_BLOCKS) n = tc_spill(a, tc, cls);
+    tc->cls[cls].b[n] = ((uint64_t)span << 32) | bi;
+    __atomic_store_n(&tc->cls[cls].n, n + 1, __ATOMIC_RELAXED);
+    count_free(a, tc, ML_LANE_FAST, ml__class_size[cls], s->size);
+    tc_push_slot(a, tc, ml__idx(h));
+    if (ML_EVENT_ON(a)) ml__event(a, ML_EVENT_FREE, h, s->size, 1, ML_LANE_FAST, ML_LANE_FAST);
+    return 0;
+}
+
 int ml_free(ml_arena *a, ml_handle h)
 {
     if (__builtin_expect(a == NULL, 0)) return -EINVAL;
@@ -678,34 +738,38 @@ int ml_free(ml_arena *a, ml_handle h)
     ml_slot *s = &a->slots[idx];
     uint64_t m = ml__load_acq(&s->meta);
     /* Fast path: an unpinned, unclaimed, ungrouped FastLane block whose slot
-     * is not about to retire goes straight back to this thread's cache. */
+     * is not about to retire, freed by a thread whose cache for this arena
+     * is its most recent one, goes straight back to that cache. */
     const uint64_t mask = ML_M_STATE | ML_M_LOCKED | ML_M_GROUPED | ML_M_BLOB | ML_M_PINS;
-    ml_tcache *tc;
+    const ml_tls_ent *e = &ml__tls[0];
     /* The handle's RESIDENT|ACCESSED bits must be set: a forged value with
      * them clear equals the meta word of a live entry not accessed since
      * the last maintenance cycle. */
     if (__builtin_expect(((m ^ h.bits) >> 32) == 0 && (m & mask) == ML_STATE_FAST &&
                              (ml__hi(h.bits) & ML_HI_HANDLE) == ML_HI_HANDLE &&
-                             ML_HI_GEN(ml__hi(m)) < ML_GEN_MAX && (tc = ml__tc_get(a)) != NULL,
+                             ML_HI_GEN(ml__hi(m)) < ML_GEN_MAX && e->arena == a &&
+                             e->serial == a->serial,
                          1) &&
         __atomic_compare_exchange_n(&s->meta, &m, freed_meta(a, m), false, __ATOMIC_ACQ_REL,
                                     __ATOMIC_RELAXED)) {
         /* The slot is ours now; its address cannot move any more (a move
          * needs a claim, which needs the generation we just retired). */
+        ml_tcache *tc = e->tc;
         ml_lane_t *l = &a->lanes[ML_LANE_FAST];
         size_t off = (size_t)(ml__load(&s->addr) - (uint64_t)(uintptr_t)l->region.start);
         uint32_t span = (uint32_t)(off >> l->unit_shift); /* FastLane spans are one unit */
         unsigned cls = l->spans[span].cls;
         uint32_t bi = ml__block_index(l, span, off);
-        uint32_t n = tc->cls[cls].n;
-        if (__builtin_expect(n == ML_TC_BLOCKS, 0)) n = tc_spill(a, tc, cls);
+        uint32_t n = tc->cls[cls].n, ns = tc->nslots;
+        if (__builtin_expect(n == ML_TC_BLOCKS || ns == ML_TC_SLOTS || ML_EVENT_ON(a), 0))
+            return free_fast_finish(a, tc, h, span, bi, cls);
         tc->cls[cls].b[n] = ((uint64_t)span << 32) | bi;
         __atomic_store_n(&tc->cls[cls].n, n + 1, __ATOMIC_RELAXED);
         ML_TC_ADD(tc->frees[ML_LANE_FAST], 1);
         ML_TC_ADD(tc->used[ML_LANE_FAST], -(int64_t)ml__class_size[cls]);
         ML_TC_ADD(tc->requested[ML_LANE_FAST], -(int64_t)s->size);
-        tc_push_slot(a, tc, idx);
-        if (ML_EVENT_ON(a)) ml__event(a, ML_EVENT_FREE, h, s->size, 1, ML_LANE_FAST, ML_LANE_FAST);
+        tc->slots[ns] = idx;
+        tc->nslots = ns + 1;
         return 0;
     }
     return free_slow(a, h);

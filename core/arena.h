@@ -175,6 +175,7 @@ struct ml_arena {
     uint32_t slot_count; /* atomic: slots initialised so far */
     uint32_t tag;        /* 7-bit arena tag */
     uint64_t serial;     /* unique per arena in this process */
+    uint64_t fast_max;   /* ml_alloc's fast path serves sizes 1..fast_max */
 
     ml_cold *cold;
     ml_config cfg;

@@ -37,6 +37,12 @@ static inline unsigned ml__size_class(size_t size)
     return 8 + (k - 7) * 4 + sub - 1;
 }
 
+extern const uint8_t ml__class_of16[257];
+/** ml__size_class by table lookup when size is 1..4096 (the fast paths). */
+static inline unsigned ml__size_class_fast(size_t size)
+{
+    return size <= 4096 ? ml__class_of16[(size + 15) >> 4] : ml__size_class(size);
+}
 /** Smallest class >= size whose size is a multiple of align (a power of two
  *  <= 4096), among the first nclasses; ML_CLASS_NONE if none. */
 static inline unsigned ml__size_class_aligned(size_t size, size_t align, unsigned nclasses)

@@ -46,3 +46,42 @@ TEST(Arena, AllocWriteReadFree) {
     EXPECT_EQ(st.lane[0].used, 0u);
     EXPECT_EQ(st.lane[1].used, 0u);
 }
+
+// The fast paths find a size's class through a table (sizes 1..4096); it
+// must agree with the formula the rest of the library uses.
+TEST(SizeClass, TableMatchesFormula) {
+    for (size_t size = 1; size <= 4096; size++) {
+        unsigned c = ml__size_class_fast(size);
+        ASSERT_EQ(c, ml__size_class(size)) << size;
+        ASSERT_GE(ml__class_size[c], size) << size;
+        if (c > 0) {
+            ASSERT_LT(ml__class_size[c - 1], size) << size;
+        }
+    }
+    EXPECT_EQ(ml__size_class_fast(4097), ml__size_class(4097));
+}
+
+// ml_alloc's fast path serves sizes up to the threshold, whatever it is;
+// one byte more goes to SlowLane, and size 0 is refused.
+TEST(Arena, ThresholdRoutesEvenWhenNotAClassSize) {
+    ml_config c;
+    ml_config_init(&c);
+    c.threshold = 1000;
+    ml_arena *a;
+    ASSERT_EQ(ml_arena_create(&c, &a), 0);
+    for (int round = 0; round < 2; round++) { // the first fills the thread cache
+        ml_handle h1, h2, h3;
+        ASSERT_EQ(ml_alloc(a, 1000, &h1), 0);
+        ASSERT_EQ(ml_alloc(a, 1001, &h2), 0);
+        EXPECT_EQ(ml_handle_state(a, h1), ML_STATE_FAST);
+        EXPECT_EQ(ml_handle_state(a, h2), ML_STATE_SLOW);
+        EXPECT_GT(ml_handle_id(h1), 0);
+        EXPECT_LT(ml_handle_id(h2), 0);
+        EXPECT_EQ(ml_alloc(a, 0, &h3), -EINVAL);
+        EXPECT_EQ(ml_alloc(a, 16, nullptr), -EINVAL);
+        EXPECT_EQ(ml_free(a, h1), 0);
+        EXPECT_EQ(ml_free(a, h2), 0);
+    }
+    EXPECT_EQ(ml_alloc(nullptr, 16, nullptr), -EINVAL);
+    ml_arena_destroy(a);
+}
