@@ -807,21 +807,27 @@ static inline void mark_access(ml_slot *s, uint64_t m, bool read_only)
 /* Bring a cold handle back (any access does): claim it, page it in (a
  * read-only access keeps the swap record as a clean copy), and take its
  * address and mark the access while still holding the claim, so that an
- * eviction racing this access cannot send it out again in between. */
+ * eviction racing this access cannot send it out again in between.
+ * When the pager finds no place (the free space is in pieces that eviction
+ * cannot join: pinned or small entries between them), compact SlowLane and
+ * try once more. The claim is given back first: compaction calls the
+ * program's move callback, which may touch this very handle. */
 static int make_resident(ml_arena *a, ml_handle h, bool read_only, void **out)
 {
-    uint64_t m;
-    int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
-    if (rc) return rc;
-    uint32_t idx = ml__idx(h);
-    if (!(m & ML_M_RESIDENT)) rc = ml__pager ? ml__pager->page_in(a, idx, read_only) : -EIO;
-    if (rc == 0) {
-        ml_slot *s = &a->slots[idx];
-        mark_access(s, ml__load(&s->meta), read_only);
-        if (out) *out = (void *)(uintptr_t)__atomic_load_n(&s->addr, __ATOMIC_RELAXED);
+    for (int round = 0;; round++) {
+        uint64_t m;
+        int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
+        if (rc) return rc;
+        uint32_t idx = ml__idx(h);
+        if (!(m & ML_M_RESIDENT)) rc = ml__pager ? ml__pager->page_in(a, idx, read_only) : -EIO;
+        if (rc == 0) {
+            ml_slot *s = &a->slots[idx];
+            mark_access(s, ml__load(&s->meta), read_only);
+            if (out) *out = (void *)(uintptr_t)__atomic_load_n(&s->addr, __ATOMIC_RELAXED);
+        }
+        ml__unclaim(a, idx);
+        if (rc != -ENOMEM || round > 0 || !ml__compact_for_room(a, ML_LANE_SLOW)) return rc;
     }
-    ml__unclaim(a, idx);
-    return rc;
 }
 
 static int get_common(ml_arena *a, ml_handle h, void **out, bool read_only)
@@ -971,17 +977,19 @@ int ml_write(ml_arena *a, ml_handle h, size_t offset, const void *buf, size_t le
 {
     if (!a || (!buf && len)) return -EINVAL;
     uint64_t m;
-    int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
-    if (rc) return rc;
     uint32_t idx = ml__idx(h);
-    size_t size = a->slots[idx].size;
-    if (offset > size || len > size - offset) {
+    for (int round = 0;; round++) {
+        int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
+        if (rc) return rc;
+        size_t size = a->slots[idx].size;
+        if (offset > size || len > size - offset) {
+            ml__unclaim(a, idx);
+            return -EINVAL;
+        }
+        if ((rc = ml__page_in_claimed(a, idx, m)) == 0) break;
         ml__unclaim(a, idx);
-        return -EINVAL;
-    }
-    if ((rc = ml__page_in_claimed(a, idx, m)) != 0) {
-        ml__unclaim(a, idx);
-        return rc;
+        /* As make_resident: compact once, unclaimed, when no place was found. */
+        if (rc != -ENOMEM || round > 0 || !ml__compact_for_room(a, ML_LANE_SLOW)) return rc;
     }
     char *p = (char *)(uintptr_t)__atomic_load_n(&a->slots[idx].addr, __ATOMIC_RELAXED);
     if (len) memcpy(p + offset, buf, len);

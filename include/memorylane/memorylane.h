@@ -351,7 +351,8 @@ ML_API void *ml_get(ml_arena *arena, ml_handle h);
  * @param out  receives the pointer (NULL on failure).
  * @return 0; -EINVAL (never issued, foreign, null; arena or out NULL),
  *         -ESTALE (freed), -ENOMEM/-EIO/-EBADMSG (a cold handle could not
- *         be brought back: it stays cold and intact).
+ *         be brought back: it stays cold and intact; -ENOMEM only after
+ *         eviction and one SlowLane compaction found no place for it).
  */
 ML_API int ml_try_get(ml_arena *arena, ml_handle h, void **out);
 
