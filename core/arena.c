@@ -225,16 +225,16 @@ void ml__locate(ml_arena *a, const ml_slot *s, uint64_t m, ml_loc *out)
 /* ---- allocation ------------------------------------------------------------ */
 
 /* Write the stub of a freshly allocated slot and make it visible. `extra`
- * holds meta bits to publish with it (LOCKED, GROUPED, BLOB). Returns the
- * handle. The cold stub is not touched: it is initialised on first need. */
+ * holds meta bits to publish with it (LOCKED, GROUPED, BLOB); `now` is the
+ * creation time (ml__now). Returns the handle. The cold stub is not touched: it is initialised on first need. */
 static inline ml_handle publish(ml_arena *a, uint32_t idx, ml_lane lane, ml_lane born,
-                                char *addr, size_t size, size_t align, uint64_t extra)
+                                char *addr, size_t size, size_t align, uint64_t extra, uint64_t now)
 {
     ml_slot *s = &a->slots[idx];
     __atomic_store_n(&s->addr, (uint64_t)(uintptr_t)addr, __ATOMIC_RELAXED);
     /* Relaxed atomics: policy walks read these without claiming the slot. */
     __atomic_store_n(&s->size, size, __ATOMIC_RELAXED);
-    __atomic_store_n(&s->created_ns, ml__now(a), __ATOMIC_RELAXED);
+    __atomic_store_n(&s->created_ns, now, __ATOMIC_RELAXED);
     uint64_t hi = ml__hi(__atomic_load_n(&s->meta, __ATOMIC_RELAXED)) & (ML_GEN_MASK | (0x7fu << ML_TAG_SHIFT));
     hi |= (born == ML_LANE_SLOW ? ML_HI_BORN_SLOW : 0) | ML_HI_HANDLE;
     uint64_t st = lane == ML_LANE_FAST ? ML_STATE_FAST : ML_STATE_SLOW;
@@ -266,6 +266,19 @@ static void put_slot(ml_arena *a, ml_tcache *tc, uint32_t idx)
 {
     if (tc) tc_push_slot(a, tc, idx);
     else ml__table_put(a, &idx, 1);
+}
+
+/* Take the last of the n (> 0) cached blocks of class cls for slot idx:
+ * its owner entry names the slot from now on. Returns its address. */
+static inline char *tc_take_block(ml_arena *a, ml_tcache *tc, unsigned cls, uint32_t n, uint32_t idx)
+{
+    ml_lane_t *l = &a->lanes[ML_LANE_FAST];
+    uint64_t b = tc->cls[cls].b[n - 1];
+    __atomic_store_n(&tc->cls[cls].n, n - 1, __ATOMIC_RELAXED);
+    uint32_t span = (uint32_t)(b >> 32), bi = (uint32_t)b;
+    ml__owner_store(&l->spans[span].owner[bi], idx + 1);
+    /* (the class is known: no need to read it from the span) */
+    return l->region.start + ((size_t)span << l->unit_shift) + (size_t)bi * ml__class_size[cls];
 }
 
 /* FastLane refill of the calling thread's cache. */
@@ -360,7 +373,7 @@ void ml__account(ml_arena *a, ml_lane lane, int64_t used, int64_t requested)
     pthread_mutex_unlock(&a->tc_list_lock);
 }
 
-static void count_free(ml_arena *a, ml_tcache *tc, ml_lane lane, size_t bytes, size_t size)
+static inline void count_free(ml_arena *a, ml_tcache *tc, ml_lane lane, size_t bytes, size_t size)
 {
     if (tc) {
         ML_TC_ADD(tc->frees[lane], 1);
@@ -489,7 +502,7 @@ static int alloc_slow(ml_arena *a, ml_tcache *tc, size_t size, size_t align, ml_
     tc = ml__tc_get(a);
     bool grouped = group != ML_GROUP_NONE;
     uint64_t extra = (pl.blob ? ML_M_BLOB : 0) | (grouped ? ML_M_LOCKED | ML_M_GROUPED : 0);
-    ml_handle h = publish(a, idx, lane, born, pl.addr, size, align, extra);
+    ml_handle h = publish(a, idx, lane, born, pl.addr, size, align, extra, ml__now(a));
     if (tc) count_alloc(tc, lane, pl.bytes, size);
     else {
         pthread_mutex_lock(&a->tc_list_lock);
@@ -528,12 +541,8 @@ int ml__alloc(ml_arena *a, size_t size, size_t align, ml_group group, ml_handle 
             if (tc_pop_slot(a, tc, &idx)) {
                 uint32_t n = tc->cls[cls].n;
                 if (n || (tc_refill_blocks(a, tc, cls) && (n = tc->cls[cls].n) != 0)) {
-                    uint64_t b = tc->cls[cls].b[--n];
-                    __atomic_store_n(&tc->cls[cls].n, n, __ATOMIC_RELAXED);
-                    uint32_t span = (uint32_t)(b >> 32), bi = (uint32_t)b;
-                    ml__owner_store(&l->spans[span].owner[bi], idx + 1);
-                    *out = publish(a, idx, ML_LANE_FAST, ML_LANE_FAST, ml__block_addr(l, span, bi),
-                                   size, align, 0);
+                    *out = publish(a, idx, ML_LANE_FAST, ML_LANE_FAST, tc_take_block(a, tc, cls, n, idx),
+                                   size, align, 0, ml__now(a));
                     count_alloc(tc, ML_LANE_FAST, ml__class_size[cls], size);
                     if (ML_EVENT_ON(a)) ml__event(a, ML_EVENT_ALLOC, *out, size, 1, ML_LANE_FAST, ML_LANE_FAST);
                     return 0;
@@ -562,23 +571,9 @@ int ml_alloc(ml_arena *a, size_t size, ml_handle *out)
             uint32_t ns = tc->nslots, nb = tc->cls[cls].n;
             if (__builtin_expect(ns != 0 && nb != 0, 1)) {
                 uint32_t idx = tc->slots[ns - 1];
-                uint64_t b = tc->cls[cls].b[nb - 1];
                 tc->nslots = ns - 1;
-                __atomic_store_n(&tc->cls[cls].n, nb - 1, __ATOMIC_RELAXED);
-                ml_lane_t *l = &a->lanes[ML_LANE_FAST];
-                uint32_t span = (uint32_t)(b >> 32), bi = (uint32_t)b;
-                ml__owner_store(&l->spans[span].owner[bi], idx + 1);
-                char *addr = l->region.start + ((size_t)span << l->unit_shift) +
-                             (size_t)bi * ml__class_size[cls];
-                /* publish() for a FastLane block aligned to 16 */
-                ml_slot *s = &a->slots[idx];
-                __atomic_store_n(&s->addr, (uint64_t)(uintptr_t)addr, __ATOMIC_RELAXED);
-                __atomic_store_n(&s->size, size, __ATOMIC_RELAXED);
-                __atomic_store_n(&s->created_ns, now, __ATOMIC_RELAXED);
-                uint64_t hi = (ml__hi(__atomic_load_n(&s->meta, __ATOMIC_RELAXED)) &
-                               (ML_GEN_MASK | (0x7fu << ML_TAG_SHIFT))) | ML_HI_HANDLE;
-                ml__store_rel(&s->meta, (hi << 32) | ML_STATE_FAST | (4ull << ML_M_ALIGN_SHIFT));
-                ml_handle h = {(hi << 32) | idx};
+                ml_handle h = publish(a, idx, ML_LANE_FAST, ML_LANE_FAST, tc_take_block(a, tc, cls, nb, idx),
+                                      size, 16, 0, now);
                 *out = h;
                 count_alloc(tc, ML_LANE_FAST, ml__class_size[cls], size);
                 if (ML_EVENT_ON(a)) ml__event(a, ML_EVENT_ALLOC, h, size, 1, ML_LANE_FAST, ML_LANE_FAST);
@@ -765,9 +760,7 @@ int ml_free(ml_arena *a, ml_handle h)
             return free_fast_finish(a, tc, h, span, bi, cls);
         tc->cls[cls].b[n] = ((uint64_t)span << 32) | bi;
         __atomic_store_n(&tc->cls[cls].n, n + 1, __ATOMIC_RELAXED);
-        ML_TC_ADD(tc->frees[ML_LANE_FAST], 1);
-        ML_TC_ADD(tc->used[ML_LANE_FAST], -(int64_t)ml__class_size[cls]);
-        ML_TC_ADD(tc->requested[ML_LANE_FAST], -(int64_t)s->size);
+        count_free(a, tc, ML_LANE_FAST, ml__class_size[cls], s->size);
         tc->slots[ns] = idx;
         tc->nslots = ns + 1;
         return 0;
