@@ -797,14 +797,21 @@ static inline void mark_access(ml_slot *s, uint64_t m, bool read_only)
     } while (!__atomic_compare_exchange_n(&s->meta, &m, want, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
 }
 
+/* An access whose page-in found no place (rc -ENOMEM in its first round):
+ * the free space may be in pieces that eviction cannot join (pinned or
+ * small entries between them), so compact SlowLane once; true if the access
+ * should try again. The caller has given its claim back: compaction calls
+ * the program's move callback, which may touch this very handle. */
+static bool compact_to_retry(ml_arena *a, int rc, int round)
+{
+    return rc == -ENOMEM && round == 0 && ml__compact_for_room(a, ML_LANE_SLOW);
+}
+
 /* Bring a cold handle back (any access does): claim it, page it in (a
  * read-only access keeps the swap record as a clean copy), and take its
  * address and mark the access while still holding the claim, so that an
  * eviction racing this access cannot send it out again in between.
- * When the pager finds no place (the free space is in pieces that eviction
- * cannot join: pinned or small entries between them), compact SlowLane and
- * try once more. The claim is given back first: compaction calls the
- * program's move callback, which may touch this very handle. */
+ * Compacts once when no place is found (compact_to_retry). */
 static int make_resident(ml_arena *a, ml_handle h, bool read_only, void **out)
 {
     for (int round = 0;; round++) {
@@ -819,7 +826,7 @@ static int make_resident(ml_arena *a, ml_handle h, bool read_only, void **out)
             if (out) *out = (void *)(uintptr_t)__atomic_load_n(&s->addr, __ATOMIC_RELAXED);
         }
         ml__unclaim(a, idx);
-        if (rc != -ENOMEM || round > 0 || !ml__compact_for_room(a, ML_LANE_SLOW)) return rc;
+        if (!compact_to_retry(a, rc, round)) return rc;
     }
 }
 
@@ -981,8 +988,7 @@ int ml_write(ml_arena *a, ml_handle h, size_t offset, const void *buf, size_t le
         }
         if ((rc = ml__page_in_claimed(a, idx, m)) == 0) break;
         ml__unclaim(a, idx);
-        /* As make_resident: compact once, unclaimed, when no place was found. */
-        if (rc != -ENOMEM || round > 0 || !ml__compact_for_room(a, ML_LANE_SLOW)) return rc;
+        if (!compact_to_retry(a, rc, round)) return rc;
     }
     char *p = (char *)(uintptr_t)__atomic_load_n(&a->slots[idx].addr, __ATOMIC_RELAXED);
     if (len) memcpy(p + offset, buf, len);
