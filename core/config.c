@@ -6,6 +6,7 @@
  * exactly the same reasons (it calls the same function).
  */
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 #include "core/prim.h"
@@ -94,6 +95,7 @@ int ml_config_check(const ml_config *c, const char **reason)
 
 const char *ml_strerror(int err)
 {
+    if (err == INT_MIN) return "unknown error"; /* no positive twin */
     if (err < 0) err = -err;
     switch (err) {
     case 0: return "success";
@@ -109,8 +111,19 @@ const char *ml_strerror(int err)
     case EBADMSG: return "corrupted or mismatched record";
     case ENOTSUP: return "not supported";
     case EALREADY: return "already there";
-    default: return "unknown error";
+    /* Codes passed on from the system (swap file, I/O engine, FUSE mount). */
+    case EPERM: return "operation not permitted";
+    case EACCES: return "permission denied";
+    case ENODEV: return "no such device (FUSE or the I/O engine unavailable)";
+    case ENOTDIR: return "not a directory";
+    case ENOSYS: return "not implemented by this kernel";
+    case EMFILE: return "too many open files";
+    case EROFS: return "read-only";
     }
+    /* Anything else the C library knows: its description (a constant
+     * string, unlike strerror's, so still thread-safe). */
+    const char *d = strerrordesc_np(err);
+    return d ? d : "unknown error";
 }
 
 const char *ml_state_name(ml_state s)

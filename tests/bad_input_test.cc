@@ -800,3 +800,27 @@ TEST_F(BadInput, GenerationWrapRetiresTheSlotForGood) {
 }
 
 }  // namespace
+
+// Every code a public function is documented to return has a name of its
+// own (the debug view's mount errors and the paging engine's too: a user
+// running `mlane demo --mount` without access to /dev/fuse once read
+// "unknown error"). Sign does not matter; other errnos get the C
+// library's description; a number that is no errno is "unknown error".
+TEST(Errors, EveryDocumentedCodeHasAName) {
+    const int documented[] = {EINVAL, ESTALE, ENOMEM,  EBUSY,  EOVERFLOW, ENOENT, EEXIST, ENOSPC,
+                              EIO,    EBADMSG, ENOTSUP, EALREADY, EPERM, EACCES, ENODEV, ENOTDIR,
+                              ENOSYS, EMFILE, EROFS};
+    std::set<std::string> names;
+    for (int e : documented) {
+        std::string n = ml_strerror(-e);
+        EXPECT_NE(n, "unknown error") << e;
+        EXPECT_EQ(n, ml_strerror(e)) << e;
+        names.insert(n);
+    }
+    EXPECT_EQ(names.size(), sizeof documented / sizeof documented[0]) << "names are distinct";
+    EXPECT_STREQ(ml_strerror(0), "success");
+    EXPECT_STRNE(ml_strerror(-ETIMEDOUT), "unknown error");
+    EXPECT_STREQ(ml_strerror(-99999), "unknown error");
+    EXPECT_STREQ(ml_strerror(INT_MIN + 1), "unknown error");
+    EXPECT_STREQ(ml_strerror(INT_MIN), "unknown error");
+}

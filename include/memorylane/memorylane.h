@@ -1051,8 +1051,11 @@ static inline void *ml__get_inline(ml_arena *arena, ml_handle h)
 /* Errors                                                                    */
 /* ========================================================================= */
 
-/** Name of an error code (negative or positive errno), "success" for 0.
- *  Never NULL. Thread-safe. */
+/** Name of an error code (negative or positive errno), "success" for 0:
+ *  the library's own wording for the codes it documents (the system's
+ *  codes it passes on included: EPERM, EACCES, ENODEV, ENOTDIR, ENOSYS,
+ *  EMFILE), the C library's description for any other errno, and
+ *  "unknown error" for a number that is none. Never NULL. Thread-safe. */
 ML_API const char *ml_strerror(int err);
 
 #ifdef __cplusplus
