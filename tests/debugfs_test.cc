@@ -10,6 +10,7 @@
 // its threads waits on its own mount (see Guardian). Mounts live in fresh
 // directories under $TEST_TMPDIR.
 #include <dirent.h>
+#include <grp.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -1318,5 +1319,101 @@ TEST(DebugfsMount, TwoMountsOfOneArena) {
     rmdir(mnt2.c_str());
 }
 
-} // namespace
+// A user without privilege mounts through libfuse's setuid fusermount3
+// helper, and unmounts through `fusermount3 -u`: the path a developer takes
+// when debugging their own program. A child process drops to `nobody`
+// after giving itself, in a private mount namespace, a /dev/fuse it may open
+// (on a usual system /dev/fuse is 0666 already; in a container it is often
+// root's only, which the namespace works around without touching the host).
+// The child reports each failed step by its exit status.
+enum NonRootStep { kNsSetup = 10, kDropPrivs, kArena, kMount, kNotListed, kOwner, kRead, kUnmount, kLeftMounted };
 
+[[noreturn]] void NonRootChild(const std::string &dir, int report_fd) {
+    if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+        _exit(kNsSetup);
+    std::string node = dir + "/fuse";
+    if (mknod(node.c_str(), S_IFCHR | 0666, makedev(10, 229)) != 0 || chmod(node.c_str(), 0666) != 0 ||
+        mount(node.c_str(), "/dev/fuse", nullptr, MS_BIND, nullptr) != 0)
+        _exit(kNsSetup);
+    if (setgroups(0, nullptr) != 0 || setgid(65534) != 0 || setuid(65534) != 0 || geteuid() == 0)
+        _exit(kDropPrivs);
+    ml_arena *a;
+    ml_handle h;
+    if (ml_arena_create(nullptr, &a) != 0 || ml_alloc(a, 4000, &h) != 0) _exit(kArena);
+    std::string want = PatternBytes(9, 4000);
+    memcpy(ml_get(a, h), want.data(), want.size());
+    std::string mnt = dir + "/mnt";
+    ml_debugfs *fs = nullptr;
+    int rc = ml_debugfs_mount(a, mnt.c_str(), nullptr, &fs);
+    if (rc != 0) {
+        dprintf(report_fd, "mount: %s\n", ml_strerror(rc));
+        _exit(kMount);
+    }
+    dprintf(report_fd, "conn %d\n", ConnectionOf(mnt));
+    if (!MountedAt(mnt)) _exit(kNotListed);
+    struct stat st;
+    if (stat(mnt.c_str(), &st) != 0 || st.st_uid != 65534) _exit(kOwner);
+    std::string path = mnt + "/handles/" + Id(h) + "/data";
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    std::string got(want.size() + 1, '\0');
+    ssize_t n = fd >= 0 ? pread(fd, &got[0], got.size(), 0) : -1;
+    if (fd >= 0) close(fd);
+    if (n != (ssize_t)want.size() || got.compare(0, want.size(), want) != 0) _exit(kRead);
+    if ((rc = ml_debugfs_unmount(fs)) != 0) {
+        dprintf(report_fd, "unmount: %s\n", ml_strerror(rc));
+        _exit(kUnmount);
+    }
+    if (MountedAt(mnt)) _exit(kLeftMounted);
+    ml_arena_destroy(a);
+    _exit(0);
+}
+
+TEST(DebugfsMount, UserWithoutPrivilegeMountsAndUnmountsThroughFusermount3) {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root to switch to an unprivileged user";
+    struct stat fm;
+    ASSERT_EQ(stat("/usr/bin/fusermount3", &fm), 0) << "fuse3 provides fusermount3 (tools/setup.sh installs it)";
+    ASSERT_TRUE((fm.st_mode & S_ISUID) && fm.st_uid == 0) << "fusermount3 must be setuid root";
+    // Under /tmp: the unprivileged user must be able to reach the mount point.
+    char tmpl[] = "/tmp/ml-nonroot-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    std::string dir = tmpl, mnt = dir + "/mnt";
+    ASSERT_EQ(chmod(dir.c_str(), 0755), 0);
+    ASSERT_EQ(mkdir(mnt.c_str(), 0755), 0);
+    ASSERT_EQ(chown(mnt.c_str(), 65534, 65534), 0) << strerror(errno) << " (uid 65534 must exist: outside a sandbox)";
+    int pfd[2];
+    ASSERT_EQ(pipe2(pfd, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        NonRootChild(dir, pfd[1]);
+    }
+    close(pfd[1]);
+    int status = 0;
+    bool done = false;
+    for (int i = 0; i < kWatchdogSeconds * 10 && !done; i++) {
+        done = waitpid(pid, &status, WNOHANG) == pid;
+        if (!done) usleep(100000);
+    }
+    std::string report;
+    char buf[256];
+    for (ssize_t n; (n = read(pfd[0], buf, sizeof buf)) > 0;) report.append(buf, (size_t)n);
+    close(pfd[0]);
+    if (!done) { // a hung server: abort its connection (from a thread of its own), then the child
+        int conn = -1;
+        sscanf(report.c_str(), "conn %d", &conn);
+        std::thread([&] { AbortConnection(conn, mnt); }).join();
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        ADD_FAILURE() << "the unprivileged child did not finish in " << kWatchdogSeconds << " s; " << report;
+    } else {
+        EXPECT_TRUE(WIFEXITED(status)) << "status " << status;
+        EXPECT_EQ(WEXITSTATUS(status), 0) << "failed step " << WEXITSTATUS(status) << " (see NonRootStep); "
+                                           << report;
+    }
+    unlink((dir + "/fuse").c_str());
+    EXPECT_EQ(rmdir(mnt.c_str()), 0) << "nothing left mounted: " << strerror(errno);
+    rmdir(dir.c_str());
+}
+
+} // namespace

@@ -64,9 +64,14 @@ typedef struct ml_debugfs_options {
  * directory) and serve it from a new thread.
  * @param options  NULL for defaults.
  * @param out      receives the mount; untouched on failure.
+ * Without root, libfuse mounts through the setuid fusermount3 helper (and
+ * ml_debugfs_unmount unmounts through `fusermount3 -u`); the caller needs
+ * read-write access to /dev/fuse (mode 0666 on usual systems) and write
+ * access to the mount point.
  * @return 0; -EINVAL (NULL arena/mountpoint/out), -ENOENT/-ENOTDIR
  *         (mountpoint), -EBUSY (already mounted there), -EPERM/-EACCES (no
- *         permission to mount), -ENODEV (no FUSE device), -ENOMEM.
+ *         permission to mount, or /dev/fuse closed to the caller), -ENODEV
+ *         (no FUSE device), -ENOMEM.
  * Thread-safe. The arena must outlive the mount.
  */
 ML_API int ml_debugfs_mount(ml_arena *arena, const char *mountpoint,
