@@ -797,37 +797,44 @@ static inline void mark_access(ml_slot *s, uint64_t m, bool read_only)
     } while (!__atomic_compare_exchange_n(&s->meta, &m, want, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
 }
 
-/* An access whose page-in found no place (rc -ENOMEM in its first round):
- * the free space may be in pieces that eviction cannot join (pinned or
- * small entries between them), so compact SlowLane once; true if the access
- * should try again. The caller has given its claim back: compaction calls
- * the program's move callback, which may touch this very handle. */
-static bool compact_to_retry(ml_arena *a, int rc, int round)
+int ml__claim_resident(ml_arena *a, ml_handle h, bool read_only, size_t offset, size_t len, uint64_t *m_out)
 {
-    return rc == -ENOMEM && round == 0 && ml__compact_for_room(a, ML_LANE_SLOW);
+    uint32_t idx = ml__idx(h);
+    for (int round = 0;; round++) {
+        uint64_t m;
+        int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
+        if (rc) return rc;
+        size_t size = a->slots[idx].size;
+        if (offset > size || len > size - offset) rc = -EINVAL;
+        else if (!(m & ML_M_RESIDENT)) rc = ml__pager ? ml__pager->page_in(a, idx, read_only) : -EIO;
+        if (rc == 0) {
+            *m_out = ml__load(&a->slots[idx].meta);
+            return 0;
+        }
+        ml__unclaim(a, idx);
+        /* No place found: the free space may be in pieces that eviction
+         * cannot join (pinned or small entries between them). Compact
+         * SlowLane once, unclaimed (compaction calls the program's move
+         * callback, which may touch this very handle), and try again. */
+        if (rc != -ENOMEM || round > 0 || !ml__compact_for_room(a, ML_LANE_SLOW)) return rc;
+    }
 }
 
 /* Bring a cold handle back (any access does): claim it, page it in (a
  * read-only access keeps the swap record as a clean copy), and take its
  * address and mark the access while still holding the claim, so that an
- * eviction racing this access cannot send it out again in between.
- * Compacts once when no place is found (compact_to_retry). */
+ * eviction racing this access cannot send it out again in between. */
 static int make_resident(ml_arena *a, ml_handle h, bool read_only, void **out)
 {
-    for (int round = 0;; round++) {
-        uint64_t m;
-        int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
-        if (rc) return rc;
-        uint32_t idx = ml__idx(h);
-        if (!(m & ML_M_RESIDENT)) rc = ml__pager ? ml__pager->page_in(a, idx, read_only) : -EIO;
-        if (rc == 0) {
-            ml_slot *s = &a->slots[idx];
-            mark_access(s, ml__load(&s->meta), read_only);
-            if (out) *out = (void *)(uintptr_t)__atomic_load_n(&s->addr, __ATOMIC_RELAXED);
-        }
-        ml__unclaim(a, idx);
-        if (!compact_to_retry(a, rc, round)) return rc;
-    }
+    uint64_t m;
+    int rc = ml__claim_resident(a, h, read_only, 0, 0, &m);
+    if (rc) return rc;
+    uint32_t idx = ml__idx(h);
+    ml_slot *s = &a->slots[idx];
+    mark_access(s, m, read_only);
+    if (out) *out = (void *)(uintptr_t)__atomic_load_n(&s->addr, __ATOMIC_RELAXED);
+    ml__unclaim(a, idx);
+    return 0;
 }
 
 static int get_common(ml_arena *a, ml_handle h, void **out, bool read_only)
@@ -977,19 +984,9 @@ int ml_write(ml_arena *a, ml_handle h, size_t offset, const void *buf, size_t le
 {
     if (!a || (!buf && len)) return -EINVAL;
     uint64_t m;
+    int rc = ml__claim_resident(a, h, false, offset, len, &m);
+    if (rc) return rc;
     uint32_t idx = ml__idx(h);
-    for (int round = 0;; round++) {
-        int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
-        if (rc) return rc;
-        size_t size = a->slots[idx].size;
-        if (offset > size || len > size - offset) {
-            ml__unclaim(a, idx);
-            return -EINVAL;
-        }
-        if ((rc = ml__page_in_claimed(a, idx, m)) == 0) break;
-        ml__unclaim(a, idx);
-        if (!compact_to_retry(a, rc, round)) return rc;
-    }
     char *p = (char *)(uintptr_t)__atomic_load_n(&a->slots[idx].addr, __ATOMIC_RELAXED);
     if (len) memcpy(p + offset, buf, len);
     mark_access(&a->slots[idx], ml__load(&a->slots[idx].meta), false); /* also ends a clean copy */

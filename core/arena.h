@@ -367,6 +367,12 @@ void ml__events_fini(ml_arena *a);
 
 /** Bring claimed slot idx (meta m) back into SlowLane if it is cold. */
 int ml__page_in_claimed(ml_arena *a, uint32_t idx, uint64_t m);
+/** Claim h and make it resident: page it in if cold, and if no place can
+ *  be found, give the claim back, compact SlowLane once and try again. On
+ *  0 the claim is held and *m is the meta word. -EINVAL, without paging
+ *  anything in, when [offset, offset + len) is not inside the entry (pass
+ *  0, 0 for no range). read_only: keep the swap record as a clean copy. */
+int ml__claim_resident(ml_arena *a, ml_handle h, bool read_only, size_t offset, size_t len, uint64_t *m);
 
 /** Where a resident block or blob lives, derived from its address. */
 typedef struct ml_loc {

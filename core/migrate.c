@@ -227,15 +227,10 @@ int ml_realloc(ml_arena *a, ml_handle h, size_t new_size)
 {
     if (!a || new_size == 0 || new_size > a->cfg.slow_lane_max_size) return -EINVAL;
     uint64_t m;
-    int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
+    int rc = ml__claim_resident(a, h, false, 0, 0, &m);
     if (rc) return rc;
     uint32_t idx = ml__idx(h);
     ml_slot *s = &a->slots[idx];
-    if ((rc = ml__page_in_claimed(a, idx, m)) != 0) {
-        ml__unclaim(a, idx);
-        return rc;
-    }
-    m = ml__load(&s->meta);
     ml_loc loc;
     ml__locate(a, s, m, &loc);
     size_t size = s->size;

@@ -648,8 +648,11 @@ TEST(Paging, FallsBackToPreadPwriteWhenIoUringIsUnavailable) {
 // again, instead of failing with -ENOMEM. Nothing moved loses its contents.
 namespace {
 
-// by_write: the access is an ml_write of the first bytes (else ml_try_get).
-void PageInCompactsScenario(int engine, bool by_write) {
+enum class Access { kGet, kWrite, kShrink };
+
+// The access: ml_try_get, ml_write of the first bytes, or ml_realloc to a
+// smaller size (which pages the entry in first).
+void PageInCompactsScenario(int engine, Access how) {
     ml_config c = PagingConfig(engine);
     c.slow_lane_size = 2 << 20;
     c.slow_lane_safety_margin = 0.05;
@@ -685,24 +688,38 @@ void PageInCompactsScenario(int engine, bool by_write) {
     ASSERT_GE(st.lane[ML_LANE_SLOW].free, (size_t)(384 << 10));
     EXPECT_EQ(ml_handle_state(a, big.h), ML_STATE_EVICTED);
 
-    if (by_write) {
+    if (how == Access::kWrite) {
+        unsigned char one = 0;
+        EXPECT_EQ(ml_write(a, big.h, big.size, &one, 1), -EINVAL) << "past the end";
+        EXPECT_EQ(ml_handle_state(a, big.h), ML_STATE_EVICTED) << "bad input brings nothing back";
         std::vector<unsigned char> head(4096);
         Content(big.seed, head.data(), head.size());  // the same bytes again
         ASSERT_EQ(ml_write(a, big.h, 0, head.data(), head.size()), 0);
+    } else if (how == Access::kShrink) {
+        ASSERT_EQ(ml_realloc(a, big.h, 300 << 10), 0);
     } else {
         void *p = nullptr;
         ASSERT_EQ(ml_try_get(a, big.h, &p), 0);
     }
     EXPECT_EQ(ml_handle_state(a, big.h), ML_STATE_SLOW);
-    EXPECT_TRUE(GetMatches(a, big));
+    std::vector<unsigned char> want(big.size);
+    Content(big.seed, want.data(), big.size);
+    size_t keep = how == Access::kShrink ? (size_t)300 << 10 : big.size;
+    const unsigned char *q = (const unsigned char *)ml_get(a, big.h);
+    ASSERT_NE(q, nullptr);
+    EXPECT_EQ(memcmp(q, want.data(), keep), 0);
     for (const Blob &b : kept) EXPECT_TRUE(GetMatches(a, b));
     EXPECT_EQ(ml__arena_check(a), 0);
 }
 
 }  // namespace
 
-TEST_P(Engines, PageInCompactsWhenTheFreeSpaceIsInPieces) { PageInCompactsScenario(GetParam(), false); }
+TEST_P(Engines, PageInCompactsWhenTheFreeSpaceIsInPieces) { PageInCompactsScenario(GetParam(), Access::kGet); }
 
 TEST_P(Engines, WriteToAnEvictedBlobCompactsWhenTheFreeSpaceIsInPieces) {
-    PageInCompactsScenario(GetParam(), true);
+    PageInCompactsScenario(GetParam(), Access::kWrite);
+}
+
+TEST_P(Engines, ReallocOfAnEvictedBlobCompactsWhenTheFreeSpaceIsInPieces) {
+    PageInCompactsScenario(GetParam(), Access::kShrink);
 }
