@@ -616,6 +616,43 @@ TEST_P(Engines, PageInGetsThroughALongEvictionBatch) {
     EXPECT_EQ(ml__arena_check(a.get()), 0);
 }
 
+// evict_ns counts a batch's own work, not the time it spends handed over to
+// a page-in. Here the page-in reads under the pager lock (no reader engine
+// can be opened) from a disk that takes 300 ms a read, while the batch waits
+// for the lock back: the batch's evict_ns must leave those 300 ms out.
+TEST_P(Engines, EvictionTimeLeavesOutTheTimeHandedOver) {
+    FaultIO f;  // outlives the arena below (its engines call into f)
+    ml_config c = TinyConfig(GetParam());
+    c.slow_lane_size = 32 << 20;
+    ArenaPtr a = FaultArena(f, GetParam(), c);
+    ASSERT_NE(a, nullptr);
+    const size_t n = 256 << 10;
+    const int kBatch = 48;
+    std::vector<ml_handle> hs(kBatch + 1);
+    for (uint32_t i = 0; i <= (uint32_t)kBatch; i++) ASSERT_NO_FATAL_FAILURE(Written(a.get(), i, n, &hs[i]));
+    ASSERT_EQ(ml_evict(a.get(), hs[kBatch]), 0);  // opens the pager's engine
+    const int before = f.Writes();
+    // (no engine runs now: set before the thread starts)
+    f.fail_open_from = f.opens;  // no reader engine: the page-in reads under the pager lock
+    f.write_delay_us = 3000;
+    f.read_delay_us = 300000;
+    const uint64_t ns0 = PStats(a.get()).evict_ns;
+    auto t0 = std::chrono::steady_clock::now();
+    std::thread batch([&] { EXPECT_EQ(ml_evict_many(a.get(), hs.data(), kBatch), kBatch); });
+    while (f.Writes() < before + 2) std::this_thread::yield();
+    const unsigned char *p = (const unsigned char *)ml_get_ro(a.get(), hs[kBatch]);
+    batch.join();
+    const uint64_t wall = (uint64_t)std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              std::chrono::steady_clock::now() - t0).count();
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(Check(p, n, (uint32_t)kBatch), "");
+    EXPECT_GE(f.injected, 1) << "a reader engine was refused";
+    const uint64_t evict_ns = PStats(a.get()).evict_ns - ns0;
+    EXPECT_GT(evict_ns, 0u);
+    EXPECT_LE(evict_ns, wall - 250000000ull)
+        << "evict_ns " << evict_ns / 1000000 << " ms of a " << wall / 1000000 << " ms batch";
+}
+
 // A page-in let in by a batch that has not yet freed enough for it must not
 // fail: the batch's victims (everything cold) are claimed, so evicting on
 // its own would find nothing; it waits for the batch instead. The lane is

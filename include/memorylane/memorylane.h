@@ -914,8 +914,8 @@ ML_API int ml_group_foreach(ml_arena *arena, ml_group_fn fn, void *ctx);
     X(cold_reads, "ml_read calls served from a cold copy")                     \
     X(bytes_in, "uncompressed bytes compressed or evicted")                    \
     X(bytes_out, "bytes stored after compression")                             \
-    X(evict_ns, "time spent compressing and evicting")                         \
-    X(pagein_ns, "time spent bringing entries back")                           \
+    X(evict_ns, "compressing and evicting, pauses for page-ins not counted")   \
+    X(pagein_ns, "time bringing entries back (an access's wait included)")     \
     X(now_evicted, "entries on disk now")                                      \
     X(now_evicted_bytes, "uncompressed bytes of entries on disk now")          \
     X(now_compressed, "entries compressed in RAM now")                         \
