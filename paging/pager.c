@@ -50,8 +50,10 @@
  *
  * Long batches do not shut page-ins out: while the policy thread or
  * ml_evict_many evicts, or ml_prefetch brings entries back (between its
- * chunks), a thread that waits for the pager lock to page in
- * counts itself in `waiters`; the batch
+ * chunks), a thread that waits for the pager lock to page in, or for one
+ * of the short calls (ml_read of a cold entry, freeing a cold entry,
+ * statistics, ml_evict, ml_compress), counts itself in `waiters`
+ * (lock_as_waiter); the batch
  * then finishes the writes it has in flight, releases their lane space,
  * and hands the lock over before going on (let_waiters_in). Only those two
  * top-level batches do this (`yieldable`): nothing of theirs is half done
@@ -1080,7 +1082,7 @@ static int read_cold(ml_arena *a, uint32_t idx, size_t off, void *dst, size_t le
 static void drop(ml_arena *a, uint32_t idx, uint64_t m)
 {
     ml_pager *p = pager_of(a);
-    pthread_mutex_lock(&p->lock);
+    lock_as_waiter(p);
     size_t size = a->slots[idx].size;
     uint64_t loc = ml__load(&a->slots[idx].addr);
     if ((m & ML_M_STATE) == ML_STATE_EVICTED) {
@@ -1294,7 +1296,7 @@ static void drop_copy(ml_arena *a, uint32_t idx, uint64_t m)
     (void)m;
     ml_pager *p = pager_of(a);
     if (!p) return;
-    pthread_mutex_lock(&p->lock);
+    lock_as_waiter(p);
     drop_copy_locked(p, idx);
     pthread_mutex_unlock(&p->lock);
 }
@@ -1314,7 +1316,7 @@ int ml_paging_stats_get(ml_arena *a, ml_paging_stats *out)
         snprintf(out->engine, sizeof out->engine, "none");
         return 0;
     }
-    pthread_mutex_lock(&p->lock);
+    lock_as_waiter(p);
     *out = p->st;
     if (p->started) out->swap_used = p->swap.used * ML_SWAP_BLOCK;
     pthread_mutex_unlock(&p->lock);
@@ -1344,7 +1346,7 @@ int ml_evict(ml_arena *a, ml_handle h)
     ml_pager *p = pager_of(a);
     if ((m & ML_M_STATE) == ML_STATE_EVICTED) rc = -EALREADY;
     else {
-        pthread_mutex_lock(&p->lock);
+        lock_as_waiter(p);
         rc = ensure_started(p);
         if (rc == 0) {
             victim v = {.idx = idx, .m = m, .buf = -1, .blk = -1};
@@ -1407,7 +1409,7 @@ int ml_compress(ml_arena *a, ml_handle h)
     ml_pager *p = pager_of(a);
     if ((m & ML_M_STATE) != ML_STATE_SLOW) rc = -EALREADY;
     else {
-        pthread_mutex_lock(&p->lock);
+        lock_as_waiter(p);
         rc = compress_one(p, idx);
         pthread_mutex_unlock(&p->lock);
     }

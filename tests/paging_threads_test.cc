@@ -616,6 +616,47 @@ TEST_P(Engines, PageInGetsThroughALongEvictionBatch) {
     EXPECT_EQ(ml__arena_check(a.get()), 0);
 }
 
+// The pager's short calls count themselves as waiters too, so a long
+// eviction batch lets them in as it lets page-ins in: freeing a cold entry,
+// reading the paging statistics (the debug view's paging/stats), evicting
+// or compressing one more entry. Each must be done before the batch is.
+TEST_P(Engines, ShortPagerCallsGetThroughALongEvictionBatch) {
+    FaultIO f;  // outlives the arena below (its engines call into f)
+    ml_config c = TinyConfig(GetParam());
+    c.slow_lane_size = 32 << 20;
+    ArenaPtr a = FaultArena(f, GetParam(), c);
+    ASSERT_NE(a, nullptr);
+    const size_t n = 256 << 10;
+    const int kBatch = 48;
+    std::vector<ml_handle> hs(kBatch + 3);
+    for (uint32_t i = 0; i < hs.size(); i++) ASSERT_NO_FATAL_FAILURE(Written(a.get(), i, n, &hs[i]));
+    ml_handle cold = hs[kBatch], one = hs[kBatch + 1], two = hs[kBatch + 2];
+    ASSERT_EQ(ml_evict(a.get(), cold), 0);
+    const int before = f.Writes();
+    f.write_delay_us = 3000;  // (no engine runs now: set before the thread starts)
+    int evicted = -1;
+    std::thread batch([&] { evicted = ml_evict_many(a.get(), hs.data(), kBatch); });
+    std::vector<std::pair<const char *, int>> seen;  // writes the batch had made when each call returned
+    auto after = [&](const char *what) { seen.push_back({what, f.Writes() - before}); };
+    while (f.Writes() < before + 2) std::this_thread::yield();
+    EXPECT_EQ(ml_free(a.get(), cold), 0);
+    after("ml_free of an evicted entry");
+    ml_paging_stats st;
+    EXPECT_EQ(ml_paging_stats_get(a.get(), &st), 0);
+    after("ml_paging_stats_get");
+    EXPECT_EQ(ml_compress(a.get(), one), 0);
+    after("ml_compress");
+    EXPECT_EQ(ml_evict(a.get(), two), 0);
+    after("ml_evict");
+    batch.join();
+    EXPECT_EQ(evicted, kBatch);
+    for (auto &w : seen) EXPECT_LT(w.second, kBatch) << w.first << " waited for the whole batch";
+    EXPECT_EQ(ml_handle_state(a.get(), one), ML_STATE_COMPRESSED);
+    EXPECT_EQ(ml_handle_state(a.get(), two), ML_STATE_EVICTED);
+    EXPECT_EQ(ml_handle_state(a.get(), cold), ML_STATE_FREED);
+    EXPECT_EQ(ml__arena_check(a.get()), 0);
+}
+
 // evict_ns counts a batch's own work, not the time it spends handed over to
 // a page-in. Here the page-in reads under the pager lock (no reader engine
 // can be opened) from a disk that takes 300 ms a read, while the batch waits
