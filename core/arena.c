@@ -226,7 +226,8 @@ void ml__locate(ml_arena *a, const ml_slot *s, uint64_t m, ml_loc *out)
 
 /* Write the stub of a freshly allocated slot and make it visible. `extra`
  * holds meta bits to publish with it (LOCKED, GROUPED, BLOB); `now` is the
- * creation time (ml__now). Returns the handle. The cold stub is not touched: it is initialised on first need. */
+ * creation time (ml__now). Returns the handle. The cold stub is not
+ * touched: it is initialised on first need. */
 static inline ml_handle publish(ml_arena *a, uint32_t idx, ml_lane lane, ml_lane born,
                                 char *addr, size_t size, size_t align, uint64_t extra, uint64_t now)
 {
