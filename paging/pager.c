@@ -58,9 +58,12 @@
  * and hands the lock over before going on (let_waiters_in). Only those two
  * top-level batches do this (`yieldable`): nothing of theirs is half done
  * at that point, whereas a holder that evicts to make room for its own
- * placement keeps the lock. Their victims stay claimed meanwhile, so a
- * thread let in that finds no room does not evict on its own: it gives the
- * lock back until the batch ends (`paused`, place_back's -EAGAIN).
+ * placement keeps the lock. Their victims not yet written stay claimed
+ * meanwhile, so a thread let in that finds no room does not evict on its
+ * own: it gives the lock back until the batch ends (`paused`, place_back's
+ * -EAGAIN). A victim whose record is on disk is given back at once
+ * (finish(), `early`): an access to it waits for that write, not for the
+ * whole batch.
  */
 #include <errno.h>
 #include <sched.h>
@@ -488,6 +491,8 @@ typedef struct victim {
     int result;       /* 0 evicted, else why not */
     bool queued;
     bool raw;         /* a compress attempt found it incompressible */
+    bool early;       /* the batch owns the claim: give it back once evicted */
+    bool unclaimed;   /* ... which happened */
 } victim;
 
 static int take_buf(ml_pager *p)
@@ -538,6 +543,14 @@ static void finish(ml_pager *p, victim *v, long res)
     p->st.now_evicted++;
     p->st.now_evicted_bytes += size;
     v->result = 0;
+    /* Done with the entry (only its old lane space, v->old, is left to
+     * release, and that no longer belongs to the slot): a batch lets it go
+     * now rather than at its end, so that an access to it waits for this
+     * write, not for the whole batch. */
+    if (v->early) {
+        ml__unclaim(a, v->idx);
+        v->unclaimed = true;
+    }
 }
 
 static void reap(ml_pager *p, victim *vs, unsigned min)
@@ -1227,8 +1240,12 @@ static size_t make_room_locked(ml_pager *p, size_t bytes, uint32_t keep)
         for (size_t i = 0; i < n; i++) {
             bool resident = (vs[i].m & ML_M_STATE) == ML_STATE_SLOW;
             bool clean = (ml__load(&a->slots[vs[i].idx].meta) & ML_M_CLEAN) != 0;
-            if (stage && resident && !clean && compress_victim(p, &vs[i])) continue;
-            todisk[nd++] = vs[i];
+            if (stage && resident && !clean && compress_victim(p, &vs[i])) {
+                ml__unclaim(a, vs[i].idx); /* done with it: see finish() */
+                continue;
+            }
+            todisk[nd] = vs[i];
+            todisk[nd++].early = true;
         }
         bool disk = nd && ensure_started(p) == 0;
         if (disk) evict_many(p, todisk, nd);
@@ -1236,7 +1253,8 @@ static size_t make_room_locked(ml_pager *p, size_t bytes, uint32_t keep)
             if ((!disk || todisk[i].result) && a->cfg.compressed_stage && !todisk[i].raw &&
                 (ml__load(&a->slots[todisk[i].idx].meta) & ML_M_STATE) == ML_STATE_SLOW)
                 compress_one(p, todisk[i].idx);
-        for (size_t i = 0; i < n; i++) ml__unclaim(a, vs[i].idx);
+        for (size_t i = 0; i < nd; i++)
+            if (!todisk[i].unclaimed) ml__unclaim(a, todisk[i].idx);
         free(todisk);
         free(vs);
         size_t now = lane_used(a, &cap);
@@ -1277,10 +1295,12 @@ static void maintain(ml_arena *a)
             }
             /* Compressed records (or blobs that do not compress) go to disk
              * once idle twice as long. */
-            vs[nd++] = vs[i];
+            vs[nd] = vs[i];
+            vs[nd++].early = true;
         }
         if (nd && ensure_started(p) == 0) evict_many(p, vs, nd);
-        for (size_t i = 0; i < nd; i++) ml__unclaim(a, vs[i].idx);
+        for (size_t i = 0; i < nd; i++)
+            if (!vs[i].unclaimed) ml__unclaim(a, vs[i].idx);
         free(vs);
     }
     /* 2. Pressure, with hysteresis. */
@@ -1376,7 +1396,7 @@ int ml_evict_many(ml_arena *a, const ml_handle *hs, size_t n)
     size_t got = ml__claim_many(a, hv, n, ms), nv = 0;
     for (size_t i = 0; i < got; i++) {
         if (!eligible(a, ml__idx(hv[i]), ms[i])) ml__unclaim(a, ml__idx(hv[i]));
-        else vs[nv++] = (victim){.idx = ml__idx(hv[i]), .m = ms[i], .buf = -1, .blk = -1};
+        else vs[nv++] = (victim){.idx = ml__idx(hv[i]), .m = ms[i], .buf = -1, .blk = -1, .early = true};
     }
     free(hv);
     free(ms);
@@ -1394,7 +1414,8 @@ int ml_evict_many(ml_arena *a, const ml_handle *hs, size_t n)
         }
     }
     pthread_mutex_unlock(&p->lock);
-    for (size_t i = 0; i < nv; i++) ml__unclaim(a, vs[i].idx);
+    for (size_t i = 0; i < nv; i++)
+        if (!vs[i].unclaimed) ml__unclaim(a, vs[i].idx);
     free(vs);
     if (rc) return rc;
     return done || !err ? done : err;

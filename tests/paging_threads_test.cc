@@ -616,6 +616,39 @@ TEST_P(Engines, PageInGetsThroughALongEvictionBatch) {
     EXPECT_EQ(ml__arena_check(a.get()), 0);
 }
 
+// A batch gives each victim back as soon as its record is on disk, so an
+// access to one of its first victims waits for that write (and the next
+// hand-over), not for the whole batch: before, every victim stayed claimed
+// until the batch ended.
+TEST_P(Engines, AccessToAVictimAlreadyWrittenGetsThroughTheBatch) {
+    FaultIO f;  // outlives the arena below (its engines call into f)
+    ml_config c = TinyConfig(GetParam());
+    c.slow_lane_size = 32 << 20;
+    ArenaPtr a = FaultArena(f, GetParam(), c);
+    ASSERT_NE(a, nullptr);
+    const size_t n = 256 << 10;
+    const int kBatch = 48;
+    std::vector<ml_handle> hs(kBatch);
+    for (uint32_t i = 0; i < (uint32_t)kBatch; i++) ASSERT_NO_FATAL_FAILURE(Written(a.get(), i, n, &hs[i]));
+    ASSERT_EQ(ml_evict(a.get(), hs[0]), 0);  // opens the engine
+    ASSERT_EQ(ml_get(a.get(), hs[0]) != nullptr, true);
+    const int before = f.Writes();
+    f.write_delay_us = 3000;  // (no engine runs now: set before the thread starts)
+    int evicted = -1;
+    std::thread batch([&] { evicted = ml_evict_many(a.get(), hs.data(), kBatch); });
+    // (the state is read without a claim: it shows once the write is reaped)
+    while (ml_handle_state(a.get(), hs[0]) != ML_STATE_EVICTED) std::this_thread::yield();
+    const unsigned char *p = (const unsigned char *)ml_get_ro(a.get(), hs[0]);
+    const int seen = f.Writes() - before;
+    std::string why = p ? Check(p, n, 0) : std::string("ml_get_ro returned NULL");
+    batch.join();
+    EXPECT_EQ(why, "");
+    EXPECT_LT(seen, kBatch) << "the access waited for the whole batch";
+    EXPECT_EQ(evicted, kBatch);
+    for (int i = 1; i < kBatch; i++) EXPECT_EQ(ml_handle_state(a.get(), hs[i]), ML_STATE_EVICTED) << i;
+    EXPECT_EQ(ml__arena_check(a.get()), 0);
+}
+
 // The pager's short calls count themselves as waiters too, so a long
 // eviction batch lets them in as it lets page-ins in: freeing a cold entry,
 // reading the paging statistics (the debug view's paging/stats), evicting
