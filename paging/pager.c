@@ -128,7 +128,6 @@ typedef struct ml_pager {
     uint32_t waiters;
     bool yieldable;
     unsigned paused; /* batches that have handed the lock over just now */
-    uint64_t handed_ns; /* total time batches spent handed over (pager lock) */
     size_t chunk; /* bytes compressed since the batch last let waiters in */
     /* Page-in readers (see "Locking" above): rd_lock guards the free list
      * and the count; a reader out of the list belongs to one thread. */
@@ -176,29 +175,33 @@ static void lock_as_waiter(ml_pager *p)
  * if threads wait, hand them the lock and take it back once they have it
  * (or after 5 ms). They run with yieldable clear: a batch they
  * start to make room keeps the lock. */
-static void let_waiters_in(ml_pager *p)
+static uint64_t let_waiters_in(ml_pager *p)
 {
-    if (!p->yieldable || !__atomic_load_n(&p->waiters, __ATOMIC_RELAXED)) return;
+    if (!p->yieldable || !__atomic_load_n(&p->waiters, __ATOMIC_RELAXED)) return 0;
     p->yieldable = false;
     p->paused++;
     pthread_mutex_unlock(&p->lock);
     uint64_t t0 = mono_ns();
     while (__atomic_load_n(&p->waiters, __ATOMIC_RELAXED) && mono_ns() - t0 < 5000000) sched_yield();
     pthread_mutex_lock(&p->lock);
-    p->handed_ns += mono_ns() - t0; /* not the batch's own time (evict_ns, pagein_ns) */
     p->paused--;
     p->yieldable = true;
+    /* The time handed over, which is not the batch's own (evict_ns,
+     * pagein_ns): each batch subtracts only what it handed over itself,
+     * since another batch may run inside this one's hand-over. */
+    return mono_ns() - t0;
 }
 
 /* A point where the lock holder has nothing half done (nothing in flight,
  * every buffer free) and may let waiting page-ins in, although it is not a
  * yieldable batch as a whole. */
-static void yield_point(ml_pager *p)
+static uint64_t yield_point(ml_pager *p)
 {
     bool was = p->yieldable;
     p->yieldable = true;
-    let_waiters_in(p);
+    uint64_t handed = let_waiters_in(p);
     p->yieldable = was;
+    return handed;
 }
 
 /* While a batch has handed the lock over (paused), its victims - the
@@ -618,7 +621,7 @@ static void release_old(ml_pager *p, victim *vs, size_t n)
 static void evict_many(ml_pager *p, victim *vs, size_t n)
 {
     ml_arena *a = p->a;
-    uint64_t t0 = mono_ns(), handed0 = p->handed_ns;
+    uint64_t t0 = mono_ns(), handed = 0;
     unsigned unsubmitted = 0, group = p->io->depth / 4 ? p->io->depth / 4 : 1;
     size_t chunk = 0; /* bytes since the batch last let waiters in */
     for (size_t i = 0; i < n; i++) {
@@ -633,7 +636,7 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
             for (size_t k = 0; k < i; k++)
                 if (vs[k].queued) finish(p, &vs[k], -EIO);
             release_old(p, vs, i);
-            let_waiters_in(p);
+            handed += let_waiters_in(p);
             chunk = 0;
         }
         chunk += a->slots[v->idx].size;
@@ -737,7 +740,7 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
     for (size_t i = 0; i < n; i++)
         if (vs[i].queued) finish(p, &vs[i], -EIO);
     release_old(p, vs, n);
-    p->st.evict_ns += mono_ns() - t0 - (p->handed_ns - handed0);
+    p->st.evict_ns += mono_ns() - t0 - handed;
 }
 
 /* ---- page-in ------------------------------------------------------------------ */
@@ -933,8 +936,10 @@ static int reader_decode(ml_pager *p, reader *r, uint32_t idx, uint64_t m, size_
 /* The end of a page-in, under the pager lock: count what went wrong, then
  * install the data, or give the place back (the record stays, for a
  * retry). */
+/* by_prefetch: one of ml_prefetch's entries, counted as prefetched (its
+ * time is in the prefetch's own pagein_ns), not as a page-in on access. */
 static void page_in_end(ml_pager *p, uint32_t idx, uint64_t m, ml_place *pl, bool keep_copy, int rc,
-                        bool io_failed, bool bad, uint64_t t0)
+                        bool io_failed, bool bad, uint64_t t0, bool by_prefetch)
 {
     if (io_failed) p->st.io_errors++;
     if (bad) p->st.checksum_failures++;
@@ -943,6 +948,10 @@ static void page_in_end(ml_pager *p, uint32_t idx, uint64_t m, ml_place *pl, boo
         return;
     }
     installed(p, idx, m, pl, keep_copy);
+    if (by_prefetch) {
+        p->st.prefetched++;
+        return;
+    }
     p->st.page_ins++;
     p->st.pagein_ns += mono_ns() - t0;
 }
@@ -965,7 +974,7 @@ static int page_in_locked(ml_pager *p, uint32_t idx, bool keep_copy)
     if (rc == 0)
         rc = decode_cold(p, p->codec, p->io, p->bufs, idx, m, size, ml__load(&a->slots[idx].addr), pl.addr,
                          &io_failed, &bad);
-    page_in_end(p, idx, m, &pl, keep_copy, rc, io_failed, bad, t0);
+    page_in_end(p, idx, m, &pl, keep_copy, rc, io_failed, bad, t0, true);
     return rc;
 }
 
@@ -1021,7 +1030,7 @@ static int page_in(ml_arena *a, uint32_t idx, bool keep_copy)
     lock_as_waiter(p);
     if (rc == 0 && !mine)
         rc = decode_cold(p, p->codec, p->io, p->bufs, idx, m, size, loc, pl.addr, &io_failed, &bad);
-    page_in_end(p, idx, m, &pl, keep_copy, rc, io_failed, bad, t0);
+    page_in_end(p, idx, m, &pl, keep_copy, rc, io_failed, bad, t0, false);
     pthread_mutex_unlock(&p->lock);
     return rc;
 }
@@ -1686,7 +1695,7 @@ int ml_prefetch(ml_arena *a, const ml_handle *hs, size_t n)
     free(hv);
     free(ms);
     pthread_mutex_lock(&p->lock);
-    uint64_t t0 = mono_ns(), handed0 = p->handed_ns;
+    uint64_t t0 = mono_ns(), handed = 0;
     /* Records in RAM, and records too big for a bounce buffer, one by one. */
     size_t nr = 0;
     for (size_t k = 0; k < nc; k++) {
@@ -1696,7 +1705,7 @@ int ml_prefetch(ml_arena *a, const ml_handle *hs, size_t n)
         if ((m & ML_M_STATE) == ML_STATE_COMPRESSED || (size_t)ml__swap_len(loc) * ML_SWAP_BLOCK > BUF_BYTES) {
             p->chunk += a->slots[idx].size;
             if (p->chunk >= EVICT_CHUNK) {
-                yield_point(p);
+                handed += yield_point(p);
                 p->chunk = 0;
             }
             int rc = page_in_locked(p, idx, true);
@@ -1720,7 +1729,7 @@ int ml_prefetch(ml_arena *a, const ml_handle *hs, size_t n)
          * let waiting page-ins in, so that a long prefetch holds them up
          * for one chunk at most. (Only here: evictions made to place this
          * prefetch's entries keep the lock.) */
-        if (k0) yield_point(p);
+        if (k0) handed += yield_point(p);
         size_t cn = 0;
         for (size_t k = k0; k < nr && k < k0 + chunk; k++) {
             uint32_t idx = rest[k];
@@ -1741,7 +1750,7 @@ int ml_prefetch(ml_arena *a, const ml_handle *hs, size_t n)
     }
     decoders_stop(dec);
     free(ch);
-    p->st.pagein_ns += mono_ns() - t0 - (p->handed_ns - handed0);
+    p->st.pagein_ns += mono_ns() - t0 - handed;
     pthread_mutex_unlock(&p->lock);
     for (size_t i = 0; i < nc; i++) ml__unclaim(a, cold[i]);
     free(cold);

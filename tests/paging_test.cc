@@ -243,6 +243,30 @@ TEST_P(Engines, PrefetchBringsManyBackAtOnce) {
     }
 }
 
+// ml_prefetch brings back entries compressed in RAM and records too big for
+// a bounce buffer one by one; those count as prefetched too, not as page-ins
+// on access (page_ins, pagein_ns are for accesses).
+TEST_P(Engines, PrefetchCountsEveryEntryItBringsBackAsPrefetched) {
+    ml_config c = PagingConfig(GetParam());
+    c.slow_lane_size = 32 << 20;
+    ArenaGuard a(&c);
+    std::vector<Blob> bs;
+    std::vector<ml_handle> hs;
+    for (int i = 0; i < 6; i++) {
+        bs.push_back(Make(a, i < 3 ? 48 << 10 : 1 << 20, 900 + i));
+        // compressed in RAM, and large records on disk (each > 128 KiB)
+        ASSERT_EQ(i < 3 ? ml_compress(a, bs.back().h) : ml_evict(a, bs.back().h), 0);
+        hs.push_back(bs.back().h);
+    }
+    EXPECT_EQ(ml_prefetch(a, hs.data(), hs.size()), 6);
+    ml_paging_stats st = PStats(a);
+    EXPECT_EQ(st.prefetched, 6u);
+    EXPECT_EQ(st.page_ins, 0u);
+    EXPECT_EQ(st.pagein_ns > 0, true) << "the prefetch's own time";
+    for (auto &b : bs) EXPECT_TRUE(GetMatches(a, b));
+    EXPECT_EQ(PStats(a).page_ins, 0u) << "they were resident already";
+}
+
 TEST_P(Engines, FreeingColdEntriesReleasesTheirSpace) {
     ml_config c = PagingConfig(GetParam());
     ArenaGuard a(&c);
