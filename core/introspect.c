@@ -210,7 +210,10 @@ int ml_lane_map(ml_arena *a, ml_lane lane, ml_extent_fn fn, void *ctx)
         e->kind = kind == ML_EXT_FREE ? ML_EXTENT_FREE : kind == ML_EXT_BLOB ? ML_EXTENT_BLOB : ML_EXTENT_SPAN;
         if (kind == ML_EXT_BLOB) {
             uint32_t owner = ml__ext_owner(&l->ext, s);
-            if (owner) e->id = ml_handle_id(ml__handle_of(ml__load_acq(&a->slots[owner - 1].meta), owner - 1));
+            uint64_t m = owner ? ml__load_acq(&a->slots[owner - 1].meta) : 0;
+            /* Not live: a blob being placed, or the old place of an entry
+             * freed after eviction that its batch has yet to release. */
+            if (ml__meta_live(m)) e->id = ml_handle_id(ml__handle_of(m, owner - 1));
         } else if (kind == ML_EXT_SPAN) {
             e->block_size = ml__class_size[l->spans[s].cls];
             e->blocks = l->spans[s].nblocks;

@@ -690,6 +690,48 @@ TEST_P(Engines, EvictionTimeOfInterleavedBatchesStaysWithinWallTime) {
     EXPECT_EQ(ml__arena_check(a.get()), 0);
 }
 
+// Once a batch gives an evicted victim back, the program may free it while
+// the batch still holds the victim's old lane space (until its next
+// release). The lane map must not name that space after the freed slot: a
+// freed slot's meta word has lost its born-in-SlowLane bit, so the ID would
+// come out positive, an ID no handle of this arena ever had.
+TEST_P(Engines, LaneMapNeverNamesSpaceAfterAFreedSlot) {
+    FaultIO f;  // outlives the arena below (its engines call into f)
+    ml_config c = TinyConfig(GetParam());
+    c.slow_lane_size = 32 << 20;
+    ArenaPtr a = FaultArena(f, GetParam(), c);
+    ASSERT_NE(a, nullptr);
+    const size_t n = 256 << 10;
+    const int kBatch = 48;
+    std::vector<ml_handle> hs(kBatch);
+    for (uint32_t i = 0; i < (uint32_t)kBatch; i++) ASSERT_NO_FATAL_FAILURE(Written(a.get(), i, n, &hs[i]));
+    ASSERT_EQ(ml_evict(a.get(), hs[0]), 0);  // opens the engine
+    ASSERT_NE(ml_get(a.get(), hs[0]), nullptr);
+    f.write_delay_us = 3000;  // (no engine runs now: set before the threads start)
+    std::atomic<bool> stop{false};
+    std::atomic<int> bogus{0}, maps{0};
+    std::thread watcher([&] {
+        while (!stop) {
+            ml_lane_map(a.get(), ML_LANE_SLOW, [](const ml_extent_info *e, void *ctx) {
+                if (e->kind == ML_EXTENT_BLOB && e->id > 0) ++*(std::atomic<int> *)ctx;
+                return 0;
+            }, &bogus);
+            maps++;
+        }
+    });
+    int evicted = -1;
+    std::thread batch([&] { evicted = ml_evict_many(a.get(), hs.data(), kBatch); });
+    while (ml_handle_state(a.get(), hs[0]) != ML_STATE_EVICTED) std::this_thread::yield();
+    EXPECT_EQ(ml_free(a.get(), hs[0]), 0);
+    batch.join();
+    stop = true;
+    watcher.join();
+    EXPECT_EQ(evicted, kBatch) << "the freed one was evicted before it was freed";
+    EXPECT_GT(maps.load(), 0);
+    EXPECT_EQ(bogus.load(), 0) << "a blob shown under a freed slot's (positive) ID";
+    EXPECT_EQ(ml__arena_check(a.get()), 0);
+}
+
 // The pager's short calls count themselves as waiters too, so a long
 // eviction batch lets them in as it lets page-ins in: freeing a cold entry,
 // reading the paging statistics (the debug view's paging/stats), evicting

@@ -740,7 +740,8 @@ typedef struct ml_extent_info {
     size_t offset;        /**< bytes from the lane's start */
     size_t length;        /**< bytes */
     ml_extent_kind kind;
-    int64_t id;           /**< blob: its handle's ID; else 0 */
+    int64_t id;           /**< blob: its handle's ID (0 for a blob in
+                               transit: being placed, or being released); else 0 */
     size_t block_size;    /**< span: its size class; else 0 */
     uint32_t blocks;      /**< span: blocks in it */
     uint32_t used;        /**< span: blocks handed out */
