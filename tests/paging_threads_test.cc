@@ -101,6 +101,25 @@ void Written(ml_arena *a, uint32_t slot, size_t n, ml_handle *h) {
     ASSERT_EQ(ml_write(a, *h, 0, buf.data(), n), 0);
 }
 
+// The set-up of the long-batch tests: an arena on a fault engine (FaultArena)
+// with a SlowLane of slow_mib MiB holding `count` written blobs of kBlob
+// bytes, hs[i] holding pattern i. Members in this order, so that the fault
+// engine outlives the arena.
+struct BlobArena {
+    static constexpr size_t kBlob = 256 << 10;
+    FaultIO f;
+    ArenaPtr a{nullptr, ml_arena_destroy};
+    std::vector<ml_handle> hs;
+    void Make(int engine, size_t count, size_t slow_mib = 32) {
+        ml_config c = TinyConfig(engine);
+        c.slow_lane_size = slow_mib << 20;
+        a = FaultArena(f, engine, c);
+        ASSERT_NE(a, nullptr);
+        hs.resize(count);
+        for (uint32_t i = 0; i < count; i++) ASSERT_NO_FATAL_FAILURE(Written(a.get(), i, kBlob, &hs[i]));
+    }
+};
+
 // One shared blob. `h` is the current handle (atomic: readers load it with
 // no lock and may find it stale); `version` and `size` change only under
 // the exclusive lock.
@@ -590,15 +609,13 @@ TEST_P(Engines, ColdReadAndPageInReadAtTheSameTime) {
 // the batch has begun. Its page-in must finish before the batch does (were
 // the pager lock held for the whole batch, it would see all 48 writes).
 TEST_P(Engines, PageInGetsThroughALongEvictionBatch) {
-    FaultIO f;  // outlives the arena below (its engines call into f)
-    ml_config c = TinyConfig(GetParam());
-    c.slow_lane_size = 32 << 20;
-    ArenaPtr a = FaultArena(f, GetParam(), c);
-    ASSERT_NE(a, nullptr);
-    const size_t n = 256 << 10;
     const int kBatch = 48;
-    std::vector<ml_handle> hs(kBatch + 1);
-    for (uint32_t i = 0; i <= (uint32_t)kBatch; i++) ASSERT_NO_FATAL_FAILURE(Written(a.get(), i, n, &hs[i]));
+    BlobArena b;
+    ASSERT_NO_FATAL_FAILURE(b.Make(GetParam(), kBatch + 1));
+    FaultIO &f = b.f;
+    ArenaPtr &a = b.a;
+    std::vector<ml_handle> &hs = b.hs;
+    const size_t n = BlobArena::kBlob;
     ASSERT_EQ(ml_evict(a.get(), hs[kBatch]), 0);  // the one the main thread will touch
     const int before = f.Writes();
     f.write_delay_us = 3000;  // (no engine runs now: set before the thread starts)
@@ -621,15 +638,13 @@ TEST_P(Engines, PageInGetsThroughALongEvictionBatch) {
 // hand-over), not for the whole batch: before, every victim stayed claimed
 // until the batch ended.
 TEST_P(Engines, AccessToAVictimAlreadyWrittenGetsThroughTheBatch) {
-    FaultIO f;  // outlives the arena below (its engines call into f)
-    ml_config c = TinyConfig(GetParam());
-    c.slow_lane_size = 32 << 20;
-    ArenaPtr a = FaultArena(f, GetParam(), c);
-    ASSERT_NE(a, nullptr);
-    const size_t n = 256 << 10;
     const int kBatch = 48;
-    std::vector<ml_handle> hs(kBatch);
-    for (uint32_t i = 0; i < (uint32_t)kBatch; i++) ASSERT_NO_FATAL_FAILURE(Written(a.get(), i, n, &hs[i]));
+    BlobArena b;
+    ASSERT_NO_FATAL_FAILURE(b.Make(GetParam(), kBatch));
+    FaultIO &f = b.f;
+    ArenaPtr &a = b.a;
+    std::vector<ml_handle> &hs = b.hs;
+    const size_t n = BlobArena::kBlob;
     ASSERT_EQ(ml_evict(a.get(), hs[0]), 0);  // opens the engine
     ASSERT_EQ(ml_get(a.get(), hs[0]) != nullptr, true);
     const int before = f.Writes();
@@ -654,15 +669,12 @@ TEST_P(Engines, AccessToAVictimAlreadyWrittenGetsThroughTheBatch) {
 // itself, so the total stays within the wall time (a shared running total,
 // subtracted by both, once wrapped evict_ns around 2^64; found in review).
 TEST_P(Engines, EvictionTimeOfInterleavedBatchesStaysWithinWallTime) {
-    FaultIO f;  // outlives the arena below (its engines call into f)
-    ml_config c = TinyConfig(GetParam());
-    c.slow_lane_size = 64 << 20;
-    ArenaPtr a = FaultArena(f, GetParam(), c);
-    ASSERT_NE(a, nullptr);
-    const size_t n = 256 << 10;
     const int kBatch = 24;
-    std::vector<ml_handle> hs(2 * kBatch + 4);
-    for (uint32_t i = 0; i < hs.size(); i++) ASSERT_NO_FATAL_FAILURE(Written(a.get(), i, n, &hs[i]));
+    BlobArena b;
+    ASSERT_NO_FATAL_FAILURE(b.Make(GetParam(), 2 * kBatch + 4, 64));
+    FaultIO &f = b.f;
+    ArenaPtr &a = b.a;
+    std::vector<ml_handle> &hs = b.hs;
     for (int k = 0; k < 4; k++) ASSERT_EQ(ml_evict(a.get(), hs[2 * kBatch + k]), 0);
     const int before = f.Writes();
     // (no engine runs now: set before the threads start)
@@ -696,15 +708,12 @@ TEST_P(Engines, EvictionTimeOfInterleavedBatchesStaysWithinWallTime) {
 // freed slot's meta word has lost its born-in-SlowLane bit, so the ID would
 // come out positive, an ID no handle of this arena ever had.
 TEST_P(Engines, LaneMapNeverNamesSpaceAfterAFreedSlot) {
-    FaultIO f;  // outlives the arena below (its engines call into f)
-    ml_config c = TinyConfig(GetParam());
-    c.slow_lane_size = 32 << 20;
-    ArenaPtr a = FaultArena(f, GetParam(), c);
-    ASSERT_NE(a, nullptr);
-    const size_t n = 256 << 10;
     const int kBatch = 48;
-    std::vector<ml_handle> hs(kBatch);
-    for (uint32_t i = 0; i < (uint32_t)kBatch; i++) ASSERT_NO_FATAL_FAILURE(Written(a.get(), i, n, &hs[i]));
+    BlobArena b;
+    ASSERT_NO_FATAL_FAILURE(b.Make(GetParam(), kBatch));
+    FaultIO &f = b.f;
+    ArenaPtr &a = b.a;
+    std::vector<ml_handle> &hs = b.hs;
     ASSERT_EQ(ml_evict(a.get(), hs[0]), 0);  // opens the engine
     ASSERT_NE(ml_get(a.get(), hs[0]), nullptr);
     f.write_delay_us = 3000;  // (no engine runs now: set before the threads start)
@@ -737,15 +746,12 @@ TEST_P(Engines, LaneMapNeverNamesSpaceAfterAFreedSlot) {
 // reading the paging statistics (the debug view's paging/stats), evicting
 // or compressing one more entry. Each must be done before the batch is.
 TEST_P(Engines, ShortPagerCallsGetThroughALongEvictionBatch) {
-    FaultIO f;  // outlives the arena below (its engines call into f)
-    ml_config c = TinyConfig(GetParam());
-    c.slow_lane_size = 32 << 20;
-    ArenaPtr a = FaultArena(f, GetParam(), c);
-    ASSERT_NE(a, nullptr);
-    const size_t n = 256 << 10;
     const int kBatch = 48;
-    std::vector<ml_handle> hs(kBatch + 3);
-    for (uint32_t i = 0; i < hs.size(); i++) ASSERT_NO_FATAL_FAILURE(Written(a.get(), i, n, &hs[i]));
+    BlobArena b;
+    ASSERT_NO_FATAL_FAILURE(b.Make(GetParam(), kBatch + 3));
+    FaultIO &f = b.f;
+    ArenaPtr &a = b.a;
+    std::vector<ml_handle> &hs = b.hs;
     ml_handle cold = hs[kBatch], one = hs[kBatch + 1], two = hs[kBatch + 2];
     ASSERT_EQ(ml_evict(a.get(), cold), 0);
     const int before = f.Writes();
@@ -778,15 +784,13 @@ TEST_P(Engines, ShortPagerCallsGetThroughALongEvictionBatch) {
 // can be opened) from a disk that takes 300 ms a read, while the batch waits
 // for the lock back: the batch's evict_ns must leave those 300 ms out.
 TEST_P(Engines, EvictionTimeLeavesOutTheTimeHandedOver) {
-    FaultIO f;  // outlives the arena below (its engines call into f)
-    ml_config c = TinyConfig(GetParam());
-    c.slow_lane_size = 32 << 20;
-    ArenaPtr a = FaultArena(f, GetParam(), c);
-    ASSERT_NE(a, nullptr);
-    const size_t n = 256 << 10;
     const int kBatch = 48;
-    std::vector<ml_handle> hs(kBatch + 1);
-    for (uint32_t i = 0; i <= (uint32_t)kBatch; i++) ASSERT_NO_FATAL_FAILURE(Written(a.get(), i, n, &hs[i]));
+    BlobArena b;
+    ASSERT_NO_FATAL_FAILURE(b.Make(GetParam(), kBatch + 1));
+    FaultIO &f = b.f;
+    ArenaPtr &a = b.a;
+    std::vector<ml_handle> &hs = b.hs;
+    const size_t n = BlobArena::kBlob;
     ASSERT_EQ(ml_evict(a.get(), hs[kBatch]), 0);  // opens the pager's engine
     const int before = f.Writes();
     // (no engine runs now: set before the thread starts)
