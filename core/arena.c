@@ -576,7 +576,8 @@ int ml_alloc(ml_arena *a, size_t size, ml_handle *out)
                 ml_handle h = publish(a, idx, ML_LANE_FAST, ML_LANE_FAST, tc_take_block(a, tc, cls, nb, idx),
                                       size, 16, 0, now);
                 *out = h;
-                count_alloc(tc, ML_LANE_FAST, ml__class_size[cls], size);
+                ML_TC_ADD(tc->cls[cls].fa, 1);
+                ML_TC_ADD(tc->requested[ML_LANE_FAST], (int64_t)size);
                 if (ML_EVENT_ON(a)) ml__event(a, ML_EVENT_ALLOC, h, size, 1, ML_LANE_FAST, ML_LANE_FAST);
                 return 0;
             }
@@ -761,7 +762,8 @@ int ml_free(ml_arena *a, ml_handle h)
             return free_fast_finish(a, tc, h, span, bi, cls);
         tc->cls[cls].b[n] = ((uint64_t)span << 32) | bi;
         __atomic_store_n(&tc->cls[cls].n, n + 1, __ATOMIC_RELAXED);
-        count_free(a, tc, ML_LANE_FAST, ml__class_size[cls], s->size);
+        ML_TC_ADD(tc->cls[cls].ff, 1);
+        ML_TC_ADD(tc->requested[ML_LANE_FAST], -(int64_t)s->size);
         tc->slots[ns] = idx;
         tc->nslots = ns + 1;
         return 0;

@@ -145,9 +145,18 @@ typedef struct ml_tcache {
     int64_t used[2], requested[2];
     struct {
         uint32_t n; /* atomic (read by statistics) */
+        /* FastLane allocations and frees of this class by the fast paths
+         * (relaxed atomics, single writer): statistics derive allocs, frees
+         * and used bytes from them, so the fast paths count with two adds
+         * (this and `requested`) instead of three. */
+        uint64_t fa, ff;
         uint64_t b[ML_TC_BLOCKS]; /* span << 32 | index */
     } cls[ML_NCLASSES];
 } ml_tcache;
+
+/** Fold a cache's per-class fast-path counts into lane totals (FastLane):
+ *  allocs, frees, and used bytes. Readers may race the owner (relaxed). */
+void ml__tc_fast_counts(const struct ml_tcache *tc, int64_t *allocs, int64_t *frees, int64_t *used);
 
 /* Single-writer counters: a plain add, published for relaxed readers. */
 #define ML_TC_ADD(field, v) \

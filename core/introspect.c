@@ -125,6 +125,7 @@ void ml__lane_usage(ml_arena *a, ml_lane lane, uint64_t *used, uint64_t *request
         fr += (int64_t)__atomic_load_n(&tc->frees[lane], __ATOMIC_RELAXED);
         us += __atomic_load_n(&tc->used[lane], __ATOMIC_RELAXED);
         rq += __atomic_load_n(&tc->requested[lane], __ATOMIC_RELAXED);
+        if (lane == ML_LANE_FAST) ml__tc_fast_counts(tc, &al, &fr, &us);
         if (lane == ML_LANE_FAST)
             for (unsigned c = 0; c < ML_NCLASSES; c++)
                 cached += __atomic_load_n(&tc->cls[c].n, __ATOMIC_RELAXED);

@@ -72,11 +72,24 @@ static void tc_retire(ml_arena *a, ml_tcache *tc)
         a->gone_used[l] += tc->used[l];
         a->gone_requested[l] += tc->requested[l];
     }
+    ml__tc_fast_counts(tc, &a->gone_allocs[ML_LANE_FAST], &a->gone_frees[ML_LANE_FAST],
+                       &a->gone_used[ML_LANE_FAST]);
     if (tc->prev) tc->prev->next = tc->next;
     else a->tcaches = tc->next;
     if (tc->next) tc->next->prev = tc->prev;
     pthread_mutex_unlock(&a->tc_list_lock);
     free(tc);
+}
+
+void ml__tc_fast_counts(const ml_tcache *tc, int64_t *allocs, int64_t *frees, int64_t *used)
+{
+    for (unsigned c = 0; c < ML_NCLASSES; c++) {
+        uint64_t fa = __atomic_load_n(&tc->cls[c].fa, __ATOMIC_RELAXED);
+        uint64_t ff = __atomic_load_n(&tc->cls[c].ff, __ATOMIC_RELAXED);
+        *allocs += (int64_t)fa;
+        *frees += (int64_t)ff;
+        *used += ((int64_t)fa - (int64_t)ff) * (int64_t)ml__class_size[c];
+    }
 }
 
 static bool arena_alive(ml_arena *a, uint64_t serial)

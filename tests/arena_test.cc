@@ -1,4 +1,6 @@
+#include <atomic>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "test_util.h"
@@ -84,4 +86,50 @@ TEST(Arena, ThresholdRoutesEvenWhenNotAClassSize) {
     }
     EXPECT_EQ(ml_alloc(nullptr, 16, nullptr), -EINVAL);
     ml_arena_destroy(a);
+}
+
+// FastLane statistics (allocs, frees, used, requested) come partly from the
+// fast paths' per-class counts in each thread's cache; they must add up the
+// same while the thread lives and after it exits (its counts folded into
+// the arena's).
+TEST(Stats, FastLaneCountsAddUpWhileAndAfterAThreadRuns) {
+    ArenaGuard a;
+    std::atomic<int> phase{0};
+    const size_t sizes[] = {1, 16, 17, 100, 128, 129, 500, 1000, 4096};
+    uint64_t want_used = 0, want_requested = 0;
+    for (size_t k = 0; k < 3 * 9; k++) {
+        size_t sz = sizes[k % 9];
+        if (k % 3 != 0) {  // live at the end
+            want_used += ml__class_size[ml__size_class(sz)];
+            want_requested += sz;
+        }
+    }
+    std::vector<ml_handle> hs(27);
+    std::thread t([&] {
+        for (int round = 0; round < 2; round++) {  // the first round fills the cache
+            for (size_t k = 0; k < hs.size(); k++) ASSERT_EQ(ml_alloc(a, sizes[k % 9], &hs[k]), 0);
+            if (round == 0) {
+                for (auto h : hs) ASSERT_EQ(ml_free(a, h), 0);
+            }
+        }
+        for (size_t k = 0; k < hs.size(); k += 3) ASSERT_EQ(ml_free(a, hs[k]), 0);
+        phase = 1;
+        while (phase != 2) std::this_thread::yield();
+    });
+    while (phase != 1) std::this_thread::yield();
+    // Round 0 added 27 allocs and 27 frees.
+    ml_stats st;
+    ASSERT_EQ(ml_stats_get(a, &st), 0);
+    EXPECT_EQ(st.lane[ML_LANE_FAST].allocs, 54u);
+    EXPECT_EQ(st.lane[ML_LANE_FAST].frees, 36u);
+    EXPECT_EQ(st.lane[ML_LANE_FAST].used, want_used) << "while the thread lives";
+    EXPECT_EQ(st.lane[ML_LANE_FAST].requested, want_requested) << "while the thread lives";
+    phase = 2;
+    t.join();
+    ASSERT_EQ(ml_stats_get(a, &st), 0);
+    EXPECT_EQ(st.lane[ML_LANE_FAST].allocs, 54u) << "after the thread exited";
+    EXPECT_EQ(st.lane[ML_LANE_FAST].frees, 36u) << "after the thread exited";
+    EXPECT_EQ(st.lane[ML_LANE_FAST].used, want_used) << "after the thread exited";
+    EXPECT_EQ(st.lane[ML_LANE_FAST].requested, want_requested) << "after the thread exited";
+    EXPECT_EQ(st.lane[ML_LANE_FAST].live, 18u);
 }
