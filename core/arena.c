@@ -777,11 +777,11 @@ const ml_pager_ops *ml__pager;
 
 void ml__pager_register(const ml_pager_ops *ops) { ml__pager = ops; }
 
-int ml__page_in_claimed(ml_arena *a, uint32_t idx, uint64_t m)
+int ml__page_in_claimed(ml_arena *a, uint32_t idx, uint64_t m, bool read_only)
 {
     if (m & ML_M_RESIDENT) return 0;
     if (!ml__pager) return -EIO; /* cannot happen: nothing made it cold */
-    return ml__pager->page_in(a, idx, false);
+    return ml__pager->page_in(a, idx, read_only);
 }
 
 /* Mark an access: a writable one sets ACCESSED and ends a clean copy's
@@ -809,7 +809,7 @@ int ml__claim_resident(ml_arena *a, ml_handle h, bool read_only, size_t offset, 
         if (rc) return rc;
         size_t size = a->slots[idx].size;
         if (offset > size || len > size - offset) rc = -EINVAL;
-        else if (!(m & ML_M_RESIDENT)) rc = ml__pager ? ml__pager->page_in(a, idx, read_only) : -EIO;
+        else rc = ml__page_in_claimed(a, idx, m, read_only);
         if (rc == 0) {
             *m_out = ml__load(&a->slots[idx].meta);
             return 0;

@@ -374,8 +374,9 @@ void ml__event(ml_arena *a, ml_event_kind kind, ml_handle h, uint64_t bytes, uin
 #define ML_EVENT_ON(a) __builtin_expect(__atomic_load_n(&(a)->events_on, __ATOMIC_RELAXED), 0)
 void ml__events_fini(ml_arena *a);
 
-/** Bring claimed slot idx (meta m) back into SlowLane if it is cold. */
-int ml__page_in_claimed(ml_arena *a, uint32_t idx, uint64_t m);
+/** Bring claimed slot idx (meta m) back into SlowLane if it is cold.
+ *  read_only: keep the swap record as a clean copy. */
+int ml__page_in_claimed(ml_arena *a, uint32_t idx, uint64_t m, bool read_only);
 /** Claim h and make it resident: page it in if cold, and if no place can
  *  be found, give the claim back, compact SlowLane once and try again. On
  *  0 the claim is held and *m is the meta word. -EINVAL, without paging

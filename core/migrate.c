@@ -143,7 +143,7 @@ int ml_migrate(ml_arena *a, ml_handle h, ml_lane to)
     size_t size = a->slots[idx].size;
     if (!(m & ML_M_RESIDENT) && to == ML_LANE_FAST && !(m & ML_M_PINS) && size <= a->cfg.threshold) {
         /* A cold entry comes back first (any access does). */
-        rc = ml__page_in_claimed(a, idx, m);
+        rc = ml__page_in_claimed(a, idx, m, false);
         m = ml__load(&a->slots[idx].meta);
     }
     if (rc) {

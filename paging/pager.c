@@ -935,9 +935,9 @@ static int reader_decode(ml_pager *p, reader *r, uint32_t idx, uint64_t m, size_
 
 /* The end of a page-in, under the pager lock: count what went wrong, then
  * install the data, or give the place back (the record stays, for a
- * retry). */
-/* by_prefetch: one of ml_prefetch's entries, counted as prefetched (its
- * time is in the prefetch's own pagein_ns), not as a page-in on access. */
+ * retry). by_prefetch: one of ml_prefetch's entries, counted as prefetched
+ * (its time is in the prefetch's own pagein_ns, so t0 is unused), not as a
+ * page-in on access. */
 static void page_in_end(ml_pager *p, uint32_t idx, uint64_t m, ml_place *pl, bool keep_copy, int rc,
                         bool io_failed, bool bad, uint64_t t0, bool by_prefetch)
 {
@@ -963,7 +963,6 @@ static int page_in_locked(ml_pager *p, uint32_t idx, bool keep_copy)
     ml_arena *a = p->a;
     uint64_t m = ml__load(&a->slots[idx].meta);
     if (m & ML_M_RESIDENT) return 0;
-    uint64_t t0 = mono_ns();
     size_t size = a->slots[idx].size;
     ml_place pl;
     int rc = place_back(p, idx, m, size, &pl, false);
@@ -974,7 +973,7 @@ static int page_in_locked(ml_pager *p, uint32_t idx, bool keep_copy)
     if (rc == 0)
         rc = decode_cold(p, p->codec, p->io, p->bufs, idx, m, size, ml__load(&a->slots[idx].addr), pl.addr,
                          &io_failed, &bad);
-    page_in_end(p, idx, m, &pl, keep_copy, rc, io_failed, bad, t0, true);
+    page_in_end(p, idx, m, &pl, keep_copy, rc, io_failed, bad, 0, true);
     return rc;
 }
 

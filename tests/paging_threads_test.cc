@@ -118,6 +118,13 @@ struct BlobArena {
         hs.resize(count);
         for (uint32_t i = 0; i < count; i++) ASSERT_NO_FATAL_FAILURE(Written(a.get(), i, kBlob, &hs[i]));
     }
+    // A thread evicting hs[0..count) with ml_evict_many (into *evicted) on
+    // a slow disk, 3 ms a write. Start it while no engine runs (the delay is
+    // set first).
+    std::thread SlowBatch(size_t count, int *evicted) {
+        f.write_delay_us = 3000;
+        return std::thread([this, count, evicted] { *evicted = ml_evict_many(a.get(), hs.data(), count); });
+    }
 };
 
 // One shared blob. `h` is the current handle (atomic: readers load it with
@@ -618,9 +625,8 @@ TEST_P(Engines, PageInGetsThroughALongEvictionBatch) {
     const size_t n = BlobArena::kBlob;
     ASSERT_EQ(ml_evict(a.get(), hs[kBatch]), 0);  // the one the main thread will touch
     const int before = f.Writes();
-    f.write_delay_us = 3000;  // (no engine runs now: set before the thread starts)
     int evicted = -1;
-    std::thread batch([&] { evicted = ml_evict_many(a.get(), hs.data(), kBatch); });
+    std::thread batch = b.SlowBatch(kBatch, &evicted);
     while (f.Writes() < before + 2) std::this_thread::yield();
     const unsigned char *p = (const unsigned char *)ml_get_ro(a.get(), hs[kBatch]);
     const int seen = f.Writes() - before;
@@ -648,9 +654,8 @@ TEST_P(Engines, AccessToAVictimAlreadyWrittenGetsThroughTheBatch) {
     ASSERT_EQ(ml_evict(a.get(), hs[0]), 0);  // opens the engine
     ASSERT_EQ(ml_get(a.get(), hs[0]) != nullptr, true);
     const int before = f.Writes();
-    f.write_delay_us = 3000;  // (no engine runs now: set before the thread starts)
     int evicted = -1;
-    std::thread batch([&] { evicted = ml_evict_many(a.get(), hs.data(), kBatch); });
+    std::thread batch = b.SlowBatch(kBatch, &evicted);
     // (the state is read without a claim: it shows once the write is reaped)
     while (ml_handle_state(a.get(), hs[0]) != ML_STATE_EVICTED) std::this_thread::yield();
     const unsigned char *p = (const unsigned char *)ml_get_ro(a.get(), hs[0]);
@@ -711,12 +716,10 @@ TEST_P(Engines, LaneMapNeverNamesSpaceAfterAFreedSlot) {
     const int kBatch = 48;
     BlobArena b;
     ASSERT_NO_FATAL_FAILURE(b.Make(GetParam(), kBatch));
-    FaultIO &f = b.f;
     ArenaPtr &a = b.a;
     std::vector<ml_handle> &hs = b.hs;
     ASSERT_EQ(ml_evict(a.get(), hs[0]), 0);  // opens the engine
     ASSERT_NE(ml_get(a.get(), hs[0]), nullptr);
-    f.write_delay_us = 3000;  // (no engine runs now: set before the threads start)
     std::atomic<bool> stop{false};
     std::atomic<int> bogus{0}, maps{0};
     std::thread watcher([&] {
@@ -729,7 +732,7 @@ TEST_P(Engines, LaneMapNeverNamesSpaceAfterAFreedSlot) {
         }
     });
     int evicted = -1;
-    std::thread batch([&] { evicted = ml_evict_many(a.get(), hs.data(), kBatch); });
+    std::thread batch = b.SlowBatch(kBatch, &evicted);
     while (ml_handle_state(a.get(), hs[0]) != ML_STATE_EVICTED) std::this_thread::yield();
     EXPECT_EQ(ml_free(a.get(), hs[0]), 0);
     batch.join();
@@ -755,9 +758,8 @@ TEST_P(Engines, ShortPagerCallsGetThroughALongEvictionBatch) {
     ml_handle cold = hs[kBatch], one = hs[kBatch + 1], two = hs[kBatch + 2];
     ASSERT_EQ(ml_evict(a.get(), cold), 0);
     const int before = f.Writes();
-    f.write_delay_us = 3000;  // (no engine runs now: set before the thread starts)
     int evicted = -1;
-    std::thread batch([&] { evicted = ml_evict_many(a.get(), hs.data(), kBatch); });
+    std::thread batch = b.SlowBatch(kBatch, &evicted);
     std::vector<std::pair<const char *, int>> seen;  // writes the batch had made when each call returned
     auto after = [&](const char *what) { seen.push_back({what, f.Writes() - before}); };
     while (f.Writes() < before + 2) std::this_thread::yield();
@@ -795,14 +797,15 @@ TEST_P(Engines, EvictionTimeLeavesOutTheTimeHandedOver) {
     const int before = f.Writes();
     // (no engine runs now: set before the thread starts)
     f.fail_open_from = f.opens;  // no reader engine: the page-in reads under the pager lock
-    f.write_delay_us = 3000;
     f.read_delay_us = 300000;
     const uint64_t ns0 = PStats(a.get()).evict_ns;
     auto t0 = std::chrono::steady_clock::now();
-    std::thread batch([&] { EXPECT_EQ(ml_evict_many(a.get(), hs.data(), kBatch), kBatch); });
+    int evicted = -1;
+    std::thread batch = b.SlowBatch(kBatch, &evicted);
     while (f.Writes() < before + 2) std::this_thread::yield();
     const unsigned char *p = (const unsigned char *)ml_get_ro(a.get(), hs[kBatch]);
     batch.join();
+    EXPECT_EQ(evicted, kBatch);
     const uint64_t wall = (uint64_t)std::chrono::duration_cast<std::chrono::nanoseconds>(
                               std::chrono::steady_clock::now() - t0).count();
     ASSERT_NE(p, nullptr);
