@@ -142,12 +142,17 @@ int ml_migrate(ml_arena *a, ml_handle h, ml_lane to)
     ml_lane from = (m & ML_M_STATE) == ML_STATE_FAST ? ML_LANE_FAST : ML_LANE_SLOW;
     size_t size = a->slots[idx].size;
     if (!(m & ML_M_RESIDENT) && to == ML_LANE_FAST && !(m & ML_M_PINS) && size <= a->cfg.threshold) {
-        /* A cold entry comes back first (any access does). */
-        rc = ml__page_in_claimed(a, idx, m, false);
-        m = ml__load(&a->slots[idx].meta);
+        /* A cold entry comes back into SlowLane first, as on any access
+         * (compacting SlowLane if its free space is in pieces), and moves
+         * on from there. Between the claims another thread may have
+         * changed it: everything is read again. */
+        ml__unclaim(a, idx);
+        rc = ml__claim_resident(a, h, false, 0, 0, &m);
+        if (rc) return rc;
+        from = (m & ML_M_STATE) == ML_STATE_FAST ? ML_LANE_FAST : ML_LANE_SLOW;
+        size = a->slots[idx].size;
     }
-    if (rc) {
-    } else if (from == to) rc = -EALREADY;
+    if (from == to) rc = -EALREADY;
     else if (to == ML_LANE_FAST && size > a->cfg.threshold) rc = -EINVAL;
     else if (m & ML_M_PINS) rc = -EBUSY;
     ml_move ev;

@@ -207,8 +207,10 @@ static uint64_t yield_point(ml_pager *p)
 /* While a batch has handed the lock over (paused), its victims - the
  * coldest entries - are claimed, so room made now would come from warmer
  * ones, or not at all; and the batch is making room anyway. A thread that
- * is to make room and gets the lock then gives it back until the batch is
- * done. */
+ * is to make room, or to start a batch of its own (maintain, ml_evict_many,
+ * ml_prefetch), and gets the lock then gives it back until the paused batch
+ * has the lock again: a whole batch run inside a hand-over would stretch
+ * it from one short call to that batch's length. */
 static void lock_unpaused(ml_pager *p)
 {
     for (;;) {
@@ -1285,7 +1287,7 @@ static void maintain(ml_arena *a)
 {
     ml_pager *p = pager_of(a);
     if (!p) return;
-    pthread_mutex_lock(&p->lock);
+    lock_unpaused(p); /* not inside another batch's hand-over */
     p->yieldable = true;
     p->chunk = 0;
     /* 1. Idle entries: compress (first stage) or evict. */
@@ -1408,7 +1410,7 @@ int ml_evict_many(ml_arena *a, const ml_handle *hs, size_t n)
     }
     free(hv);
     free(ms);
-    pthread_mutex_lock(&p->lock);
+    lock_unpaused(p); /* not inside another batch's hand-over */
     int rc = nv ? ensure_started(p) : 0;
     int done = 0, err = 0;
     if (rc == 0 && nv) {
@@ -1668,11 +1670,12 @@ static void stream_chunk(ml_pager *p, decoders *d, pf *ch, size_t cn, int *broug
     }
 }
 
-int ml_prefetch(ml_arena *a, const ml_handle *hs, size_t n)
+/* One pass of ml_prefetch over hs: adds the entries brought back to
+ * *brought and keeps the first error in *first_err; *no_room tells whether
+ * some entry found no place in SlowLane. */
+static void prefetch_pass(ml_arena *a, ml_pager *p, const ml_handle *hs, size_t n, int *brought_out,
+                          int *first_err_out, bool *no_room)
 {
-    if (!a || (!hs && n)) return -EINVAL;
-    ml_pager *p = pager_of(a);
-    if (!p) return 0;
     int brought = 0, first_err = 0;
     /* Claim the cold ones (waiting for claims held elsewhere). */
     uint32_t *cold = malloc((n ? 2 * n : 1) * sizeof *cold);
@@ -1682,7 +1685,8 @@ int ml_prefetch(ml_arena *a, const ml_handle *hs, size_t n)
         free(cold);
         free(hv);
         free(ms);
-        return -ENOMEM;
+        if (!*first_err_out) *first_err_out = -ENOMEM;
+        return;
     }
     uint32_t *rest = cold + n; /* the ones read in batches */
     memcpy(hv, hs, n * sizeof *hv);
@@ -1693,7 +1697,8 @@ int ml_prefetch(ml_arena *a, const ml_handle *hs, size_t n)
     }
     free(hv);
     free(ms);
-    pthread_mutex_lock(&p->lock);
+    /* A batch itself: it does not start inside another batch's hand-over. */
+    lock_unpaused(p);
     uint64_t t0 = mono_ns(), handed = 0;
     /* Records in RAM, and records too big for a bounce buffer, one by one. */
     size_t nr = 0;
@@ -1710,6 +1715,7 @@ int ml_prefetch(ml_arena *a, const ml_handle *hs, size_t n)
             int rc = page_in_locked(p, idx, true);
             if (rc == 0) brought++;
             else if (!first_err) first_err = rc;
+            if (rc == -ENOMEM) *no_room = true;
         } else {
             rest[nr++] = idx;
         }
@@ -1735,6 +1741,7 @@ int ml_prefetch(ml_arena *a, const ml_handle *hs, size_t n)
             uint64_t m = ml__load(&a->slots[idx].meta);
             if (place_back(p, idx, m, a->slots[idx].size, &ch[cn].pl, false) != 0) {
                 if (!first_err) first_err = -ENOMEM;
+                *no_room = true;
                 continue;
             }
             ch[cn].idx = idx;
@@ -1753,6 +1760,28 @@ int ml_prefetch(ml_arena *a, const ml_handle *hs, size_t n)
     pthread_mutex_unlock(&p->lock);
     for (size_t i = 0; i < nc; i++) ml__unclaim(a, cold[i]);
     free(cold);
+    *brought_out += brought;
+    if (!*first_err_out) *first_err_out = first_err;
+}
+
+int ml_prefetch(ml_arena *a, const ml_handle *hs, size_t n)
+{
+    if (!a || (!hs && n)) return -EINVAL;
+    ml_pager *p = pager_of(a);
+    if (!p) return 0;
+    int brought = 0, first_err = 0;
+    bool no_room = false;
+    prefetch_pass(a, p, hs, n, &brought, &first_err, &no_room);
+    /* Entries that found no place may fit once SlowLane's free pieces are
+     * joined, as on access: compact it once (nothing claimed: compaction
+     * calls the program's move callback) and try those again (the ones
+     * brought back are resident now and skipped). */
+    if (no_room && ml__compact_for_room(a, ML_LANE_SLOW)) {
+        int again_err = 0;
+        no_room = false;
+        prefetch_pass(a, p, hs, n, &brought, &again_err, &no_room);
+        first_err = again_err;
+    }
     return brought ? brought : first_err;
 }
 

@@ -70,9 +70,6 @@ ml_config PagingConfig(int engine) {
     return c;
 }
 
-
-
-
 class Engines : public ::testing::TestWithParam<int> {};
 
 }  // namespace
@@ -672,10 +669,10 @@ TEST(Paging, FallsBackToPreadPwriteWhenIoUringIsUnavailable) {
 // again, instead of failing with -ENOMEM. Nothing moved loses its contents.
 namespace {
 
-enum class Access { kGet, kWrite, kShrink };
+enum class Access { kGet, kWrite, kShrink, kPrefetch };
 
-// The access: ml_try_get, ml_write of the first bytes, or ml_realloc to a
-// smaller size (which pages the entry in first).
+// The access: ml_try_get, ml_write of the first bytes, ml_realloc to a
+// smaller size (which pages the entry in first), or ml_prefetch.
 void PageInCompactsScenario(int engine, Access how) {
     ml_config c = PagingConfig(engine);
     c.slow_lane_size = 2 << 20;
@@ -721,6 +718,8 @@ void PageInCompactsScenario(int engine, Access how) {
         ASSERT_EQ(ml_write(a, big.h, 0, head.data(), head.size()), 0);
     } else if (how == Access::kShrink) {
         ASSERT_EQ(ml_realloc(a, big.h, 300 << 10), 0);
+    } else if (how == Access::kPrefetch) {
+        ASSERT_EQ(ml_prefetch(a, &big.h, 1), 1);
     } else {
         void *p = nullptr;
         ASSERT_EQ(ml_try_get(a, big.h, &p), 0);
@@ -746,4 +745,58 @@ TEST_P(Engines, WriteToAnEvictedBlobCompactsWhenTheFreeSpaceIsInPieces) {
 
 TEST_P(Engines, ReallocOfAnEvictedBlobCompactsWhenTheFreeSpaceIsInPieces) {
     PageInCompactsScenario(GetParam(), Access::kShrink);
+}
+
+TEST_P(Engines, PrefetchCompactsWhenTheFreeSpaceIsInPieces) {
+    PageInCompactsScenario(GetParam(), Access::kPrefetch);
+}
+
+// ml_migrate of a cold entry to FastLane brings it back into SlowLane first,
+// as an access does, and compacts SlowLane when its free space is in pieces.
+// The pieces here are 40 KiB entries moved to SlowLane (where anything above
+// 8 KiB is a blob), every other one freed: none of the holes holds the
+// 60000-byte entry, together they do.
+TEST_P(Engines, MigrateOfAnEvictedEntryCompactsWhenTheFreeSpaceIsInPieces) {
+    ml_config c = PagingConfig(GetParam());
+    c.threshold = 65536;
+    c.slow_lane_size = 2 << 20;
+    c.slow_lane_safety_margin = 0.05;
+    c.slow_lane_usage_threshold = 0.95;
+    c.min_evict_size = 56 << 10;  // the 40 KiB fillers stay
+    ArenaGuard a(&c);
+    Blob cold = Make(a, 60000, 11);
+    ASSERT_EQ(ml_migrate(a, cold.h, ML_LANE_SLOW), 0);
+    ASSERT_EQ(ml_evict(a, cold.h), 0);
+    std::vector<Blob> fill;
+    for (int i = 0;; i++) {
+        ASSERT_LT(i, 64) << "SlowLane should have filled up";
+        Blob b = Make(a, 40 << 10, 200 + (uint64_t)i);
+        int rc = ml_migrate(a, b.h, ML_LANE_SLOW);
+        if (rc == -ENOMEM) {
+            ASSERT_EQ(ml_free(a, b.h), 0);
+            break;
+        }
+        ASSERT_EQ(rc, 0);
+        fill.push_back(b);
+    }
+    ASSERT_GE(fill.size(), 8u);
+    std::vector<Blob> kept;
+    for (size_t i = 0; i < fill.size(); i++) {
+        if (i % 2 == 0) {
+            ASSERT_EQ(ml_free(a, fill[i].h), 0);
+        } else {
+            kept.push_back(fill[i]);
+        }
+    }
+    ml_stats st;
+    ASSERT_EQ(ml_stats_get(a, &st), 0);
+    ASSERT_LT(st.lane[ML_LANE_SLOW].largest_free, (size_t)60000) << "the test needs pieces";
+    ASSERT_GE(st.lane[ML_LANE_SLOW].free, (size_t)60000);
+    ASSERT_EQ(ml_handle_state(a, cold.h), ML_STATE_EVICTED);
+
+    ASSERT_EQ(ml_migrate(a, cold.h, ML_LANE_FAST), 0);
+    EXPECT_EQ(ml_handle_state(a, cold.h), ML_STATE_FAST);
+    EXPECT_TRUE(GetMatches(a, cold));
+    for (const Blob &b : kept) EXPECT_TRUE(GetMatches(a, b));
+    EXPECT_EQ(ml__arena_check(a), 0);
 }

@@ -817,6 +817,49 @@ TEST_P(Engines, EvictionTimeLeavesOutTheTimeHandedOver) {
         << "evict_ns " << evict_ns / 1000000 << " ms of a " << wall / 1000000 << " ms batch";
 }
 
+// A batch hands the pager lock over to short calls only. Another batch that
+// was waiting for the lock must not run its whole length inside that
+// hand-over (holding up the first batch, whose unwritten victims stay
+// claimed): it waits until the first batch has the lock back, and so ends
+// after it. Here the hand-over is to a page-in that reads under the pager
+// lock for 100 ms, while the second batch waits for the lock.
+TEST_P(Engines, ABatchDoesNotRunInsideAnotherBatchsHandOver) {
+    const int kBatch = 24;
+    BlobArena b;
+    ASSERT_NO_FATAL_FAILURE(b.Make(GetParam(), 2 * kBatch + 1, 64));
+    FaultIO &f = b.f;
+    ArenaPtr &a = b.a;
+    std::vector<ml_handle> &hs = b.hs;
+    ASSERT_EQ(ml_evict(a.get(), hs[2 * kBatch]), 0);  // opens the pager's engine
+    const int before = f.Writes();
+    // (no engine runs now: set before the threads start)
+    f.fail_open_from = f.opens;  // no reader engine: the page-in reads under the pager lock
+    f.write_delay_us = 3000;
+    f.read_delay_us = 100000;
+    std::atomic<int> order{0};
+    int first_end = 0, second_end = 0, first_n = -1, second_n = -1;
+    std::thread first([&] {
+        first_n = ml_evict_many(a.get(), hs.data(), kBatch);
+        first_end = ++order;
+    });
+    while (f.Writes() < before + 1) std::this_thread::yield();
+    std::thread second([&] {
+        second_n = ml_evict_many(a.get(), hs.data() + kBatch, kBatch);
+        second_end = ++order;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the second batch waits for the lock
+    const unsigned char *p = (const unsigned char *)ml_get_ro(a.get(), hs[2 * kBatch]);
+    first.join();
+    second.join();
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(Check(p, BlobArena::kBlob, (uint32_t)(2 * kBatch)), "");
+    EXPECT_EQ(first_n, kBatch);
+    EXPECT_EQ(second_n, kBatch);
+    EXPECT_EQ(first_end, 1) << "the second batch ran inside the first one's hand-over";
+    EXPECT_EQ(second_end, 2);
+    EXPECT_EQ(ml__arena_check(a.get()), 0);
+}
+
 // A page-in let in by a batch that has not yet freed enough for it must not
 // fail: the batch's victims (everything cold) are claimed, so evicting on
 // its own would find nothing; it waits for the batch instead. The lane is

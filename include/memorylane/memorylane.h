@@ -534,7 +534,10 @@ ML_API int ml_migrate_cost(ml_arena *arena, ml_handle h, ml_lane to, ml_move_cos
  * SlowLane always; SlowLane to FastLane when the size fits the threshold.
  * The handle, its ID and contents stay; its migration history records the
  * move. Copies directly between lanes (no allocation per move). A
- * relocation point for this handle.
+ * relocation point for this handle. A cold entry (compressed or evicted)
+ * bound for FastLane comes back into SlowLane first, as on access
+ * (compacting SlowLane once if its free space is in pieces); if the move to
+ * FastLane then fails, it stays resident in SlowLane.
  * @return 0; -EINVAL (bad handle/lane, too large for FastLane), -ESTALE,
  *         -EBUSY (pinned), -EALREADY (already in `to`), -ENOMEM (no room in
  *         `to`: nothing changed). When several apply: -EALREADY, then
@@ -972,6 +975,10 @@ ML_API int ml_compress(ml_arena *arena, ml_handle h);
 /**
  * Bring many cold handles back at once, with batched reads (up to
  * io_queue_depth in flight). Resident, stale or invalid handles are skipped.
+ * When some entry finds no free run in SlowLane even after eviction, the
+ * call compacts SlowLane once and tries those entries again. It is a batch:
+ * it waits for another eviction or prefetch batch to end, but hands the
+ * pager lock to accesses between its chunks.
  * @return the number brought back (>= 0), or the first error that stopped
  *         it (-ENOMEM, -EIO, -EBADMSG: those entries stay cold).
  */
