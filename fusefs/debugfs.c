@@ -1301,7 +1301,12 @@ int ml_debugfs_unmount(ml_debugfs *fs)
     fuse_unmount(fs->fuse);
     dev_t dev;
     bool fuse;
-    if (rc && rc != -EBUSY && !(mount_at(fs->abspath, &dev, &fuse) && fuse)) rc = 0;
+    /* What the caller is told matches what is left: 0 when libfuse's
+     * unmount removed a mount we could not; -EBUSY ("held, detached") never
+     * while it is still there. */
+    bool gone = !(mount_at(fs->abspath, &dev, &fuse) && fuse);
+    if (rc && rc != -EBUSY && gone) rc = 0;
+    else if (rc == -EBUSY && !gone) rc = -EPERM;
     fuse_destroy(fs->fuse);
     events_release(fs->arena);
     fs_free(fs);

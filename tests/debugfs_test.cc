@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -1319,24 +1320,37 @@ TEST(DebugfsMount, TwoMountsOfOneArena) {
     rmdir(mnt2.c_str());
 }
 
-// A user without privilege mounts through libfuse's setuid fusermount3
-// helper, and unmounts through `fusermount3 -u`: the path a developer takes
-// when debugging their own program. A child process drops to `nobody`
-// after giving itself, in a private mount namespace, a /dev/fuse it may open
+// The unprivileged-user tests. A user without privilege mounts through
+// libfuse's setuid fusermount3 helper, and unmounts through `fusermount3 -u`:
+// the path a developer takes when debugging their own program. A forked
+// child gives itself, in a private mount namespace, a /dev/fuse it may open
 // (on a usual system /dev/fuse is 0666 already; in a container it is often
-// root's only, which the namespace works around without touching the host).
-// The child reports each failed step by its exit status.
-enum NonRootStep { kNsSetup = 10, kDropPrivs, kArena, kMount, kNotListed, kOwner, kRead, kUnmount, kLeftMounted };
+// root's only, which the namespace works around without touching the host),
+// then drops to `nobody` (uid 65534), or forks a process that does. The
+// child reports each failed step by its exit status, and writes "conn N" to
+// report_fd for each mount it sees (so that the parent can abort a hung
+// server: the mounts live in the child's namespace).
+enum NonRootStep {
+    kNsSetup = 10, kDropPrivs, kArena, kMount, kNotListed, kOwner, kRead, kUnmount, kLeftMounted,
+    // AllowOtherChild's own steps
+    kConf, kFork, kPipe, kPlainMount, kRootGotIn, kNotRefused, kConfSwap, kAllowOtherMount, kRootRead, kOtherUser, kUserSide,
+};
+
+// The private mount namespace with an openable /dev/fuse (a node in dir).
+bool PrivateFuseNamespace(const std::string &dir) {
+    if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return false;
+    std::string node = dir + "/fuse";
+    return mknod(node.c_str(), S_IFCHR | 0666, makedev(10, 229)) == 0 && chmod(node.c_str(), 0666) == 0 &&
+           mount(node.c_str(), "/dev/fuse", nullptr, MS_BIND, nullptr) == 0;
+}
+
+bool DropToNobody() {
+    return setgroups(0, nullptr) == 0 && setgid(65534) == 0 && setuid(65534) == 0 && geteuid() != 0;
+}
 
 [[noreturn]] void NonRootChild(const std::string &dir, int report_fd) {
-    if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
-        _exit(kNsSetup);
-    std::string node = dir + "/fuse";
-    if (mknod(node.c_str(), S_IFCHR | 0666, makedev(10, 229)) != 0 || chmod(node.c_str(), 0666) != 0 ||
-        mount(node.c_str(), "/dev/fuse", nullptr, MS_BIND, nullptr) != 0)
-        _exit(kNsSetup);
-    if (setgroups(0, nullptr) != 0 || setgid(65534) != 0 || setuid(65534) != 0 || geteuid() == 0)
-        _exit(kDropPrivs);
+    if (!PrivateFuseNamespace(dir)) _exit(kNsSetup);
+    if (!DropToNobody()) _exit(kDropPrivs);
     ml_arena *a;
     ml_handle h;
     if (ml_arena_create(nullptr, &a) != 0 || ml_alloc(a, 4000, &h) != 0) _exit(kArena);
@@ -1368,12 +1382,14 @@ enum NonRootStep { kNsSetup = 10, kDropPrivs, kArena, kMount, kNotListed, kOwner
     _exit(0);
 }
 
-TEST(DebugfsMount, UserWithoutPrivilegeMountsAndUnmountsThroughFusermount3) {
+// The parent side: dir (0755, under /tmp so that `nobody` can reach it)
+// with a mount point owned by uid 65534; runs child(dir, report_fd) in a
+// forked process under a watchdog and checks its exit status.
+void RunUnprivileged(void (*child)(const std::string &, int)) {
     if (geteuid() != 0) GTEST_SKIP() << "needs root to switch to an unprivileged user";
     struct stat fm;
     ASSERT_EQ(stat("/usr/bin/fusermount3", &fm), 0) << "fuse3 provides fusermount3 (tools/setup.sh installs it)";
     ASSERT_TRUE((fm.st_mode & S_ISUID) && fm.st_uid == 0) << "fusermount3 must be setuid root";
-    // Under /tmp: the unprivileged user must be able to reach the mount point.
     char tmpl[] = "/tmp/ml-nonroot-XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     std::string dir = tmpl, mnt = dir + "/mnt";
@@ -1386,7 +1402,8 @@ TEST(DebugfsMount, UserWithoutPrivilegeMountsAndUnmountsThroughFusermount3) {
     ASSERT_GE(pid, 0);
     if (pid == 0) {
         close(pfd[0]);
-        NonRootChild(dir, pfd[1]);
+        child(dir, pfd[1]);
+        _exit(1);
     }
     close(pfd[1]);
     int status = 0;
@@ -1397,11 +1414,13 @@ TEST(DebugfsMount, UserWithoutPrivilegeMountsAndUnmountsThroughFusermount3) {
     }
     std::string report;
     char buf[256];
+    if (!done) fcntl(pfd[0], F_SETFL, O_NONBLOCK); // a grandchild may still hold the pipe
     for (ssize_t n; (n = read(pfd[0], buf, sizeof buf)) > 0;) report.append(buf, (size_t)n);
     close(pfd[0]);
     if (!done) { // a hung server: abort its connection (from a thread of its own), then the child
         int conn = -1;
-        sscanf(report.c_str(), "conn %d", &conn);
+        for (size_t at = report.find("conn "); at != std::string::npos; at = report.find("conn ", at + 1))
+            conn = atoi(report.c_str() + at + 5); // the last mount's
         std::thread([&] { AbortConnection(conn, mnt); }).join();
         kill(pid, SIGKILL);
         waitpid(pid, &status, 0);
@@ -1411,9 +1430,200 @@ TEST(DebugfsMount, UserWithoutPrivilegeMountsAndUnmountsThroughFusermount3) {
         EXPECT_EQ(WEXITSTATUS(status), 0) << "failed step " << WEXITSTATUS(status) << " (see NonRootStep); "
                                            << report;
     }
-    unlink((dir + "/fuse").c_str());
+    for (const char *f : {"/fuse", "/fuse.conf.no", "/fuse.conf.yes"}) unlink((dir + f).c_str());
     EXPECT_EQ(rmdir(mnt.c_str()), 0) << "nothing left mounted: " << strerror(errno);
     rmdir(dir.c_str());
+}
+
+TEST(DebugfsMount, UserWithoutPrivilegeMountsAndUnmountsThroughFusermount3) {
+    RunUnprivileged(NonRootChild);
+}
+
+// As `nobody`, with a file of the view held open: `fusermount3 -u` keeps
+// failing (busy), and without root neither fusectl nor MNT_FORCE can abort
+// the connection, so the unmount ends with libfuse's lazy `fusermount3 -u -z`
+// once the closed device has aborted it: -EBUSY (held, detached), nothing
+// left mounted, and the open file gets errors instead of hanging.
+[[noreturn]] void HeldOpenChild(const std::string &dir, int report_fd) {
+    if (!PrivateFuseNamespace(dir)) _exit(kNsSetup);
+    if (!DropToNobody()) _exit(kDropPrivs);
+    ml_arena *a;
+    ml_handle h;
+    if (ml_arena_create(nullptr, &a) != 0 || ml_alloc(a, 4000, &h) != 0) _exit(kArena);
+    std::string mnt = dir + "/mnt";
+    ml_debugfs *fs = nullptr;
+    int rc = ml_debugfs_mount(a, mnt.c_str(), nullptr, &fs);
+    if (rc != 0) {
+        dprintf(report_fd, "mount: %s\n", ml_strerror(rc));
+        _exit(kMount);
+    }
+    dprintf(report_fd, "conn %d\n", ConnectionOf(mnt));
+    int fd = open((mnt + "/handles/" + Id(h) + "/data").c_str(), O_RDONLY | O_CLOEXEC);
+    char buf[16];
+    if (fd < 0 || pread(fd, buf, sizeof buf, 0) != (ssize_t)sizeof buf) _exit(kRead);
+    if ((rc = ml_debugfs_unmount(fs)) != -EBUSY) {
+        dprintf(report_fd, "unmount with a file open: %s\n", rc ? ml_strerror(rc) : "0");
+        _exit(kUnmount);
+    }
+    if (MountedAt(mnt)) _exit(kLeftMounted);
+    errno = 0;
+    if (pread(fd, buf, sizeof buf, 0) != -1 || !ConnectionGone(errno)) {
+        dprintf(report_fd, "read after unmount: %s\n", strerror(errno));
+        _exit(kRead);
+    }
+    close(fd);
+    ml_arena_destroy(a);
+    _exit(0);
+}
+
+TEST(DebugfsMount, UserWithoutPrivilegeUnmountsWithAFileHeldOpen) {
+    RunUnprivileged(HeldOpenChild);
+}
+
+// allow_other, as `nobody`. FUSE lets no other user into a mount, root
+// included, unless it was mounted with allow_other, which fusermount3 grants
+// an unprivileged user only when /etc/fuse.conf says user_allow_other. The
+// child (root, in its private namespace, where it binds its own fuse.conf
+// over /etc/fuse.conf) forks a process that drops to `nobody` and mounts
+// three times: without allow_other (root is refused), with allow_other but
+// no user_allow_other (the mount is refused with -EPERM and nothing is left
+// mounted), then with both (root reads the handle's data; another
+// unprivileged user is still kept out by the view's modes).
+// The user's side: reports "<rc> <id>" for each mount on `out`, waits for a
+// byte (or EOF) on `in` before unmounting; its exit status is a step code.
+[[noreturn]] void AllowOtherUser(const std::string &dir, int out, int in) {
+    if (!DropToNobody()) _exit(kDropPrivs);
+    ml_arena *a;
+    ml_handle h;
+    if (ml_arena_create(nullptr, &a) != 0 || ml_alloc(a, 4000, &h) != 0) _exit(kArena);
+    std::string want = PatternBytes(9, 4000);
+    memcpy(ml_get(a, h), want.data(), want.size());
+    std::string mnt = dir + "/mnt";
+    auto await = [&] {
+        char c;
+        while (read(in, &c, 1) < 0 && errno == EINTR) {
+        }
+    };
+    ml_debugfs_options o = {};
+    for (int round = 0; round < 3; round++) {
+        o.allow_other = round > 0;
+        ml_debugfs *fs = nullptr;
+        int rc = ml_debugfs_mount(a, mnt.c_str(), &o, &fs);
+        dprintf(out, "%d %lld\n", rc, (long long)ml_handle_id(h));
+        await();
+        if (rc == 0 && ml_debugfs_unmount(fs) != 0) _exit(kUnmount);
+    }
+    ml_arena_destroy(a);
+    _exit(0);
+}
+
+// One "<rc> <id>" line from the user's side (rc INT_MIN at EOF).
+int ReadReport(FILE *f, long long *id) {
+    int rc;
+    return fscanf(f, "%d %lld", &rc, id) == 2 ? rc : INT_MIN;
+}
+
+[[noreturn]] void AllowOtherChild(const std::string &dir, int report_fd) {
+    if (!PrivateFuseNamespace(dir)) _exit(kNsSetup);
+    std::string no = dir + "/fuse.conf.no", yes = dir + "/fuse.conf.yes", mnt = dir + "/mnt";
+    FILE *f = fopen(no.c_str(), "w");
+    if (!f || fputs("# mount_max = 1000\n", f) < 0 || fclose(f) != 0) _exit(kConf);
+    if (!(f = fopen(yes.c_str(), "w")) || fputs("user_allow_other\n", f) < 0 || fclose(f) != 0) _exit(kConf);
+    chmod(no.c_str(), 0644);
+    chmod(yes.c_str(), 0644);
+    // (fuse3 installs /etc/fuse.conf; the bind needs it to exist)
+    if (mount(no.c_str(), "/etc/fuse.conf", nullptr, MS_BIND, nullptr) != 0) _exit(kConf);
+    int up[2], down[2];
+    if (pipe2(up, O_CLOEXEC) != 0 || pipe2(down, O_CLOEXEC) != 0) _exit(kPipe);
+    pid_t user = fork();
+    if (user < 0) _exit(kFork);
+    if (user == 0) {
+        close(report_fd);
+        close(up[0]);
+        close(down[1]);
+        AllowOtherUser(dir, up[1], down[0]);
+    }
+    close(up[1]);
+    close(down[0]);
+    FILE *from = fdopen(up[0], "r");
+    int step = 0;
+    long long id = 0;
+    auto go_on = [&] { return write(down[1], "g", 1) == 1; };
+    auto read_data = [&](std::string *got) {
+        int fd = open((mnt + "/handles/" + std::to_string(id) + "/data").c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return -errno;
+        got->assign(4001, '\0');
+        ssize_t n = pread(fd, &(*got)[0], got->size(), 0);
+        close(fd);
+        if (n < 0) return -errno;
+        got->resize((size_t)n);
+        return 0;
+    };
+    std::string got;
+    // 1. Without allow_other: root is refused (EACCES), although it is root.
+    int rc = ReadReport(from, &id);
+    if (rc != 0) {
+        dprintf(report_fd, "plain mount: %s\n", ml_strerror(rc));
+        step = kPlainMount;
+    } else {
+        dprintf(report_fd, "conn %d\n", ConnectionOf(mnt));
+        int r = read_data(&got);
+        if (r != -EACCES) {
+            dprintf(report_fd, "root read without allow_other: %s\n", r ? ml_strerror(r) : "allowed");
+            step = kRootGotIn;
+        }
+    }
+    // 2. allow_other without user_allow_other: refused, nothing mounted.
+    if (go_on() && !step && (rc = ReadReport(from, &id)) != -EPERM) {
+        dprintf(report_fd, "allow_other without user_allow_other: %s\n", ml_strerror(rc));
+        step = kNotRefused;
+    }
+    if (!step && MountedAt(mnt)) step = kLeftMounted;
+    if (!step && (umount2("/etc/fuse.conf", 0) != 0 ||
+                  mount(yes.c_str(), "/etc/fuse.conf", nullptr, MS_BIND, nullptr) != 0))
+        step = kConfSwap;
+    // 3. With both: root reads the handle's bytes.
+    if (go_on() && !step) {
+        if ((rc = ReadReport(from, &id)) != 0) {
+            dprintf(report_fd, "allow_other mount: %s\n", ml_strerror(rc));
+            step = kAllowOtherMount;
+        } else {
+            dprintf(report_fd, "conn %d\n", ConnectionOf(mnt));
+            int r = read_data(&got);
+            if (r != 0 || got != PatternBytes(9, 4000)) {
+                dprintf(report_fd, "root read with allow_other: %s\n", r ? ml_strerror(r) : "wrong bytes");
+                step = kRootRead;
+            }
+            // Another unprivileged user gets past FUSE's check but not the
+            // view's modes (0500/0400, the mounting user's).
+            pid_t other = fork();
+            if (other == 0) {
+                if (setgroups(0, nullptr) != 0 || setgid(65533) != 0 || setuid(65533) != 0) _exit(2);
+                _exit(read_data(&got) == -EACCES ? 0 : 1);
+            }
+            int ost = -1;
+            while (other > 0 && waitpid(other, &ost, 0) < 0 && errno == EINTR) {
+            }
+            if (!step && !(WIFEXITED(ost) && WEXITSTATUS(ost) == 0)) {
+                dprintf(report_fd, "another user's read with allow_other: status %d\n", ost);
+                step = kOtherUser;
+            }
+        }
+    }
+    close(down[1]); // the user's side goes on to the end (EOF) and unmounts
+    int st = 0;
+    while (waitpid(user, &st, 0) < 0 && errno == EINTR) {
+    }
+    if (!step && !(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+        dprintf(report_fd, "user side: status %d\n", st);
+        step = WIFEXITED(st) ? WEXITSTATUS(st) : kUserSide;
+    }
+    if (!step && MountedAt(mnt)) step = kLeftMounted;
+    _exit(step);
+}
+
+TEST(DebugfsMount, UserWithoutPrivilegeLetsOthersInOnlyWithAllowOther) {
+    RunUnprivileged(AllowOtherChild);
 }
 
 } // namespace

@@ -30,7 +30,9 @@
  *
  * <id> is the signed handle ID (ml_handle_id): positive for handles born in
  * FastLane, negative for SlowLane. Modes are 0500 for directories and 0400
- * for files; only the mounting user can see the mount (no allow_other).
+ * for files, owned by the mounting user. FUSE lets only that user in, root
+ * included, unless the mount has allow_other (see ml_debugfs_options): then
+ * root gets in too, and other users still stop at the modes.
  * Unknown or malformed paths get ENOENT; writes get EROFS (or EACCES).
  * A handle freed while its data file is open gives ESTALE on the next read.
  * File sizes are exact, so cat, cp and hexdump work; data reads at any
@@ -52,8 +54,10 @@ typedef struct ml_debugfs_options {
     /** Capacity of the events ring the mount turns on (0 = 4096). The ring
      *  stays on after unmount only if the program had turned it on. */
     size_t events_capacity;
-    /** Let other users see the mount (FUSE allow_other; needs
-     *  user_allow_other in /etc/fuse.conf unless root). Default false. */
+    /** FUSE allow_other: let root (sudo, a tool run as root) into a view
+     *  mounted by another user; other users still stop at the view's modes.
+     *  Without root it needs user_allow_other in /etc/fuse.conf (else the
+     *  mount fails with -EPERM). Default false. */
     bool allow_other;
     /** Print FUSE's own debug output to stderr. Default false. */
     bool debug;
@@ -70,7 +74,8 @@ typedef struct ml_debugfs_options {
  * access to the mount point.
  * @return 0; -EINVAL (NULL arena/mountpoint/out), -ENOENT/-ENOTDIR
  *         (mountpoint), -EBUSY (already mounted there), -EPERM/-EACCES (no
- *         permission to mount, or /dev/fuse closed to the caller), -ENODEV
+ *         permission to mount, allow_other refused by fusermount3, or
+ *         /dev/fuse closed to the caller), -ENODEV
  *         (no FUSE device), -ENOMEM.
  * Thread-safe. The arena must outlive the mount.
  */
@@ -81,9 +86,14 @@ ML_API int ml_debugfs_mount(ml_arena *arena, const char *mountpoint,
  * Unmount and stop the serving thread: a real unmount (no lazy detach),
  * waiting for requests in progress to be answered, so that no thread is
  * left blocked and no stale mount stays behind. NULL is ignored. Safe to
- * call while another process is reading the view.
- * @return 0, or a negative errno if the unmount itself failed (the thread is
- *         stopped either way).
+ * call while another process is reading the view. If a file stays open (or
+ * a working directory inside) for a grace period, the connection is
+ * aborted (its holders get errors from then on) and the mount, still held,
+ * is detached.
+ * @return 0; -EBUSY (it was held: aborted and detached, nothing is left
+ *         mounted); -EPERM (or another negative errno) if the unmount
+ *         failed and the mount remains (without root: fusermount3 could
+ *         not unmount it). The thread is stopped either way.
  */
 ML_API int ml_debugfs_unmount(ml_debugfs *fs);
 
