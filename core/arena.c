@@ -228,11 +228,10 @@ void ml__locate(ml_arena *a, const ml_slot *s, uint64_t m, ml_loc *out)
  * holds meta bits to publish with it (LOCKED, GROUPED, BLOB); `now` is the
  * creation time (ml__now). Returns the handle. The cold stub is not
  * touched: it is initialised on first need. */
-static inline ml_handle publish(ml_arena *a, uint32_t idx, ml_lane lane, ml_lane born,
-                                char *addr, size_t size, size_t align, uint64_t extra, uint64_t now)
+static inline ml_handle publish_at(ml_arena *a, uint32_t idx, ml_lane lane, ml_lane born, size_t size,
+                                   size_t align, uint64_t extra, uint64_t now)
 {
     ml_slot *s = &a->slots[idx];
-    __atomic_store_n(&s->addr, (uint64_t)(uintptr_t)addr, __ATOMIC_RELAXED);
     /* Relaxed atomics: policy walks read these without claiming the slot. */
     __atomic_store_n(&s->size, size, __ATOMIC_RELAXED);
     __atomic_store_n(&s->created_ns, now, __ATOMIC_RELAXED);
@@ -242,6 +241,15 @@ static inline ml_handle publish(ml_arena *a, uint32_t idx, ml_lane lane, ml_lane
     uint64_t m = (hi << 32) | st | ((uint64_t)__builtin_ctzll(align) << ML_M_ALIGN_SHIFT) | extra;
     ml__store_rel(&s->meta, m);
     return (ml_handle){(hi << 32) | idx};
+}
+
+/* publish_at, with the slot's address set to addr first (publish_at alone
+ * is for a slot whose addr already names its place: a paired one). */
+static inline ml_handle publish(ml_arena *a, uint32_t idx, ml_lane lane, ml_lane born, char *addr,
+                                size_t size, size_t align, uint64_t extra, uint64_t now)
+{
+    __atomic_store_n(&a->slots[idx].addr, (uint64_t)(uintptr_t)addr, __ATOMIC_RELAXED);
+    return publish_at(a, idx, lane, born, size, align, extra, now);
 }
 
 static inline bool tc_pop_slot(ml_arena *a, ml_tcache *tc, uint32_t *idx)
@@ -270,13 +278,16 @@ static void put_slot(ml_arena *a, ml_tcache *tc, uint32_t idx)
 }
 
 /* Take the last of the n (> 0) cached blocks of class cls for slot idx:
- * its owner entry names the slot from now on. Returns its address. */
+ * its owner entry names the slot from now on (a slot paired with it goes to
+ * the slot cache). Returns its address. */
 static inline char *tc_take_block(ml_arena *a, ml_tcache *tc, unsigned cls, uint32_t n, uint32_t idx)
 {
     ml_lane_t *l = &a->lanes[ML_LANE_FAST];
     uint64_t b = tc->cls[cls].b[n - 1];
     __atomic_store_n(&tc->cls[cls].n, n - 1, __ATOMIC_RELAXED);
-    uint32_t span = (uint32_t)(b >> 32), bi = (uint32_t)b;
+    uint32_t span, bi;
+    ml__tc_entry_block(a, b, &span, &bi);
+    if (__builtin_expect((b & ML_TC_PAIRED) != 0, 0)) tc_push_slot(a, tc, (uint32_t)b);
     ml__owner_store(&l->spans[span].owner[bi], idx + 1);
     /* (the class is known: no need to read it from the span) */
     return l->region.start + ((size_t)span << l->unit_shift) + (size_t)bi * ml__class_size[cls];
@@ -487,6 +498,12 @@ static int alloc_slow(ml_arena *a, ml_tcache *tc, size_t size, size_t align, ml_
 {
     uint32_t idx;
     bool have_slot = tc ? tc_pop_slot(a, tc, &idx) : ml__table_take(a, &idx, 1) == 1;
+    if (!have_slot && tc) {
+        /* Every slot is taken, but this thread's cache may hold freed ones
+         * paired with their blocks: give them (and the blocks) back. */
+        ml__tc_flush(a, tc);
+        have_slot = tc_pop_slot(a, tc, &idx);
+    }
     if (!have_slot) {
         __atomic_fetch_add(&a->enomem, 1, __ATOMIC_RELAXED);
         return -ENOMEM;
@@ -569,12 +586,24 @@ int ml_alloc(ml_arena *a, size_t size, ml_handle *out)
         if (__builtin_expect(e->arena == a && e->serial == a->serial, 1)) {
             ml_tcache *tc = e->tc;
             unsigned cls = ml__size_class_fast(size);
-            uint32_t ns = tc->nslots, nb = tc->cls[cls].n;
-            if (__builtin_expect(ns != 0 && nb != 0, 1)) {
-                uint32_t idx = tc->slots[ns - 1];
-                tc->nslots = ns - 1;
-                ml_handle h = publish(a, idx, ML_LANE_FAST, ML_LANE_FAST, tc_take_block(a, tc, cls, nb, idx),
-                                      size, 16, 0, now);
+            uint32_t nb = tc->cls[cls].n;
+            if (__builtin_expect(nb != 0, 1)) {
+                uint64_t b = tc->cls[cls].b[nb - 1];
+                uint32_t idx, ns;
+                ml_handle h;
+                if (__builtin_expect((b & ML_TC_PAIRED) != 0, 1)) {
+                    /* A block freed here with its slot: both are reused as they are. */
+                    idx = (uint32_t)b;
+                    __atomic_store_n(&tc->cls[cls].n, nb - 1, __ATOMIC_RELAXED);
+                    h = publish_at(a, idx, ML_LANE_FAST, ML_LANE_FAST, size, 16, 0, now);
+                } else if ((ns = tc->nslots) != 0) {
+                    idx = tc->slots[ns - 1];
+                    tc->nslots = ns - 1;
+                    h = publish(a, idx, ML_LANE_FAST, ML_LANE_FAST, tc_take_block(a, tc, cls, nb, idx), size,
+                                16, 0, now);
+                } else {
+                    goto general;
+                }
                 *out = h;
                 ML_TC_ADD(tc->cls[cls].fa, 1);
                 ML_TC_ADD(tc->requested[ML_LANE_FAST], (int64_t)size);
@@ -583,6 +612,7 @@ int ml_alloc(ml_arena *a, size_t size, ml_handle *out)
             }
         }
     }
+general:
     return ml__alloc(a, size, 16, 0, out);
 }
 
@@ -678,13 +708,18 @@ static __attribute__((noinline)) uint32_t tc_spill(ml_arena *a, ml_tcache *tc, u
         ml__tc_flush(a, tc);
         return 0;
     }
+    uint32_t paired[ML_TC_BLOCKS / 2], np = 0;
     pthread_mutex_lock(&l->lock);
     for (unsigned i = ML_TC_BLOCKS / 2; i < ML_TC_BLOCKS; i++) {
         uint64_t b = tc->cls[cls].b[i];
-        ml__lane_block_put(l, (uint32_t)(b >> 32), (uint32_t)b);
+        uint32_t span, bi;
+        ml__tc_entry_block(a, b, &span, &bi);
+        ml__lane_block_put(l, span, bi);
+        if (b & ML_TC_PAIRED) paired[np++] = (uint32_t)b;
     }
     pthread_mutex_unlock(&l->lock);
     __atomic_store_n(&tc->cls[cls].n, ML_TC_BLOCKS / 2, __ATOMIC_RELAXED);
+    if (np) ml__table_put(a, paired, np);
     return ML_TC_BLOCKS / 2;
 }
 
@@ -713,16 +748,14 @@ static __attribute__((noinline)) int free_slow(ml_arena *a, ml_handle h)
 /* The rest of ml_free's fast path when a cache is full or events are on
  * (the slot is already freed: this only files its block and index). Out of
  * line, so the fast path needs no stack frame. */
-static __attribute__((noinline)) int free_fast_finish(ml_arena *a, ml_tcache *tc, ml_handle h,
-                                                      uint32_t span, uint32_t bi, unsigned cls)
+static __attribute__((noinline)) int free_fast_finish(ml_arena *a, ml_tcache *tc, ml_handle h, unsigned cls)
 {
     ml_slot *s = &a->slots[ml__idx(h)];
     uint32_t n = tc->cls[cls].n;
     if (n == ML_TC_BLOCKS) n = tc_spill(a, tc, cls);
-    tc->cls[cls].b[n] = ((uint64_t)span << 32) | bi;
+    tc->cls[cls].b[n] = ML_TC_PAIRED | ml__idx(h);
     __atomic_store_n(&tc->cls[cls].n, n + 1, __ATOMIC_RELAXED);
     count_free(a, tc, ML_LANE_FAST, ml__class_size[cls], s->size);
-    tc_push_slot(a, tc, ml__idx(h));
     if (ML_EVENT_ON(a)) ml__event(a, ML_EVENT_FREE, h, s->size, 1, ML_LANE_FAST, ML_LANE_FAST);
     return 0;
 }
@@ -754,18 +787,14 @@ int ml_free(ml_arena *a, ml_handle h)
         ml_tcache *tc = e->tc;
         ml_lane_t *l = &a->lanes[ML_LANE_FAST];
         size_t off = (size_t)(ml__load(&s->addr) - (uint64_t)(uintptr_t)l->region.start);
-        uint32_t span = (uint32_t)(off >> l->unit_shift); /* FastLane spans are one unit */
-        unsigned cls = l->spans[span].cls;
-        uint32_t bi = ml__block_index(l, span, off);
-        uint32_t n = tc->cls[cls].n, ns = tc->nslots;
-        if (__builtin_expect(n == ML_TC_BLOCKS || ns == ML_TC_SLOTS || ML_EVENT_ON(a), 0))
-            return free_fast_finish(a, tc, h, span, bi, cls);
-        tc->cls[cls].b[n] = ((uint64_t)span << 32) | bi;
+        unsigned cls = l->spans[off >> l->unit_shift].cls; /* FastLane spans are one unit */
+        uint32_t n = tc->cls[cls].n;
+        if (__builtin_expect(n == ML_TC_BLOCKS || ML_EVENT_ON(a), 0)) return free_fast_finish(a, tc, h, cls);
+        /* The block stays paired with its slot (ML_TC_PAIRED). */
+        tc->cls[cls].b[n] = ML_TC_PAIRED | idx;
         __atomic_store_n(&tc->cls[cls].n, n + 1, __ATOMIC_RELAXED);
         ML_TC_ADD(tc->cls[cls].ff, 1);
         ML_TC_ADD(tc->requested[ML_LANE_FAST], -(int64_t)s->size);
-        tc->slots[ns] = idx;
-        tc->nslots = ns + 1;
         return 0;
     }
     return free_slow(a, h);

@@ -150,9 +150,17 @@ typedef struct ml_tcache {
          * and used bytes from them, so the fast paths count with two adds
          * (this and `requested`) instead of three. */
         uint64_t fa, ff;
-        uint64_t b[ML_TC_BLOCKS]; /* span << 32 | index */
+        uint64_t b[ML_TC_BLOCKS]; /* span << 32 | index, or ML_TC_PAIRED | slot */
     } cls[ML_NCLASSES];
 } ml_tcache;
+
+/* A cached block freed by ml_free's fast path stays paired with the slot
+ * that held it: the entry is ML_TC_PAIRED | slot index, the free slot's
+ * addr still names the block and the block's owner entry the slot, so the
+ * fast ml_alloc that takes it writes neither (nor pops a slot). Whoever
+ * hands such an entry back to the lane (spill, flush) gives the slot back
+ * too. Other entries come from the lane, without a slot. */
+#define ML_TC_PAIRED (1ull << 63)
 
 /** Fold a cache's per-class fast-path counts into lane totals (FastLane):
  *  allocs, frees, and used bytes. Readers may race the owner (relaxed). */
@@ -250,6 +258,22 @@ static inline uint64_t ml__load_acq(const uint64_t *p) { return __atomic_load_n(
 static inline void ml__store_rel(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 static inline uint32_t ml__hi(uint64_t x) { return (uint32_t)(x >> 32); }
 static inline uint32_t ml__idx(ml_handle h) { return (uint32_t)h.bits; }
+
+/** The span and block index of cached FastLane entry b (see ML_TC_PAIRED);
+ *  by the cache's owner thread, before a paired slot is given back. */
+static inline void ml__tc_entry_block(const struct ml_arena *a, uint64_t b, uint32_t *span, uint32_t *bi)
+{
+    if (b & ML_TC_PAIRED) {
+        const ml_lane_t *l = &a->lanes[ML_LANE_FAST];
+        size_t off = (size_t)(__atomic_load_n(&a->slots[(uint32_t)b].addr, __ATOMIC_RELAXED) -
+                              (uint64_t)(uintptr_t)l->region.start);
+        *span = (uint32_t)(off >> l->unit_shift); /* FastLane spans are one unit */
+        *bi = ml__block_index(l, *span, off);
+    } else {
+        *span = (uint32_t)(b >> 32);
+        *bi = (uint32_t)b;
+    }
+}
 
 static inline bool ml__meta_live(uint64_t m) { return (m & ML_M_STATE) != 0; }
 /** The handle of the allocation whose meta word is m, in slot idx. */

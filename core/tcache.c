@@ -5,7 +5,10 @@
  * gets a cache (as mimalloc gives each thread a heap) holding a few dozen
  * free slot indices and, per FastLane size class, a few dozen free blocks.
  * The fast path of ml_alloc/ml_free touches only the cache; the lane and
- * table locks are taken once per refill or flush of half a cache.
+ * table locks are taken once per refill or flush of half a cache. A block
+ * the fast free puts in the cache keeps its slot with it (ML_TC_PAIRED), so
+ * that the next allocation of the class reuses both as they are, with no
+ * owner-entry store: flushes give such slots back to the table.
  *
  * A cache belongs to its thread, and only that thread touches its slots and
  * blocks, so the fast path needs no lock and no atomic read-modify-write.
@@ -45,11 +48,16 @@ void ml__tc_flush(ml_arena *a, ml_tcache *tc)
     if (any) {
         pthread_mutex_lock(&fast->lock);
         for (unsigned c = 0; c < fast->nclasses; c++) {
+            uint32_t paired[ML_TC_BLOCKS], np = 0;
             for (uint32_t i = 0; i < tc->cls[c].n; i++) {
                 uint64_t b = tc->cls[c].b[i];
-                ml__lane_block_put(fast, (uint32_t)(b >> 32), (uint32_t)b);
+                uint32_t span, bi;
+                ml__tc_entry_block(a, b, &span, &bi);
+                ml__lane_block_put(fast, span, bi);
+                if (b & ML_TC_PAIRED) paired[np++] = (uint32_t)b;
             }
             __atomic_store_n(&tc->cls[c].n, 0, __ATOMIC_RELAXED);
+            if (np) ml__table_put(a, paired, np); /* (the table lock comes after lanes) */
         }
         pthread_mutex_unlock(&fast->lock);
     }

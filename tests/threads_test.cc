@@ -254,3 +254,59 @@ TEST(ThreadCache, GroupedFreeIntoFullCacheAfterFlushRequestKeepsNoStaleBlock) {
     FreeIntoFullCacheAfterFlushRequest(true);
 }
 
+
+// ml_free's fast path keeps a freed block paired with its slot in the
+// thread's cache, and the next allocation of that size class takes both as
+// they are. The slot must still issue a new generation: the old handle is
+// stale, the new one names the same place.
+TEST(ThreadCache, AFreedBlockComesBackWithItsSlotUnderANewGeneration) {
+    ml_config c = SmallConfig();
+    ml_arena *a;
+    ASSERT_EQ(ml_arena_create(&c, &a), 0);
+    ml_handle h1, h2;
+    ASSERT_EQ(ml_alloc(a, 100, &h1), 0);
+    void *p1 = ml_get(a, h1);
+    ASSERT_NE(p1, nullptr);
+    ASSERT_EQ(ml_free(a, h1), 0);
+    ASSERT_EQ(ml_alloc(a, 110, &h2), 0);  // the same class (112 bytes)
+    EXPECT_EQ(h2.bits & 0xffffffffu, h1.bits & 0xffffffffu) << "the freed slot comes back with its block";
+    EXPECT_NE(h2.bits, h1.bits);
+    EXPECT_EQ(ml_get(a, h2), p1);
+    EXPECT_FALSE(ml_is_valid(a, h1));
+    EXPECT_EQ(ml_get(a, h1), nullptr);
+    EXPECT_EQ(ml_free(a, h1), -ESTALE);
+    ml_handle_info info;
+    ASSERT_EQ(ml_handle_info_get(a, h2, &info), 0);
+    EXPECT_EQ(info.size, 110u);
+    EXPECT_EQ(ml_free(a, h2), 0);
+    EXPECT_EQ(ml__arena_check(a), 0);
+    ml_arena_destroy(a);
+}
+
+// Slots cached with their blocks belong to one size class. When the handle
+// table has no other slot left, an allocation of another size takes them
+// back (with the blocks) instead of failing: freeing max_handles handles of
+// one size makes room for as many of another.
+TEST(ThreadCache, FreedSlotsCachedWithTheirBlocksServeOtherSizesWhenTheTableRunsOut) {
+    ml_config c = SmallConfig();
+    c.max_handles = 1024;
+    ml_arena *a;
+    ASSERT_EQ(ml_arena_create(&c, &a), 0);
+    std::vector<ml_handle> hs(1024);
+    for (auto &h : hs) ASSERT_EQ(ml_alloc(a, 64, &h), 0);
+    ml_handle extra;
+    EXPECT_EQ(ml_alloc(a, 64, &extra), -ENOMEM) << "the table is full";
+    for (auto h : hs) ASSERT_EQ(ml_free(a, h), 0);
+    for (size_t i = 0; i < hs.size(); i++) {
+        ASSERT_EQ(ml_alloc(a, 200, &hs[i]), 0) << "allocation " << i;
+        memset(ml_get(a, hs[i]), (int)(i & 0xff), 200);
+    }
+    for (size_t i = 0; i < hs.size(); i++) {
+        const unsigned char *p = (const unsigned char *)ml_get(a, hs[i]);
+        ASSERT_NE(p, nullptr);
+        for (size_t k = 0; k < 200; k++) ASSERT_EQ(p[k], (unsigned char)(i & 0xff)) << i;
+    }
+    EXPECT_EQ(ml__arena_check(a), 0);
+    for (auto h : hs) ASSERT_EQ(ml_free(a, h), 0);
+    ml_arena_destroy(a);
+}
