@@ -62,8 +62,8 @@
  * meanwhile, so a thread let in that finds no room does not evict on its
  * own: it gives the lock back until the batch ends (`paused`, place_back's
  * -EAGAIN). A victim whose record is on disk is given back at once
- * (finish(), `early`): an access to it waits for that write, not for the
- * whole batch.
+ * (give_back_early(), `early`): an access to it waits for that write (none
+ * for a clean copy), not for the whole batch.
  */
 #include <errno.h>
 #include <sched.h>
@@ -510,6 +510,18 @@ static int take_buf(ml_pager *p)
     return -1;
 }
 
+/* Done with an evicted victim (only its old lane space, v->old, is left to
+ * release, and that no longer belongs to the slot): a batch lets it go now
+ * rather than at its end, so that an access to it waits for its own write
+ * (or none, for a clean copy), not for the whole batch. */
+static void give_back_early(ml_arena *a, victim *v)
+{
+    if (v->early) {
+        ml__unclaim(a, v->idx);
+        v->unclaimed = true;
+    }
+}
+
 static void finish(ml_pager *p, victim *v, long res)
 {
     ml_arena *a = p->a;
@@ -548,14 +560,7 @@ static void finish(ml_pager *p, victim *v, long res)
     p->st.now_evicted++;
     p->st.now_evicted_bytes += size;
     v->result = 0;
-    /* Done with the entry (only its old lane space, v->old, is left to
-     * release, and that no longer belongs to the slot): a batch lets it go
-     * now rather than at its end, so that an access to it waits for this
-     * write, not for the whole batch. */
-    if (v->early) {
-        ml__unclaim(a, v->idx);
-        v->unclaimed = true;
-    }
+    give_back_early(a, v);
 }
 
 static void reap(ml_pager *p, victim *vs, unsigned min)
@@ -666,6 +671,7 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
             p->st.now_evicted_bytes += s->size;
             if (ML_EVENT_ON(a)) ml__event(a, ML_EVENT_EVICT, ml__handle_of(m, v->idx), s->size, 1, ML_LANE_SLOW, ML_LANE_SLOW);
             v->result = 0;
+            give_back_early(a, v);
             continue;
         }
         if (m & ML_M_HASCOPY) { /* written since it came back: the copy is stale */
