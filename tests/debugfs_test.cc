@@ -1348,22 +1348,36 @@ bool DropToNobody() {
     return setgroups(0, nullptr) == 0 && setgid(65534) == 0 && setuid(65534) == 0 && geteuid() != 0;
 }
 
-[[noreturn]] void NonRootChild(const std::string &dir, int report_fd) {
-    if (!PrivateFuseNamespace(dir)) _exit(kNsSetup);
-    if (!DropToNobody()) _exit(kDropPrivs);
+// The start of a child: in the private namespace, as `nobody`, an arena
+// with one handle h holding PatternBytes(9, 4000), mounted at dir/mnt.
+struct NobodyMount {
     ml_arena *a;
     ml_handle h;
-    if (ml_arena_create(nullptr, &a) != 0 || ml_alloc(a, 4000, &h) != 0) _exit(kArena);
-    std::string want = PatternBytes(9, 4000);
-    memcpy(ml_get(a, h), want.data(), want.size());
-    std::string mnt = dir + "/mnt";
     ml_debugfs *fs = nullptr;
-    int rc = ml_debugfs_mount(a, mnt.c_str(), nullptr, &fs);
-    if (rc != 0) {
-        dprintf(report_fd, "mount: %s\n", ml_strerror(rc));
-        _exit(kMount);
+    std::string mnt;
+    NobodyMount(const std::string &dir, int report_fd) : mnt(dir + "/mnt") {
+        if (!PrivateFuseNamespace(dir)) _exit(kNsSetup);
+        if (!DropToNobody()) _exit(kDropPrivs);
+        if (ml_arena_create(nullptr, &a) != 0 || ml_alloc(a, 4000, &h) != 0) _exit(kArena);
+        std::string want = PatternBytes(9, 4000);
+        memcpy(ml_get(a, h), want.data(), want.size());
+        int rc = ml_debugfs_mount(a, mnt.c_str(), nullptr, &fs);
+        if (rc != 0) {
+            dprintf(report_fd, "mount: %s\n", ml_strerror(rc));
+            _exit(kMount);
+        }
+        dprintf(report_fd, "conn %d\n", ConnectionOf(mnt));
     }
-    dprintf(report_fd, "conn %d\n", ConnectionOf(mnt));
+};
+
+[[noreturn]] void NonRootChild(const std::string &dir, int report_fd) {
+    NobodyMount m(dir, report_fd);
+    ml_arena *a = m.a;
+    ml_handle h = m.h;
+    ml_debugfs *fs = m.fs;
+    const std::string &mnt = m.mnt;
+    std::string want = PatternBytes(9, 4000);
+    int rc;
     if (!MountedAt(mnt)) _exit(kNotListed);
     struct stat st;
     if (stat(mnt.c_str(), &st) != 0 || st.st_uid != 65534) _exit(kOwner);
@@ -1445,23 +1459,15 @@ TEST(DebugfsMount, UserWithoutPrivilegeMountsAndUnmountsThroughFusermount3) {
 // once the closed device has aborted it: -EBUSY (held, detached), nothing
 // left mounted, and the open file gets errors instead of hanging.
 [[noreturn]] void HeldOpenChild(const std::string &dir, int report_fd) {
-    if (!PrivateFuseNamespace(dir)) _exit(kNsSetup);
-    if (!DropToNobody()) _exit(kDropPrivs);
-    ml_arena *a;
-    ml_handle h;
-    if (ml_arena_create(nullptr, &a) != 0 || ml_alloc(a, 4000, &h) != 0) _exit(kArena);
-    std::string mnt = dir + "/mnt";
-    ml_debugfs *fs = nullptr;
-    int rc = ml_debugfs_mount(a, mnt.c_str(), nullptr, &fs);
-    if (rc != 0) {
-        dprintf(report_fd, "mount: %s\n", ml_strerror(rc));
-        _exit(kMount);
-    }
-    dprintf(report_fd, "conn %d\n", ConnectionOf(mnt));
+    NobodyMount m(dir, report_fd);
+    ml_arena *a = m.a;
+    ml_handle h = m.h;
+    const std::string &mnt = m.mnt;
+    int rc;
     int fd = open((mnt + "/handles/" + Id(h) + "/data").c_str(), O_RDONLY | O_CLOEXEC);
     char buf[16];
     if (fd < 0 || pread(fd, buf, sizeof buf, 0) != (ssize_t)sizeof buf) _exit(kRead);
-    if ((rc = ml_debugfs_unmount(fs)) != -EBUSY) {
+    if ((rc = ml_debugfs_unmount(m.fs)) != -EBUSY) {
         dprintf(report_fd, "unmount with a file open: %s\n", rc ? ml_strerror(rc) : "0");
         _exit(kUnmount);
     }

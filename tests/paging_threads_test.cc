@@ -642,17 +642,19 @@ TEST_P(Engines, PageInGetsThroughALongEvictionBatch) {
 // A batch gives each victim back as soon as its record is on disk, so an
 // access to one of its first victims waits for that write (and the next
 // hand-over), not for the whole batch: before, every victim stayed claimed
-// until the batch ended.
-TEST_P(Engines, AccessToAVictimAlreadyWrittenGetsThroughTheBatch) {
+// until the batch ended. A victim with a clean copy on disk (brought back
+// read-only, unchanged since) is evicted without a write and given back at
+// once.
+void AccessToTheFirstVictim(int engine, bool clean) {
     const int kBatch = 48;
     BlobArena b;
-    ASSERT_NO_FATAL_FAILURE(b.Make(GetParam(), kBatch));
+    ASSERT_NO_FATAL_FAILURE(b.Make(engine, kBatch));
     FaultIO &f = b.f;
     ArenaPtr &a = b.a;
     std::vector<ml_handle> &hs = b.hs;
-    const size_t n = BlobArena::kBlob;
     ASSERT_EQ(ml_evict(a.get(), hs[0]), 0);  // opens the engine
-    ASSERT_EQ(ml_get(a.get(), hs[0]) != nullptr, true);
+    // back writable (its record is dropped), or read-only (kept as a clean copy)
+    ASSERT_NE(clean ? ml_get_ro(a.get(), hs[0]) : ml_get(a.get(), hs[0]), nullptr);
     const int before = f.Writes();
     int evicted = -1;
     std::thread batch = b.SlowBatch(kBatch, &evicted);
@@ -660,42 +662,20 @@ TEST_P(Engines, AccessToAVictimAlreadyWrittenGetsThroughTheBatch) {
     while (ml_handle_state(a.get(), hs[0]) != ML_STATE_EVICTED) std::this_thread::yield();
     const unsigned char *p = (const unsigned char *)ml_get_ro(a.get(), hs[0]);
     const int seen = f.Writes() - before;
-    std::string why = p ? Check(p, n, 0) : std::string("ml_get_ro returned NULL");
+    std::string why = p ? Check(p, BlobArena::kBlob, 0) : std::string("ml_get_ro returned NULL");
     batch.join();
+    const int writes = clean ? kBatch - 1 : kBatch;
     EXPECT_EQ(why, "");
-    EXPECT_LT(seen, kBatch) << "the access waited for the whole batch";
+    EXPECT_LT(seen, writes) << "the access waited for the whole batch";
+    EXPECT_EQ(f.Writes() - before, writes);
     EXPECT_EQ(evicted, kBatch);
     for (int i = 1; i < kBatch; i++) EXPECT_EQ(ml_handle_state(a.get(), hs[i]), ML_STATE_EVICTED) << i;
     EXPECT_EQ(ml__arena_check(a.get()), 0);
 }
 
-// The same for a victim with a clean copy on disk (brought back read-only,
-// unchanged since): the batch evicts it without a write, and gives it back
-// at once; before, it stayed claimed until the batch ended.
-TEST_P(Engines, AccessToACleanVictimGetsThroughTheBatch) {
-    const int kBatch = 48;
-    BlobArena b;
-    ASSERT_NO_FATAL_FAILURE(b.Make(GetParam(), kBatch));
-    FaultIO &f = b.f;
-    ArenaPtr &a = b.a;
-    std::vector<ml_handle> &hs = b.hs;
-    const size_t n = BlobArena::kBlob;
-    ASSERT_EQ(ml_evict(a.get(), hs[0]), 0);
-    ASSERT_NE(ml_get_ro(a.get(), hs[0]), nullptr);  // back, with its record kept as a clean copy
-    const int before = f.Writes();
-    int evicted = -1;
-    std::thread batch = b.SlowBatch(kBatch, &evicted);
-    while (ml_handle_state(a.get(), hs[0]) != ML_STATE_EVICTED) std::this_thread::yield();
-    const unsigned char *p = (const unsigned char *)ml_get_ro(a.get(), hs[0]);
-    const int seen = f.Writes() - before;
-    std::string why = p ? Check(p, n, 0) : std::string("ml_get_ro returned NULL");
-    batch.join();
-    EXPECT_EQ(why, "");
-    EXPECT_LT(seen, kBatch - 1) << "the access waited for the whole batch";
-    EXPECT_EQ(f.Writes() - before, kBatch - 1) << "the clean victim needed no write";
-    EXPECT_EQ(evicted, kBatch);
-    EXPECT_EQ(ml__arena_check(a.get()), 0);
-}
+TEST_P(Engines, AccessToAVictimAlreadyWrittenGetsThroughTheBatch) { AccessToTheFirstVictim(GetParam(), false); }
+
+TEST_P(Engines, AccessToACleanVictimGetsThroughTheBatch) { AccessToTheFirstVictim(GetParam(), true); }
 
 // Two batches and several page-ins interleave: one batch can run while the
 // other is handed over. Each batch leaves out only the time it handed over
