@@ -75,6 +75,8 @@ int ml__arena_create_with(const ml_config *cfg_in, const ml_prim *prim, ml_arena
     }
     a->cfg = cfg;
     a->fast_max = cfg.threshold < cfg.slow_lane_max_size ? cfg.threshold : cfg.slow_lane_max_size;
+    /* A thread may keep 1/256 of the table paired (at least ML_TC_SLOTS). */
+    a->paired_max = (uint32_t)(cfg.max_handles / 256 > ML_TC_SLOTS ? cfg.max_handles / 256 : ML_TC_SLOTS);
     a->max_handles = cfg.max_handles;
 
     int rc = -ENOMEM;
@@ -287,7 +289,10 @@ static inline char *tc_take_block(ml_arena *a, ml_tcache *tc, unsigned cls, uint
     __atomic_store_n(&tc->cls[cls].n, n - 1, __ATOMIC_RELAXED);
     uint32_t span, bi;
     ml__tc_entry_block(a, b, &span, &bi);
-    if (__builtin_expect((b & ML_TC_PAIRED) != 0, 0)) tc_push_slot(a, tc, (uint32_t)b);
+    if (__builtin_expect((b & ML_TC_PAIRED) != 0, 0)) {
+        tc->npaired--;
+        tc_push_slot(a, tc, (uint32_t)b);
+    }
     ml__owner_store(&l->spans[span].owner[bi], idx + 1);
     /* (the class is known: no need to read it from the span) */
     return l->region.start + ((size_t)span << l->unit_shift) + (size_t)bi * ml__class_size[cls];
@@ -595,6 +600,7 @@ int ml_alloc(ml_arena *a, size_t size, ml_handle *out)
                     /* A block freed here with its slot: both are reused as they are. */
                     idx = (uint32_t)b;
                     __atomic_store_n(&tc->cls[cls].n, nb - 1, __ATOMIC_RELAXED);
+                    tc->npaired--;
                     h = publish_at(a, idx, ML_LANE_FAST, ML_LANE_FAST, size, 16, 0, now);
                 } else if ((ns = tc->nslots) != 0) {
                     idx = tc->slots[ns - 1];
@@ -719,6 +725,7 @@ static __attribute__((noinline)) uint32_t tc_spill(ml_arena *a, ml_tcache *tc, u
     }
     pthread_mutex_unlock(&l->lock);
     __atomic_store_n(&tc->cls[cls].n, ML_TC_BLOCKS / 2, __ATOMIC_RELAXED);
+    tc->npaired -= np;
     if (np) ml__table_put(a, paired, np);
     return ML_TC_BLOCKS / 2;
 }
@@ -750,10 +757,20 @@ static __attribute__((noinline)) int free_slow(ml_arena *a, ml_handle h)
  * line, so the fast path needs no stack frame. */
 static __attribute__((noinline)) int free_fast_finish(ml_arena *a, ml_tcache *tc, ml_handle h, unsigned cls)
 {
-    ml_slot *s = &a->slots[ml__idx(h)];
+    uint32_t idx = ml__idx(h);
+    ml_slot *s = &a->slots[idx];
     uint32_t n = tc->cls[cls].n;
     if (n == ML_TC_BLOCKS) n = tc_spill(a, tc, cls);
-    tc->cls[cls].b[n] = ML_TC_PAIRED | ml__idx(h);
+    if (tc->npaired < a->paired_max) {
+        tc->cls[cls].b[n] = ML_TC_PAIRED | idx;
+        tc->npaired++;
+    } else {
+        /* Enough slots are paired: this one goes where any thread can get it. */
+        uint32_t span, bi;
+        ml__tc_entry_block(a, ML_TC_PAIRED | idx, &span, &bi);
+        tc->cls[cls].b[n] = ((uint64_t)span << 32) | bi;
+        tc_push_slot(a, tc, idx);
+    }
     __atomic_store_n(&tc->cls[cls].n, n + 1, __ATOMIC_RELAXED);
     count_free(a, tc, ML_LANE_FAST, ml__class_size[cls], s->size);
     if (ML_EVENT_ON(a)) ml__event(a, ML_EVENT_FREE, h, s->size, 1, ML_LANE_FAST, ML_LANE_FAST);
@@ -788,11 +805,13 @@ int ml_free(ml_arena *a, ml_handle h)
         ml_lane_t *l = &a->lanes[ML_LANE_FAST];
         size_t off = (size_t)(ml__load(&s->addr) - (uint64_t)(uintptr_t)l->region.start);
         unsigned cls = l->spans[off >> l->unit_shift].cls; /* FastLane spans are one unit */
-        uint32_t n = tc->cls[cls].n;
-        if (__builtin_expect(n == ML_TC_BLOCKS || ML_EVENT_ON(a), 0)) return free_fast_finish(a, tc, h, cls);
+        uint32_t n = tc->cls[cls].n, np = tc->npaired;
+        if (__builtin_expect(n == ML_TC_BLOCKS || np >= a->paired_max || ML_EVENT_ON(a), 0))
+            return free_fast_finish(a, tc, h, cls);
         /* The block stays paired with its slot (ML_TC_PAIRED). */
         tc->cls[cls].b[n] = ML_TC_PAIRED | idx;
         __atomic_store_n(&tc->cls[cls].n, n + 1, __ATOMIC_RELAXED);
+        tc->npaired = np + 1;
         ML_TC_ADD(tc->cls[cls].ff, 1);
         ML_TC_ADD(tc->requested[ML_LANE_FAST], -(int64_t)s->size);
         return 0;

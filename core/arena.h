@@ -137,6 +137,7 @@ typedef struct ml_cold {
 typedef struct ml_tcache {
     uint32_t nslots;
     uint32_t flush_req; /* atomic */
+    uint32_t npaired;   /* ML_TC_PAIRED entries in cls[].b (at most arena's paired_max) */
     uint32_t slots[ML_TC_SLOTS];
     struct ml_tcache *next, *prev; /* arena's list (tc_list lock) */
     struct ml_arena *arena;
@@ -159,7 +160,10 @@ typedef struct ml_tcache {
  * addr still names the block and the block's owner entry the slot, so the
  * fast ml_alloc that takes it writes neither (nor pops a slot). Whoever
  * hands such an entry back to the lane (spill, flush) gives the slot back
- * too. Other entries come from the lane, without a slot. */
+ * too. Other entries come from the lane, without a slot, or from a fast
+ * free that found `paired_max` entries paired already: slots held that way
+ * are out of other threads' reach until this one flushes (or allocates
+ * them), so their number is capped by a share of max_handles. */
 #define ML_TC_PAIRED (1ull << 63)
 
 /** Fold a cache's per-class fast-path counts into lane totals (FastLane):
@@ -193,6 +197,7 @@ struct ml_arena {
     uint32_t tag;        /* 7-bit arena tag */
     uint64_t serial;     /* unique per arena in this process */
     uint64_t fast_max;   /* ml_alloc's fast path serves sizes 1..fast_max */
+    uint32_t paired_max; /* most ML_TC_PAIRED entries a thread cache keeps */
 
     ml_cold *cold;
     ml_config cfg;

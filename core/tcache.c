@@ -46,9 +46,9 @@ void ml__tc_flush(ml_arena *a, ml_tcache *tc)
     bool any = false;
     for (unsigned c = 0; c < fast->nclasses && !any; c++) any = tc->cls[c].n != 0;
     if (any) {
+        uint32_t paired[ML_NCLASSES * ML_TC_BLOCKS], np = 0;
         pthread_mutex_lock(&fast->lock);
         for (unsigned c = 0; c < fast->nclasses; c++) {
-            uint32_t paired[ML_TC_BLOCKS], np = 0;
             for (uint32_t i = 0; i < tc->cls[c].n; i++) {
                 uint64_t b = tc->cls[c].b[i];
                 uint32_t span, bi;
@@ -57,9 +57,10 @@ void ml__tc_flush(ml_arena *a, ml_tcache *tc)
                 if (b & ML_TC_PAIRED) paired[np++] = (uint32_t)b;
             }
             __atomic_store_n(&tc->cls[c].n, 0, __ATOMIC_RELAXED);
-            if (np) ml__table_put(a, paired, np); /* (the table lock comes after lanes) */
         }
         pthread_mutex_unlock(&fast->lock);
+        tc->npaired = 0;
+        if (np) ml__table_put(a, paired, np);
     }
     if (tc->nslots) {
         ml__table_put(a, tc->slots, tc->nslots);
