@@ -203,10 +203,11 @@ typedef struct ml_config {
     uint32_t policy_check_interval_ms;
     /** Most live handles the arena can hold (table reserved, committed as
      *  it fills). 1024..2^30. Default 2^24. Freed handles' slots wait in
-     *  the freeing thread's cache for reuse (up to 64, plus up to 32 per
-     *  FastLane size class); a thread that finds the table full takes its
-     *  own back, but not other threads' until they flush or exit, so leave
-     *  that much headroom per thread. */
+     *  the freeing thread's cache for reuse (up to 64, plus up to
+     *  max_handles / 256, at least 64, kept with their FastLane blocks); a
+     *  thread that finds the table full takes its own back, but not other
+     *  threads' until they allocate, flush or exit, so leave that much
+     *  headroom per thread. */
     size_t max_handles;
 
     /* ---- relocation (compaction, migration, policies) ---- */
