@@ -726,7 +726,9 @@ static __attribute__((noinline)) uint32_t tc_spill(ml_arena *a, ml_tcache *tc, u
     pthread_mutex_unlock(&l->lock);
     __atomic_store_n(&tc->cls[cls].n, ML_TC_BLOCKS / 2, __ATOMIC_RELAXED);
     tc->npaired -= np;
-    if (np) ml__table_put(a, paired, np);
+    /* Their slots stay in this cache, loose: a thread that frees one size
+     * and allocates another takes them back from there, not from the table. */
+    for (uint32_t i = 0; i < np; i++) tc_push_slot(a, tc, paired[i]);
     return ML_TC_BLOCKS / 2;
 }
 
