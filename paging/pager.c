@@ -1556,8 +1556,7 @@ static void settle(ml_pager *p, struct job *j, int *brought, int *first_err)
         return;
     }
     installed(p, f->idx, f->m, &f->pl, true);
-    p->st.prefetched++;
-    p->st.page_ins++;
+    p->st.prefetched++; /* (not a page-in on access) */
     (*brought)++;
 }
 
@@ -1676,15 +1675,27 @@ static void stream_chunk(ml_pager *p, decoders *d, pf *ch, size_t cn, int *broug
     }
 }
 
+static int cmp_u32(const void *x, const void *y)
+{
+    uint32_t a = *(const uint32_t *)x, b = *(const uint32_t *)y;
+    return (a > b) - (a < b);
+}
+
 /* One pass of ml_prefetch over hs: adds the entries brought back to
- * *brought and keeps the first error in *first_err; *no_room tells whether
- * some entry found no place in SlowLane. */
-static void prefetch_pass(ml_arena *a, ml_pager *p, const ml_handle *hs, size_t n, int *brought_out,
-                          int *first_err_out, bool *no_room)
+ * *brought and keeps the first error in *first_err; the slots of entries
+ * that found no place in SlowLane go to no_room (room for n), their count
+ * to *nno_room.
+ * A retry pass (`only`: the sorted slots the first pass found no place
+ * for) brings back only those, and keeps every resident entry of hs claimed
+ * until it ends: the ones the first pass brought back are the coldest
+ * entries there are, and making room for the others must not evict them. */
+static void prefetch_pass(ml_arena *a, ml_pager *p, const ml_handle *hs, size_t n, const uint32_t *only,
+                          size_t nonly, uint32_t *no_room, size_t *nno_room, int *brought_out,
+                          int *first_err_out)
 {
     int brought = 0, first_err = 0;
     /* Claim the cold ones (waiting for claims held elsewhere). */
-    uint32_t *cold = malloc((n ? 2 * n : 1) * sizeof *cold);
+    uint32_t *cold = malloc((n ? 3 * n : 1) * sizeof *cold);
     ml_handle *hv = malloc((n ? n : 1) * sizeof *hv);
     uint64_t *ms = malloc((n ? n : 1) * sizeof *ms);
     if (!cold || !hv || !ms) {
@@ -1695,11 +1706,16 @@ static void prefetch_pass(ml_arena *a, ml_pager *p, const ml_handle *hs, size_t 
         return;
     }
     uint32_t *rest = cold + n; /* the ones read in batches */
+    uint32_t *held = cold + 2 * n; /* a retry's resident ones */
+    size_t nheld = 0;
     memcpy(hv, hs, n * sizeof *hv);
     size_t nclaimed = ml__claim_many(a, hv, n, ms), nc = 0;
     for (size_t i = 0; i < nclaimed; i++) {
-        if (ms[i] & ML_M_RESIDENT) ml__unclaim(a, ml__idx(hv[i]));
-        else cold[nc++] = ml__idx(hv[i]);
+        uint32_t idx = ml__idx(hv[i]);
+        if (only && (ms[i] & ML_M_RESIDENT)) held[nheld++] = idx;
+        else if ((ms[i] & ML_M_RESIDENT) || (only && !bsearch(&idx, only, nonly, sizeof *only, cmp_u32)))
+            ml__unclaim(a, idx);
+        else cold[nc++] = idx;
     }
     free(hv);
     free(ms);
@@ -1721,7 +1737,7 @@ static void prefetch_pass(ml_arena *a, ml_pager *p, const ml_handle *hs, size_t 
             int rc = page_in_locked(p, idx, true);
             if (rc == 0) brought++;
             else if (!first_err) first_err = rc;
-            if (rc == -ENOMEM) *no_room = true;
+            if (rc == -ENOMEM) no_room[(*nno_room)++] = idx;
         } else {
             rest[nr++] = idx;
         }
@@ -1747,7 +1763,7 @@ static void prefetch_pass(ml_arena *a, ml_pager *p, const ml_handle *hs, size_t 
             uint64_t m = ml__load(&a->slots[idx].meta);
             if (place_back(p, idx, m, a->slots[idx].size, &ch[cn].pl, false) != 0) {
                 if (!first_err) first_err = -ENOMEM;
-                *no_room = true;
+                no_room[(*nno_room)++] = idx;
                 continue;
             }
             ch[cn].idx = idx;
@@ -1765,6 +1781,7 @@ static void prefetch_pass(ml_arena *a, ml_pager *p, const ml_handle *hs, size_t 
     p->st.pagein_ns += mono_ns() - t0 - handed;
     pthread_mutex_unlock(&p->lock);
     for (size_t i = 0; i < nc; i++) ml__unclaim(a, cold[i]);
+    for (size_t i = 0; i < nheld; i++) ml__unclaim(a, held[i]);
     free(cold);
     *brought_out += brought;
     if (!*first_err_out) *first_err_out = first_err;
@@ -1776,18 +1793,21 @@ int ml_prefetch(ml_arena *a, const ml_handle *hs, size_t n)
     ml_pager *p = pager_of(a);
     if (!p) return 0;
     int brought = 0, first_err = 0;
-    bool no_room = false;
-    prefetch_pass(a, p, hs, n, &brought, &first_err, &no_room);
+    uint32_t *no_room = malloc((n ? 2 * n : 1) * sizeof *no_room);
+    if (!no_room) return -ENOMEM;
+    size_t nno_room = 0, nagain = 0;
+    prefetch_pass(a, p, hs, n, NULL, 0, no_room, &nno_room, &brought, &first_err);
     /* Entries that found no place may fit once SlowLane's free pieces are
      * joined, as on access: compact it once (nothing claimed: compaction
-     * calls the program's move callback) and try those again (the ones
-     * brought back are resident now and skipped). */
-    if (no_room && ml__compact_for_room(a, ML_LANE_SLOW)) {
+     * calls the program's move callback) and try those again, and only
+     * those. */
+    if (nno_room && ml__compact_for_room(a, ML_LANE_SLOW)) {
+        qsort(no_room, nno_room, sizeof *no_room, cmp_u32);
         int again_err = 0;
-        no_room = false;
-        prefetch_pass(a, p, hs, n, &brought, &again_err, &no_room);
-        first_err = again_err;
+        prefetch_pass(a, p, hs, n, no_room, nno_room, no_room + n, &nagain, &brought, &again_err);
+        if (!brought) first_err = again_err ? again_err : first_err;
     }
+    free(no_room);
     return brought ? brought : first_err;
 }
 

@@ -980,8 +980,10 @@ ML_API int ml_compress(ml_arena *arena, ml_handle h);
 /**
  * Bring many cold handles back at once, with batched reads (up to
  * io_queue_depth in flight). Resident, stale or invalid handles are skipped.
- * When some entry finds no free run in SlowLane even after eviction, the
- * call compacts SlowLane once and tries those entries again. It is a batch:
+ * When some entries find no free run in SlowLane even after eviction, the
+ * call compacts SlowLane once and tries those entries again, keeping the
+ * list's resident entries claimed meanwhile (room is not made by evicting
+ * what it just brought back; an access to one of them waits). It is a batch:
  * it waits for another eviction or prefetch batch to end, but hands the
  * pager lock to accesses between its chunks.
  * @return the number brought back (>= 0), or the first error that stopped
