@@ -754,9 +754,10 @@ static __attribute__((noinline)) int free_slow(ml_arena *a, ml_handle h)
     return 0;
 }
 
-/* The rest of ml_free's fast path when a cache is full or events are on
- * (the slot is already freed: this only files its block and index). Out of
- * line, so the fast path needs no stack frame. */
+/* The rest of ml_free's fast path when a cache is full, paired_max slots
+ * are paired already, or events are on (the slot is already freed: this
+ * only files its block and slot). Out of line, so the fast path needs no
+ * stack frame. */
 static __attribute__((noinline)) int free_fast_finish(ml_arena *a, ml_tcache *tc, ml_handle h, unsigned cls)
 {
     uint32_t idx = ml__idx(h);
