@@ -671,6 +671,24 @@ TEST(Paging, FallsBackToPreadPwriteWhenIoUringIsUnavailable) {
 // again, instead of failing with -ENOMEM. Nothing moved loses its contents.
 namespace {
 
+// Frees the even-numbered fillers and keeps the others in *kept, so that
+// SlowLane's free space is in pieces: none holds `need` bytes, together
+// they do.
+void FreeEveryOther(ml_arena *a, const std::vector<Blob> &fill, size_t need, std::vector<Blob> *kept) {
+    ASSERT_GE(fill.size(), 8u);
+    for (size_t i = 0; i < fill.size(); i++) {
+        if (i % 2 == 0) {
+            ASSERT_EQ(ml_free(a, fill[i].h), 0);
+        } else {
+            kept->push_back(fill[i]);
+        }
+    }
+    ml_stats st;
+    ASSERT_EQ(ml_stats_get(a, &st), 0);
+    ASSERT_LT(st.lane[ML_LANE_SLOW].largest_free, need) << "the test needs pieces";
+    ASSERT_GE(st.lane[ML_LANE_SLOW].free, need);
+}
+
 enum class Access { kGet, kWrite, kShrink, kPrefetch };
 
 // The access: ml_try_get, ml_write of the first bytes, ml_realloc to a
@@ -696,19 +714,8 @@ void PageInCompactsScenario(int engine, Access how) {
         Content(100 + i, p, 96 << 10);
         fill.push_back({h, 96 << 10, (uint64_t)(100 + i)});
     }
-    ASSERT_GE(fill.size(), 8u);
     std::vector<Blob> kept;
-    for (size_t i = 0; i < fill.size(); i++) {
-        if (i % 2 == 0) {
-            ASSERT_EQ(ml_free(a, fill[i].h), 0);
-        } else {
-            kept.push_back(fill[i]);
-        }
-    }
-    ml_stats st;
-    ASSERT_EQ(ml_stats_get(a, &st), 0);
-    ASSERT_LT(st.lane[ML_LANE_SLOW].largest_free, (size_t)(384 << 10)) << "the test needs pieces";
-    ASSERT_GE(st.lane[ML_LANE_SLOW].free, (size_t)(384 << 10));
+    ASSERT_NO_FATAL_FAILURE(FreeEveryOther(a, fill, (size_t)384 << 10, &kept));
     EXPECT_EQ(ml_handle_state(a, big.h), ML_STATE_EVICTED);
 
     if (how == Access::kWrite) {
@@ -781,19 +788,8 @@ TEST_P(Engines, MigrateOfAnEvictedEntryCompactsWhenTheFreeSpaceIsInPieces) {
         ASSERT_EQ(rc, 0);
         fill.push_back(b);
     }
-    ASSERT_GE(fill.size(), 8u);
     std::vector<Blob> kept;
-    for (size_t i = 0; i < fill.size(); i++) {
-        if (i % 2 == 0) {
-            ASSERT_EQ(ml_free(a, fill[i].h), 0);
-        } else {
-            kept.push_back(fill[i]);
-        }
-    }
-    ml_stats st;
-    ASSERT_EQ(ml_stats_get(a, &st), 0);
-    ASSERT_LT(st.lane[ML_LANE_SLOW].largest_free, (size_t)60000) << "the test needs pieces";
-    ASSERT_GE(st.lane[ML_LANE_SLOW].free, (size_t)60000);
+    ASSERT_NO_FATAL_FAILURE(FreeEveryOther(a, fill, 60000, &kept));
     ASSERT_EQ(ml_handle_state(a, cold.h), ML_STATE_EVICTED);
 
     ASSERT_EQ(ml_migrate(a, cold.h, ML_LANE_FAST), 0);
