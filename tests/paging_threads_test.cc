@@ -101,32 +101,6 @@ void Written(ml_arena *a, uint32_t slot, size_t n, ml_handle *h) {
     ASSERT_EQ(ml_write(a, *h, 0, buf.data(), n), 0);
 }
 
-// The set-up of the long-batch tests: an arena on a fault engine (FaultArena)
-// with a SlowLane of slow_mib MiB holding `count` written blobs of kBlob
-// bytes, hs[i] holding pattern i. Members in this order, so that the fault
-// engine outlives the arena.
-struct BlobArena {
-    static constexpr size_t kBlob = 256 << 10;
-    FaultIO f;
-    ArenaPtr a{nullptr, ml_arena_destroy};
-    std::vector<ml_handle> hs;
-    void Make(int engine, size_t count, size_t slow_mib = 32) {
-        ml_config c = TinyConfig(engine);
-        c.slow_lane_size = slow_mib << 20;
-        a = FaultArena(f, engine, c);
-        ASSERT_NE(a, nullptr);
-        hs.resize(count);
-        for (uint32_t i = 0; i < count; i++) ASSERT_NO_FATAL_FAILURE(Written(a.get(), i, kBlob, &hs[i]));
-    }
-    // A thread evicting hs[0..count) with ml_evict_many (into *evicted) on
-    // a slow disk, 3 ms a write. Start it while no engine runs (the delay is
-    // set first).
-    std::thread SlowBatch(size_t count, int *evicted) {
-        f.write_delay_us = 3000;
-        return std::thread([this, count, evicted] { *evicted = ml_evict_many(a.get(), hs.data(), count); });
-    }
-};
-
 // One shared blob. `h` is the current handle (atomic: readers load it with
 // no lock and may find it stale); `version` and `size` change only under
 // the exclusive lock.
@@ -375,11 +349,41 @@ class Shared {
     std::vector<Slot> slots_;
 };
 
+std::string EngineName(const ::testing::TestParamInfo<int> &i) {
+    return i.param == 1 ? "IoUring" : "PreadPwrite";
+}
+
 class Engines : public ::testing::TestWithParam<int> {};
-INSTANTIATE_TEST_SUITE_P(Paging, Engines, ::testing::Values(1, 2),
-                         [](const ::testing::TestParamInfo<int> &i) {
-                             return std::string(i.param == 1 ? "IoUring" : "PreadPwrite");
-                         });
+INSTANTIATE_TEST_SUITE_P(Paging, Engines, ::testing::Values(1, 2), EngineName);
+
+// The long-batch tests: an arena on a fault engine (FaultArena) with a
+// SlowLane of slow_mib MiB holding `count` written blobs of kBlob bytes,
+// hs[i] holding pattern i. Members in this order, so that the fault engine
+// outlives the arena.
+class LongBatch : public ::testing::TestWithParam<int> {
+  protected:
+    static constexpr size_t kBlob = 256 << 10;
+    FaultIO f;
+    ArenaPtr a{nullptr, ml_arena_destroy};
+    std::vector<ml_handle> hs;
+    void Make(size_t count, size_t slow_mib = 32) {
+        ml_config c = TinyConfig(GetParam());
+        c.slow_lane_size = slow_mib << 20;
+        a = FaultArena(f, GetParam(), c);
+        ASSERT_NE(a, nullptr);
+        hs.resize(count);
+        for (uint32_t i = 0; i < count; i++) ASSERT_NO_FATAL_FAILURE(Written(a.get(), i, kBlob, &hs[i]));
+    }
+    // A thread evicting hs[0..count) with ml_evict_many (into *evicted) on
+    // a slow disk, 3 ms a write. Start it while no engine runs (the delay is
+    // set first).
+    std::thread SlowBatch(size_t count, int *evicted) {
+        f.write_delay_us = 3000;
+        return std::thread([this, count, evicted] { *evicted = ml_evict_many(a.get(), hs.data(), count); });
+    }
+    void AccessToTheFirstVictim(bool clean);
+};
+INSTANTIATE_TEST_SUITE_P(Paging, LongBatch, ::testing::Values(1, 2), EngineName);
 
 }  // namespace
 
@@ -615,18 +619,14 @@ TEST_P(Engines, ColdReadAndPageInReadAtTheSameTime) {
 // one ml_evict_many, and the main thread touches another evicted blob once
 // the batch has begun. Its page-in must finish before the batch does (were
 // the pager lock held for the whole batch, it would see all 48 writes).
-TEST_P(Engines, PageInGetsThroughALongEvictionBatch) {
+TEST_P(LongBatch, PageInGetsThroughALongEvictionBatch) {
     const int kBatch = 48;
-    BlobArena b;
-    ASSERT_NO_FATAL_FAILURE(b.Make(GetParam(), kBatch + 1));
-    FaultIO &f = b.f;
-    ArenaPtr &a = b.a;
-    std::vector<ml_handle> &hs = b.hs;
-    const size_t n = BlobArena::kBlob;
+    ASSERT_NO_FATAL_FAILURE(Make(kBatch + 1));
+    const size_t n = kBlob;
     ASSERT_EQ(ml_evict(a.get(), hs[kBatch]), 0);  // the one the main thread will touch
     const int before = f.Writes();
     int evicted = -1;
-    std::thread batch = b.SlowBatch(kBatch, &evicted);
+    std::thread batch = SlowBatch(kBatch, &evicted);
     while (f.Writes() < before + 2) std::this_thread::yield();
     const unsigned char *p = (const unsigned char *)ml_get_ro(a.get(), hs[kBatch]);
     const int seen = f.Writes() - before;
@@ -645,24 +645,20 @@ TEST_P(Engines, PageInGetsThroughALongEvictionBatch) {
 // until the batch ended. A victim with a clean copy on disk (brought back
 // read-only, unchanged since) is evicted without a write and given back at
 // once.
-void AccessToTheFirstVictim(int engine, bool clean) {
+void LongBatch::AccessToTheFirstVictim(bool clean) {
     const int kBatch = 48;
-    BlobArena b;
-    ASSERT_NO_FATAL_FAILURE(b.Make(engine, kBatch));
-    FaultIO &f = b.f;
-    ArenaPtr &a = b.a;
-    std::vector<ml_handle> &hs = b.hs;
+    ASSERT_NO_FATAL_FAILURE(Make(kBatch));
     ASSERT_EQ(ml_evict(a.get(), hs[0]), 0);  // opens the engine
     // back writable (its record is dropped), or read-only (kept as a clean copy)
     ASSERT_NE(clean ? ml_get_ro(a.get(), hs[0]) : ml_get(a.get(), hs[0]), nullptr);
     const int before = f.Writes();
     int evicted = -1;
-    std::thread batch = b.SlowBatch(kBatch, &evicted);
+    std::thread batch = SlowBatch(kBatch, &evicted);
     // (the state is read without a claim: it shows once the write is reaped)
     while (ml_handle_state(a.get(), hs[0]) != ML_STATE_EVICTED) std::this_thread::yield();
     const unsigned char *p = (const unsigned char *)ml_get_ro(a.get(), hs[0]);
     const int seen = f.Writes() - before;
-    std::string why = p ? Check(p, BlobArena::kBlob, 0) : std::string("ml_get_ro returned NULL");
+    std::string why = p ? Check(p, kBlob, 0) : std::string("ml_get_ro returned NULL");
     batch.join();
     const int writes = clean ? kBatch - 1 : kBatch;
     EXPECT_EQ(why, "");
@@ -673,21 +669,17 @@ void AccessToTheFirstVictim(int engine, bool clean) {
     EXPECT_EQ(ml__arena_check(a.get()), 0);
 }
 
-TEST_P(Engines, AccessToAVictimAlreadyWrittenGetsThroughTheBatch) { AccessToTheFirstVictim(GetParam(), false); }
+TEST_P(LongBatch, AccessToAVictimAlreadyWrittenGetsThroughTheBatch) { AccessToTheFirstVictim(false); }
 
-TEST_P(Engines, AccessToACleanVictimGetsThroughTheBatch) { AccessToTheFirstVictim(GetParam(), true); }
+TEST_P(LongBatch, AccessToACleanVictimGetsThroughTheBatch) { AccessToTheFirstVictim(true); }
 
 // Two batches and several page-ins interleave: one batch can run while the
 // other is handed over. Each batch leaves out only the time it handed over
 // itself, so the total stays within the wall time (a shared running total,
 // subtracted by both, once wrapped evict_ns around 2^64; found in review).
-TEST_P(Engines, EvictionTimeOfInterleavedBatchesStaysWithinWallTime) {
+TEST_P(LongBatch, EvictionTimeOfInterleavedBatchesStaysWithinWallTime) {
     const int kBatch = 24;
-    BlobArena b;
-    ASSERT_NO_FATAL_FAILURE(b.Make(GetParam(), 2 * kBatch + 4, 64));
-    FaultIO &f = b.f;
-    ArenaPtr &a = b.a;
-    std::vector<ml_handle> &hs = b.hs;
+    ASSERT_NO_FATAL_FAILURE(Make(2 * kBatch + 4, 64));
     for (int k = 0; k < 4; k++) ASSERT_EQ(ml_evict(a.get(), hs[2 * kBatch + k]), 0);
     const int before = f.Writes();
     // (no engine runs now: set before the threads start)
@@ -720,12 +712,9 @@ TEST_P(Engines, EvictionTimeOfInterleavedBatchesStaysWithinWallTime) {
 // release). The lane map must not name that space after the freed slot: a
 // freed slot's meta word has lost its born-in-SlowLane bit, so the ID would
 // come out positive, an ID no handle of this arena ever had.
-TEST_P(Engines, LaneMapNeverNamesSpaceAfterAFreedSlot) {
+TEST_P(LongBatch, LaneMapNeverNamesSpaceAfterAFreedSlot) {
     const int kBatch = 48;
-    BlobArena b;
-    ASSERT_NO_FATAL_FAILURE(b.Make(GetParam(), kBatch));
-    ArenaPtr &a = b.a;
-    std::vector<ml_handle> &hs = b.hs;
+    ASSERT_NO_FATAL_FAILURE(Make(kBatch));
     ASSERT_EQ(ml_evict(a.get(), hs[0]), 0);  // opens the engine
     ASSERT_NE(ml_get(a.get(), hs[0]), nullptr);
     std::atomic<bool> stop{false};
@@ -740,7 +729,7 @@ TEST_P(Engines, LaneMapNeverNamesSpaceAfterAFreedSlot) {
         }
     });
     int evicted = -1;
-    std::thread batch = b.SlowBatch(kBatch, &evicted);
+    std::thread batch = SlowBatch(kBatch, &evicted);
     while (ml_handle_state(a.get(), hs[0]) != ML_STATE_EVICTED) std::this_thread::yield();
     EXPECT_EQ(ml_free(a.get(), hs[0]), 0);
     batch.join();
@@ -756,18 +745,14 @@ TEST_P(Engines, LaneMapNeverNamesSpaceAfterAFreedSlot) {
 // eviction batch lets them in as it lets page-ins in: freeing a cold entry,
 // reading the paging statistics (the debug view's paging/stats), evicting
 // or compressing one more entry. Each must be done before the batch is.
-TEST_P(Engines, ShortPagerCallsGetThroughALongEvictionBatch) {
+TEST_P(LongBatch, ShortPagerCallsGetThroughALongEvictionBatch) {
     const int kBatch = 48;
-    BlobArena b;
-    ASSERT_NO_FATAL_FAILURE(b.Make(GetParam(), kBatch + 3));
-    FaultIO &f = b.f;
-    ArenaPtr &a = b.a;
-    std::vector<ml_handle> &hs = b.hs;
+    ASSERT_NO_FATAL_FAILURE(Make(kBatch + 3));
     ml_handle cold = hs[kBatch], one = hs[kBatch + 1], two = hs[kBatch + 2];
     ASSERT_EQ(ml_evict(a.get(), cold), 0);
     const int before = f.Writes();
     int evicted = -1;
-    std::thread batch = b.SlowBatch(kBatch, &evicted);
+    std::thread batch = SlowBatch(kBatch, &evicted);
     std::vector<std::pair<const char *, int>> seen;  // writes the batch had made when each call returned
     auto after = [&](const char *what) { seen.push_back({what, f.Writes() - before}); };
     while (f.Writes() < before + 2) std::this_thread::yield();
@@ -793,14 +778,10 @@ TEST_P(Engines, ShortPagerCallsGetThroughALongEvictionBatch) {
 // a page-in. Here the page-in reads under the pager lock (no reader engine
 // can be opened) from a disk that takes 300 ms a read, while the batch waits
 // for the lock back: the batch's evict_ns must leave those 300 ms out.
-TEST_P(Engines, EvictionTimeLeavesOutTheTimeHandedOver) {
+TEST_P(LongBatch, EvictionTimeLeavesOutTheTimeHandedOver) {
     const int kBatch = 48;
-    BlobArena b;
-    ASSERT_NO_FATAL_FAILURE(b.Make(GetParam(), kBatch + 1));
-    FaultIO &f = b.f;
-    ArenaPtr &a = b.a;
-    std::vector<ml_handle> &hs = b.hs;
-    const size_t n = BlobArena::kBlob;
+    ASSERT_NO_FATAL_FAILURE(Make(kBatch + 1));
+    const size_t n = kBlob;
     ASSERT_EQ(ml_evict(a.get(), hs[kBatch]), 0);  // opens the pager's engine
     const int before = f.Writes();
     // (no engine runs now: set before the thread starts)
@@ -809,7 +790,7 @@ TEST_P(Engines, EvictionTimeLeavesOutTheTimeHandedOver) {
     const uint64_t ns0 = PStats(a.get()).evict_ns;
     auto t0 = std::chrono::steady_clock::now();
     int evicted = -1;
-    std::thread batch = b.SlowBatch(kBatch, &evicted);
+    std::thread batch = SlowBatch(kBatch, &evicted);
     while (f.Writes() < before + 2) std::this_thread::yield();
     const unsigned char *p = (const unsigned char *)ml_get_ro(a.get(), hs[kBatch]);
     batch.join();
@@ -831,13 +812,9 @@ TEST_P(Engines, EvictionTimeLeavesOutTheTimeHandedOver) {
 // claimed): it waits until the first batch has the lock back, and so ends
 // after it. Here the hand-over is to a page-in that reads under the pager
 // lock for 100 ms, while the second batch waits for the lock.
-TEST_P(Engines, ABatchDoesNotRunInsideAnotherBatchsHandOver) {
+TEST_P(LongBatch, ABatchDoesNotRunInsideAnotherBatchsHandOver) {
     const int kBatch = 24;
-    BlobArena b;
-    ASSERT_NO_FATAL_FAILURE(b.Make(GetParam(), 2 * kBatch + 1, 64));
-    FaultIO &f = b.f;
-    ArenaPtr &a = b.a;
-    std::vector<ml_handle> &hs = b.hs;
+    ASSERT_NO_FATAL_FAILURE(Make(2 * kBatch + 1, 64));
     ASSERT_EQ(ml_evict(a.get(), hs[2 * kBatch]), 0);  // opens the pager's engine
     const int before = f.Writes();
     // (no engine runs now: set before the threads start)
@@ -860,7 +837,7 @@ TEST_P(Engines, ABatchDoesNotRunInsideAnotherBatchsHandOver) {
     first.join();
     second.join();
     ASSERT_NE(p, nullptr);
-    EXPECT_EQ(Check(p, BlobArena::kBlob, (uint32_t)(2 * kBatch)), "");
+    EXPECT_EQ(Check(p, kBlob, (uint32_t)(2 * kBatch)), "");
     EXPECT_EQ(first_n, kBatch);
     EXPECT_EQ(second_n, kBatch);
     EXPECT_EQ(first_end, 1) << "the second batch ran inside the first one's hand-over";
