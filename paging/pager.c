@@ -966,7 +966,7 @@ static void page_in_end(ml_pager *p, uint32_t idx, uint64_t m, ml_place *pl, boo
 
 /* Page-in with the pager lock held throughout (ml_prefetch's one-by-one
  * cases), on the pager's own engine, buffer and codec. */
-static int page_in_locked(ml_pager *p, uint32_t idx, bool keep_copy)
+static int page_in_locked(ml_pager *p, uint32_t idx, bool keep_copy, bool *no_place)
 {
     ml_arena *a = p->a;
     uint64_t m = ml__load(&a->slots[idx].meta);
@@ -974,7 +974,10 @@ static int page_in_locked(ml_pager *p, uint32_t idx, bool keep_copy)
     size_t size = a->slots[idx].size;
     ml_place pl;
     int rc = place_back(p, idx, m, size, &pl, false);
-    if (rc) return rc;
+    if (rc) {
+        *no_place = true;
+        return rc;
+    }
     /* (a compressed entry implies the codec exists) */
     if ((m & ML_M_STATE) == ML_STATE_EVICTED) rc = ensure_started(p);
     bool io_failed = false, bad = false;
@@ -1734,10 +1737,11 @@ static void prefetch_pass(ml_arena *a, ml_pager *p, const ml_handle *hs, size_t 
                 handed += yield_point(p);
                 p->chunk = 0;
             }
-            int rc = page_in_locked(p, idx, true);
+            bool no_place = false;
+            int rc = page_in_locked(p, idx, true, &no_place);
             if (rc == 0) brought++;
             else if (!first_err) first_err = rc;
-            if (rc == -ENOMEM) no_room[(*nno_room)++] = idx;
+            if (no_place) no_room[(*nno_room)++] = idx; /* (not a failed buffer or engine) */
         } else {
             rest[nr++] = idx;
         }
