@@ -485,17 +485,10 @@ TEST(PolicyThread, ConcurrentWorkloadUnderBackgroundRelocation) {
             unsigned r = rng() % 100;
             if (mine.empty() || (r < 50 && mine.size() < 1000)) {
                 Obj o{ML_HANDLE_NULL, 16 + rng() % (rng() % 8 ? 300 : 20000), rng()};
-                if (ml_alloc(a, o.size, &o.h) != 0) {
+                if (ml_alloc(a, o.size, &o.h) != 0 || !WritePatternPinned(a, o.h, o.size, o.seed)) {
                     errors++;
                     continue;
                 }
-                void *p;
-                if (ml_pin(a, o.h, &p) != 0) {
-                    errors++;
-                    continue;
-                }
-                for (size_t i = 0; i < o.size; i++) ((unsigned char *)p)[i] = PatternByte(o.seed, i);
-                ml_unpin(a, o.h);
                 mine.push_back(o);
             } else if (r < 80) {
                 size_t i = rng() % mine.size();

@@ -43,6 +43,26 @@ inline unsigned char PatternByte(uint64_t seed, size_t i) {
     return (unsigned char)(x * 0x94D049BB133111EBull >> 56);
 }
 
+// Write / check PatternByte(seed, i) over the first size bytes of h through
+// a pin, so that relocation running meanwhile cannot move them mid-way.
+// False if h cannot be pinned (or, for the check, the bytes differ).
+inline bool WritePatternPinned(ml_arena *a, ml_handle h, size_t size, uint64_t seed) {
+    void *p;
+    if (ml_pin(a, h, &p) != 0) return false;
+    for (size_t i = 0; i < size; i++) ((unsigned char *)p)[i] = PatternByte(seed, i);
+    ml_unpin(a, h);
+    return true;
+}
+
+inline bool PatternPinnedIntact(ml_arena *a, ml_handle h, size_t size, uint64_t seed) {
+    void *p;
+    if (ml_pin(a, h, &p) != 0) return false;
+    bool ok = true;
+    for (size_t i = 0; i < size && ok; i++) ok = ((unsigned char *)p)[i] == PatternByte(seed, i);
+    ml_unpin(a, h);
+    return ok;
+}
+
 // Resident size of this process, KiB (-1 if unknown).
 inline long RssKiB() {
     std::ifstream f("/proc/self/status");

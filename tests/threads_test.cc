@@ -357,44 +357,24 @@ TEST(Threads, CrossThreadFreesUnderCompactionKeepEveryBlockToOneHandle) {
     c.max_handles = 1 << 16;
     c.enable_auto_compaction = false;
     ArenaGuard a(&c);
-    struct Obj {
-        ml_handle h;
-        size_t size;
-        uint64_t seed;
-    };
-    auto intact = [&](const Obj &o) {
-        void *p;
-        if (ml_pin(a, o.h, &p) != 0) return false;
-        bool ok = true;
-        for (size_t i = 0; i < o.size && ok; i++) ok = ((unsigned char *)p)[i] == PatternByte(o.seed, i);
-        ml_unpin(a, o.h);
-        return ok;
-    };
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-    const int kOps = 20000;
-#else
-    const int kOps = 200000;
-#endif
+    auto intact = [&](const Owned &o) { return PatternPinnedIntact(a, o.h, o.size, o.seed); };
     std::atomic<int> errors{0};
     std::atomic<bool> done{false};
     std::mutex qm;
-    std::vector<Obj> handed;  // handles one thread passes to another to free (qm)
-    std::vector<std::vector<Obj>> kept(3);
+    std::vector<Owned> handed;  // handles one thread passes to another to free (qm)
+    std::vector<std::vector<Owned>> kept(3);
     auto worker = [&](int id) {
         std::mt19937_64 rng(77 + id);
-        std::vector<Obj> mine;
+        std::vector<Owned> mine;
         static const size_t sizes[] = {16, 32, 48, 64, 100, 128, 200, 256, 500, 1000, 2000, 4000};
-        for (int op = 0; op < kOps; op++) {
+        for (int op = 0; op < kOpsPerThread; op++) {
             unsigned r = rng() % 100;
             if (mine.empty() || (r < 48 && mine.size() < 3000)) {
-                Obj o{ML_HANDLE_NULL, sizes[rng() % 12] - rng() % 8, rng()};
-                void *p;
-                if (ml_alloc(a, o.size, &o.h) != 0 || ml_pin(a, o.h, &p) != 0) {
+                Owned o{ML_HANDLE_NULL, sizes[rng() % 12] - rng() % 8, rng()};
+                if (ml_alloc(a, o.size, &o.h) != 0 || !WritePatternPinned(a, o.h, o.size, o.seed)) {
                     errors++;
                     continue;
                 }
-                for (size_t i = 0; i < o.size; i++) ((unsigned char *)p)[i] = PatternByte(o.seed, i);
-                ml_unpin(a, o.h);
                 mine.push_back(o);
             } else if (r < 90) {
                 size_t i = rng() % mine.size();
@@ -407,7 +387,7 @@ TEST(Threads, CrossThreadFreesUnderCompactionKeepEveryBlockToOneHandle) {
                 mine[i] = mine.back();
                 mine.pop_back();
             } else {
-                Obj o;
+                Owned o;
                 {
                     std::lock_guard<std::mutex> g(qm);
                     if (handed.empty()) continue;
