@@ -287,9 +287,9 @@ static inline char *tc_take_block(ml_arena *a, ml_tcache *tc, unsigned cls, uint
     ml_lane_t *l = &a->lanes[ML_LANE_FAST];
     uint64_t b = tc->cls[cls].b[n - 1];
     __atomic_store_n(&tc->cls[cls].n, n - 1, __ATOMIC_RELAXED);
-    uint32_t span, bi;
-    ml__tc_entry_block(a, b, &span, &bi);
+    uint32_t span = (uint32_t)(b >> 32), bi = (uint32_t)b;
     if (__builtin_expect((b & ML_TC_PAIRED) != 0, 0)) {
+        ml__fast_block_of(a, (uint32_t)b, &span, &bi);
         tc->npaired--;
         tc_push_slot(a, tc, (uint32_t)b);
     }
@@ -714,15 +714,9 @@ static __attribute__((noinline)) uint32_t tc_spill(ml_arena *a, ml_tcache *tc, u
         ml__tc_flush(a, tc);
         return 0;
     }
-    uint32_t paired[ML_TC_BLOCKS / 2], np = 0;
+    uint32_t paired[ML_TC_BLOCKS / 2];
     pthread_mutex_lock(&l->lock);
-    for (unsigned i = ML_TC_BLOCKS / 2; i < ML_TC_BLOCKS; i++) {
-        uint64_t b = tc->cls[cls].b[i];
-        uint32_t span, bi;
-        ml__tc_entry_block(a, b, &span, &bi);
-        ml__lane_block_put(l, span, bi);
-        if (b & ML_TC_PAIRED) paired[np++] = (uint32_t)b;
-    }
+    uint32_t np = ml__tc_put_entries(a, tc->cls[cls].b + ML_TC_BLOCKS / 2, ML_TC_BLOCKS / 2, paired);
     pthread_mutex_unlock(&l->lock);
     __atomic_store_n(&tc->cls[cls].n, ML_TC_BLOCKS / 2, __ATOMIC_RELAXED);
     tc->npaired -= np;
@@ -770,7 +764,7 @@ static __attribute__((noinline)) int free_fast_finish(ml_arena *a, ml_tcache *tc
     } else {
         /* Enough slots are paired: this one goes where any thread can get it. */
         uint32_t span, bi;
-        ml__tc_entry_block(a, ML_TC_PAIRED | idx, &span, &bi);
+        ml__fast_block_of(a, idx, &span, &bi);
         tc->cls[cls].b[n] = ((uint64_t)span << 32) | bi;
         tc_push_slot(a, tc, idx);
     }

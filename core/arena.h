@@ -264,21 +264,21 @@ static inline void ml__store_rel(uint64_t *p, uint64_t v) { __atomic_store_n(p, 
 static inline uint32_t ml__hi(uint64_t x) { return (uint32_t)(x >> 32); }
 static inline uint32_t ml__idx(ml_handle h) { return (uint32_t)h.bits; }
 
-/** The span and block index of cached FastLane entry b (see ML_TC_PAIRED);
- *  by the cache's owner thread, before a paired slot is given back. */
-static inline void ml__tc_entry_block(const struct ml_arena *a, uint64_t b, uint32_t *span, uint32_t *bi)
+/** The span and block index of the FastLane block slot idx's addr names
+ *  (the caller owns the slot: claimed, or freed by it and not yet reused). */
+static inline void ml__fast_block_of(const struct ml_arena *a, uint32_t idx, uint32_t *span, uint32_t *bi)
 {
-    if (b & ML_TC_PAIRED) {
-        const ml_lane_t *l = &a->lanes[ML_LANE_FAST];
-        size_t off = (size_t)(__atomic_load_n(&a->slots[(uint32_t)b].addr, __ATOMIC_RELAXED) -
-                              (uint64_t)(uintptr_t)l->region.start);
-        *span = (uint32_t)(off >> l->unit_shift); /* FastLane spans are one unit */
-        *bi = ml__block_index(l, *span, off);
-    } else {
-        *span = (uint32_t)(b >> 32);
-        *bi = (uint32_t)b;
-    }
+    const ml_lane_t *l = &a->lanes[ML_LANE_FAST];
+    size_t off = (size_t)(__atomic_load_n(&a->slots[idx].addr, __ATOMIC_RELAXED) -
+                          (uint64_t)(uintptr_t)l->region.start);
+    *span = (uint32_t)(off >> l->unit_shift); /* FastLane spans are one unit */
+    *bi = ml__block_index(l, *span, off);
 }
+
+/** Hand the n cached entries b[] (see ML_TC_PAIRED) back to FastLane
+ *  (caller holds its lock and owns the cache); the slots of paired ones go
+ *  to paired[] (room for n). Returns how many did. */
+uint32_t ml__tc_put_entries(struct ml_arena *a, const uint64_t *b, uint32_t n, uint32_t *paired);
 
 static inline bool ml__meta_live(uint64_t m) { return (m & ML_M_STATE) != 0; }
 /** The handle of the allocation whose meta word is m, in slot idx. */

@@ -40,6 +40,21 @@ static ml_arena *g_arenas;
 static pthread_key_t g_key;
 static pthread_once_t g_key_once = PTHREAD_ONCE_INIT;
 
+uint32_t ml__tc_put_entries(ml_arena *a, const uint64_t *b, uint32_t n, uint32_t *paired)
+{
+    ml_lane_t *fast = &a->lanes[ML_LANE_FAST];
+    uint32_t np = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t span = (uint32_t)(b[i] >> 32), bi = (uint32_t)b[i];
+        if (b[i] & ML_TC_PAIRED) {
+            ml__fast_block_of(a, (uint32_t)b[i], &span, &bi);
+            paired[np++] = (uint32_t)b[i];
+        }
+        ml__lane_block_put(fast, span, bi);
+    }
+    return np;
+}
+
 void ml__tc_flush(ml_arena *a, ml_tcache *tc)
 {
     ml_lane_t *fast = &a->lanes[ML_LANE_FAST];
@@ -49,13 +64,7 @@ void ml__tc_flush(ml_arena *a, ml_tcache *tc)
         uint32_t paired[ML_NCLASSES * ML_TC_BLOCKS], np = 0;
         pthread_mutex_lock(&fast->lock);
         for (unsigned c = 0; c < fast->nclasses; c++) {
-            for (uint32_t i = 0; i < tc->cls[c].n; i++) {
-                uint64_t b = tc->cls[c].b[i];
-                uint32_t span, bi;
-                ml__tc_entry_block(a, b, &span, &bi);
-                ml__lane_block_put(fast, span, bi);
-                if (b & ML_TC_PAIRED) paired[np++] = (uint32_t)b;
-            }
+            np += ml__tc_put_entries(a, tc->cls[c].b, tc->cls[c].n, paired + np);
             __atomic_store_n(&tc->cls[c].n, 0, __ATOMIC_RELAXED);
         }
         pthread_mutex_unlock(&fast->lock);
