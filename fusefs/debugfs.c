@@ -37,6 +37,10 @@
  * never answered leaves its caller in uninterruptible sleep, so the server
  * must keep answering until the kernel has let go of the connection, and
  * must not stop reading first and detach later. ml_debugfs_unmount
+ *   0. waits (within the grace period below) until every directory the
+ *      kernel opened has been released: a release is sent in the background
+ *      after close, and one still queued when the connection ends is lost
+ *      (and with it the listing libfuse keeps for that directory).
  *   1. unmounts for real (umount2 without MNT_DETACH; fusermount3 -u when
  *      not privileged) while the thread still serves. When the mount is not
  *      busy this succeeds; the kernel ends the connection and the loop
@@ -70,8 +74,9 @@
  * a ring the program turned on but that is still empty is taken for off).
  *
  * Locking. The view holds no lock of its own while serving: the fs object
- * is immutable after mount, open-file state belongs to the one serving
- * thread, and each snapshot is taken by the public API under the arena's
+ * is immutable after mount except for the open-directory count (an atomic
+ * the serving thread changes and unmount reads), open-file state belongs
+ * to the one serving thread, and each snapshot is taken by the public API under the arena's
  * locks and released before we reply. The only lock here, events_lock,
  * guards the registry that tells whether a mount turned events on (so the
  * last unmount of an arena turns them off again, and only then).
@@ -110,6 +115,7 @@ extern char **environ;
 #define UMOUNT_GRACE_MS 500   /* real unmount retried while files are open */
 #define UMOUNT_ABORTED_MS 1000 /* after the abort, for readers to close */
 #define UMOUNT_RETRY_US 5000
+#define RELEASE_WAIT_US 200   /* poll for directory releases still on their way */
 
 /* ---- data structures ----------------------------------------------------------- */
 
@@ -138,6 +144,7 @@ struct ml_debugfs {
     gid_t gid;
     struct timespec mounted_at;
     open_file *open;  /* serving thread only */
+    int open_dirs;    /* opened and not released yet; atomic: read by unmount */
 };
 
 /* Registry of the arenas whose events the view turned on. events_lock
@@ -858,6 +865,24 @@ static int op_open(const char *path, struct fuse_file_info *fi)
     return 0;
 }
 
+/* Directories are counted so that unmount can wait for the releases the
+ * kernel has sent but we have not read yet (see unmount_kernel): libfuse
+ * keeps each open directory's listing until its release arrives, and a
+ * release still queued when the connection ends is dropped. */
+static int op_opendir(const char *path, struct fuse_file_info *fi)
+{
+    (void)path; (void)fi;
+    __atomic_add_fetch(&current_fs()->open_dirs, 1, __ATOMIC_RELEASE);
+    return 0;
+}
+
+static int op_releasedir(const char *path, struct fuse_file_info *fi)
+{
+    (void)path; (void)fi;
+    __atomic_sub_fetch(&current_fs()->open_dirs, 1, __ATOMIC_RELEASE);
+    return 0;
+}
+
 static int op_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
     (void)path;
@@ -938,7 +963,9 @@ static const struct fuse_operations debugfs_ops = {
     .getattr = op_getattr,
     .access = op_access,
     .readlink = op_readlink,
+    .opendir = op_opendir,
     .readdir = op_readdir,
+    .releasedir = op_releasedir,
     .open = op_open,
     .read = op_read,
     .release = op_release,
@@ -1097,6 +1124,12 @@ static int unmount_kernel(ml_debugfs *fs)
 {
     int r;
     uint64_t deadline = now_ms() + UMOUNT_GRACE_MS;
+    /* 0. A directory closed just now is released in the background: its
+     * release may still be queued in the kernel, and an unmount now would
+     * drop it (libfuse would keep the directory's listing for ever). A
+     * directory really held open keeps the mount busy, so waiting for it
+     * costs nothing the busy retries below would not spend anyway. */
+    while (__atomic_load_n(&fs->open_dirs, __ATOMIC_ACQUIRE) > 0 && now_ms() < deadline) usleep(RELEASE_WAIT_US);
     for (;;) { /* 1. real unmount while the thread serves */
         r = real_umount(fs);
         if (r == 0 || r == -EINVAL) return 0;
