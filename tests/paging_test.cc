@@ -448,6 +448,58 @@ TEST_P(Faults, FailedReadKeepsTheRecordForARetry) {
     ml_arena_destroy(a);
 }
 
+// ml_prefetch's retry after compaction is for entries that found no place,
+// not for entries whose read failed: those stay cold with their records
+// kept, and the count says so. `failing` (512 KiB: a record too big for a
+// bounce buffer, so it is read alone) fits SlowLane's one large hole, but
+// its read fails; `placeless` (640 KiB) fits only once the pieces are joined.
+TEST_P(Faults, PrefetchRetriesOnlyTheEntriesThatFoundNoPlace) {
+    FaultIO f;
+    f.which = GetParam();
+    f.fail_read_at = 0;
+    ml_config c = PagingConfig(GetParam());
+    c.slow_lane_size = 4 << 20;
+    c.slow_lane_safety_margin = 0.05;
+    c.slow_lane_usage_threshold = 0.95;
+    c.min_evict_size = 192 << 10;  // the 96 KiB fillers stay
+    ml_arena *a = f.Create(&c);
+    ASSERT_NE(a, nullptr);
+    Blob failing = Make(a, 512 << 10, 60), placeless = Make(a, 640 << 10, 61);
+    ASSERT_EQ(ml_evict(a, failing.h), 0);
+    ASSERT_EQ(ml_evict(a, placeless.h), 0);
+    std::vector<Blob> fill, kept;
+    for (int i = 0;; i++) {
+        ASSERT_LT(i, 64) << "SlowLane should have filled up";
+        ml_handle h;
+        int rc = ml_alloc(a, 96 << 10, &h);
+        if (rc == -ENOMEM) break;
+        ASSERT_EQ(rc, 0);
+        Content(100 + (uint64_t)i, (unsigned char *)ml_get(a, h), 96 << 10);
+        fill.push_back({h, 96 << 10, (uint64_t)(100 + i)});
+    }
+    ASSERT_GE(fill.size(), 16u);
+    for (size_t i = 0; i < fill.size(); i++) {
+        if (i < 6 || (i > 6 && i < 14 && i % 2)) ASSERT_EQ(ml_free(a, fill[i].h), 0);
+        else kept.push_back(fill[i]);
+    }
+    ml_stats st;
+    ASSERT_EQ(ml_stats_get(a, &st), 0);
+    ASSERT_GE(st.lane[ML_LANE_SLOW].largest_free, failing.size) << "the test needs a hole for `failing`";
+    ASSERT_LT(st.lane[ML_LANE_SLOW].largest_free, placeless.size) << "and none for `placeless`";
+
+    ml_handle hs[] = {failing.h, placeless.h};
+    EXPECT_EQ(ml_prefetch(a, hs, 2), 1);
+    EXPECT_EQ(ml_handle_state(a, failing.h), ML_STATE_EVICTED) << "a failed read is not retried";
+    EXPECT_EQ(ml_handle_state(a, placeless.h), ML_STATE_SLOW) << "compacted, then brought back";
+    EXPECT_EQ(PStats(a).io_errors, 1u);
+    EXPECT_EQ(PStats(a).prefetched, 1u);
+    EXPECT_TRUE(GetMatches(a, failing)) << "its record was kept";
+    EXPECT_TRUE(GetMatches(a, placeless));
+    for (const Blob &b : kept) EXPECT_TRUE(GetMatches(a, b));
+    EXPECT_EQ(ml__arena_check(a), 0);
+    ml_arena_destroy(a);
+}
+
 // A page-in reads with an engine of its own (so that page-ins run in
 // parallel); when none can be opened, the pager's own engine does the read
 // under its lock: the access still succeeds.
