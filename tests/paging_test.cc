@@ -44,6 +44,23 @@ Blob Make(ml_arena *a, size_t size, uint64_t seed) {
     return b;
 }
 
+// Allocates entries of `size` bytes (contents seeded 100, 101, ...) until
+// SlowLane says -ENOMEM: the fillers that the compaction tests free in
+// places to cut its free space into pieces.
+void FillSlowLane(ml_arena *a, size_t size, std::vector<Blob> *fill) {
+    for (int i = 0;; i++) {
+        ASSERT_LT(i, 64) << "SlowLane should have filled up";
+        ml_handle h;
+        int rc = ml_alloc(a, size, &h);
+        if (rc == -ENOMEM) return;
+        ASSERT_EQ(rc, 0);
+        unsigned char *p = (unsigned char *)ml_get(a, h);
+        ASSERT_NE(p, nullptr);
+        Content(100 + (uint64_t)i, p, size);
+        fill->push_back({h, size, (uint64_t)(100 + i)});
+    }
+}
+
 // Checks through ml_read (no state change).
 bool ReadMatches(ml_arena *a, const Blob &b) {
     std::vector<unsigned char> want(b.size), got(b.size);
@@ -468,15 +485,7 @@ TEST_P(Faults, PrefetchRetriesOnlyTheEntriesThatFoundNoPlace) {
     ASSERT_EQ(ml_evict(a, failing.h), 0);
     ASSERT_EQ(ml_evict(a, placeless.h), 0);
     std::vector<Blob> fill, kept;
-    for (int i = 0;; i++) {
-        ASSERT_LT(i, 64) << "SlowLane should have filled up";
-        ml_handle h;
-        int rc = ml_alloc(a, 96 << 10, &h);
-        if (rc == -ENOMEM) break;
-        ASSERT_EQ(rc, 0);
-        Content(100 + (uint64_t)i, (unsigned char *)ml_get(a, h), 96 << 10);
-        fill.push_back({h, 96 << 10, (uint64_t)(100 + i)});
-    }
+    ASSERT_NO_FATAL_FAILURE(FillSlowLane(a, 96 << 10, &fill));
     ASSERT_GE(fill.size(), 16u);
     for (size_t i = 0; i < fill.size(); i++) {
         if (i < 6 || (i > 6 && i < 14 && i % 2)) ASSERT_EQ(ml_free(a, fill[i].h), 0);
@@ -755,17 +764,7 @@ void PageInCompactsScenario(int engine, Access how) {
     Blob big = Make(a, 384 << 10, 7);
     ASSERT_EQ(ml_evict(a, big.h), 0);
     std::vector<Blob> fill;
-    for (int i = 0;; i++) {
-        ml_handle h;
-        int rc = ml_alloc(a, 96 << 10, &h);
-        if (rc == -ENOMEM) break;
-        ASSERT_EQ(rc, 0);
-        ASSERT_LT(i, 64) << "SlowLane should have filled up";
-        unsigned char *p = (unsigned char *)ml_get(a, h);
-        ASSERT_NE(p, nullptr);
-        Content(100 + i, p, 96 << 10);
-        fill.push_back({h, 96 << 10, (uint64_t)(100 + i)});
-    }
+    ASSERT_NO_FATAL_FAILURE(FillSlowLane(a, 96 << 10, &fill));
     std::vector<Blob> kept;
     ASSERT_NO_FATAL_FAILURE(FreeEveryOther(a, fill, (size_t)384 << 10, &kept));
     EXPECT_EQ(ml_handle_state(a, big.h), ML_STATE_EVICTED);
@@ -872,15 +871,7 @@ TEST_P(Engines, PrefetchRetryKeepsWhatItsFirstPassBroughtBack) {
         ASSERT_EQ(ml_evict(a, bs.back().h), 0);
     }
     std::vector<Blob> fill;
-    for (int i = 0;; i++) {
-        ASSERT_LT(i, 64) << "SlowLane should have filled up";
-        ml_handle h;
-        int rc = ml_alloc(a, 96 << 10, &h);
-        if (rc == -ENOMEM) break;
-        ASSERT_EQ(rc, 0);
-        Content(100 + (uint64_t)i, (unsigned char *)ml_get(a, h), 96 << 10);
-        fill.push_back({h, 96 << 10, (uint64_t)(100 + i)});
-    }
+    ASSERT_NO_FATAL_FAILURE(FillSlowLane(a, 96 << 10, &fill));
     ASSERT_GE(fill.size(), 12u);
     for (int i : {0, 1, 2, 3, 5, 7, 9}) ASSERT_EQ(ml_free(a, fill[i].h), 0);
     ml_paging_stats ps0, ps1;
