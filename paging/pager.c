@@ -43,9 +43,10 @@
  * with a reader of its own (an engine on the swap file, a bounce buffer and
  * a codec, taken from a small pool) while other threads page in, evict and
  * allocate, and takes the lock again to install the data. ml_read of a cold
- * entry does the same, decoding into the one-entry cache's buffer. The claim it holds is what keeps its record and its place from
- * changing meanwhile: every other path that touches an entry's record
- * claims the entry first. The pool lock is a leaf: a thread holding a reader
+ * entry does the same, decoding into a buffer that then joins the cache of
+ * cold copies (rc_put). The claim it holds is what keeps its record and
+ * its place from changing meanwhile: every other path that touches an
+ * entry's record claims the entry first. The pool lock is a leaf: a thread holding a reader
  * takes no other lock until it gives the reader back.
  *
  * Long batches do not shut page-ins out: while the policy thread or
@@ -84,6 +85,8 @@
 #define REC_MAGIC 0x31524c4du /* "MLR1" */
 #define REC_VERSION 1
 #define BUF_BYTES ((size_t)128 << 10) /* larger records get their own buffer */
+#define RC_WAYS 4                     /* cold copies ml_read keeps decoded */
+#define RC_BYTES ((size_t)32 << 20)   /* ... while they hold at most this (the newest always stays) */
 #define MAX_BUFS 64
 
 typedef struct rec_hdr {
@@ -114,11 +117,17 @@ typedef struct ml_pager {
     char *scratch; /* BUF_BYTES for compressing in RAM */
     bool busy[MAX_BUFS];
     ml_paging_stats st;
-    /* ml_read of a cold entry decompresses it whole; keep the last one */
-    uint32_t rc_idx, rc_gen;
-    bool rc_valid;
-    char *rc_buf;
-    size_t rc_cap;
+    /* ml_read of a cold entry decompresses it whole: the last few copies
+     * are kept (see read_cold). An invalid entry may keep its buffer for
+     * the next miss. */
+    struct rc_ent {
+        uint32_t idx, gen;
+        bool valid;
+        char *buf;
+        size_t cap;
+        uint64_t used; /* rc_tick at the last hit or fill: least is oldest */
+    } rc[RC_WAYS];
+    uint64_t rc_tick;
     ml_io_open_fn open_io;
     void *open_ctx;
     int io_which; /* the engine kind asked for (readers ask for the same) */
@@ -136,6 +145,8 @@ typedef struct ml_pager {
     struct reader *rd_free;
     unsigned rd_count;
 } ml_pager;
+
+static void rc_forget(ml_pager *p, uint32_t idx);
 
 /* What a page-in needs to read and decode without the pager lock. */
 typedef struct reader {
@@ -303,7 +314,7 @@ static void detach(ml_arena *a)
     ml__codec_free(p->codec);
     free(p->bufs);
     free(p->scratch);
-    free(p->rc_buf);
+    for (int i = 0; i < RC_WAYS; i++) free(p->rc[i].buf);
     if (p->started) ml__swap_close(&p->swap);
     pthread_mutex_destroy(&p->lock);
     free(p);
@@ -882,7 +893,7 @@ static void installed(ml_pager *p, uint32_t idx, uint64_t m, const ml_place *pl,
         p->st.now_compressed_bytes -= size;
     }
     ml__account(a, ML_LANE_SLOW, (int64_t)pl->bytes - (int64_t)rec_bytes, 0);
-    if (p->rc_valid && p->rc_idx == idx) p->rc_valid = false;
+    rc_forget(p, idx);
     if (ML_EVENT_ON(a)) ml__event(a, ML_EVENT_PAGE_IN, ml__handle_of(m, idx), size, 1, ML_LANE_SLOW, ML_LANE_SLOW);
 }
 
@@ -1045,6 +1056,75 @@ static int page_in(ml_arena *a, uint32_t idx, bool keep_copy)
     return rc;
 }
 
+/* ---- the cache of cold copies (pager lock held) ------------------------------------- */
+
+/* ml_read of a cold entry decodes the whole record. The last RC_WAYS
+ * copies are kept, so that reads taking a few cold entries in turn (two
+ * `cat`s of the debug view, a program scanning some blobs piecewise)
+ * decode each once. An entry is known by slot and generation; a page-in
+ * or a free forgets it (a later eviction may write other bytes under the
+ * same generation). Copies beyond the newest are kept only while all the
+ * buffers hold at most RC_BYTES. */
+static struct rc_ent *rc_find(ml_pager *p, uint32_t idx, uint32_t gen)
+{
+    for (int i = 0; i < RC_WAYS; i++)
+        if (p->rc[i].valid && p->rc[i].idx == idx && p->rc[i].gen == gen) return &p->rc[i];
+    return NULL;
+}
+
+static void rc_forget(ml_pager *p, uint32_t idx)
+{
+    for (int i = 0; i < RC_WAYS; i++)
+        if (p->rc[i].valid && p->rc[i].idx == idx) p->rc[i].valid = false;
+}
+
+/* A buffer of at least size bytes from an invalid entry, taken out of the
+ * cache; NULL when none has one. */
+static char *rc_take_buf(ml_pager *p, size_t size)
+{
+    for (int i = 0; i < RC_WAYS; i++) {
+        struct rc_ent *e = &p->rc[i];
+        if (!e->valid && e->buf && e->cap >= size) {
+            char *b = e->buf;
+            e->buf = NULL;
+            e->cap = 0;
+            return b;
+        }
+    }
+    return NULL;
+}
+
+/* Give buf (cap bytes) to the cache: as the copy of (idx, gen) when valid,
+ * else as an empty buffer. It takes an entry without a buffer, else the
+ * oldest invalid one, else the oldest copy; then other buffers go (empty
+ * ones first, then the oldest copies) until all of them together hold at
+ * most RC_BYTES: the newest always stays. */
+static void rc_put(ml_pager *p, char *buf, size_t cap, bool valid, uint32_t idx, uint32_t gen)
+{
+    struct rc_ent *e = NULL;
+    if (valid) rc_forget(p, idx); /* a concurrent miss of the same entry may have filled one */
+    for (int i = 0; i < RC_WAYS && !e; i++)
+        if (!p->rc[i].valid && !p->rc[i].buf) e = &p->rc[i];
+    for (int pass = 0; pass < 2 && !e; pass++) /* the oldest invalid one, then the oldest copy */
+        for (int i = 0; i < RC_WAYS; i++)
+            if (p->rc[i].valid == (pass == 1) && (!e || p->rc[i].used < e->used)) e = &p->rc[i];
+    free(e->buf);
+    *e = (struct rc_ent){.idx = idx, .gen = gen, .valid = valid, .buf = buf, .cap = cap, .used = ++p->rc_tick};
+    for (;;) {
+        size_t held = 0;
+        struct rc_ent *old = NULL;
+        for (int i = 0; i < RC_WAYS; i++) {
+            struct rc_ent *o = &p->rc[i];
+            if (o == e || !o->buf) continue;
+            held += o->cap;
+            if (!old || o->valid < old->valid || (o->valid == old->valid && o->used < old->used)) old = o;
+        }
+        if (!old || held + cap <= RC_BYTES) break;
+        free(old->buf);
+        *old = (struct rc_ent){0};
+    }
+}
+
 /* ---- reading a cold copy ------------------------------------------------------ */
 
 static int read_cold(ml_arena *a, uint32_t idx, size_t off, void *dst, size_t len)
@@ -1055,22 +1135,18 @@ static int read_cold(ml_arena *a, uint32_t idx, size_t off, void *dst, size_t le
     uint64_t m = ml__load(&a->slots[idx].meta);
     uint32_t gen = ML_HI_GEN(ml__hi(m));
     size_t size = a->slots[idx].size;
-    if (p->rc_valid && p->rc_idx == idx && p->rc_gen == gen) {
-        memcpy(dst, p->rc_buf + off, len);
+    struct rc_ent *hit = rc_find(p, idx, gen);
+    if (hit) {
+        memcpy(dst, hit->buf + off, len);
+        hit->used = ++p->rc_tick;
         p->st.cold_reads++;
         pthread_mutex_unlock(&p->lock);
         return (int)len;
     }
-    /* A miss: decode into the cache's buffer (taken out of the cache, so
-     * that a concurrent miss decodes into a buffer of its own) without the
-     * lock, as a page-in does; the claim ml_read holds keeps the record. */
-    char *buf = NULL;
-    if (p->rc_cap >= size) {
-        buf = p->rc_buf;
-        p->rc_buf = NULL;
-        p->rc_cap = 0;
-        p->rc_valid = false;
-    }
+    /* A miss: decode into a buffer of its own (an invalid entry's, taken
+     * out of the cache, or a new one) without the lock, as a page-in does;
+     * the claim ml_read holds keeps the record. */
+    char *buf = rc_take_buf(p, size);
     uint64_t loc = ml__load(&a->slots[idx].addr);
     int rc = (m & ML_M_STATE) == ML_STATE_EVICTED ? ensure_started(p) : 0;
     pthread_mutex_unlock(&p->lock);
@@ -1087,25 +1163,13 @@ static int read_cold(ml_arena *a, uint32_t idx, size_t off, void *dst, size_t le
     if (rc == 0) {
         memcpy(dst, buf + off, len);
         p->st.cold_reads++;
+        p->st.cold_read_decodes++;
         rc = (int)len;
-        /* The copy becomes the cache (replacing one a concurrent miss may
-         * have installed meanwhile). */
-        free(p->rc_buf);
-        p->rc_buf = buf;
-        p->rc_cap = size;
-        p->rc_valid = true;
-        p->rc_idx = idx;
-        p->rc_gen = gen;
-        buf = NULL;
-    } else if (buf && !p->rc_buf) {
-        /* Failed: keep the buffer (empty) for the next miss. */
-        p->rc_buf = buf;
-        p->rc_cap = size;
-        p->rc_valid = false;
-        buf = NULL;
     }
+    /* The copy joins the cache (a failed one's buffer is kept, empty, for
+     * the next miss). */
+    if (buf) rc_put(p, buf, size, rc >= 0, idx, gen);
     pthread_mutex_unlock(&p->lock);
-    free(buf);
     return rc;
 }
 
@@ -1126,7 +1190,7 @@ static void drop(ml_arena *a, uint32_t idx, uint64_t m)
         p->st.now_compressed--;
         p->st.now_compressed_bytes -= size;
     }
-    if (p->rc_valid && p->rc_idx == idx) p->rc_valid = false;
+    rc_forget(p, idx);
     pthread_mutex_unlock(&p->lock);
 }
 

@@ -137,6 +137,90 @@ TEST_P(Engines, EvictReadColdThenPageInOnAccess) {
     EXPECT_EQ(ml__arena_check(a), 0);
 }
 
+// ml_read keeps the last few cold copies it decoded: reads that take four
+// cold entries in turn (two on disk, two compressed in RAM), 4 KiB at a
+// time, decode each record once, and every piece is right.
+TEST_P(Engines, ColdReadsTakingAFewEntriesInTurnDecodeEachOnce) {
+    ml_config c = PagingConfig(GetParam());
+    ArenaGuard a(&c);
+    std::vector<Blob> bs;
+    for (int i = 0; i < 4; i++) {
+        bs.push_back(Make(a, 64 << 10, 70 + (uint64_t)i));
+        ASSERT_EQ((i < 2 ? ml_evict : ml_compress)(a, bs.back().h), 0);
+    }
+    std::vector<std::vector<unsigned char>> want(bs.size());
+    for (size_t i = 0; i < bs.size(); i++) {
+        want[i].resize(bs[i].size);
+        Content(bs[i].seed, want[i].data(), bs[i].size);
+    }
+    const size_t piece = 4096;
+    unsigned char got[piece];
+    for (size_t off = 0; off < (64 << 10); off += piece)
+        for (size_t i = 0; i < bs.size(); i++) {
+            ASSERT_EQ(ml_read(a, bs[i].h, off, got, piece), (int)piece);
+            ASSERT_EQ(memcmp(got, want[i].data() + off, piece), 0) << "entry " << i << " at " << off;
+        }
+    ml_paging_stats st = PStats(a);
+    EXPECT_EQ(st.cold_reads, 64u);
+    EXPECT_EQ(st.cold_read_decodes, 4u);
+    for (size_t i = 0; i < bs.size(); i++)
+        EXPECT_EQ(ml_handle_state(a, bs[i].h), i < 2 ? ML_STATE_EVICTED : ML_STATE_COMPRESSED);
+
+    // A fifth entry takes the place of the one read least recently (the
+    // first); the others are still there.
+    Blob fifth = Make(a, 64 << 10, 79);
+    ASSERT_EQ(ml_evict(a, fifth.h), 0);
+    for (int k : {1, 2, 3}) ASSERT_EQ(ml_read(a, bs[k].h, 0, got, piece), (int)piece);
+    EXPECT_TRUE(ReadMatches(a, fifth));
+    EXPECT_EQ(PStats(a).cold_read_decodes, 5u);
+    for (int k : {1, 2, 3}) ASSERT_EQ(ml_read(a, bs[k].h, 0, got, piece), (int)piece);
+    EXPECT_EQ(PStats(a).cold_read_decodes, 5u) << "the three kept copies served again";
+    EXPECT_TRUE(ReadMatches(a, bs[0]));
+    EXPECT_EQ(PStats(a).cold_read_decodes, 6u) << "the oldest copy had made room";
+}
+
+// A kept copy is never served once the entry has changed: brought back,
+// written and evicted again, it is read anew.
+TEST_P(Engines, ColdReadCopyIsForgottenWhenTheEntryComesBack) {
+    ml_config c = PagingConfig(GetParam());
+    ArenaGuard a(&c);
+    Blob b = Make(a, 64 << 10, 80);
+    ASSERT_EQ(ml_evict(a, b.h), 0);
+    EXPECT_TRUE(ReadMatches(a, b));
+    ASSERT_NE(ml_get(a, b.h), nullptr);  // back, and its copy forgotten
+    Blob b2 = b;
+    b2.seed = 81;
+    std::vector<unsigned char> bytes(b.size);
+    Content(b2.seed, bytes.data(), b.size);
+    ASSERT_EQ(ml_write(a, b.h, 0, bytes.data(), b.size), 0);
+    ASSERT_EQ(ml_evict(a, b.h), 0);
+    EXPECT_TRUE(ReadMatches(a, b2)) << "the new bytes, not the kept copy";
+    EXPECT_EQ(PStats(a).cold_read_decodes, 2u);
+    ASSERT_EQ(ml_free(a, b.h), 0);
+    Blob n = Make(a, 64 << 10, 82);  // may reuse the slot, under a new generation
+    ASSERT_EQ(ml_evict(a, n.h), 0);
+    EXPECT_TRUE(ReadMatches(a, n));
+}
+
+// Copies beyond the newest are kept only while they hold at most 32 MiB
+// together: of two 20 MiB entries read in turn, each read decodes.
+TEST_P(Engines, ColdReadCopiesStayWithinTheirBudget) {
+    ml_config c = PagingConfig(GetParam());
+    c.slow_lane_size = 64 << 20;
+    c.swap_size = 128 << 20;
+    ArenaGuard a(&c);
+    Blob x = Make(a, 20 << 20, 90), y = Make(a, 20 << 20, 91);
+    ASSERT_EQ(ml_evict(a, x.h), 0);
+    ASSERT_EQ(ml_evict(a, y.h), 0);
+    unsigned char got[64];
+    for (const Blob *b : {&x, &y, &x, &y}) ASSERT_EQ(ml_read(a, b->h, 1 << 20, got, sizeof got), (int)sizeof got);
+    EXPECT_EQ(PStats(a).cold_read_decodes, 4u);
+    ASSERT_EQ(ml_read(a, y.h, 2 << 20, got, sizeof got), (int)sizeof got);
+    EXPECT_EQ(PStats(a).cold_read_decodes, 4u) << "the newest copy stays";
+    EXPECT_TRUE(ReadMatches(a, x));
+    EXPECT_TRUE(ReadMatches(a, y));
+}
+
 TEST_P(Engines, CompressedStageInRamAndBack) {
     ml_config c = PagingConfig(GetParam());
     ArenaGuard a(&c);

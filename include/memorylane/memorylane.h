@@ -410,11 +410,15 @@ ML_API int ml_unpin(ml_arena *arena, ml_handle h);
 
 /**
  * Copy len bytes from data offset `offset` into buf. Never changes the
- * handle's state: a cold handle is decompressed into buf, not brought back;
- * the access is not counted. Safe against concurrent relocation.
+ * handle's state: a cold handle's record is decompressed into a copy, not
+ * brought back; the access is not counted. The last four copies are kept
+ * (those beyond the newest while they hold 32 MiB at most), so reading a
+ * cold handle piece by piece, or a few in turn, decompresses each once.
+ * Safe against concurrent relocation. Thread-safe.
  * @return the number of bytes copied (less than len when the data ends
  *         first; 0 at or past the end), or -EINVAL (bad handle, buf NULL
- *         with len > 0, len > INT_MAX), -ESTALE, -EIO, -EBADMSG.
+ *         with len > 0, len > INT_MAX), -ESTALE, -EIO, -EBADMSG, -ENOMEM
+ *         (no memory for a cold handle's copy).
  */
 ML_API int ml_read(ml_arena *arena, ml_handle h, size_t offset, void *buf,
                    size_t len);
@@ -921,6 +925,7 @@ ML_API int ml_group_foreach(ml_arena *arena, ml_group_fn fn, void *ctx);
     X(page_ins, "entries brought back on access")                              \
     X(prefetched, "entries brought back by ml_prefetch")                       \
     X(cold_reads, "ml_read calls served from a cold copy")                     \
+    X(cold_read_decodes, "of those, the ones that decompressed the record")    \
     X(bytes_in, "uncompressed bytes compressed or evicted")                    \
     X(bytes_out, "bytes stored after compression")                             \
     X(evict_ns, "compressing and evicting, pauses for page-ins not counted")   \
