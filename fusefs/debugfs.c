@@ -55,9 +55,12 @@
  *      the connection being dead, a detach is harmless: it does so, so that
  *      no stale mount stays in the namespace, and returns -EBUSY.
  * Then it wakes the loop through the eventfd (for the paths where the kernel
- * did not end it), joins the thread, and lets libfuse close the device
- * (which aborts whatever might remain; libfuse's own lazy unmount is then a
- * no-op because the device reports POLLERR). fuse_session_exit is never used
+ * did not end it), joins the thread, and closes the device, which aborts
+ * whatever might remain (a copy of the mount in another namespace keeps the
+ * connection alive past our unmount); libfuse's own lazy unmount is then a
+ * no-op, since the device polls POLLERR (see close_device). Only when our
+ * mount is still there does libfuse close the device and unmount (the
+ * unprivileged fallback). fuse_session_exit is never used
  * while the connection lives: libfuse drops a request read after exit.
  *
  * One thing no server can fix: if the program dies (a crash, abort) while
@@ -1320,6 +1323,32 @@ int ml_debugfs_mount(ml_arena *arena, const char *mountpoint, const ml_debugfs_o
     return 0;
 }
 
+/* Is our mount still at its path (not gone, nor covered by another)? */
+static bool still_mounted(const ml_debugfs *fs)
+{
+    dev_t dev;
+    bool fuse;
+    return mount_at(fs->abspath, &dev, &fuse) && fuse && (!fs->have_conn || minor(dev) == fs->conn);
+}
+
+/* Close the FUSE device so that libfuse's unmount, which comes next, does
+ * not unmount again: it skips that when the device polls POLLERR (an ended
+ * connection), and otherwise would unmount whatever is at the path now, or
+ * print "failed to unmount" when nothing is. The connection can outlive our
+ * unmount: a copy of the mount in another mount namespace (one made while
+ * the view was mounted) keeps it. Closing the device ends it, so the copy's
+ * users get errors instead of waiting for a server that is gone; a pipe
+ * with no reader, which polls POLLERR, takes the descriptor's number for
+ * libfuse to close. */
+static void close_device(ml_debugfs *fs)
+{
+    int fd = fuse_session_fd(fs->se), pp[2];
+    if (fd < 0 || pipe2(pp, O_CLOEXEC) != 0) return; /* libfuse closes it, and may print */
+    close(pp[0]);
+    (void)dup3(pp[1], fd, O_CLOEXEC); /* closes the device; on failure libfuse does */
+    close(pp[1]);
+}
+
 int ml_debugfs_unmount(ml_debugfs *fs)
 {
     if (!fs) return 0;
@@ -1328,16 +1357,16 @@ int ml_debugfs_unmount(ml_debugfs *fs)
     ssize_t w = write(fs->wake_fd, &one, sizeof one); /* the loop ends even if the kernel did not end it */
     (void)w;
     pthread_join(fs->thread, NULL);
-    /* Closes the device (aborting the connection if it still lived, so no
-     * request stays pending); libfuse unmounts only if we could not (without
-     * privilege: fusermount3 -u -z, harmless once the device is closed). */
+    /* The device is closed (aborting the connection if it still lived, so
+     * no request stays pending): here when our mount is gone, else by
+     * libfuse, which then unmounts what we could not (without privilege:
+     * fusermount3 -u -z, harmless once the device is closed). */
+    if (!still_mounted(fs)) close_device(fs);
     fuse_unmount(fs->fuse);
-    dev_t dev;
-    bool fuse;
     /* What the caller is told matches what is left: 0 when libfuse's
      * unmount removed a mount we could not; -EBUSY ("held, detached") never
      * while it is still there. */
-    bool gone = !(mount_at(fs->abspath, &dev, &fuse) && fuse);
+    bool gone = !still_mounted(fs);
     if (rc && rc != -EBUSY && gone) rc = 0;
     else if (rc == -EBUSY && !gone) rc = -EPERM;
     fuse_destroy(fs->fuse);

@@ -1064,6 +1064,63 @@ TEST_F(DebugfsTest, ADirectoryClosedJustBeforeTheUnmountIsReleased) {
     EXPECT_LT(after - std::min(after, before), (size_t)32768) << "heap grew by " << after - before << " bytes over " << kCycles << " unmounts";
 }
 
+// A copy of the mount in another mount namespace (made before the unmount,
+// and private, so the unmount does not reach it) keeps the connection alive
+// after our unmount. libfuse's own unmount, which comes after ours, then
+// tried to unmount a path that is no longer a mount and printed "failed to
+// unmount" on stderr; the library prints nothing. The copy's users get an
+// error, not a hang: closing the device ends the connection.
+TEST_F(DebugfsTest, UnmountWithACopyInAnotherNamespacePrintsNothing) {
+    Alloc(100);
+    int up[2], down[2];
+    ASSERT_EQ(pipe(up), 0);
+    ASSERT_EQ(pipe(down), 0);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {  // the child: a private copy of every mount, ours included
+        // Nothing inherited but its pipes: a child holding the FUSE device
+        // would keep the connection alive, with nobody serving it.
+        for (int fd = 3; fd < 4096; fd++)
+            if (fd != up[1] && fd != down[0]) close(fd);
+        if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) _exit(2);
+        struct stat st;
+        if (stat(P("arena/stats").c_str(), &st) != 0) _exit(3);
+        if (write(up[1], "c", 1) != 1) _exit(4);
+        char c;
+        if (read(down[0], &c, 1) != 1) _exit(5);  // the parent has unmounted
+        errno = 0;
+        if (stat(P("arena/stats").c_str(), &st) == 0 || !ConnectionGone(errno)) _exit(6);
+        _exit(0);
+    }
+    close(up[1]);
+    close(down[0]);
+    char c;
+    ASSERT_EQ(read(up[0], &c, 1), 1) << "the child has its copy";
+    fflush(stderr);
+    std::string log = mnt_ + ".stderr";
+    int logfd = open(log.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    ASSERT_GE(logfd, 0);
+    int saved = dup(2);
+    ASSERT_GE(saved, 0);
+    ASSERT_EQ(dup2(logfd, 2), 2);
+    int rc = Unmount();
+    dup2(saved, 2);
+    close(saved);
+    EXPECT_EQ(rc, 0) << ml_strerror(rc);
+    EXPECT_FALSE(MountedAt(mnt_));
+    EXPECT_EQ(ThreadsNamed("ml_debugfs"), 0);
+    EXPECT_EQ(write(down[1], "u", 1), 1);
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
+    close(up[0]);
+    close(down[1]);
+    std::string printed = Slurp(log);
+    close(logfd);
+    unlink(log.c_str());
+    EXPECT_EQ(printed, "") << "the library printed on stderr";
+}
+
 TEST_F(DebugfsTest, UnmountWhileAThreadReadsALargeFile) {
     const size_t size = 8 << 20;
     std::string bytes = PatternBytes(77, size);

@@ -5,7 +5,11 @@
 #   PREFIX/lib/libmemorylane_debugfs.so (the FUSE debug view: -lmemorylane_debugfs)
 #   PREFIX/lib/pkgconfig/memorylane.pc
 # Then:  cc app.c $(PKG_CONFIG_PATH=PREFIX/lib/pkgconfig pkg-config --cflags --libs memorylane)
-# (add --static to pkg-config and -static-pie... to link the archive instead).
+# The archive instead of the shared library (its objects are position
+# independent, so the program may be a PIE, the default):
+#   cc app.c -IPREFIX/include PREFIX/lib/libmemorylane.a -lzstd -luring -lpthread
+# or a fully static program:
+#   cc app.c -static $(PKG_CONFIG_PATH=PREFIX/lib/pkgconfig pkg-config --static --cflags --libs memorylane)
 set -euo pipefail
 if [ $# -ne 1 ] || [ "$1" = "--help" ]; then
   echo "usage: tools/install.sh PREFIX" >&2
@@ -28,16 +32,21 @@ install -m 0644 include/memorylane/*.h "$prefix/include/memorylane/"
 install -m 0755 "$bin/libmemorylane.so" "$prefix/lib/libmemorylane.so"
 install -m 0755 "$bin/libmemorylane_debugfs.so" "$prefix/lib/libmemorylane_debugfs.so"
 
-# One static archive from the modules' archives (alwayslink archives are .lo).
+# One static archive from the modules' position-independent archives
+# (alwayslink archives are .lo; the .pic ones are what the .so was linked
+# from): a non-PIC archive would not link into a PIE, and -static-pie
+# programs made from it crash at start.
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 {
   echo "create $tmp/libmemorylane.a"
   for l in "${libs[@]}"; do
     pkg=${l#//}; pkg=${pkg%%:*}; name=${l##*:}
-    for f in "$bin/$pkg/lib$name.lo" "$bin/$pkg/lib$name.a"; do
-      if [ -f "$f" ]; then echo "addlib $f"; break; fi
+    found=
+    for f in "$bin/$pkg/lib$name.pic.lo" "$bin/$pkg/lib$name.pic.a"; do
+      if [ -f "$f" ]; then echo "addlib $f"; found=1; break; fi
     done
+    if [ -z "$found" ]; then echo "install.sh: no PIC archive for $l under $bin" >&2; exit 1; fi
   done
   echo "save"
   echo "end"

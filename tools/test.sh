@@ -42,6 +42,10 @@ test -s "$tmp/example.c"
 PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig" cc -Wall -Werror "$tmp/example.c" -o "$tmp/example" \
   $(PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig" pkg-config --cflags --libs memorylane)
 "$tmp/example"
+# The same program linked with the archive, as a PIE (the compiler's default).
+cc -Wall -Werror "$tmp/example.c" -o "$tmp/example-a" -I"$tmp/prefix/include" \
+  "$tmp/prefix/lib/libmemorylane.a" -lzstd -luring -lpthread
+"$tmp/example-a" >/dev/null
 nm -D --defined-only "$tmp/prefix/lib/libmemorylane.so" | awk '$2 ~ /[TDB]/ {print $3}' |
   grep -v '^ml_[a-z]' && { echo "libmemorylane.so exports non-API symbols" >&2; exit 1; } || true
 
