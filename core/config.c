@@ -106,7 +106,7 @@ const char *ml_strerror(int err)
     case EOVERFLOW: return "too many pins on one handle";
     case ENOENT: return "no such name or ID";
     case EEXIST: return "name already exists";
-    case ENOSPC: return "table full";
+    case ENOSPC: return "no space (a fixed table or the swap budget is full)";
     case EIO: return "I/O error";
     case EBADMSG: return "corrupted or mismatched record";
     case ENOTSUP: return "not supported";
