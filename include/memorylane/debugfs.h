@@ -26,7 +26,10 @@
  *   groups/<name>/<id>          one entry per member handle (a symlink to
  *                               ../../handles/<id>)
  *   tags/<tag>/<id>             likewise, per tag
- *   events                      recent lifecycle events, one per line
+ *   events                      recent lifecycle events, oldest first, one
+ *                               per line: seq time_ns kind id bytes count
+ *                               from to (the fields of ml_event; kind as
+ *                               ml_event_name, from and to as ml_lane_name)
  *
  * <id> is the signed handle ID (ml_handle_id): positive for handles born in
  * FastLane, negative for SlowLane. Modes are 0500 for directories and 0400
@@ -36,7 +39,9 @@
  * Unknown or malformed paths get ENOENT; writes get EROFS (or EACCES).
  * A handle freed while its data file is open gives ESTALE on the next read.
  * File sizes are exact, so cat, cp and hexdump work; data reads at any
- * offset.
+ * offset. A text file (all but data) is a snapshot taken when it is
+ * opened: an open events file does not grow; open it again to see new
+ * events.
  */
 #ifndef MEMORYLANE_DEBUGFS_H
 #define MEMORYLANE_DEBUGFS_H
@@ -51,8 +56,12 @@ typedef struct ml_debugfs ml_debugfs;
 
 /** Options of a debug mount; zero-initialise, then set what you need. */
 typedef struct ml_debugfs_options {
-    /** Capacity of the events ring the mount turns on (0 = 4096). The ring
-     *  stays on after unmount only if the program had turned it on. */
+    /** Capacity of the events ring the mount turns on (0 = 4096; at most
+     *  2^24). If the ring is on already (turned on by the program with
+     *  ml_events_enable, or by another mount of the same arena), the view
+     *  uses it as it is and this is ignored. The ring stays on after the
+     *  last unmount only if the program had turned it on before the first
+     *  mount. */
     size_t events_capacity;
     /** FUSE allow_other: let root (sudo, a tool run as root) into a view
      *  mounted by another user; other users still stop at the view's modes.
@@ -72,12 +81,15 @@ typedef struct ml_debugfs_options {
  * ml_debugfs_unmount unmounts through `fusermount3 -u`); the caller needs
  * read-write access to /dev/fuse (mode 0666 on usual systems) and write
  * access to the mount point.
- * @return 0; -EINVAL (NULL arena/mountpoint/out), -ENOENT/-ENOTDIR
- *         (mountpoint), -EBUSY (already mounted there), -EPERM/-EACCES (no
- *         permission to mount, allow_other refused by fusermount3, or
- *         /dev/fuse closed to the caller), -ENODEV
- *         (no FUSE device), -ENOMEM.
- * Thread-safe. The arena must outlive the mount.
+ * @return 0; -EINVAL (NULL arena/mountpoint/out, empty mountpoint,
+ *         events_capacity over 2^24), -ENOENT/-ENOTDIR (mountpoint; other
+ *         codes of stat(2) and realpath(3) on it pass on too), -EBUSY
+ *         (already mounted there, or a dead FUSE mount there), -EPERM/-EACCES
+ *         (no permission to mount, allow_other refused by fusermount3, or
+ *         /dev/fuse closed to the caller), -ENODEV (no FUSE device),
+ *         -ENOMEM.
+ * Thread-safe. The arena must outlive the mount: unmount before
+ * ml_arena_destroy.
  */
 ML_API int ml_debugfs_mount(ml_arena *arena, const char *mountpoint,
                             const ml_debugfs_options *options, ml_debugfs **out);
@@ -97,11 +109,17 @@ ML_API int ml_debugfs_mount(ml_arena *arena, const char *mountpoint,
  * @return 0; -EBUSY (it was held: aborted and detached, nothing is left
  *         mounted); -EPERM (or another negative errno) if the unmount
  *         failed and the mount remains (without root: fusermount3 could
- *         not unmount it). The thread is stopped either way.
+ *         not unmount it). The thread is stopped and fs is freed either way.
+ * Call it once per mount: fs must not be used afterwards, so it must not
+ * run twice on the same mount, nor concurrently with itself or with
+ * ml_debugfs_mountpoint on that mount.
  */
 ML_API int ml_debugfs_unmount(ml_debugfs *fs);
 
-/** The mount point of a mount (as given). */
+/** The mount point of a mount, as given to ml_debugfs_mount; NULL for a
+ *  NULL fs. The string belongs to the mount and is freed by
+ *  ml_debugfs_unmount. Thread-safe, but not concurrently with
+ *  ml_debugfs_unmount of the same mount. */
 ML_API const char *ml_debugfs_mountpoint(const ml_debugfs *fs);
 
 #ifdef __cplusplus

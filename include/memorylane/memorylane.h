@@ -21,18 +21,32 @@
  *               never issued by this arena (forged, random, foreign, NULL)
  *   -ESTALE     the handle was issued by this arena but has been freed
  *   -ENOMEM     no room, even after failover, growth, migration, eviction
- *               and compaction (and the pressure callback, where set)
- *   -EBUSY      the handle is pinned (free, move), or a resource is in use
+ *               and compaction (and the pressure callback, where set); all
+ *               max_handles handles live; or no memory for the library's
+ *               own buffers and bookkeeping
+ *   -EBUSY      the handle is pinned (free, move, eviction), or a resource
+ *               is in use (a group still being filled, a mount point)
  *   -EOVERFLOW  a counter would overflow (too many pins on one handle)
- *   -ENOENT     no such name or ID (groups, tags, ml_handle_from_id)
+ *   -ENOENT     no such name or ID (groups, ml_handle_from_id)
  *   -EEXIST     a group of that name exists already
- *   -ENOSPC     a fixed table is full (groups, tags)
- *   -EALREADY   the entry is already where it was asked to go (migration)
+ *   -ENOSPC     a fixed table is full (groups, tags), or the swap budget
+ *               (swap_size) is full                             (paging)
+ *   -EALREADY   the entry is already where it was asked to go (migration,
+ *               paging), or does not compress (ml_compress)
  *   -EIO        an I/O operation failed                         (paging)
  *   -EBADMSG    a record read back from disk is corrupted/stale  (paging)
  *
- * Functions that return a pointer return NULL on failure and have a try_
- * twin that returns the code (ml_get / ml_try_get).
+ * Codes passed on from the system: paging passes on what opening the swap
+ * file and the I/O engine returns (-EACCES, -ENOENT, -ENOTDIR, -EROFS,
+ * -EMFILE for swap_dir; -ENOSYS, -EPERM where io_uring is refused), and a
+ * failed read or write may return the system's code instead of -EIO (a
+ * full disk: -ENOSPC). The debug view (debugfs.h) passes on mount errors
+ * (-EPERM, -EACCES, -ENOENT, -ENOTDIR, -ENODEV).
+ *
+ * The functions that return a pointer to a handle's data and can fail
+ * return NULL and have a try_ twin that returns the code (ml_get /
+ * ml_try_get, ml_get_ro / ml_try_get_ro). ml_get_sized and ML_GET_T have
+ * none: ml_try_get tells why a handle failed, ml_handle_info_get its size.
  *
  * ---------------------------------------------------------------------------
  * Thread safety
@@ -42,19 +56,33 @@
  * arena (no other call may be running or start afterwards). Operations on
  * one handle are serialised by the library; two threads freeing the same
  * handle get 0 and -ESTALE. Touching the *bytes* of one allocation from
- * several threads is, as with malloc, the program's business.
+ * several threads is, as with malloc, the program's business. A few
+ * functions have a finer rule (callbacks, ml_debugfs_unmount): their
+ * comments say so.
  *
  * ---------------------------------------------------------------------------
  * Pointer validity (the one rule)
  * ---------------------------------------------------------------------------
- * A pointer returned by ml_get / ml_try_get / ML_GET_T is valid until the
- * next *relocation point* in the arena. Relocation points are:
- *   - ml_maintain, and any explicit compaction, migration or eviction call;
+ * A pointer returned by ml_get, ml_try_get, ml_get_ro, ml_try_get_ro,
+ * ml_get_sized or ML_GET_T is valid until the next *relocation point* in
+ * the arena, in any thread. Relocation points are:
+ *   - ml_maintain, ml_compact, ml_compact_step and ml_migrate_all;
+ *   - ml_migrate, ml_realloc, ml_evict, ml_evict_many and ml_compress, for
+ *     the handles they name (and for others, as below);
  *   - the arena's background policy thread, when policy_check_interval_ms
  *     is non-zero (it may relocate at any moment: with it running, use pins
  *     for any pointer you keep);
- *   - ml_alloc when the arena is full (it may compact, migrate or evict to
- *     make room before it gives up).
+ *   - an allocation (ml_alloc, ml_alloc_aligned, ml_group_alloc) that finds
+ *     the arena full: before it gives up it may migrate FastLane's oldest
+ *     entries to SlowLane, compact either lane, and compress or evict cold
+ *     SlowLane blobs (and it calls the pressure callback, where set);
+ *   - ml_realloc that finds SlowLane full: it may compress or evict other
+ *     cold blobs;
+ *   - any access that brings a cold handle back (ml_get, ml_try_get,
+ *     ml_get_ro, ml_try_get_ro, ml_get_sized, ML_GET_T, ml_pin, ml_pin_ro,
+ *     ml_write, ml_realloc, ml_migrate to FastLane), and ml_prefetch: to
+ *     make room they may compress or evict other SlowLane blobs and compact
+ *     SlowLane.
  * A pointer from ml_pin stays valid, in every thread, until the matching
  * ml_unpin: relocation skips pinned entries, and a move claims its entry
  * atomically before copying, so a write through a pinned pointer is never
@@ -130,7 +158,9 @@ static inline bool ml_handle_eq(ml_handle a, ml_handle b) { return a.bits == b.b
  */
 ML_API int64_t ml_handle_id(ml_handle h);
 
-/** Generation of the handle (1..2^24-1; 0 for the null handle). Pure. */
+/** Generation of the handle: 1..2^22-2 (4194302) for an issued handle, 0
+ *  for the null handle. A slot that has issued the last generation is
+ *  retired (see ml_handle). Pure function of the bits: thread-safe. */
 ML_API uint32_t ml_handle_generation(ml_handle h);
 
 /** Where a handle's data is. */
@@ -163,19 +193,27 @@ ML_API const char *ml_lane_name(ml_lane l);
 /**
  * Arena configuration. Always start from ml_config_init(), then change the
  * fields you care about: later versions add fields, and init gives each
- * a sensible default. Sizes are in bytes.
+ * a sensible default. Sizes are in bytes. The limits given on each field
+ * are those ml_config_check (and ml_arena_create) enforce; the paging
+ * fields' limits are checked only when enable_paging is true.
  */
 typedef struct ml_config {
     /** FastLane usable size at creation (rounded up to its span size).
-     *  Default 16 MiB. */
+     *  > 0, and at most 1 TiB when fast_lane_max_size is 0. Default 16 MiB. */
     size_t fast_lane_size;
     /** Most FastLane may grow to, inside its reservation; 0 = never grows
-     *  past fast_lane_size. Default 0. */
+     *  past fast_lane_size. 0, or fast_lane_size..1 TiB. ml_arena_config
+     *  reports the effective value (fast_lane_size, rounded, for 0).
+     *  Default 0. */
     size_t fast_lane_max_size;
     /** SlowLane usable size at creation (rounded up to 64 KiB). This is
-     *  also the paging memory budget. Default 64 MiB. */
+     *  also the paging memory budget. At least 64 KiB, and at most 1 TiB
+     *  when slow_lane_max_size is 0. Default 64 MiB. */
     size_t slow_lane_size;
-    /** Most SlowLane may grow to; 0 = never grows. Default 0. */
+    /** Most SlowLane may grow to; 0 = never grows past slow_lane_size. 0,
+     *  or slow_lane_size..1 TiB. No allocation may be larger (-EINVAL).
+     *  ml_arena_config reports the effective value (slow_lane_size,
+     *  rounded, for 0). Default 0. */
     size_t slow_lane_max_size;
     /** Allocations of at most this many bytes go to FastLane, larger ones
      *  to SlowLane. 16..65536. Default 4096. */
@@ -193,10 +231,12 @@ typedef struct ml_config {
      *  0 < x <= 1. Default 0.5. */
     double compaction_threshold;
     /** SlowLane usage fraction (used / capacity) above which cold blobs are
-     *  compressed/evicted, 0 < x <= 1. Default 0.85. */
+     *  compressed/evicted, 0 < x <= 1, and x + slow_lane_safety_margin
+     *  <= 1. Default 0.85. */
     double slow_lane_usage_threshold;
     /** Fraction of SlowLane kept free as scratch room for compaction and
-     *  migration, 0 <= x < 0.5. Default 0.10. */
+     *  migration, 0 <= x < 0.5, and slow_lane_usage_threshold + x <= 1.
+     *  Default 0.10. */
     double slow_lane_safety_margin;
     /** Period of the background policy thread in milliseconds; 0 = no
      *  thread (policies run only from ml_maintain). Default 0. */
@@ -212,8 +252,7 @@ typedef struct ml_config {
 
     /* ---- relocation (compaction, migration, policies) ---- */
     /** Entries older than this many milliseconds are promoted from FastLane
-     *  to SlowLane by maintenance (the seed's OneWayLane); 0 = never by age.
-     *  Default 0. */
+     *  to SlowLane by maintenance; 0 = never by age. Default 0. */
     uint32_t promote_age_ms;
     /** When FastLane cannot place a small allocation, first migrate its
      *  oldest entries to SlowLane to make room (before failing over).
@@ -234,18 +273,22 @@ typedef struct ml_config {
      *  its own copy of the string. Default NULL. */
     const char *swap_dir;
     /** Most bytes the swap file may hold; when full, eviction stops (and
-     *  says so in ml_paging_stats.budget_full). Default 1 GiB. */
+     *  says so in ml_paging_stats.budget_full). At least 1 MiB and below
+     *  4 TiB (checked only with paging on). Default 1 GiB. */
     size_t swap_size;
-    /** zstd level, 1 (fast) .. 19 (small). Default 1. */
+    /** zstd level, 1 (fast) .. 19 (small) (checked only with paging on).
+     *  Default 1. */
     int zstd_level;
     /** A blob not accessed for this many milliseconds is cold: maintenance
      *  compresses or evicts it. 0 = only under pressure. Default 0. */
     uint32_t cold_after_ms;
     /** Under pressure, evict until SlowLane usage is this far below
-     *  slow_lane_usage_threshold (hysteresis), 0 <= x < threshold.
+     *  slow_lane_usage_threshold (hysteresis),
+     *  0 <= x < slow_lane_usage_threshold (checked only with paging on).
      *  Default 0.10. */
     double evict_hysteresis;
-    /** Most I/O requests in flight, 1..4096. Default 32. */
+    /** Most I/O requests in flight, 1..4096 (checked only with paging on).
+     *  Default 32. */
     uint32_t io_queue_depth;
     /** Open the swap file with O_DIRECT (falls back to buffered I/O where
      *  the filesystem refuses it). Default true. */
@@ -255,14 +298,16 @@ typedef struct ml_config {
      *  further pressure. false = straight to disk. Default true. */
     bool compressed_stage;
     /** I/O engine: 0 auto (io_uring, else pread/pwrite), 1 io_uring only,
-     *  2 pread/pwrite. Default 0. */
+     *  2 pread/pwrite (checked only with paging on). Default 0. */
     int io_engine;
-    /** Blobs smaller than this stay resident (not worth an I/O). Bytes,
-     *  >= 4096. Default 16 KiB. */
+    /** Blobs smaller than this stay resident (not worth an I/O): the
+     *  policies and ml_evict_many skip them (ml_evict and ml_compress do
+     *  not). Bytes, >= 4096 (checked only with paging on). Default 16 KiB. */
     size_t min_evict_size;
 } ml_config;
 
-/** Fill cfg with the defaults listed above. cfg must not be NULL. */
+/** Fill cfg with the defaults listed above (NULL is ignored). Thread-safe:
+ *  it touches nothing but *cfg. */
 ML_API void ml_config_init(ml_config *cfg);
 
 /**
@@ -293,13 +338,18 @@ ML_API int ml_arena_create(const ml_config *cfg, ml_arena **out);
 
 /**
  * Destroy an arena and every allocation in it; all its handles become
- * invalid. Stops the policy thread. NULL is ignored. Must be the last call
- * on the arena: no other thread may be using it.
+ * invalid. Stops the policy thread. NULL is ignored. Not thread-safe: it
+ * must be the last call on the arena, with no other call running (in any
+ * thread, the policy thread's callbacks included) or starting afterwards.
+ * Unmount any debug view of the arena first (debugfs.h).
  */
 ML_API void ml_arena_destroy(ml_arena *arena);
 
 /**
- * Copy the configuration the arena runs with (after rounding) into out.
+ * Copy the configuration the arena runs with into out: the effective
+ * values, with sizes rounded and a maximum of 0 replaced by the lane's
+ * (rounded) initial size. out->swap_dir points to the arena's own copy
+ * (valid until ml_arena_destroy).
  * @return 0; -EINVAL if an argument is NULL. Thread-safe.
  */
 ML_API int ml_arena_config(const ml_arena *arena, ml_config *out);
@@ -313,10 +363,13 @@ ML_API int ml_arena_config(const ml_arena *arena, ml_config *out);
  * alignment). Sizes <= cfg.threshold go to FastLane, larger to SlowLane.
  * The memory is not zeroed.
  * @param out  receives the handle; untouched on failure.
- * @return 0; -EINVAL (arena or out NULL, size 0, size larger than
- *         slow_lane_max_size), -ENOMEM (no room; also for a size that only
- *         the SlowLane scratch reserve could hold).
- * Thread-safe. May be a relocation point when the arena is full.
+ * @return 0; -EINVAL (arena or out NULL, size 0, size larger than the
+ *         effective slow_lane_max_size: slow_lane_size, rounded, when that
+ *         field is 0; see ml_arena_config), -ENOMEM (no room, or
+ *         max_handles handles live; also for a size that only the SlowLane
+ *         scratch reserve could hold).
+ * Thread-safe. A relocation point when the arena is full (see the top of
+ * this header); it may then call the pressure callback.
  */
 ML_API int ml_alloc(ml_arena *arena, size_t size, ml_handle *out);
 
@@ -324,8 +377,9 @@ ML_API int ml_alloc(ml_arena *arena, size_t size, ml_handle *out);
  * Like ml_alloc, with the data aligned to align bytes: any power of two
  * from 1 up to the page size (4096). The alignment is kept whenever the
  * data moves.
- * @return as ml_alloc; -EINVAL also when align is not a power of two or is
+ * @return as ml_alloc; -EINVAL also when align is 0, not a power of two or
  *         larger than the page size.
+ * Thread-safe; a relocation point when the arena is full, as ml_alloc.
  */
 ML_API int ml_alloc_aligned(ml_arena *arena, size_t size, size_t align,
                             ml_handle *out);
@@ -345,8 +399,9 @@ ML_API int ml_free(ml_arena *arena, ml_handle h);
 /**
  * Pointer to the handle's data, or NULL when the handle is not valid (see
  * ml_try_get for the reason). A cold (compressed/evicted) handle is brought
- * back first. The pointer is valid until the next relocation point (see the
- * top of this header). Marks the handle accessed (for age/idle policies).
+ * back first (a relocation point for other SlowLane blobs). The pointer is
+ * valid until the next relocation point (see the top of this header).
+ * Marks the handle accessed (for age/idle policies).
  * Thread-safe. Fast: an inline check of the slot's generation.
  */
 ML_API void *ml_get(ml_arena *arena, ml_handle h);
@@ -358,6 +413,8 @@ ML_API void *ml_get(ml_arena *arena, ml_handle h);
  *         -ESTALE (freed), -ENOMEM/-EIO/-EBADMSG (a cold handle could not
  *         be brought back: it stays cold and intact; -ENOMEM only after
  *         eviction and one SlowLane compaction found no place for it).
+ * Thread-safe; like ml_get, a relocation point when it brings a cold
+ * handle back.
  */
 ML_API int ml_try_get(ml_arena *arena, ml_handle h, void **out);
 
@@ -367,18 +424,23 @@ ML_API int ml_try_get(ml_arena *arena, ml_handle h, void **out);
  * swap record as a clean copy, so that evicting it again (unmodified) writes
  * nothing: for read-mostly data this makes paging several times cheaper. Any
  * writable access (ml_get, ml_try_get, ml_pin, ml_write) ends the copy.
- * Counts as an access. Thread-safe; pointer validity as for ml_get.
+ * Counts as an access. ml_try_get_ro returns the codes of ml_try_get.
+ * Thread-safe; pointer validity and relocation as for ml_get.
  */
 ML_API const void *ml_get_ro(ml_arena *arena, ml_handle h);
 ML_API int ml_try_get_ro(ml_arena *arena, ml_handle h, const void **out);
 
 /**
- * Pointer to the data if the allocation is at least min_size bytes long,
- * else NULL. Used by ML_GET_T. Thread-safe.
+ * Pointer to the data if the handle is valid and the allocation is at
+ * least min_size bytes long, else NULL. Used by ML_GET_T. It has no try_
+ * twin: ml_try_get tells why a handle is refused, ml_handle_info_get gives
+ * its size. Brings a cold handle back, as ml_get. Thread-safe.
  */
 ML_API void *ml_get_sized(ml_arena *arena, ml_handle h, size_t min_size);
 
-/** True when h is a live handle of this arena. Never changes state. */
+/** True when h is a live handle of this arena (false for arena NULL).
+ *  Never changes state. Thread-safe; another thread may free h right
+ *  after. */
 ML_API bool ml_is_valid(ml_arena *arena, ml_handle h);
 
 /**
@@ -391,20 +453,27 @@ ML_API ml_state ml_handle_state(ml_arena *arena, ml_handle h);
 /**
  * Pin a handle: its data will not move until ml_unpin, and the pointer
  * stays valid in every thread. Pins nest (up to 65535 on one handle). A
- * cold handle is brought back first.
+ * cold handle is brought back first (a relocation point for other SlowLane
+ * blobs, as ml_get).
  * @param out  if not NULL, receives the pointer.
- * @return 0; -EINVAL, -ESTALE as ml_try_get; -EOVERFLOW (65535 pins).
+ * @return 0; -EINVAL (bad handle, arena NULL), -ESTALE (freed);
+ *         -EOVERFLOW (65535 pins); -ENOMEM/-EIO/-EBADMSG (a cold handle
+ *         could not be brought back, as ml_try_get: nothing is pinned).
  * Thread-safe; waits (briefly) for a move of this handle in progress.
  */
 ML_API int ml_pin(ml_arena *arena, ml_handle h, void **out);
 
 /** A read-only pin (see ml_get_ro): the pointer must not be written
- *  through. Same codes as ml_pin. */
+ *  through. Same codes as ml_pin (the paging codes included). Thread-safe,
+ *  as ml_pin. */
 ML_API int ml_pin_ro(ml_arena *arena, ml_handle h, const void **out);
 
 /**
- * Drop one pin.
- * @return 0; -EINVAL (bad handle, or not pinned), -ESTALE (freed).
+ * Drop one pin. Pins are counted per handle, not per thread: any thread
+ * may drop a pin another took.
+ * @return 0; -EINVAL (bad handle, arena NULL, or not pinned), -ESTALE
+ *         (freed).
+ * Thread-safe.
  */
 ML_API int ml_unpin(ml_arena *arena, ml_handle h);
 
@@ -425,16 +494,18 @@ ML_API int ml_read(ml_arena *arena, ml_handle h, size_t offset, void *buf,
 
 /**
  * Copy len bytes from buf into the data at `offset`. Safe against
- * concurrent relocation (the entry is claimed while it is written). A cold
- * handle is brought back first. Counts as an access.
- * @return 0; -EINVAL (bad handle, buf NULL with len > 0, offset+len past
- *         the end: nothing is written), -ESTALE, and ml_try_get's paging
- *         errors.
+ * concurrent relocation (the entry is locked against moves while it is
+ * written). A cold handle is brought back first (a relocation point for
+ * other SlowLane blobs, as ml_get). Counts as an access.
+ * @return 0; -EINVAL (bad handle, arena NULL, buf NULL with len > 0,
+ *         offset+len past the end: nothing is written), -ESTALE, and
+ *         ml_try_get's paging errors (-ENOMEM, -EIO, -EBADMSG).
+ * Thread-safe.
  */
 ML_API int ml_write(ml_arena *arena, ml_handle h, size_t offset,
                     const void *buf, size_t len);
 
-/* ---- Typed helpers (the seed's TypedMemoryArena) ------------------------ */
+/* ---- Typed helpers ------------------------------------------------------ */
 
 #ifdef __cplusplus
 #define ML__ALIGNOF(T) alignof(T)
@@ -460,15 +531,23 @@ ML_API int ml_write(ml_arena *arena, ml_handle h, size_t offset,
 
 /**
  * Resize an allocation behind the same handle (the handle does not change).
- * Grows or shrinks in place when the new size fits the space already
- * reserved; otherwise moves the data (keeping its alignment) to a place of
- * the new size, in FastLane when new_size <= threshold, else in SlowLane (an
- * entry grown past the threshold is migrated: it counts in its history).
+ * A cold handle is brought back first. Grows or shrinks in place when the
+ * new size fits the space already reserved; otherwise moves the data
+ * (keeping its alignment) to a place of the new size: in SlowLane when the
+ * entry is there or grows past the threshold (it is then migrated: it
+ * counts in its history), else in FastLane (SlowLane when FastLane is full
+ * and failover_to_slow is set). An entry that shrinks to under a quarter
+ * of a place larger than a page moves to the lane new_size belongs to.
  * Contents up to min(old, new) size are kept; new bytes are not zeroed.
- * A relocation point for this handle only.
- * @return 0; -EINVAL (bad handle, new_size 0 or beyond SlowLane), -ESTALE,
- *         -EBUSY (pinned and a move would be needed), -ENOMEM (no room:
- *         nothing changed).
+ * A relocation point for this handle; also for other SlowLane blobs when
+ * it brings a cold handle back or finds SlowLane full (it may compress or
+ * evict them to make room).
+ * @return 0; -EINVAL (bad handle, arena NULL, new_size 0 or larger than
+ *         the effective slow_lane_max_size, see ml_alloc), -ESTALE, -EBUSY
+ *         (pinned and a move would be needed), -ENOMEM (no room: size and
+ *         data unchanged), and for a cold handle ml_try_get's paging
+ *         errors (-ENOMEM, -EIO, -EBADMSG).
+ * Thread-safe.
  */
 ML_API int ml_realloc(ml_arena *arena, ml_handle h, size_t new_size);
 
@@ -477,14 +556,15 @@ ML_API int ml_realloc(ml_arena *arena, ml_handle h, size_t new_size);
 /* ========================================================================= */
 
 /**
- * Compaction: live data slides together; stubs are rewritten, handles stay
- * valid, contents are unchanged. FastLane: blocks of each size class are
- * moved out of the highest spans into free blocks of lower ones and empty
- * spans are released; then spans slide down over free space. SlowLane: the
- * same for its block spans, and blobs slide down over free holes
- * (tombstones). Pinned entries, and spans holding them, stay where they are
- * and compaction works around them. Afterwards the pages of the free tail are
- * returned to the kernel (madvise), so resident size drops.
+ * Compaction: live data slides together; handle slots are updated to the
+ * new addresses, handles stay valid, contents are unchanged. FastLane:
+ * blocks of each size class are moved out of the highest spans into free
+ * blocks of lower ones and empty spans are released; then spans slide down
+ * over free space. SlowLane: the same for its block spans, and blobs slide
+ * down over free holes (tombstones). Pinned entries, and spans holding
+ * them, stay where they are and compaction works around them. Afterwards
+ * the pages of the free tail are returned to the kernel (madvise), so
+ * resident size drops.
  */
 typedef struct ml_compact_result {
     uint64_t moved_bytes;   /**< bytes copied */
@@ -525,70 +605,101 @@ ML_API int ml_compact_step(ml_arena *arena, ml_lane lane, uint64_t max_bytes, ui
 typedef struct ml_move_cost {
     bool possible;     /**< the move is allowed (size fits the lane, unpinned) */
     int reason;        /**< when not possible: -EBUSY (pinned), -EINVAL (too
-                            large for FastLane), -EALREADY (already there) */
+                            large for FastLane, or an alignment none of its
+                            size classes has), -EALREADY (already there) */
     size_t bytes;      /**< bytes that would be copied */
     size_t dest_bytes; /**< bytes the destination would reserve */
     bool needs_room;   /**< the destination has no free place of that size
-                            now: growing, compaction or eviction would run */
+                            now: the move would grow the lane, and fail with
+                            -ENOMEM where it cannot */
 } ml_move_cost;
 
 /**
- * Ask what ml_migrate(arena, h, to) would cost, without doing it.
+ * Ask what ml_migrate(arena, h, to) would cost, without doing it. A cold
+ * entry is not brought back; it counts as being in SlowLane.
  * @return 0 (see out->possible); -EINVAL, -ESTALE (bad handle or args).
+ * Thread-safe; the answer may be out of date as soon as it is returned.
  */
 ML_API int ml_migrate_cost(ml_arena *arena, ml_handle h, ml_lane to, ml_move_cost *out);
 
 /**
- * Move one entry to lane `to` (the seed's OneWayLane, both ways): FastLane to
- * SlowLane always; SlowLane to FastLane when the size fits the threshold.
- * The handle, its ID and contents stay; its migration history records the
- * move. Copies directly between lanes (no allocation per move). A
- * relocation point for this handle. A cold entry (compressed or evicted)
- * bound for FastLane comes back into SlowLane first, as on access
- * (compacting SlowLane once if its free space is in pieces); if the move to
+ * Move one entry to lane `to`: FastLane to SlowLane always; SlowLane to
+ * FastLane when the size fits the threshold. The handle, its ID and
+ * contents stay; its migration history records the move. Copies directly
+ * between lanes (no allocation per move). A relocation point for this
+ * handle. A cold entry (compressed or evicted) counts as in SlowLane; bound
+ * for FastLane, it comes back into SlowLane first, as on access (a
+ * relocation point for other SlowLane blobs, as ml_get); if the move to
  * FastLane then fails, it stays resident in SlowLane.
- * @return 0; -EINVAL (bad handle/lane, too large for FastLane), -ESTALE,
- *         -EBUSY (pinned), -EALREADY (already in `to`), -ENOMEM (no room in
- *         `to`: nothing changed). When several apply: -EALREADY, then
- *         -EINVAL, then -EBUSY.
+ * @return 0; -EINVAL (bad handle/lane, arena NULL, too large for
+ *         FastLane), -ESTALE, -EBUSY (pinned), -EALREADY (already in `to`),
+ *         -ENOMEM (no room in `to`, or no FastLane size class for the
+ *         entry's alignment: nothing changed), and for a cold entry bound
+ *         for FastLane ml_try_get's paging errors (-ENOMEM, -EIO, -EBADMSG).
+ *         When several apply: -EALREADY, then -EINVAL, then -EBUSY.
+ * Thread-safe.
  */
 ML_API int ml_migrate(ml_arena *arena, ml_handle h, ml_lane to);
 
 /**
- * Migrate every FastLane entry at least min_age_ms old to SlowLane (the
- * seed's flush). Pinned entries are skipped.
+ * Migrate every FastLane entry at least min_age_ms old to SlowLane. Pinned
+ * entries, and entries another thread holds at that moment, are skipped. A
+ * relocation point. The move callback runs for each move, on this thread,
+ * once all are done.
  * @param moved  if not NULL, receives how many moved.
- * @return 0; -EINVAL; -ENOMEM when SlowLane filled up (entries moved so far
- *         stay moved).
+ * @return 0; -EINVAL (arena NULL); -ENOMEM when SlowLane filled up
+ *         (entries moved so far stay moved).
+ * Thread-safe.
  */
 ML_API int ml_migrate_all(ml_arena *arena, uint32_t min_age_ms, size_t *moved);
 
 /**
- * Run the policies once (the seed's RunMaintenanceCycle): fold access bits
- * into per-handle access times and counts; promote FastLane entries older
- * than promote_age_ms; compact a lane whose fragmentation passes
- * compaction_threshold (within compaction_budget_us); and, with paging, evict
- * by idle time and pressure. A relocation point.
- * @return 0; -EINVAL (arena NULL). Thread-safe.
+ * Run the policies once: fold access bits into per-handle access times and
+ * counts; promote FastLane entries older than promote_age_ms; compact a
+ * lane whose fragmentation passes compaction_threshold (within
+ * compaction_budget_us); and, with paging, evict by idle time and
+ * pressure. A relocation point.
+ * @return 0; -EINVAL (arena NULL). Thread-safe: cycles never overlap, a
+ *         call waits for a cycle in progress (the policy thread's too).
+ *         Must not be called from the move callback (see ml_move_fn).
  */
 ML_API int ml_maintain(ml_arena *arena);
 
-/** Called after an entry moved (compaction, migration, realloc, paging),
- *  outside any lock, on the thread that moved it. old_addr is no longer
- *  valid memory for this entry. Must not block for long. */
+/** Called after an entry moved (compaction, migration, realloc; paging
+ *  does not call it), on the thread that moved it, after the move is
+ *  complete. No lock of the arena is held, except when the move was made by
+ *  ml_maintain or the policy thread: their cycle's lock is then held, so fn
+ *  must not call ml_maintain (it would deadlock); any other function but
+ *  ml_arena_destroy is allowed. old_addr is no longer valid memory for this
+ *  entry. For a COMPRESSED entry moved by SlowLane compaction both
+ *  addresses are those of its compressed record, not of usable data. Must
+ *  not block for long. */
 typedef void (*ml_move_fn)(void *ctx, ml_handle h, void *old_addr, void *new_addr,
                            ml_lane from, ml_lane to);
 
-/** Register (or, with fn NULL, remove) the move callback.
+/** Register fn as the move callback, called with ctx as its first
+ *  argument, or remove it with fn NULL.
+ *  Thread-safe, but fn and ctx are not swapped as one pair: a move under
+ *  way may still call the old fn after this returns, even with the new
+ *  ctx. Set it before other threads move entries, or keep every ctx valid
+ *  for every fn you set.
  *  @return 0; -EINVAL (arena NULL). */
 ML_API int ml_set_move_callback(ml_arena *arena, ml_move_fn fn, void *ctx);
 
-/** Called when an allocation of `size` bytes is about to fail with -ENOMEM
- *  after every built-in remedy; no lock is held, so it may free handles.
- *  Return non-zero if it freed something (the allocation is retried once). */
+/** Called when an allocation (ml_alloc, ml_alloc_aligned, ml_group_alloc)
+ *  of `size` bytes is about to fail with -ENOMEM after every built-in
+ *  remedy, on the allocating thread, at most once per allocation (ml_realloc
+ *  and page-ins never call it). No lock is held, so it may free handles
+ *  (any function but ml_arena_destroy is allowed). Return non-zero if it
+ *  freed something: the remedies then run again, without a second call. */
 typedef int (*ml_pressure_fn)(void *ctx, ml_arena *arena, size_t size);
 
-/** Register (or remove) the pressure callback. @return 0; -EINVAL. */
+/** Register fn as the pressure callback, called with ctx as its first
+ *  argument, or remove it with fn NULL.
+ *  Thread-safe, with the caveat of ml_set_move_callback: an allocation
+ *  under way may still call the old fn after this returns, even with the
+ *  new ctx.
+ *  @return 0; -EINVAL (arena NULL). */
 ML_API int ml_set_pressure_callback(ml_arena *arena, ml_pressure_fn fn, void *ctx);
 
 /* ========================================================================= */
@@ -638,8 +749,10 @@ typedef struct ml_handle_info {
 } ml_handle_info;
 
 /**
- * Snapshot one handle into out. Never changes its state.
+ * Snapshot one handle into out, consistent as of one instant. Never
+ * changes its state (a cold handle stays cold).
  * @return 0; -EINVAL (bad handle, NULL argument), -ESTALE (freed).
+ * Thread-safe; waits (briefly) for a move of this handle in progress.
  */
 ML_API int ml_handle_info_get(ml_arena *arena, ml_handle h,
                               ml_handle_info *out);
@@ -647,6 +760,7 @@ ML_API int ml_handle_info_get(ml_arena *arena, ml_handle h,
 /**
  * The live handle whose ID is id (see ml_handle_id).
  * @return 0; -ENOENT (no live handle has that ID), -EINVAL (NULL args).
+ * Thread-safe; another thread may free the handle right after.
  */
 ML_API int ml_handle_from_id(ml_arena *arena, int64_t id, ml_handle *out);
 
@@ -655,10 +769,12 @@ typedef int (*ml_foreach_fn)(const ml_handle_info *info, void *ctx);
 
 /**
  * Call fn for each live handle, in slot order, with a snapshot of it. No
- * lock is held while fn runs, so fn may call any function on the arena
- * (handles allocated or freed meanwhile may or may not be visited).
+ * lock is held while fn runs, so fn may call any function on the arena but
+ * ml_arena_destroy (handles allocated or freed meanwhile may or may not be
+ * visited).
  * @return 0 after visiting all; fn's non-zero value if it stopped the walk;
  *         -EINVAL (NULL args).
+ * Thread-safe.
  */
 ML_API int ml_foreach(ml_arena *arena, ml_foreach_fn fn, void *ctx);
 
@@ -731,14 +847,15 @@ ML_API int ml_stats_get(ml_arena *arena, ml_stats *out);
 
 /**
  * Set (or, with NULL or "", clear) a handle's debug tag. A tag is 1..63
- * printable ASCII characters other than space and '/' (it names a folder in the debug
- * view). Tags are interned: at most 4096 distinct tags per arena.
- * @return 0; -EINVAL (bad handle or tag), -ESTALE, -ENOSPC (tag table
- *         full). Thread-safe.
+ * printable ASCII characters other than space and '/', and not "." or ".."
+ * (it names a folder in the debug view). Tags are interned: at most 4096
+ * distinct tags per arena.
+ * @return 0; -EINVAL (bad handle or tag, arena NULL), -ESTALE, -ENOSPC
+ *         (tag table full). Thread-safe.
  */
 ML_API int ml_set_tag(ml_arena *arena, ml_handle h, const char *tag);
 
-/* ---- Lane maps -------------------------------------------------------------- */
+/* ---- Lane maps ---------------------------------------------------------- */
 
 /** Kinds of extents that tile a lane. */
 typedef enum ml_extent_kind {
@@ -763,12 +880,14 @@ typedef int (*ml_extent_fn)(const ml_extent_info *info, void *ctx);
 
 /**
  * Call fn for every extent of a lane, lowest offset first, from a snapshot
- * taken under the lane's lock (no lock is held while fn runs).
+ * taken under the lane's lock (no lock is held while fn runs, so fn may
+ * call any function on the arena but ml_arena_destroy).
  * @return 0, fn's non-zero value, -EINVAL (NULL args, bad lane), -ENOMEM.
+ * Thread-safe.
  */
 ML_API int ml_lane_map(ml_arena *arena, ml_lane lane, ml_extent_fn fn, void *ctx);
 
-/* ---- Lifecycle events ------------------------------------------------------ */
+/* ---- Lifecycle events --------------------------------------------------- */
 
 /** What happened to a handle (or a lane). */
 typedef enum ml_event_kind {
@@ -793,19 +912,23 @@ typedef struct ml_event {
     ml_lane from, to;   /**< lanes involved (equal when one lane) */
 } ml_event;
 
-/** "alloc", "free", "migrate", "compact", "compress", "evict", "page-in". */
+/** "alloc", "free", "migrate", "compact", "compress", "evict", "page-in";
+ *  "unknown" for any other value. Never NULL. Thread-safe. */
 ML_API const char *ml_event_name(ml_event_kind kind);
 
 /**
  * Start (capacity > 0) or stop (0) recording lifecycle events into a ring of
  * the `capacity` most recent ones. Off by default: recording costs a lock per
  * allocation and free, so it is for debugging (the debug view turns it on).
- * Changing the capacity drops what was recorded.
- * @return 0; -EINVAL (arena NULL, capacity over 2^24); -ENOMEM.
+ * Every call drops what was recorded; sequence numbers go on.
+ * @return 0; -EINVAL (arena NULL, capacity over 2^24); -ENOMEM (nothing
+ *         changed).
+ * Thread-safe.
  */
 ML_API int ml_events_enable(ml_arena *arena, size_t capacity);
 
-/** Capacity of the events ring; 0 when recording is off (or arena NULL). */
+/** Capacity of the events ring; 0 when recording is off (or arena NULL).
+ *  Thread-safe. */
 ML_API size_t ml_events_capacity(ml_arena *arena);
 
 /**
@@ -814,6 +937,7 @@ ML_API size_t ml_events_capacity(ml_arena *arena);
  * Events overwritten in the ring before being read are skipped.
  * @param n  receives how many were copied.
  * @return 0; -EINVAL (NULL args, out NULL with max > 0).
+ * Thread-safe: each reader keeps its own cursor.
  */
 ML_API int ml_events_read(ml_arena *arena, uint64_t *cursor, ml_event *out, size_t max,
                           size_t *n);
@@ -822,18 +946,24 @@ ML_API int ml_events_read(ml_arena *arena, uint64_t *cursor, ml_event *out, size
 
 /**
  * Create a named group. A name is 1..63 printable ASCII characters other
- * than space and '/'. At most 4096 groups per arena.
+ * than space and '/', and not "." or "..". At most 4096 groups per arena.
+ * The ID of a destroyed group never names a later one.
  * @return 0; -EINVAL (bad name, NULL args), -EEXIST (name taken),
  *         -ENOSPC (too many groups).
+ * Thread-safe: of two threads creating the same name, one gets -EEXIST.
  */
 ML_API int ml_group_create(ml_arena *arena, const char *name, ml_group *out);
 
-/** Find a group by name. @return 0; -ENOENT; -EINVAL. */
+/** Find a group by name. Thread-safe.
+ *  @return 0; -ENOENT (no such group); -EINVAL (NULL args). */
 ML_API int ml_group_find(ml_arena *arena, const char *name, ml_group *out);
 
 /**
- * Allocate into a group (align 0 means the default alignment).
- * @return as ml_alloc_aligned; -ENOENT when the group does not exist.
+ * Allocate into a group (align 0 means the default alignment); with
+ * ML_GROUP_NONE, an allocation in no group.
+ * @return as ml_alloc_aligned; -ENOENT when the group does not exist (or
+ *         is destroyed meanwhile: nothing is allocated).
+ * Thread-safe; a relocation point when the arena is full, as ml_alloc.
  */
 ML_API int ml_group_alloc(ml_arena *arena, ml_group g, size_t size,
                           size_t align, ml_handle *out);
@@ -841,37 +971,50 @@ ML_API int ml_group_alloc(ml_arena *arena, ml_group g, size_t size,
 /**
  * Put an existing handle into group g (taking it out of its previous group),
  * or out of any group with ML_GROUP_NONE.
- * @return 0; -EINVAL, -ESTALE (bad handle), -ENOENT (no such group).
+ * @return 0; -EINVAL (bad handle, arena NULL), -ESTALE, -ENOENT (no such
+ *         group).
+ * Thread-safe.
  */
 ML_API int ml_group_set(ml_arena *arena, ml_handle h, ml_group g);
 
 /**
  * Free every handle in the group, all or nothing: if any of them is pinned,
- * nothing is freed and -EBUSY is returned. The group stays (empty).
+ * nothing is freed and -EBUSY is returned. The group stays (empty, unless
+ * other threads add members meanwhile: those stay).
  * @param freed  if not NULL, receives how many handles were freed.
- * @return 0; -ENOENT, -EINVAL, -EBUSY.
+ * @return 0; -ENOENT (no such group), -EINVAL (arena NULL), -EBUSY,
+ *         -ENOMEM (nothing freed).
+ * Thread-safe; waits for moves of its members in progress.
  */
 ML_API int ml_group_free_all(ml_arena *arena, ml_group g, size_t *freed);
 
 /**
  * Free every handle in the group (as ml_group_free_all) and delete it.
- * @return 0; -ENOENT, -EINVAL, -EBUSY (nothing freed, group kept).
+ * @return 0; -ENOENT (no such group), -EINVAL (arena NULL), -ENOMEM, -EBUSY
+ *         (a member is pinned: nothing freed, group kept; or other threads
+ *         kept adding members through 16 rounds: group kept).
+ * Thread-safe.
  */
 ML_API int ml_group_destroy(ml_arena *arena, ml_group g);
 
-/** Number of handles in the group. @return 0; -ENOENT; -EINVAL. */
+/** Number of handles in the group. Thread-safe.
+ *  @return 0; -ENOENT (no such group); -EINVAL (NULL args). */
 ML_API int ml_group_count(ml_arena *arena, ml_group g, size_t *count);
 
 /**
  * Copy up to cap of the group's handles into out (in no particular order);
  * *count receives the group's total size, which may exceed cap.
- * @return 0; -ENOENT; -EINVAL (count NULL, or out NULL with cap > 0).
+ * @return 0; -ENOENT; -EINVAL (arena or count NULL, or out NULL with
+ *         cap > 0).
+ * Thread-safe: the handles and the count are one consistent snapshot.
  */
 ML_API int ml_group_list(ml_arena *arena, ml_group g, ml_handle *out,
                          size_t cap, size_t *count);
 
 /** Copy the group's name into buf (truncated to len, always terminated).
- *  @return 0; -ENOENT; -EINVAL. */
+ *  Thread-safe.
+ *  @return 0; -ENOENT (no such group); -EINVAL (arena or buf NULL,
+ *          len 0). */
 ML_API int ml_group_name(ml_arena *arena, ml_group g, char *buf, size_t len);
 
 /** ml_group_foreach callback: return 0 to go on. */
@@ -879,8 +1022,11 @@ typedef int (*ml_group_fn)(ml_group g, const char *name, size_t count,
                            void *ctx);
 
 /**
- * Call fn for every group (no lock held while fn runs).
- * @return 0, fn's non-zero value, or -EINVAL.
+ * Call fn for every group (no lock held while fn runs, so fn may call any
+ * function on the arena but ml_arena_destroy; groups created or destroyed
+ * meanwhile may or may not be visited).
+ * @return 0, fn's non-zero value, or -EINVAL (NULL args).
+ * Thread-safe.
  */
 ML_API int ml_group_foreach(ml_arena *arena, ml_group_fn fn, void *ctx);
 
@@ -897,19 +1043,19 @@ ML_API int ml_group_foreach(ml_arena *arena, ml_group_fn fn, void *ctx);
  * A blob that barely compresses is stored raw. Lane memory is released only
  * after its record is safely written; on any I/O error the blob stays
  * resident and intact. Any access (ml_get, ml_try_get, ml_pin, ml_write,
- * migration, realloc) brings a cold handle back first; ml_read decompresses
- * a copy and leaves it cold.
+ * migration to FastLane, realloc) brings a cold handle back first; ml_read
+ * decompresses a copy and leaves it cold.
  *
  * Concurrency: threads bringing back different handles, or reading cold
  * ones with ml_read, read and decompress at the same time (up to 8 per
  * arena, each with an engine and buffer of its own, made on first need); a
  * thread touching a handle another thread is bringing back waits for it.
  * Evictions and ml_prefetch run one at a time per arena. A page-in needs
- * the pager for two short moments (to reserve its place, to install the
- * data); a long eviction batch (the policy thread's, or ml_evict_many) lets
- * it in every 512 KiB or so of work (unless it needs more room than the
- * batch has freed so far: then it waits for the batch), and ml_prefetch
- * between its chunks of 256 reads.
+ * the arena's paging lock for two short moments (to reserve its place, to
+ * install the data); a long eviction batch (the policy thread's, or
+ * ml_evict_many) lets it in every 512 KiB or so of work (unless it needs
+ * more room than the batch has freed so far: then it waits for the batch),
+ * and ml_prefetch between its chunks of 256 reads.
  */
 
 /** Paging counters, zswap style: one per outcome and rejection reason. */
@@ -946,20 +1092,28 @@ typedef struct ml_paging_stats {
 } ml_paging_stats;
 
 /**
- * Paging counters. @return 0; -EINVAL (NULL args); -ENOTSUP when the library
- * was built without paging. Thread-safe.
+ * Paging counters.
+ * @return 0 (all counters 0 and engine "none" when paging is off);
+ *         -EINVAL (NULL args).
+ * Thread-safe.
  */
 ML_API int ml_paging_stats_get(ml_arena *arena, ml_paging_stats *out);
 
 /**
  * Compress one SlowLane blob and write it to the swap file now (EVICTED). A
- * COMPRESSED entry's record is written as it is.
- * @return 0; -EINVAL (bad handle, not a SlowLane blob, paging off),
- *         -ESTALE, -EBUSY (pinned), -EALREADY (already evicted), -ENOSPC
- *         (swap budget full), -EIO (write failed: the entry stays resident,
- *         intact); the first eviction opens the swap file and the I/O engine
- *         and passes on their errors (-ENOSYS/-EPERM with io_engine = 1 where
- *         io_uring is unavailable; -EACCES, -ENOENT for swap_dir).
+ * COMPRESSED entry's record is written as it is. min_evict_size does not
+ * apply. A relocation point for h.
+ * @return 0; -EINVAL (bad handle, arena NULL, not a SlowLane blob, paging
+ *         off), -ESTALE, -EBUSY (pinned), -EALREADY (already evicted),
+ *         -ENOSPC (swap budget full), -EIO (compression or write failed;
+ *         a failed write may pass on the system's code instead), -ENOMEM
+ *         (no memory for the record): on any error the entry stays where
+ *         it was, intact. The first eviction opens the swap file and the
+ *         I/O engine and passes on their errors (-ENOSYS/-EPERM with
+ *         io_engine = 1 where io_uring is unavailable; -EACCES, -ENOENT,
+ *         -ENOTDIR for swap_dir); such an error is kept: every later
+ *         eviction of the arena returns it too.
+ * Thread-safe; evictions run one at a time per arena.
  */
 ML_API int ml_evict(ml_arena *arena, ml_handle h);
 
@@ -967,32 +1121,43 @@ ML_API int ml_evict(ml_arena *arena, ml_handle h);
  * Evict many at once (a level's assets, a cache shard): compression of one
  * overlaps the writes of the others, writes go out in batches. Handles that
  * are not evictable SlowLane blobs (FastLane, small, pinned, stale, already
- * evicted) are skipped.
- * @return the number evicted (>= 0); -EINVAL (NULL args, paging off);
- *         -ENOSPC or -EIO when nothing could be written (those stay
- *         resident, intact).
+ * evicted) are skipped. A relocation point for the handles listed.
+ * @return the number evicted (>= 0; 0 when none was evictable); -EINVAL
+ *         (arena NULL, handles NULL with n > 0, paging off); -ENOMEM;
+ *         when nothing could be written, one entry's error (-ENOSPC, -EIO,
+ *         -ENOMEM, as ml_evict: those stay where they were, intact);
+ *         the errors of opening the swap file, as ml_evict.
+ * Thread-safe; waits for accesses to the listed handles in progress, and
+ * for another eviction batch to end.
  */
 ML_API int ml_evict_many(ml_arena *arena, const ml_handle *handles, size_t n);
 
 /**
  * Compress one SlowLane blob into RAM (COMPRESSED): its lane space shrinks to
- * the compressed record.
- * @return 0; the codes of ml_evict (-EALREADY when already cold), and
- *         -ENOMEM when no room for the record.
+ * the compressed record. Needs no swap file. min_evict_size does not
+ * apply. A relocation point for h.
+ * @return 0; -EINVAL (bad handle, arena NULL, not a SlowLane blob, paging
+ *         off), -ESTALE, -EBUSY (pinned), -EALREADY (already cold, or the
+ *         data does not compress: it stays resident), -ENOMEM (no memory,
+ *         or no SlowLane room for the record), -EIO (compression failed).
+ * Thread-safe.
  */
 ML_API int ml_compress(ml_arena *arena, ml_handle h);
 
 /**
  * Bring many cold handles back at once, with batched reads (up to
  * io_queue_depth in flight). Resident, stale or invalid handles are skipped.
- * When some entries find no free run in SlowLane even after eviction, the
- * call compacts SlowLane once and tries those entries again, keeping the
- * list's resident entries claimed meanwhile (room is not made by evicting
- * what it just brought back; an access to one of them waits). It is a batch:
- * it waits for another eviction or prefetch batch to end, but hands the
- * pager lock to accesses between its chunks.
- * @return the number brought back (>= 0), or the first error that stopped
- *         it (-ENOMEM, -EIO, -EBADMSG: those entries stay cold).
+ * To make room it may compress or evict other SlowLane blobs (a relocation
+ * point). When some entries find no free run in SlowLane even after
+ * eviction, the call compacts SlowLane once and tries those entries again,
+ * keeping the list's resident entries locked against eviction meanwhile
+ * (room is not made by evicting what it just brought back; an access to
+ * one of them waits).
+ * @return the number brought back, if any; else the first error (-ENOMEM,
+ *         -EIO, -EBADMSG: those entries stay cold), else 0 (also when
+ *         paging is off); -EINVAL (arena NULL, handles NULL with n > 0).
+ * Thread-safe. It is a batch: it waits for another eviction or prefetch
+ * batch to end, but lets waiting accesses in between its chunks.
  */
 ML_API int ml_prefetch(ml_arena *arena, const ml_handle *handles, size_t n);
 
@@ -1029,7 +1194,8 @@ typedef struct ml__arena_head {
 #endif
 
 /** Slow path of the inline ml_get (bounds, stale handles, access bit, cold
- *  handles). Same contract as ml_get; programs need not call it. */
+ *  handles). Same contract as ml_get (thread-safe); programs need not call
+ *  it. */
 ML_API void *ml_get_slow(ml_arena *arena, ml_handle h);
 
 /* The upper half of a slot's meta word equals the upper half of the handle
@@ -1074,7 +1240,7 @@ static inline void *ml__get_inline(ml_arena *arena, ml_handle h)
 /** Name of an error code (negative or positive errno), "success" for 0:
  *  the library's own wording for the codes it documents (the system's
  *  codes it passes on included: EPERM, EACCES, ENODEV, ENOTDIR, ENOSYS,
- *  EMFILE), the C library's description for any other errno, and
+ *  EMFILE, EROFS), the C library's description for any other errno, and
  *  "unknown error" for a number that is none. Never NULL. Thread-safe. */
 ML_API const char *ml_strerror(int err);
 
