@@ -484,11 +484,12 @@ static int place_with_remedies(ml_arena *a, size_t size, size_t align, uint32_t 
         }
         /* Cold blobs can leave SlowLane (compressed, or to disk). */
         if (round < 8 && (!small || a->cfg.failover_to_slow) && ml__slow_make_room(a, size)) continue;
-        ml_pressure_fn pfn = __atomic_load_n(&a->pressure_fn, __ATOMIC_ACQUIRE);
+        void *pctx;
+        ml_pressure_fn pfn = ml__pressure_cb(a, &pctx);
         if (!pressure_tried && pfn) {
             pressure_tried = true;
             __atomic_fetch_add(&a->pressure_calls, 1, __ATOMIC_RELAXED);
-            if (pfn(__atomic_load_n(&a->pressure_ctx, __ATOMIC_ACQUIRE), a, size)) continue;
+            if (pfn(pctx, a, size)) continue;
         }
         pthread_mutex_lock(&a->lanes[small ? ML_LANE_FAST : ML_LANE_SLOW].lock);
         a->lanes[small ? ML_LANE_FAST : ML_LANE_SLOW].alloc_failures++;

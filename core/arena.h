@@ -228,8 +228,12 @@ struct ml_arena {
     uint64_t promotions;         /* atomic */
     uint64_t pressure_calls;     /* atomic */
 
-    /* Callbacks (set under meta lock, read racily: a change applies to
-     * operations that start after it). */
+    /* Callbacks: each function and its ctx are one pair. The setters write
+     * under the meta lock with cb_seq odd meanwhile (a sequence lock);
+     * readers (ml__move_cb, ml__pressure_cb) retry until they read a pair
+     * with cb_seq even and unchanged. A change applies to operations that
+     * read the pair after it. */
+    uint32_t cb_seq;
     ml_move_fn move_fn;
     void *move_ctx;
     ml_pressure_fn pressure_fn;
@@ -248,8 +252,8 @@ struct ml_arena {
     pthread_mutex_t events_lock;
     ml_event *events;
     size_t events_cap;
-    uint64_t events_seq;
-    size_t events_head;
+    uint64_t events_seq;         /* of the last event recorded (0: none yet) */
+    uint64_t events_first;       /* first sequence number the ring may hold */
 
     struct ml_arena *reg_next;   /* g_registry list */
     void *pager;                 /* paging/'s state, NULL without paging */
@@ -263,6 +267,26 @@ static inline uint64_t ml__load_acq(const uint64_t *p) { return __atomic_load_n(
 static inline void ml__store_rel(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 static inline uint32_t ml__hi(uint64_t x) { return (uint32_t)(x >> 32); }
 static inline uint32_t ml__idx(ml_handle h) { return (uint32_t)h.bits; }
+
+/* Read a callback pair (see cb_seq): the retry is a reader's only wait,
+ * and the setters' critical section is two stores. */
+#define ML__READ_CALLBACK(a, fn_field, ctx_field, ctx_out)                                           \
+    __extension__({                                                                                \
+        __typeof__((a)->fn_field) fn_;                                                             \
+        for (;;) {                                                                                 \
+            uint32_t s_ = __atomic_load_n(&(a)->cb_seq, __ATOMIC_ACQUIRE);                         \
+            fn_ = __atomic_load_n(&(a)->fn_field, __ATOMIC_RELAXED);                                \
+            *(ctx_out) = __atomic_load_n(&(a)->ctx_field, __ATOMIC_RELAXED);                        \
+            __atomic_thread_fence(__ATOMIC_ACQUIRE);                                               \
+            if (!(s_ & 1) && __atomic_load_n(&(a)->cb_seq, __ATOMIC_RELAXED) == s_) break;         \
+        }                                                                                          \
+        fn_;                                                                                       \
+    })
+static inline ml_move_fn ml__move_cb(ml_arena *a, void **ctx) { return ML__READ_CALLBACK(a, move_fn, move_ctx, ctx); }
+static inline ml_pressure_fn ml__pressure_cb(ml_arena *a, void **ctx)
+{
+    return ML__READ_CALLBACK(a, pressure_fn, pressure_ctx, ctx);
+}
 
 /** The span and block index of the FastLane block slot idx's addr names
  *  (the caller owns the slot: claimed, or freed by it and not yet reused). */

@@ -5,7 +5,9 @@
  * Off unless enabled: the hot paths test one flag (events_on) and call here
  * only when it is set. Recording takes the events lock; readers copy under
  * it. Sequence numbers start at 1 and only grow, so a reader that fell
- * behind by more than the ring's capacity just skips what was overwritten.
+ * behind by more than the ring's capacity just skips what was overwritten,
+ * and one whose cursor is older than the last ml_events_enable skips what
+ * that call dropped (events_first).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -36,7 +38,7 @@ int ml_events_enable(ml_arena *a, size_t capacity)
     free(a->events);
     a->events = ring;
     a->events_cap = capacity;
-    a->events_head = 0;
+    a->events_first = a->events_seq + 1; /* what came before is dropped */
     __atomic_store_n(&a->events_on, capacity != 0, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&a->events_lock);
     return 0;
@@ -78,6 +80,7 @@ int ml_events_read(ml_arena *a, uint64_t *cursor, ml_event *out, size_t max, siz
     pthread_mutex_lock(&a->events_lock);
     uint64_t last = a->events_seq;
     uint64_t first = a->events_cap && last > a->events_cap ? last - a->events_cap + 1 : 1;
+    if (first < a->events_first) first = a->events_first;
     uint64_t from = *cursor > first ? *cursor : first;
     size_t k = 0;
     for (uint64_t s = from; a->events_cap && s <= last && k < max; s++, k++)

@@ -90,15 +90,9 @@ int ml_group_find(ml_arena *a, const char *name, ml_group *out)
     return -ENOENT;
 }
 
-/* Caller holds the claim of idx. */
-int ml__group_link(ml_arena *a, uint32_t idx, ml_group g)
+/* Both with the meta lock held and the claim of idx. */
+static void link_locked(ml_arena *a, uint32_t idx, ml_group_rec *r, ml_group g)
 {
-    pthread_mutex_lock(&a->meta_lock);
-    ml_group_rec *r = group_get(a, g);
-    if (!r) {
-        pthread_mutex_unlock(&a->meta_lock);
-        return -ENOENT;
-    }
     ml_cold *c = ml__cold(a, idx, ml__load(&a->slots[idx].meta));
     c->group = g;
     c->gprev = ML_NIL32;
@@ -107,15 +101,11 @@ int ml__group_link(ml_arena *a, uint32_t idx, ml_group g)
     r->head = idx;
     r->count++;
     __atomic_fetch_or(&a->slots[idx].meta, ML_M_GROUPED, __ATOMIC_RELAXED);
-    pthread_mutex_unlock(&a->meta_lock);
-    return 0;
 }
 
-/* Caller holds the claim of idx. */
-void ml__group_unlink(ml_arena *a, uint32_t idx)
+static void unlink_locked(ml_arena *a, uint32_t idx)
 {
     if (!(ml__load(&a->slots[idx].meta) & ML_M_GROUPED)) return;
-    pthread_mutex_lock(&a->meta_lock);
     ml_cold *c = &a->cold[idx];
     ml_group_rec *r = group_get(a, c->group);
     if (r) {
@@ -127,6 +117,24 @@ void ml__group_unlink(ml_arena *a, uint32_t idx)
     c->group = 0;
     c->gprev = c->gnext = ML_NIL32;
     __atomic_fetch_and(&a->slots[idx].meta, ~ML_M_GROUPED, __ATOMIC_RELAXED);
+}
+
+/* Caller holds the claim of idx. */
+int ml__group_link(ml_arena *a, uint32_t idx, ml_group g)
+{
+    pthread_mutex_lock(&a->meta_lock);
+    ml_group_rec *r = group_get(a, g);
+    if (r) link_locked(a, idx, r, g);
+    pthread_mutex_unlock(&a->meta_lock);
+    return r ? 0 : -ENOENT;
+}
+
+/* Caller holds the claim of idx. */
+void ml__group_unlink(ml_arena *a, uint32_t idx)
+{
+    if (!(ml__load(&a->slots[idx].meta) & ML_M_GROUPED)) return;
+    pthread_mutex_lock(&a->meta_lock);
+    unlink_locked(a, idx);
     pthread_mutex_unlock(&a->meta_lock);
 }
 
@@ -150,20 +158,21 @@ int ml_group_alloc(ml_arena *a, ml_group g, size_t size, size_t align, ml_handle
 int ml_group_set(ml_arena *a, ml_handle h, ml_group g)
 {
     if (!a) return -EINVAL;
-    if (g != ML_GROUP_NONE) {
-        pthread_mutex_lock(&a->meta_lock);
-        bool exists = group_get(a, g) != NULL;
-        pthread_mutex_unlock(&a->meta_lock);
-        if (!exists) return -ENOENT;
-    }
     uint64_t m;
     int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
     if (rc) return rc;
     uint32_t idx = ml__idx(h);
-    if (group_of(a, idx, m) != g) {
-        ml__group_unlink(a, idx);
-        if (g != ML_GROUP_NONE) rc = ml__group_link(a, idx, g);
+    /* One step under the meta lock: a group destroyed meanwhile leaves the
+     * handle where it was. */
+    pthread_mutex_lock(&a->meta_lock);
+    ml_group_rec *r = g != ML_GROUP_NONE ? group_get(a, g) : NULL;
+    if (g != ML_GROUP_NONE && !r) {
+        rc = -ENOENT;
+    } else if (group_of(a, idx, m) != g) {
+        unlink_locked(a, idx);
+        if (r) link_locked(a, idx, r, g);
     }
+    pthread_mutex_unlock(&a->meta_lock);
     ml__unclaim(a, idx);
     return rc;
 }

@@ -39,8 +39,8 @@ void ml__moves_add(ml_moves *mv, const ml_move *m)
 
 void ml__moves_fire(ml_arena *a, ml_moves *mv)
 {
-    ml_move_fn fn = __atomic_load_n(&a->move_fn, __ATOMIC_ACQUIRE);
-    void *ctx = __atomic_load_n(&a->move_ctx, __ATOMIC_ACQUIRE);
+    void *ctx;
+    ml_move_fn fn = ml__move_cb(a, &ctx);
     if (fn)
         for (size_t i = 0; i < mv->n; i++)
             fn(ctx, mv->v[i].h, mv->v[i].old_addr, mv->v[i].new_addr, mv->v[i].from, mv->v[i].to);
@@ -51,9 +51,9 @@ void ml__moves_fire(ml_arena *a, ml_moves *mv)
 
 static void fire_one(ml_arena *a, const ml_move *ev)
 {
-    ml_move_fn fn = __atomic_load_n(&a->move_fn, __ATOMIC_ACQUIRE);
-    if (fn) fn(__atomic_load_n(&a->move_ctx, __ATOMIC_ACQUIRE), ev->h, ev->old_addr, ev->new_addr,
-               ev->from, ev->to);
+    void *ctx;
+    ml_move_fn fn = ml__move_cb(a, &ctx);
+    if (fn) fn(ctx, ev->h, ev->old_addr, ev->new_addr, ev->from, ev->to);
 }
 
 /* Usage counters follow the data: the moving thread's cache accounts for it. */

@@ -1,9 +1,11 @@
 // Allocation groups and debug tags.
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "test_util.h"
@@ -600,3 +602,40 @@ TEST_F(Groups, TagTableFullIsEnospc) {
 }
 
 }  // namespace
+
+// ml_group_set racing the destruction of its target group: either the
+// handle joined the group before it went (and was freed with it), or the
+// call says -ENOENT and the handle is still live, in its old group.
+TEST_F(Groups, SetRacingTheTargetsDestructionLeavesTheHandleWhereItWas) {
+    ml_group home;
+    ASSERT_EQ(ml_group_create(a_, "home", &home), 0);
+    int joined = 0, refused = 0;
+    for (int i = 0; i < 2000; i++) {
+        ml_group target;
+        ASSERT_EQ(ml_group_create(a_, "target", &target), 0);
+        ml_handle h;
+        ASSERT_EQ(ml_group_alloc(a_, home, 64, 0, &h), 0);
+        std::atomic<bool> go{false};
+        std::thread destroyer([&] {
+            while (!go) {
+            }
+            EXPECT_EQ(ml_group_destroy(a_, target), 0);
+        });
+        go = true;
+        int rc = ml_group_set(a_, h, target);
+        destroyer.join();
+        if (rc == 0) {
+            joined++;
+            EXPECT_EQ(ml_handle_state(a_, h), ML_STATE_FREED) << "freed with its group";
+        } else {
+            ASSERT_EQ(rc, -ENOENT);
+            refused++;
+            ml_handle_info info;
+            ASSERT_EQ(ml_handle_info_get(a_, h, &info), 0) << "iteration " << i;
+            EXPECT_EQ(info.group, home) << "iteration " << i;
+            ASSERT_EQ(ml_free(a_, h), 0);
+        }
+    }
+    EXPECT_EQ(CountOf(a_, home), 0u);
+    EXPECT_EQ(joined + refused, 2000);
+}

@@ -427,3 +427,45 @@ TEST(Threads, CrossThreadFreesUnderCompactionKeepEveryBlockToOneHandle) {
     std::sort(addrs.begin(), addrs.end());
     EXPECT_EQ(std::adjacent_find(addrs.begin(), addrs.end()), addrs.end()) << "two live handles share a block";
 }
+
+// A callback and its ctx change as one pair: moves made while another
+// thread keeps swapping the move callback never call one function with
+// the other's ctx. (The window this closes is two adjacent loads: the
+// test is a stress test, not a reproducer.)
+namespace {
+struct CbTag {
+    int which;
+    std::atomic<long> calls{0}, wrong{0};
+};
+void MoveA(void *ctx, ml_handle, void *, void *, ml_lane, ml_lane) {
+    CbTag *t = (CbTag *)ctx;
+    t->calls++;
+    if (t->which != 0) t->wrong++;
+}
+void MoveB(void *ctx, ml_handle, void *, void *, ml_lane, ml_lane) {
+    CbTag *t = (CbTag *)ctx;
+    t->calls++;
+    if (t->which != 1) t->wrong++;
+}
+}  // namespace
+
+TEST(Threads, MoveCallbackAndItsCtxChangeAsOnePair) {
+    ArenaGuard a;
+    CbTag ta, tb;
+    ta.which = 0;
+    tb.which = 1;
+    ASSERT_EQ(ml_set_move_callback(a, MoveA, &ta), 0);
+    std::atomic<bool> stop{false};
+    std::thread swapper([&] {
+        for (long i = 0; !stop; i++)
+            ml_set_move_callback(a, i % 2 ? MoveB : MoveA, i % 2 ? (void *)&tb : (void *)&ta);
+    });
+    std::vector<ml_handle> hs(64);
+    for (auto &h : hs) ASSERT_EQ(ml_alloc(a, 200, &h), 0);
+    for (int round = 0; round < 300; round++)
+        for (auto &h : hs) ASSERT_EQ(ml_migrate(a, h, round % 2 ? ML_LANE_FAST : ML_LANE_SLOW), 0);
+    stop = true;
+    swapper.join();
+    EXPECT_EQ(ta.calls + tb.calls, 300 * 64);
+    EXPECT_EQ(ta.wrong + tb.wrong, 0);
+}

@@ -679,10 +679,10 @@ typedef void (*ml_move_fn)(void *ctx, ml_handle h, void *old_addr, void *new_add
 
 /** Register fn as the move callback, called with ctx as its first
  *  argument, or remove it with fn NULL.
- *  Thread-safe, but fn and ctx are not swapped as one pair: a move under
- *  way may still call the old fn after this returns, even with the new
- *  ctx. Set it before other threads move entries, or keep every ctx valid
- *  for every fn you set.
+ *  Thread-safe: fn and ctx change as one pair (a callback never gets the
+ *  other's ctx). A move that read the old pair before this call may still
+ *  call it after this returns, so keep the old ctx valid until the moves
+ *  under way are done.
  *  @return 0; -EINVAL (arena NULL). */
 ML_API int ml_set_move_callback(ml_arena *arena, ml_move_fn fn, void *ctx);
 
@@ -696,9 +696,8 @@ typedef int (*ml_pressure_fn)(void *ctx, ml_arena *arena, size_t size);
 
 /** Register fn as the pressure callback, called with ctx as its first
  *  argument, or remove it with fn NULL.
- *  Thread-safe, with the caveat of ml_set_move_callback: an allocation
- *  under way may still call the old fn after this returns, even with the
- *  new ctx.
+ *  Thread-safe, as ml_set_move_callback: fn and ctx change as one pair; an
+ *  allocation that read the old pair may still call it after this returns.
  *  @return 0; -EINVAL (arena NULL). */
 ML_API int ml_set_pressure_callback(ml_arena *arena, ml_pressure_fn fn, void *ctx);
 
@@ -920,7 +919,8 @@ ML_API const char *ml_event_name(ml_event_kind kind);
  * Start (capacity > 0) or stop (0) recording lifecycle events into a ring of
  * the `capacity` most recent ones. Off by default: recording costs a lock per
  * allocation and free, so it is for debugging (the debug view turns it on).
- * Every call drops what was recorded; sequence numbers go on.
+ * Every call drops what was recorded; sequence numbers go on, and a
+ * reader's cursor from before the call resumes at the first new event.
  * @return 0; -EINVAL (arena NULL, capacity over 2^24); -ENOMEM (nothing
  *         changed).
  * Thread-safe.
@@ -972,7 +972,7 @@ ML_API int ml_group_alloc(ml_arena *arena, ml_group g, size_t size,
  * Put an existing handle into group g (taking it out of its previous group),
  * or out of any group with ML_GROUP_NONE.
  * @return 0; -EINVAL (bad handle, arena NULL), -ESTALE, -ENOENT (no such
- *         group).
+ *         group, or destroyed meanwhile: the handle stays where it was).
  * Thread-safe.
  */
 ML_API int ml_group_set(ml_arena *arena, ml_handle h, ml_group g);
