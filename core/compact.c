@@ -116,11 +116,14 @@ static bool claim_owner(ml_arena *a, ml_lane lane, uint32_t owner, const char *a
 }
 
 /* Note a move for the move callback (only when one is registered: the
- * list costs memory and the walk a cache miss per entry). */
+ * list costs memory and the walk a cache miss per entry). A compressed
+ * entry's record is not the program's data: its moves are not reported. */
 static void record(ml_arena *a, budget *b, uint32_t idx, void *from, void *to, ml_lane lane)
 {
     if (!b->notify) return;
-    ml_move ev = {ml__handle_of(ml__load(&a->slots[idx].meta), idx), from, to, lane, lane};
+    uint64_t m = ml__load(&a->slots[idx].meta);
+    if (!(m & ML_M_RESIDENT)) return;
+    ml_move ev = {ml__handle_of(m, idx), from, to, lane, lane};
     ml__moves_add(b->mv, &ev);
 }
 

@@ -82,7 +82,7 @@ int ml_config_check(const ml_config *c, const char **reason)
         FAIL("max_handles must be 1024..2^30");
     if (c->enable_paging) {
         if (c->swap_size < ((size_t)1 << 20) || c->swap_size / 4096 > 0x3fffffffu)
-            FAIL("swap_size must be 1 MiB..4 TiB");
+            FAIL("swap_size must be at least 1 MiB and below 4 TiB");
         if (c->zstd_level < 1 || c->zstd_level > 19) FAIL("zstd_level must be 1..19");
         if (!(c->evict_hysteresis >= 0.0 && c->evict_hysteresis < c->slow_lane_usage_threshold))
             FAIL("evict_hysteresis must be in [0, slow_lane_usage_threshold)");
@@ -101,16 +101,16 @@ const char *ml_strerror(int err)
     case 0: return "success";
     case EINVAL: return "invalid argument or handle";
     case ESTALE: return "stale handle (freed)";
-    case ENOMEM: return "out of memory in the arena";
-    case EBUSY: return "busy (handle pinned)";
+    case ENOMEM: return "out of memory (no room in the arena, or no memory for the library)";
+    case EBUSY: return "busy (handle pinned, or a resource in use)";
     case EOVERFLOW: return "too many pins on one handle";
-    case ENOENT: return "no such name or ID";
+    case ENOENT: return "no such name, ID, file or directory";
     case EEXIST: return "name already exists";
     case ENOSPC: return "no space (a fixed table or the swap budget is full)";
     case EIO: return "I/O error";
     case EBADMSG: return "corrupted or mismatched record";
     case ENOTSUP: return "not supported";
-    case EALREADY: return "already there";
+    case EALREADY: return "already done (already there, already cold, or does not compress)";
     /* Codes passed on from the system (swap file, I/O engine, FUSE mount). */
     case EPERM: return "operation not permitted";
     case EACCES: return "permission denied";

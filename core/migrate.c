@@ -132,6 +132,15 @@ int ml__move_claimed(ml_arena *a, uint32_t idx, ml_lane to, size_t new_size, boo
     return 0;
 }
 
+/* Can an entry of this size and meta word (its alignment) live in
+ * FastLane at all: at most the threshold, and a size class for it? */
+static bool fits_fast(const ml_arena *a, size_t size, uint64_t m)
+{
+    size_t align = (size_t)1 << ((m & ML_M_ALIGN) >> ML_M_ALIGN_SHIFT);
+    return size <= a->cfg.threshold &&
+           ml__size_class_aligned(size, align < 16 ? 16 : align, a->lanes[ML_LANE_FAST].nclasses) != ML_CLASS_NONE;
+}
+
 int ml_migrate(ml_arena *a, ml_handle h, ml_lane to)
 {
     if (!a || (to != ML_LANE_FAST && to != ML_LANE_SLOW)) return -EINVAL;
@@ -141,7 +150,7 @@ int ml_migrate(ml_arena *a, ml_handle h, ml_lane to)
     uint32_t idx = ml__idx(h);
     ml_lane from = (m & ML_M_STATE) == ML_STATE_FAST ? ML_LANE_FAST : ML_LANE_SLOW;
     size_t size = a->slots[idx].size;
-    if (!(m & ML_M_RESIDENT) && to == ML_LANE_FAST && !(m & ML_M_PINS) && size <= a->cfg.threshold) {
+    if (!(m & ML_M_RESIDENT) && to == ML_LANE_FAST && !(m & ML_M_PINS) && fits_fast(a, size, m)) {
         /* A cold entry comes back into SlowLane first, as on any access
          * (compacting SlowLane if its free space is in pieces), and moves
          * on from there. Between the claims another thread may have
@@ -153,7 +162,7 @@ int ml_migrate(ml_arena *a, ml_handle h, ml_lane to)
         size = a->slots[idx].size;
     }
     if (from == to) rc = -EALREADY;
-    else if (to == ML_LANE_FAST && size > a->cfg.threshold) rc = -EINVAL;
+    else if (to == ML_LANE_FAST && !fits_fast(a, size, m)) rc = -EINVAL;
     else if (m & ML_M_PINS) rc = -EBUSY;
     ml_move ev;
     if (rc == 0) rc = ml__move_claimed(a, idx, to, size, to == ML_LANE_SLOW, &ev);
@@ -182,7 +191,7 @@ int ml_migrate_cost(ml_arena *a, ml_handle h, ml_lane to, ml_move_cost *out)
     if (c != ML_CLASS_NONE) out->dest_bytes = ml__class_size[c];
     else out->dest_bytes = ml__align_up(size, ml__lane_unit(l));
     if (from == to) out->reason = -EALREADY;
-    else if (to == ML_LANE_FAST && (size > a->cfg.threshold || c == ML_CLASS_NONE)) out->reason = -EINVAL;
+    else if (to == ML_LANE_FAST && !fits_fast(a, size, m)) out->reason = -EINVAL;
     else if (pinned) out->reason = -EBUSY;
     out->possible = out->reason == 0;
 

@@ -72,9 +72,9 @@
  * Mount options: ro (the kernel refuses writes with EROFS before asking us;
  * the write operations below refuse too), default_permissions (the kernel
  * applies the 0500/0400 modes), nosuid, nodev, noexec; allow_other only when
- * asked. Events: the view turns the ring on at mount unless the program's
- * ring already holds events (there is no call that says whether it is on;
- * a ring the program turned on but that is still empty is taken for off).
+ * asked. Events: the view turns the ring on at mount unless it is on
+ * already (ml_events_capacity), and the last unmount turns it off again
+ * only if the first mount turned it on.
  *
  * Locking. The view holds no lock of its own while serving: the fs object
  * is immutable after mount except for the open-directory count (an atomic

@@ -85,6 +85,7 @@
 #define REC_MAGIC 0x31524c4du /* "MLR1" */
 #define REC_VERSION 1
 #define BUF_BYTES ((size_t)128 << 10) /* larger records get their own buffer */
+#define START_RETRY_MS 100            /* a failed start of the swap file is tried again after this */
 #define RC_WAYS 4                     /* cold copies ml_read keeps decoded */
 #define RC_BYTES ((size_t)32 << 20)   /* ... while they hold at most this (the newest always stays) */
 #define MAX_BUFS 64
@@ -108,7 +109,8 @@ typedef struct ml_pager {
     ml_arena *a;
     pthread_mutex_t lock;
     bool started;
-    int start_err;
+    int start_err;      /* why the last start failed (0: it did not) ... */
+    uint64_t start_err_ns; /* ... and when: it is tried again START_RETRY_MS later */
     ml_swap swap;
     ml_io *io;
     ml_codec *codec;
@@ -236,10 +238,15 @@ static void lock_unpaused(ml_pager *p)
 
 /* Open swap file, engine, buffers and codec at the first eviction. Caller
  * holds the pager lock. */
+/* Open the swap file, the I/O engine and the buffers on first need. A
+ * failure is reported to every caller for START_RETRY_MS, then tried again:
+ * a transient one (out of file descriptors, of memory) does not turn
+ * paging to disk off for good, and a lasting one (no access to swap_dir)
+ * costs one attempt per period. */
 static int ensure_started(ml_pager *p)
 {
     if (p->started) return 0;
-    if (p->start_err) return p->start_err;
+    if (p->start_err && mono_ns() - p->start_err_ns < (uint64_t)START_RETRY_MS * 1000000) return p->start_err;
     const ml_config *c = &p->a->cfg;
     int rc = ml__swap_open(&p->swap, c->swap_dir, c->swap_size, c->direct_io);
     if (rc == 0) {
@@ -268,6 +275,7 @@ static int ensure_started(ml_pager *p)
         p->bufs = NULL;
         ml__swap_close(&p->swap);
         p->start_err = rc;
+        p->start_err_ns = mono_ns();
         return rc;
     }
     p->st.swap_capacity = p->swap.blocks * ML_SWAP_BLOCK;
@@ -275,6 +283,7 @@ static int ensure_started(ml_pager *p)
     p->st.io_uring = strcmp(p->io->ops->name, "io_uring") == 0;
     snprintf(p->st.engine, sizeof p->st.engine, "%s", p->io->ops->name);
     p->started = true;
+    p->start_err = 0;
     return 0;
 }
 

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <random>
 #include <string>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -392,9 +393,26 @@ TEST_P(Engines, MigrationReallocAndCompactionOfColdEntries) {
     for (int i = 0; i < 40; i++) bs.push_back(Make(a, 20000 + i * 1000, 900 + i));
     for (size_t i = 0; i < bs.size(); i += 2) ASSERT_EQ(ml_free(a, bs[i].h), 0);
     for (size_t i = 1; i < bs.size(); i += 4) ASSERT_EQ(ml_compress(a, bs[i].h), 0);
+    // The move callback hears of data that moved, not of compressed records
+    // (a cold entry has no data address until it comes back).
+    std::vector<std::pair<ml_handle, void *>> heard;
+    ASSERT_EQ(ml_set_move_callback(
+                  a,
+                  [](void *ctx, ml_handle h, void *, void *to, ml_lane, ml_lane) {
+                      ((std::vector<std::pair<ml_handle, void *>> *)ctx)->push_back({h, to});
+                  },
+                  &heard),
+              0);
     ml_compact_result r;
     ASSERT_EQ(ml_compact(a, ML_LANE_SLOW, &r), 0);
+    ASSERT_EQ(ml_set_move_callback(a, nullptr, nullptr), 0);
     EXPECT_GT(r.moved_entries, 0u) << "compressed records move like blobs";
+    EXPECT_FALSE(heard.empty()) << "resident blobs moved too";
+    EXPECT_LT(heard.size(), r.moved_entries) << "and compressed records were among the moved";
+    for (auto &e : heard) {
+        EXPECT_EQ(ml_handle_state(a, e.first), ML_STATE_SLOW) << "only resident data is reported";
+        EXPECT_EQ(ml_get(a, e.first), e.second) << "at its new address";
+    }
     for (size_t i = 1; i < bs.size(); i += 2) EXPECT_TRUE(ReadMatches(a, bs[i]));
     // realloc of an evicted entry pages it in first.
     Blob &v = bs[3];
@@ -589,6 +607,31 @@ TEST_P(Faults, PrefetchRetriesOnlyTheEntriesThatFoundNoPlace) {
     EXPECT_TRUE(GetMatches(a, failing)) << "its record was kept";
     EXPECT_TRUE(GetMatches(a, placeless));
     for (const Blob &b : kept) EXPECT_TRUE(GetMatches(a, b));
+    EXPECT_EQ(ml__arena_check(a), 0);
+    ml_arena_destroy(a);
+}
+
+// A failed start of paging to disk (here: the I/O engine refused, as when
+// the process is out of file descriptors) is reported for a short while,
+// then tried again: it does not turn paging to disk off for good.
+TEST_P(Faults, AFailedStartOfTheSwapFileIsTriedAgainLater) {
+    FaultIO f;
+    f.which = GetParam();
+    f.fail_open_from = 0;  // every engine open fails, until the test says so
+    ml_config c = PagingConfig(GetParam());
+    ml_arena *a = f.Create(&c);
+    ASSERT_NE(a, nullptr);
+    Blob b = Make(a, 64 << 10, 57);
+    EXPECT_EQ(ml_evict(a, b.h), -EMFILE);
+    EXPECT_EQ(ml_evict(a, b.h), -EMFILE) << "reported again at once";
+    EXPECT_EQ(f.injected, 1) << "without a second attempt";
+    EXPECT_EQ(ml_handle_state(a, b.h), ML_STATE_SLOW);
+    EXPECT_TRUE(GetMatches(a, b));
+    f.fail_open_from = -1;  // the descriptors are back (no engine is running: no lock needed)
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    ASSERT_EQ(ml_evict(a, b.h), 0) << "tried again";
+    EXPECT_EQ(ml_handle_state(a, b.h), ML_STATE_EVICTED);
+    EXPECT_TRUE(GetMatches(a, b));
     EXPECT_EQ(ml__arena_check(a), 0);
     ml_arena_destroy(a);
 }

@@ -281,6 +281,28 @@ TEST(Migration, CostQueryMatchesWhatAMoveDoes) {
     EXPECT_EQ(ml_migrate_cost(a, h, ML_LANE_SLOW, nullptr), -EINVAL);
 }
 
+// An alignment none of FastLane's size classes has (here 4096 with a
+// 1024-byte threshold) keeps an entry out of FastLane: the cost query and
+// the move agree that it is not possible (-EINVAL), and nothing changes.
+TEST(Migration, AnAlignmentFastLaneHasNoClassForIsRefusedAlike) {
+    ml_config c;
+    ml_config_init(&c);
+    c.threshold = 1024;
+    ArenaGuard a(&c);
+    ml_handle h;
+    ASSERT_EQ(ml_alloc_aligned(a, 100, 4096, &h), 0);
+    ASSERT_EQ(ml_handle_state(a, h), ML_STATE_SLOW) << "no FastLane class holds it";
+    ml_move_cost cost;
+    ASSERT_EQ(ml_migrate_cost(a, h, ML_LANE_FAST, &cost), 0);
+    EXPECT_FALSE(cost.possible);
+    EXPECT_EQ(cost.reason, -EINVAL);
+    void *before = ml_get(a, h);
+    EXPECT_EQ(ml_migrate(a, h, ML_LANE_FAST), cost.reason);
+    EXPECT_EQ(ml_handle_state(a, h), ML_STATE_SLOW);
+    EXPECT_EQ(ml_get(a, h), before);
+    EXPECT_EQ((uintptr_t)before % 4096, 0u);
+}
+
 TEST(Migration, FlushMovesOldEntriesOnlyAndSkipsPinned) {
     ArenaGuard a;
     std::vector<Obj> objs(50);

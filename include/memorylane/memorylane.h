@@ -632,9 +632,10 @@ ML_API int ml_migrate_cost(ml_arena *arena, ml_handle h, ml_lane to, ml_move_cos
  * relocation point for other SlowLane blobs, as ml_get); if the move to
  * FastLane then fails, it stays resident in SlowLane.
  * @return 0; -EINVAL (bad handle/lane, arena NULL, too large for
- *         FastLane), -ESTALE, -EBUSY (pinned), -EALREADY (already in `to`),
- *         -ENOMEM (no room in `to`, or no FastLane size class for the
- *         entry's alignment: nothing changed), and for a cold entry bound
+ *         FastLane, or no FastLane size class for the entry's alignment,
+ *         as ml_migrate_cost says), -ESTALE, -EBUSY (pinned), -EALREADY
+ *         (already in `to`), -ENOMEM (no room in `to`: nothing changed),
+ *         and for a cold entry bound
  *         for FastLane ml_try_get's paging errors (-ENOMEM, -EIO, -EBADMSG).
  *         When several apply: -EALREADY, then -EINVAL, then -EBUSY.
  * Thread-safe.
@@ -671,9 +672,9 @@ ML_API int ml_maintain(ml_arena *arena);
  *  ml_maintain or the policy thread: their cycle's lock is then held, so fn
  *  must not call ml_maintain (it would deadlock); any other function but
  *  ml_arena_destroy is allowed. old_addr is no longer valid memory for this
- *  entry. For a COMPRESSED entry moved by SlowLane compaction both
- *  addresses are those of its compressed record, not of usable data. Must
- *  not block for long. */
+ *  entry. Only data is reported: compaction also moves the records of
+ *  COMPRESSED entries, which have no data address until they come back,
+ *  and those moves are not. Must not block for long. */
 typedef void (*ml_move_fn)(void *ctx, ml_handle h, void *old_addr, void *new_addr,
                            ml_lane from, ml_lane to);
 
@@ -1111,8 +1112,9 @@ ML_API int ml_paging_stats_get(ml_arena *arena, ml_paging_stats *out);
  *         it was, intact. The first eviction opens the swap file and the
  *         I/O engine and passes on their errors (-ENOSYS/-EPERM with
  *         io_engine = 1 where io_uring is unavailable; -EACCES, -ENOENT,
- *         -ENOTDIR for swap_dir); such an error is kept: every later
- *         eviction of the arena returns it too.
+ *         -ENOTDIR for swap_dir, -EMFILE); such an error is returned
+ *         again, without a new attempt, for 100 ms, and then opening is
+ *         tried again.
  * Thread-safe; evictions run one at a time per arena.
  */
 ML_API int ml_evict(ml_arena *arena, ml_handle h);
