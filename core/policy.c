@@ -83,7 +83,9 @@ static void auto_compact(ml_arena *a)
 int ml_maintain(ml_arena *a)
 {
     if (!a) return -EINVAL;
+    ml_moves moved_entries = {0};
     pthread_mutex_lock(&a->maintain_lock);
+    ml__moves_defer_begin(&moved_entries); /* the move callback runs after the unlock */
     fold_access_bits(a);
     if (a->cfg.promote_age_ms) {
         size_t moved = 0;
@@ -94,6 +96,7 @@ int ml_maintain(ml_arena *a)
     if (a->pager) ml__pager->maintain(a);
     __atomic_fetch_add(&a->maintenance_cycles, 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&a->maintain_lock);
+    ml__moves_defer_end(a);
     return 0;
 }
 

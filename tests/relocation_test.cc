@@ -437,6 +437,48 @@ TEST(Callbacks, MoveCallbackSeesEveryMove) {
     EXPECT_EQ(log.cross.load(), 1) << "removed callback is not called";
 }
 
+// The move callback may call back into the arena, ml_maintain included:
+// moves made by maintenance are reported once its cycle lock is released.
+// (Before, the callback ran under that lock and this deadlocked: the child
+// process guards against a hang with an alarm.)
+namespace {
+struct Reentry {
+    ml_arena *a;
+    int depth = 0, calls = 0, nested_rc = -1;
+};
+void MaintainFromTheCallback(void *ctx, ml_handle, void *, void *, ml_lane, ml_lane) {
+    Reentry *r = (Reentry *)ctx;
+    r->calls++;
+    if (r->depth++ == 0) r->nested_rc = ml_maintain(r->a);
+    r->depth--;
+}
+}  // namespace
+
+TEST(Callbacks, AMoveCallbackMayRunMaintenance) {
+    EXPECT_EXIT(
+        {
+            alarm(20);
+            ml_config c = NoAuto();
+            c.promote_age_ms = 1;
+            ml_arena *a = nullptr;
+            if (ml_arena_create(&c, &a) != 0) _exit(2);
+            for (int i = 0; i < 10; i++) {
+                ml_handle h;
+                if (ml_alloc(a, 64, &h) != 0) _exit(3);
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+            Reentry r;
+            r.a = a;
+            ml_set_move_callback(a, MaintainFromTheCallback, &r);
+            if (ml_maintain(a) != 0) _exit(4);
+            if (r.calls != 10) _exit(5);  // the ten promotions
+            if (r.nested_rc != 0) _exit(6);
+            ml_arena_destroy(a);
+            _exit(0);
+        },
+        ::testing::ExitedWithCode(0), "");
+}
+
 TEST(Callbacks, PressureCallbackCanMakeRoom) {
     ml_config c;
     ml_config_init(&c);

@@ -662,17 +662,16 @@ ML_API int ml_migrate_all(ml_arena *arena, uint32_t min_age_ms, size_t *moved);
  * pressure. A relocation point.
  * @return 0; -EINVAL (arena NULL). Thread-safe: cycles never overlap, a
  *         call waits for a cycle in progress (the policy thread's too).
- *         Must not be called from the move callback (see ml_move_fn).
+ *         The move callback runs for the cycle's moves once it has ended.
  */
 ML_API int ml_maintain(ml_arena *arena);
 
 /** Called after an entry moved (compaction, migration, realloc; paging
  *  does not call it), on the thread that moved it, after the move is
- *  complete. No lock of the arena is held, except when the move was made by
- *  ml_maintain or the policy thread: their cycle's lock is then held, so fn
- *  must not call ml_maintain (it would deadlock); any other function but
- *  ml_arena_destroy is allowed. old_addr is no longer valid memory for this
- *  entry. Only data is reported: compaction also moves the records of
+ *  complete and with no lock of the arena held (moves made by ml_maintain
+ *  or the policy thread are reported when the cycle ends), so fn may call
+ *  any function but ml_arena_destroy, ml_maintain included. old_addr is no
+ *  longer valid memory for this entry. Only data is reported: compaction also moves the records of
  *  COMPRESSED entries, which have no data address until they come back,
  *  and those moves are not. Must not block for long. */
 typedef void (*ml_move_fn)(void *ctx, ml_handle h, void *old_addr, void *new_addr,
