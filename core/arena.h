@@ -228,12 +228,11 @@ struct ml_arena {
     uint64_t promotions;         /* atomic */
     uint64_t pressure_calls;     /* atomic */
 
-    /* Callbacks: each function and its ctx are one pair. The setters write
-     * under the meta lock with cb_seq odd meanwhile (a sequence lock);
-     * readers (ml__move_cb, ml__pressure_cb) retry until they read a pair
-     * with cb_seq even and unchanged. A change applies to operations that
+    /* Callbacks: each function and its ctx are one pair, written and read
+     * together under the meta lock (ml__move_cb, ml__pressure_cb); the
+     * function pointers are also peeked at without it (atomic, relaxed) to
+     * skip the lock when none is set. A change applies to operations that
      * read the pair after it. */
-    uint32_t cb_seq;
     ml_move_fn move_fn;
     void *move_ctx;
     ml_pressure_fn pressure_fn;
@@ -268,25 +267,11 @@ static inline void ml__store_rel(uint64_t *p, uint64_t v) { __atomic_store_n(p, 
 static inline uint32_t ml__hi(uint64_t x) { return (uint32_t)(x >> 32); }
 static inline uint32_t ml__idx(ml_handle h) { return (uint32_t)h.bits; }
 
-/* Read a callback pair (see cb_seq): the retry is a reader's only wait,
- * and the setters' critical section is two stores. */
-#define ML__READ_CALLBACK(a, fn_field, ctx_field, ctx_out)                                           \
-    __extension__({                                                                                \
-        __typeof__((a)->fn_field) fn_;                                                             \
-        for (;;) {                                                                                 \
-            uint32_t s_ = __atomic_load_n(&(a)->cb_seq, __ATOMIC_ACQUIRE);                         \
-            fn_ = __atomic_load_n(&(a)->fn_field, __ATOMIC_RELAXED);                                \
-            *(ctx_out) = __atomic_load_n(&(a)->ctx_field, __ATOMIC_RELAXED);                        \
-            __atomic_thread_fence(__ATOMIC_ACQUIRE);                                               \
-            if (!(s_ & 1) && __atomic_load_n(&(a)->cb_seq, __ATOMIC_RELAXED) == s_) break;         \
-        }                                                                                          \
-        fn_;                                                                                       \
-    })
-static inline ml_move_fn ml__move_cb(ml_arena *a, void **ctx) { return ML__READ_CALLBACK(a, move_fn, move_ctx, ctx); }
-static inline ml_pressure_fn ml__pressure_cb(ml_arena *a, void **ctx)
-{
-    return ML__READ_CALLBACK(a, pressure_fn, pressure_ctx, ctx);
-}
+/* The move (pressure) callback and its ctx, read as one pair under the
+ * meta lock (policy.c): NULL when none is set. Called with no other lock
+ * held, once per operation that reports moves (or per pressure call). */
+ml_move_fn ml__move_cb(ml_arena *a, void **ctx);
+ml_pressure_fn ml__pressure_cb(ml_arena *a, void **ctx);
 
 /** The span and block index of the FastLane block slot idx's addr names
  *  (the caller owns the slot: claimed, or freed by it and not yet reused). */

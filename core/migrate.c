@@ -60,7 +60,7 @@ void ml__moves_fire(ml_arena *a, ml_moves *mv)
         return;
     }
     void *ctx;
-    ml_move_fn fn = ml__move_cb(a, &ctx);
+    ml_move_fn fn = mv->n ? ml__move_cb(a, &ctx) : NULL;
     if (fn)
         for (size_t i = 0; i < mv->n; i++)
             fn(ctx, mv->v[i].h, mv->v[i].old_addr, mv->v[i].new_addr, mv->v[i].from, mv->v[i].to);

@@ -156,37 +156,44 @@ void ml__policy_stop(ml_arena *a)
 
 /* ---- callbacks ---------------------------------------------------------------- */
 
-/* Writers of a callback pair (see cb_seq in arena.h), under the meta lock:
- * cb_seq is odd while the pair is half written. */
-static void cb_write_begin(ml_arena *a)
-{
-    pthread_mutex_lock(&a->meta_lock);
-    __atomic_store_n(&a->cb_seq, a->cb_seq + 1, __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-}
-
-static void cb_write_end(ml_arena *a)
-{
-    __atomic_store_n(&a->cb_seq, a->cb_seq + 1, __ATOMIC_RELEASE);
-    pthread_mutex_unlock(&a->meta_lock);
-}
-
 int ml_set_move_callback(ml_arena *a, ml_move_fn fn, void *ctx)
 {
     if (!a) return -EINVAL;
-    cb_write_begin(a);
+    pthread_mutex_lock(&a->meta_lock);
     __atomic_store_n(&a->move_fn, fn, __ATOMIC_RELAXED);
-    __atomic_store_n(&a->move_ctx, ctx, __ATOMIC_RELAXED);
-    cb_write_end(a);
+    a->move_ctx = ctx;
+    pthread_mutex_unlock(&a->meta_lock);
     return 0;
+}
+
+ml_move_fn ml__move_cb(ml_arena *a, void **ctx)
+{
+    *ctx = NULL;
+    if (!__atomic_load_n(&a->move_fn, __ATOMIC_RELAXED)) return NULL;
+    pthread_mutex_lock(&a->meta_lock);
+    ml_move_fn fn = a->move_fn;
+    *ctx = a->move_ctx;
+    pthread_mutex_unlock(&a->meta_lock);
+    return fn;
 }
 
 int ml_set_pressure_callback(ml_arena *a, ml_pressure_fn fn, void *ctx)
 {
     if (!a) return -EINVAL;
-    cb_write_begin(a);
+    pthread_mutex_lock(&a->meta_lock);
     __atomic_store_n(&a->pressure_fn, fn, __ATOMIC_RELAXED);
-    __atomic_store_n(&a->pressure_ctx, ctx, __ATOMIC_RELAXED);
-    cb_write_end(a);
+    a->pressure_ctx = ctx;
+    pthread_mutex_unlock(&a->meta_lock);
     return 0;
+}
+
+ml_pressure_fn ml__pressure_cb(ml_arena *a, void **ctx)
+{
+    *ctx = NULL;
+    if (!__atomic_load_n(&a->pressure_fn, __ATOMIC_RELAXED)) return NULL;
+    pthread_mutex_lock(&a->meta_lock);
+    ml_pressure_fn fn = a->pressure_fn;
+    *ctx = a->pressure_ctx;
+    pthread_mutex_unlock(&a->meta_lock);
+    return fn;
 }
