@@ -942,6 +942,10 @@ int ml_try_get(ml_arena *a, ml_handle h, void **out)
 
 void *ml_get_sized(ml_arena *a, ml_handle h, size_t min_size)
 {
+    /* The size first, so that a refusal changes nothing: a cold handle is
+     * not brought back, the access is not counted. (For a handle that is
+     * not live this reads some slot's size; ml_get then says NULL.) */
+    if (!a || ml__idx(h) >= a->max_handles || ml__load(&a->slots[ml__idx(h)].size) < min_size) return NULL;
     void *p = ml_get(a, h);
     if (!p) return NULL;
     /* size never changes for a live handle; a racing free makes the whole

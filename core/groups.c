@@ -23,6 +23,11 @@
 
 #define GROUP_INDEX_BITS 12
 #define GROUP_INDEX_MASK ((1u << GROUP_INDEX_BITS) - 1)
+/* The last generation an entry issues: destroyed then, the entry is retired
+ * (never reused), so that no destroyed group's ID ever names a later one,
+ * as with handle slots. 4096 entries x (2^20 - 1) groups before the table
+ * is spent. */
+#define GROUP_GEN_MAX ((1u << (32 - GROUP_INDEX_BITS)) - 1)
 
 static bool name_ok(const char *s)
 {
@@ -56,7 +61,7 @@ int ml_group_create(ml_arena *a, const char *name, ml_group *out)
             pthread_mutex_unlock(&a->meta_lock);
             return -EEXIST;
         }
-        if (!r->live && free_i < 0) free_i = i;
+        if (!r->live && r->gen < GROUP_GEN_MAX && free_i < 0) free_i = i;
     }
     if (free_i < 0) {
         pthread_mutex_unlock(&a->meta_lock);
@@ -67,8 +72,7 @@ int ml_group_create(ml_arena *a, const char *name, ml_group *out)
     r->live = true;
     r->head = ML_NIL32;
     r->count = 0;
-    r->gen = (r->gen + 1) & ((1u << (32 - GROUP_INDEX_BITS)) - 1);
-    if (r->gen == 0) r->gen = 1;
+    r->gen++; /* 1.. GROUP_GEN_MAX: never 0, so no ID is ML_GROUP_NONE */
     *out = (r->gen << GROUP_INDEX_BITS) | (uint32_t)free_i;
     pthread_mutex_unlock(&a->meta_lock);
     return 0;

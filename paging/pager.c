@@ -516,6 +516,7 @@ typedef struct victim {
     int result;       /* 0 evicted, else why not */
     bool queued;
     bool raw;         /* a compress attempt found it incompressible */
+    bool raw_record;  /* its record is stored raw (counted once written) */
     bool early;       /* the batch owns the claim: give it back once evicted */
     bool unclaimed;   /* ... which happened */
 } victim;
@@ -574,6 +575,7 @@ static void finish(ml_pager *p, victim *v, long res)
     } else {
         p->st.bytes_in += size;
         p->st.bytes_out += v->stored;
+        if (v->raw_record) p->st.stored_raw++;
     }
     if (ML_EVENT_ON(a)) ml__event(a, ML_EVENT_EVICT, ml__handle_of(m, v->idx), size, 1, ML_LANE_SLOW, ML_LANE_SLOW);
     p->st.evicted++;
@@ -732,7 +734,7 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
                 continue;
             }
             v->stored = ((const rec_hdr *)dst)->stored_len;
-            if (((const rec_hdr *)dst)->codec == ML_CODEC_RAW) p->st.stored_raw++;
+            v->raw_record = ((const rec_hdr *)dst)->codec == ML_CODEC_RAW;
             rec = dst;
         }
         v->blk = ml__swap_alloc(&p->swap, (uint32_t)(v->len / ML_SWAP_BLOCK));

@@ -528,6 +528,37 @@ TEST_F(Groups, TableHolds4096GroupsThenEnospc) {
     ASSERT_EQ(ml_group_create(a_, "one-too-many", &g), 0) << "room after destroy";
 }
 
+// A group table entry issues about a million IDs (its generation has 20
+// bits); when it has issued the last one, it is retired rather than
+// reused, so a destroyed group's ID never names a later group (found by a
+// probe: after 2^20 - 1 more create/destroy cycles the old ID came back and
+// ml_group_free_all(old ID) freed the new group's members). The entry is
+// fast-forwarded to its last generations here instead of cycled a million
+// times.
+TEST_F(Groups, ASpentTableEntryIsRetiredNotReused) {
+    ml_group old;
+    ASSERT_EQ(ml_group_create(a_, "first", &old), 0);
+    const uint32_t index = old & 0xfff;
+    ASSERT_EQ(ml_group_destroy(a_, old), 0);
+    a_->groups[index].gen = (1u << 20) - 3;  // (no other thread: no lock needed)
+    std::set<ml_group> ids;
+    for (int i = 0; i < 4; i++) {
+        ml_group g;
+        ASSERT_EQ(ml_group_create(a_, "again", &g), 0);
+        EXPECT_TRUE(ids.insert(g).second) << "an ID came back: " << g;
+        EXPECT_NE(g, old);
+        ASSERT_EQ(ml_group_destroy(a_, g), 0);
+    }
+    EXPECT_EQ(a_->groups[index].gen, (1u << 20) - 1) << "the entry reached its last generation";
+    ml_group next;
+    ASSERT_EQ(ml_group_create(a_, "after", &next), 0);
+    EXPECT_NE(next & 0xfff, index) << "the spent entry is not reused";
+    for (ml_group g : ids) {
+        size_t n;
+        EXPECT_EQ(ml_group_count(a_, g, &n), -ENOENT) << "destroyed IDs stay dead";
+    }
+}
+
 // ---- tags ------------------------------------------------------------------
 
 TEST_F(Groups, TagsSetClearAndShowInInfo) {

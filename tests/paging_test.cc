@@ -222,6 +222,29 @@ TEST_P(Engines, ColdReadCopiesStayWithinTheirBudget) {
     EXPECT_TRUE(ReadMatches(a, y));
 }
 
+// ml_get_sized (and ML_GET_T) refuse an allocation smaller than asked
+// without bringing a cold one back: a refusal changes nothing (found by a
+// probe: the entry was paged in first, then refused).
+TEST_P(Engines, GetSizedRefusesAColdHandleWithoutBringingItBack) {
+    ml_config c = PagingConfig(GetParam());
+    ArenaGuard a(&c);
+    Blob e = Make(a, 100000, 85), z = Make(a, 100000, 86);
+    ASSERT_EQ(ml_evict(a, e.h), 0);
+    ASSERT_EQ(ml_compress(a, z.h), 0);
+    struct Big {
+        char bytes[200000];
+    };
+    EXPECT_EQ(ml_get_sized(a, e.h, 200000), nullptr);
+    EXPECT_EQ(ML_GET_T(a, z.h, Big), nullptr);
+    EXPECT_EQ(ml_handle_state(a, e.h), ML_STATE_EVICTED);
+    EXPECT_EQ(ml_handle_state(a, z.h), ML_STATE_COMPRESSED);
+    EXPECT_EQ(PStats(a).page_ins, 0u);
+    const unsigned char *p = (const unsigned char *)ml_get_sized(a, e.h, 100000);
+    ASSERT_NE(p, nullptr) << "large enough: brought back";
+    EXPECT_EQ(ml_handle_state(a, e.h), ML_STATE_SLOW);
+    EXPECT_TRUE(GetMatches(a, e));
+}
+
 TEST_P(Engines, CompressedStageInRamAndBack) {
     ml_config c = PagingConfig(GetParam());
     ArenaGuard a(&c);
@@ -464,6 +487,10 @@ TEST(Paging, BudgetFullStopsEvictionAndKeepsData) {
     EXPECT_GT(refused, 0);
     EXPECT_EQ(PStats(a).budget_full, (uint64_t)refused);
     EXPECT_LE(PStats(a).swap_used, 1u << 20);
+    // Every record was raw, and only those stored count (found by a probe:
+    // a refused eviction counted its record in stored_raw).
+    EXPECT_EQ(PStats(a).stored_raw, (uint64_t)(40 - refused));
+    EXPECT_EQ(PStats(a).stored_raw, PStats(a).evicted);
 }
 
 TEST(Paging, NothingLeftBehindAfterDestroy) {

@@ -434,7 +434,8 @@ ML_API int ml_try_get_ro(ml_arena *arena, ml_handle h, const void **out);
  * Pointer to the data if the handle is valid and the allocation is at
  * least min_size bytes long, else NULL. Used by ML_GET_T. It has no try_
  * twin: ml_try_get tells why a handle is refused, ml_handle_info_get gives
- * its size. Brings a cold handle back, as ml_get. Thread-safe.
+ * its size. Brings a cold handle back, as ml_get, but only when it is
+ * large enough: a refusal changes nothing. Thread-safe.
  */
 ML_API void *ml_get_sized(ml_arena *arena, ml_handle h, size_t min_size);
 
@@ -949,7 +950,8 @@ ML_API int ml_events_read(ml_arena *arena, uint64_t *cursor, ml_event *out, size
  * than space and '/', and not "." or "..". At most 4096 groups per arena.
  * The ID of a destroyed group never names a later one.
  * @return 0; -EINVAL (bad name, NULL args), -EEXIST (name taken),
- *         -ENOSPC (too many groups).
+ *         -ENOSPC (4096 groups live, or no table entry left: each of the
+ *         4096 issues about a million IDs, 2^20 - 1, and is then retired).
  * Thread-safe: of two threads creating the same name, one gets -EEXIST.
  */
 ML_API int ml_group_create(ml_arena *arena, const char *name, ml_group *out);
