@@ -5,6 +5,17 @@
 #include "test_util.h"
 
 namespace {
+// Allocates n entries of `size` bytes (freeing each at once when asked).
+void AllocMany(ml_arena *a, int n, size_t size, bool free_each = false) {
+    for (int i = 0; i < n; i++) {
+        ml_handle h;
+        ASSERT_EQ(ml_alloc(a, size, &h), 0);
+        if (free_each) {
+            ASSERT_EQ(ml_free(a, h), 0);
+        }
+    }
+}
+
 std::vector<ml_event> ReadAll(ml_arena *a, uint64_t *cursor) {
     std::vector<ml_event> out(64);
     std::vector<ml_event> all;
@@ -51,11 +62,7 @@ TEST(Events, OffByDefaultThenRecordsInOrder) {
 TEST(Events, RingKeepsTheMostRecentAndSkipsOverwritten) {
     ArenaGuard a;
     ASSERT_EQ(ml_events_enable(a, 10), 0);
-    for (int i = 0; i < 25; i++) {
-        ml_handle h;
-        ASSERT_EQ(ml_alloc(a, 32, &h), 0);
-        ASSERT_EQ(ml_free(a, h), 0);
-    }
+    AllocMany(a, 25, 32, true);
     uint64_t cursor = 0;
     auto ev = ReadAll(a, &cursor);
     ASSERT_EQ(ev.size(), 10u);
@@ -75,16 +82,10 @@ TEST(Events, RingKeepsTheMostRecentAndSkipsOverwritten) {
 TEST(Events, EnablingAgainDropsTheOldEventsWithoutBlanks) {
     ArenaGuard a;
     ASSERT_EQ(ml_events_enable(a, 100), 0);
-    for (int i = 0; i < 5; i++) {
-        ml_handle h;
-        ASSERT_EQ(ml_alloc(a, 32, &h), 0);
-    }
+    AllocMany(a, 5, 32);
     uint64_t cursor = 0;
     ASSERT_EQ(ReadAll(a, &cursor).size(), 5u);
-    for (int i = 0; i < 3; i++) {
-        ml_handle h;
-        ASSERT_EQ(ml_alloc(a, 32, &h), 0);
-    }
+    AllocMany(a, 3, 32);
     ASSERT_EQ(ml_events_enable(a, 100), 0);  // drops the three not read yet
     ml_handle h;
     ASSERT_EQ(ml_alloc(a, 48, &h), 0);

@@ -395,7 +395,11 @@ static int demo(int argc, char **argv)
         }
     if (fs) {
         rc = ml_debugfs_unmount(fs);
-        if (rc) fprintf(stderr, "mlane: unmount: %s\n", ml_strerror(rc));
+        if (rc == -EBUSY)
+            fprintf(stderr, "mlane: the debug view was still in use (an open file or a working directory): "
+                            "its connection was aborted and the mount detached\n");
+        else if (rc)
+            fprintf(stderr, "mlane: unmount: %s\n", ml_strerror(rc));
     }
     ml_stats st;
     ml_paging_stats ps;
