@@ -379,13 +379,8 @@ typedef struct ml_moves {
     size_t n, cap;
 } ml_moves;
 void ml__moves_add(ml_moves *mv, const ml_move *m);
-/** Call the move callback for each recorded move, then empty the list;
- *  between ml__moves_defer_begin and _end on this thread (ml_maintain, which
- *  holds its cycle lock meanwhile), the moves wait in the deferred list. */
+/** Call the move callback for each recorded move, then empty the list. */
 void ml__moves_fire(ml_arena *a, ml_moves *mv);
-void ml__moves_defer_begin(ml_moves *deferred);
-/** Stop deferring and fire what was deferred (call with no lock held). */
-void ml__moves_defer_end(ml_arena *a);
 
 /** Move claimed slot idx (pins 0) to lane `to` with size new_size
  *  (realloc) or its own size; copies, rewrites the stub, frees the old

@@ -37,28 +37,8 @@ void ml__moves_add(ml_moves *mv, const ml_move *m)
     mv->v[mv->n++] = *m;
 }
 
-/* Moves made inside ml_maintain wait here until its cycle lock is released,
- * so that the callback may call anything, ml_maintain included. */
-static __thread ml_moves *deferred;
-
-void ml__moves_defer_begin(ml_moves *mv) { deferred = mv; }
-
-void ml__moves_defer_end(ml_arena *a)
-{
-    ml_moves *mv = deferred;
-    deferred = NULL;
-    if (mv) ml__moves_fire(a, mv);
-}
-
 void ml__moves_fire(ml_arena *a, ml_moves *mv)
 {
-    if (deferred && mv != deferred) {
-        for (size_t i = 0; i < mv->n; i++) ml__moves_add(deferred, &mv->v[i]);
-        free(mv->v);
-        mv->v = NULL;
-        mv->n = mv->cap = 0;
-        return;
-    }
     void *ctx;
     ml_move_fn fn = mv->n ? ml__move_cb(a, &ctx) : NULL;
     if (fn)

@@ -80,12 +80,20 @@ static void auto_compact(ml_arena *a)
     }
 }
 
+/* The arena whose cycle this thread is running, if any. A cycle reports
+ * its moves to the move callback as it makes them (in order with other
+ * threads' moves of the same entries), so the callback runs inside the
+ * cycle: a call to ml_maintain from there, for the same arena, would wait
+ * for its own cycle. It gets -EBUSY instead. */
+static __thread const ml_arena *maintaining;
+
 int ml_maintain(ml_arena *a)
 {
     if (!a) return -EINVAL;
-    ml_moves moved_entries = {0};
+    if (maintaining == a) return -EBUSY;
     pthread_mutex_lock(&a->maintain_lock);
-    ml__moves_defer_begin(&moved_entries); /* the move callback runs after the unlock */
+    const ml_arena *outer = maintaining; /* a callback may maintain another arena */
+    maintaining = a;
     fold_access_bits(a);
     if (a->cfg.promote_age_ms) {
         size_t moved = 0;
@@ -95,8 +103,8 @@ int ml_maintain(ml_arena *a)
     if (a->cfg.enable_auto_compaction) auto_compact(a);
     if (a->pager) ml__pager->maintain(a);
     __atomic_fetch_add(&a->maintenance_cycles, 1, __ATOMIC_RELAXED);
+    maintaining = outer;
     pthread_mutex_unlock(&a->maintain_lock);
-    ml__moves_defer_end(a);
     return 0;
 }
 

@@ -1323,9 +1323,11 @@ int ml_debugfs_mount(ml_arena *arena, const char *mountpoint, const ml_debugfs_o
     return 0;
 }
 
-/* Is our mount still at its path (not gone, nor covered by another)? */
-static bool still_mounted(const ml_debugfs *fs)
+/* Is our mount still at its path (not gone, nor covered by another)?
+ * @return 1 yes, 0 no, -1 cannot tell (no /proc/self/mountinfo). */
+static int still_mounted(const ml_debugfs *fs)
 {
+    if (access("/proc/self/mountinfo", R_OK) != 0) return -1;
     dev_t dev;
     bool fuse;
     return mount_at(fs->abspath, &dev, &fuse) && fuse && (!fs->have_conn || minor(dev) == fs->conn);
@@ -1361,12 +1363,12 @@ int ml_debugfs_unmount(ml_debugfs *fs)
      * no request stays pending): here when our mount is gone, else by
      * libfuse, which then unmounts what we could not (without privilege:
      * fusermount3 -u -z, harmless once the device is closed). */
-    if (!still_mounted(fs)) close_device(fs);
+    if (still_mounted(fs) == 0) close_device(fs); /* unknown: libfuse closes it and unmounts, as before */
     fuse_unmount(fs->fuse);
     /* What the caller is told matches what is left: 0 when libfuse's
      * unmount removed a mount we could not; -EBUSY ("held, detached") never
      * while it is still there. */
-    bool gone = !still_mounted(fs);
+    bool gone = still_mounted(fs) != 1;
     if (rc && rc != -EBUSY && gone) rc = 0;
     else if (rc == -EBUSY && !gone) rc = -EPERM;
     fuse_destroy(fs->fuse);

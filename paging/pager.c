@@ -67,6 +67,7 @@
  * for a clean copy), not for the whole batch.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1089,14 +1090,16 @@ static void rc_forget(ml_pager *p, uint32_t idx)
         if (p->rc[i].valid && p->rc[i].idx == idx) p->rc[i].valid = false;
 }
 
-/* A buffer of at least size bytes from an invalid entry, taken out of the
- * cache; NULL when none has one. */
-static char *rc_take_buf(ml_pager *p, size_t size)
+/* A buffer of at least size bytes (and at most twice that: a large buffer
+ * is not kept alive behind a small copy) from an invalid entry, taken out
+ * of the cache; its real size in *cap. NULL when none fits. */
+static char *rc_take_buf(ml_pager *p, size_t size, size_t *cap)
 {
     for (int i = 0; i < RC_WAYS; i++) {
         struct rc_ent *e = &p->rc[i];
-        if (!e->valid && e->buf && e->cap >= size) {
+        if (!e->valid && e->buf && e->cap >= size && e->cap / 2 <= size) {
             char *b = e->buf;
+            *cap = e->cap;
             e->buf = NULL;
             e->cap = 0;
             return b;
@@ -1105,14 +1108,24 @@ static char *rc_take_buf(ml_pager *p, size_t size)
     return NULL;
 }
 
-/* Give buf (cap bytes) to the cache: as the copy of (idx, gen) when valid,
- * else as an empty buffer. It takes an entry without a buffer, else the
- * oldest invalid one, else the oldest copy; then other buffers go (empty
- * ones first, then the oldest copies) until all of them together hold at
- * most RC_BYTES: the newest always stays. */
+/* Give buf (cap bytes: its real size) to the cache: as the copy of
+ * (idx, gen) when valid, else as an empty buffer for a later miss, kept
+ * only if an entry has no buffer at all (an empty buffer never pushes a
+ * copy out). It takes an entry without a buffer, else the oldest invalid
+ * one, else the oldest copy; then other buffers go (empty ones first, then
+ * the oldest copies) until all of them together hold at most RC_BYTES: the
+ * newest always stays. */
 static void rc_put(ml_pager *p, char *buf, size_t cap, bool valid, uint32_t idx, uint32_t gen)
 {
     struct rc_ent *e = NULL;
+    if (!valid) {
+        for (int i = 0; i < RC_WAYS && !e; i++)
+            if (!p->rc[i].valid && !p->rc[i].buf) e = &p->rc[i];
+        if (!e) {
+            free(buf);
+            return;
+        }
+    }
     if (valid) rc_forget(p, idx); /* a concurrent miss of the same entry may have filled one */
     for (int i = 0; i < RC_WAYS && !e; i++)
         if (!p->rc[i].valid && !p->rc[i].buf) e = &p->rc[i];
@@ -1157,7 +1170,8 @@ static int read_cold(ml_arena *a, uint32_t idx, size_t off, void *dst, size_t le
     /* A miss: decode into a buffer of its own (an invalid entry's, taken
      * out of the cache, or a new one) without the lock, as a page-in does;
      * the claim ml_read holds keeps the record. */
-    char *buf = rc_take_buf(p, size);
+    size_t cap = size;
+    char *buf = rc_take_buf(p, size, &cap);
     uint64_t loc = ml__load(&a->slots[idx].addr);
     int rc = (m & ML_M_STATE) == ML_STATE_EVICTED ? ensure_started(p) : 0;
     pthread_mutex_unlock(&p->lock);
@@ -1179,7 +1193,7 @@ static int read_cold(ml_arena *a, uint32_t idx, size_t off, void *dst, size_t le
     }
     /* The copy joins the cache (a failed one's buffer is kept, empty, for
      * the next miss). */
-    if (buf) rc_put(p, buf, size, rc >= 0, idx, gen);
+    if (buf) rc_put(p, buf, cap, rc >= 0, idx, gen);
     pthread_mutex_unlock(&p->lock);
     return rc;
 }
@@ -1433,6 +1447,9 @@ int ml_paging_stats_get(ml_arena *a, ml_paging_stats *out)
     lock_as_waiter(p);
     *out = p->st;
     if (p->started) out->swap_used = p->swap.used * ML_SWAP_BLOCK;
+    out->cold_copy_bytes = 0; /* what the buffers really hold, not what the cache thinks */
+    for (int i = 0; i < RC_WAYS; i++)
+        if (p->rc[i].buf) out->cold_copy_bytes += malloc_usable_size(p->rc[i].buf);
     pthread_mutex_unlock(&p->lock);
     return 0;
 }

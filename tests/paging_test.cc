@@ -220,6 +220,29 @@ TEST_P(Engines, ColdReadCopiesStayWithinTheirBudget) {
     EXPECT_EQ(PStats(a).cold_read_decodes, 4u) << "the newest copy stays";
     EXPECT_TRUE(ReadMatches(a, x));
     EXPECT_TRUE(ReadMatches(a, y));
+    EXPECT_LE(PStats(a).cold_copy_bytes, (uint64_t)(32 << 20)) << "a 20 MiB copy, or two: not three";
+    EXPECT_GE(PStats(a).cold_copy_bytes, (uint64_t)(20 << 20)) << "the newest copy stays";
+}
+
+// A large buffer the cache keeps after its copy was forgotten (the entry
+// came back) is not reused behind a small copy, where it would escape the
+// budget (found in review: four rounds of "read a 12 MiB entry, bring it
+// back, read a small one" held 48 MiB behind four small copies).
+TEST_P(Engines, ColdReadCopiesCountTheirRealSize) {
+    ml_config c = PagingConfig(GetParam());
+    c.slow_lane_size = 96 << 20;
+    c.swap_size = 128 << 20;
+    ArenaGuard a(&c);
+    for (int round = 0; round < 4; round++) {
+        Blob big = Make(a, 12 << 20, 600 + (uint64_t)round), small = Make(a, 256 << 10, 700 + (uint64_t)round);
+        ASSERT_EQ(ml_evict(a, big.h), 0);
+        ASSERT_EQ(ml_evict(a, small.h), 0);
+        unsigned char got[64];
+        ASSERT_EQ(ml_read(a, big.h, 0, got, sizeof got), (int)sizeof got);
+        ASSERT_NE(ml_get(a, big.h), nullptr);  // back: its copy is forgotten
+        EXPECT_TRUE(ReadMatches(a, small));
+        EXPECT_LE(PStats(a).cold_copy_bytes, (uint64_t)(32 << 20)) << "round " << round;
+    }
 }
 
 // ml_get_sized (and ML_GET_T) refuse an allocation smaller than asked

@@ -661,18 +661,20 @@ ML_API int ml_migrate_all(ml_arena *arena, uint32_t min_age_ms, size_t *moved);
  * lane whose fragmentation passes compaction_threshold (within
  * compaction_budget_us); and, with paging, evict by idle time and
  * pressure. A relocation point.
- * @return 0; -EINVAL (arena NULL). Thread-safe: cycles never overlap, a
- *         call waits for a cycle in progress (the policy thread's too).
- *         The move callback runs for the cycle's moves once it has ended.
+ * @return 0; -EINVAL (arena NULL); -EBUSY when called from the move
+ *         callback during a cycle of the same arena (nothing is done).
+ *         Thread-safe: cycles never overlap, a call waits for a cycle in
+ *         progress (the policy thread's too).
  */
 ML_API int ml_maintain(ml_arena *arena);
 
 /** Called after an entry moved (compaction, migration, realloc; paging
  *  does not call it), on the thread that moved it, after the move is
- *  complete and with no lock of the arena held (moves made by ml_maintain
- *  or the policy thread are reported when the cycle ends), so fn may call
- *  any function but ml_arena_destroy, ml_maintain included. old_addr is no
- *  longer valid memory for this entry. Only data is reported: compaction also moves the records of
+ *  complete and with no lock of the arena held, so fn may call any function
+ *  but ml_arena_destroy. Moves made by ml_maintain or the policy thread are
+ *  reported during their maintenance cycle: ml_maintain called from fn
+ *  then returns -EBUSY rather than wait for the cycle it is part of.
+ *  old_addr is no longer valid memory for this entry. Only data is reported: compaction also moves the records of
  *  COMPRESSED entries, which have no data address until they come back,
  *  and those moves are not. Must not block for long. */
 typedef void (*ml_move_fn)(void *ctx, ml_handle h, void *old_addr, void *new_addr,
@@ -1085,6 +1087,7 @@ ML_API int ml_group_foreach(ml_arena *arena, ml_group_fn fn, void *ctx);
     X(now_clean_copies, "swap records kept as clean copies of resident blobs") \
     X(swap_capacity, "swap budget, bytes")                                     \
     X(swap_used, "swap bytes holding records")                                 \
+    X(cold_copy_bytes, "bytes held by ml_read's copies of cold entries")       \
     X(direct_io, "1 when the swap file uses O_DIRECT")                         \
     X(io_uring, "1 when the io_uring engine runs, 0 for pread/pwrite")
 
