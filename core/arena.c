@@ -948,8 +948,9 @@ void *ml_get_sized(ml_arena *a, ml_handle h, size_t min_size)
     if (!a || ml__idx(h) >= a->max_handles || ml__load(&a->slots[ml__idx(h)].size) < min_size) return NULL;
     void *p = ml_get(a, h);
     if (!p) return NULL;
-    /* size never changes for a live handle; a racing free makes the whole
-     * call a use-after-free the caller owns, as with ml_get. */
+    /* Checked again now that the handle is known live: only ml_realloc
+     * changes a live handle's size, and one racing this call (or a racing
+     * free) is the caller's business, as with any pointer from ml_get. */
     return a->slots[ml__idx(h)].size >= min_size ? p : NULL;
 }
 

@@ -46,8 +46,8 @@
  * entry does the same, decoding into a buffer that then joins the cache of
  * cold copies (rc_put). The claim it holds is what keeps its record and
  * its place from changing meanwhile: every other path that touches an
- * entry's record claims the entry first. The pool lock is a leaf: a thread holding a reader
- * takes no other lock until it gives the reader back.
+ * entry's record claims the entry first. The pool lock is a leaf: a thread
+ * holding a reader takes no other lock until it gives the reader back.
  *
  * Long batches do not shut page-ins out: while the policy thread or
  * ml_evict_many evicts, or ml_prefetch brings entries back (between its
@@ -237,13 +237,12 @@ static void lock_unpaused(ml_pager *p)
 
 /* ---- set-up ---------------------------------------------------------------- */
 
-/* Open swap file, engine, buffers and codec at the first eviction. Caller
- * holds the pager lock. */
-/* Open the swap file, the I/O engine and the buffers on first need. A
- * failure is reported to every caller for START_RETRY_MS, then tried again:
- * a transient one (out of file descriptors, of memory) does not turn
- * paging to disk off for good, and a lasting one (no access to swap_dir)
- * costs one attempt per period. */
+/* Open the swap file, the I/O engine, the buffers and the codec on first
+ * need (the first eviction or page-in from disk). Caller holds the pager
+ * lock. A failure is reported to every caller for START_RETRY_MS, then
+ * tried again: a transient one (out of file descriptors, of memory) does
+ * not turn paging to disk off for good, and a lasting one (no access to
+ * swap_dir) costs one attempt per period. */
 static int ensure_started(ml_pager *p)
 {
     if (p->started) return 0;
@@ -1118,17 +1117,13 @@ static char *rc_take_buf(ml_pager *p, size_t size, size_t *cap)
 static void rc_put(ml_pager *p, char *buf, size_t cap, bool valid, uint32_t idx, uint32_t gen)
 {
     struct rc_ent *e = NULL;
-    if (!valid) {
-        for (int i = 0; i < RC_WAYS && !e; i++)
-            if (!p->rc[i].valid && !p->rc[i].buf) e = &p->rc[i];
-        if (!e) {
-            free(buf);
-            return;
-        }
-    }
     if (valid) rc_forget(p, idx); /* a concurrent miss of the same entry may have filled one */
     for (int i = 0; i < RC_WAYS && !e; i++)
         if (!p->rc[i].valid && !p->rc[i].buf) e = &p->rc[i];
+    if (!e && !valid) {
+        free(buf);
+        return;
+    }
     for (int pass = 0; pass < 2 && !e; pass++) /* the oldest invalid one, then the oldest copy */
         for (int i = 0; i < RC_WAYS; i++)
             if (p->rc[i].valid == (pass == 1) && (!e || p->rc[i].used < e->used)) e = &p->rc[i];
