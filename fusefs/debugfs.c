@@ -79,8 +79,9 @@
  * Locking. The view holds no lock of its own while serving: the fs object
  * is immutable after mount except for the open-directory count (an atomic
  * the serving thread changes and unmount reads), open-file state belongs
- * to the one serving thread, and each snapshot is taken by the public API under the arena's
- * locks and released before we reply. The only lock here, events_lock,
+ * to the one serving thread, and each snapshot is taken by the public API
+ * under the arena's locks and released before we reply. The only lock
+ * here, events_lock,
  * guards the registry that tells whether a mount turned events on (so the
  * last unmount of an arena turns them off again, and only then).
  */
