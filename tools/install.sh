@@ -6,7 +6,7 @@
 #   PREFIX/lib/pkgconfig/memorylane.pc
 # Then:  cc app.c $(PKG_CONFIG_PATH=PREFIX/lib/pkgconfig pkg-config --cflags --libs memorylane)
 # The archive instead of the shared library (its objects are position
-# independent, so the program may be a PIE, the default):
+# independent: for a PIE, the default, or a shared library of your own):
 #   cc app.c -IPREFIX/include PREFIX/lib/libmemorylane.a -lzstd -luring -lpthread
 # or a fully static program:
 #   cc app.c -static $(PKG_CONFIG_PATH=PREFIX/lib/pkgconfig pkg-config --static --cflags --libs memorylane)
@@ -34,8 +34,9 @@ install -m 0755 "$bin/libmemorylane_debugfs.so" "$prefix/lib/libmemorylane_debug
 
 # One static archive from the modules' position-independent archives
 # (alwayslink archives are .lo; the .pic ones are what the .so was linked
-# from): a non-PIC archive would not link into a PIE, and -static-pie
-# programs made from it crash at start.
+# from), so that the archive can also go into a shared library of the
+# program's own (the other objects are only PIE code: fine in a program,
+# refused in a shared library).
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 {

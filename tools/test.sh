@@ -46,6 +46,11 @@ PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig" cc -Wall -Werror "$tmp/example.c" -o
 cc -Wall -Werror "$tmp/example.c" -o "$tmp/example-a" -I"$tmp/prefix/include" \
   "$tmp/prefix/lib/libmemorylane.a" -lzstd -luring -lpthread
 "$tmp/example-a" >/dev/null
+# ... and the archive inside a shared library of the program's own (its
+# objects must be PIC for that, not only PIE).
+printf '#include "memorylane/memorylane.h"\nint wrap(void) { return ml_arena_create(0, 0); }\n' > "$tmp/wrap.c"
+cc -shared -fPIC -Wall -Werror "$tmp/wrap.c" -o "$tmp/libwrap.so" -I"$tmp/prefix/include" \
+  -Wl,--whole-archive "$tmp/prefix/lib/libmemorylane.a" -Wl,--no-whole-archive -lzstd -luring -lpthread
 nm -D --defined-only "$tmp/prefix/lib/libmemorylane.so" | awk '$2 ~ /[TDB]/ {print $3}' |
   grep -v '^ml_[a-z]' && { echo "libmemorylane.so exports non-API symbols" >&2; exit 1; } || true
 
