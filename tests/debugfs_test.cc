@@ -411,6 +411,12 @@ std::string ApiRead(ml_arena *a, ml_handle h) {
 // Errors a reader of an aborted mount may see.
 bool ConnectionGone(int e) { return e == ENOTCONN || e == ECONNABORTED || e == ENODEV || e == EIO; }
 
+// This process gets a mount namespace of its own, with private copies of
+// every mount (so unmounts on either side do not reach the other).
+bool PrivateMountNamespace() {
+    return unshare(CLONE_NEWNS) == 0 && mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0;
+}
+
 // The watchdog itself: a FUSE mount nobody serves (the device is opened and
 // mounted, never read) blocks the first request; the watchdog must abort the
 // connection so that the request fails instead of hanging.
@@ -1082,7 +1088,7 @@ TEST_F(DebugfsTest, UnmountWithACopyInAnotherNamespacePrintsNothing) {
         // would keep the connection alive, with nobody serving it.
         for (int fd = 3; fd < 4096; fd++)
             if (fd != up[1] && fd != down[0]) close(fd);
-        if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) _exit(2);
+        if (!PrivateMountNamespace()) _exit(2);
         struct stat st;
         if (stat(P("arena/stats").c_str(), &st) != 0) _exit(3);
         if (write(up[1], "c", 1) != 1) _exit(4);
@@ -1417,7 +1423,7 @@ enum NonRootStep {
 
 // The private mount namespace with an openable /dev/fuse (a node in dir).
 bool PrivateFuseNamespace(const std::string &dir) {
-    if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return false;
+    if (!PrivateMountNamespace()) return false;
     std::string node = dir + "/fuse";
     return mknod(node.c_str(), S_IFCHR | 0666, makedev(10, 229)) == 0 && chmod(node.c_str(), 0666) == 0 &&
            mount(node.c_str(), "/dev/fuse", nullptr, MS_BIND, nullptr) == 0;
