@@ -14,11 +14,15 @@
  * Which libfuse API. The high-level (path) API of libfuse 3: the layout is a
  * small tree whose every node is named by its path, so resolving a path
  * from scratch on each request is simple and needs no inode table of ours
- * (the library keeps one). Kernel caching is switched off (entry, attribute
- * and negative timeouts 0) and every file is opened with direct_io, so that
- * a handle freed or allocated shows at once, each read reaches us (that is
- * how an open data file of a freed handle reports ESTALE), and a text file
- * is not limited to the size the kernel last cached. We do not use
+ * (the library keeps one). By default kernel caching is switched off
+ * (entry, attribute and negative timeouts 0), so that a handle freed or
+ * allocated shows at once; with the cache_ms option, names and attributes
+ * may be cached that long, and listings carry attributes (readdirplus, see
+ * op_readdir), which is what makes whole-tree walks fast. Negative entries
+ * are never cached. Every file is opened with direct_io, so that each read
+ * reaches us (that is how an open data file of a freed handle reports
+ * ESTALE) and a text file is not limited to the size the kernel last
+ * cached. We do not use
  * fuse_loop: the serving thread runs its own loop over the public session
  * calls (fuse_session_receive_buf / fuse_session_process_buf), polling the
  * FUSE device (non-blocking) and an eventfd, so that it can be told to stop
@@ -123,15 +127,23 @@ extern char **environ;
 
 /* ---- data structures ----------------------------------------------------------- */
 
-/* A file the kernel has opened and not released yet. Owned by the serving
- * thread; the ones the kernel never released (connection aborted) are freed
- * by unmount after the thread is joined. */
+typedef struct dir_ent {
+    char *name;
+    struct stat st;
+} dir_ent;
+
+/* A file the kernel has opened and not released yet, or (with cache_ms) a
+ * directory: its listing with attributes, for readdirplus. Owned by the
+ * serving thread; the ones the kernel never released (connection aborted)
+ * are freed by unmount after the thread is joined. */
 typedef struct open_file {
     struct open_file *prev, *next;
     bool is_data;
-    ml_handle h;  /* data: the handle, as it was at open */
-    char *text;   /* text: the snapshot rendered at open */
+    ml_handle h;   /* data: the handle, as it was at open */
+    char *text;    /* text: the snapshot rendered at open */
     size_t len;
+    dir_ent *ents; /* directory: the listing taken at offset 0 */
+    size_t nents;
 } open_file;
 
 struct ml_debugfs {
@@ -147,6 +159,7 @@ struct ml_debugfs {
     uid_t uid;
     gid_t gid;
     struct timespec mounted_at;
+    unsigned cache_ms; /* how long the kernel may cache names and attributes */
     open_file *open;  /* serving thread only */
     int open_dirs;    /* opened and not released yet; atomic: read by unmount */
 };
@@ -647,16 +660,54 @@ static void fill_stat(const ml_debugfs *fs, struct stat *st, ntype type, size_t 
 
 static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
-    /* Nothing cached in the kernel: the heap changes under the view. */
-    cfg->entry_timeout = 0;
+    ml_debugfs *fs = current_fs();
+    /* By default nothing is cached in the kernel: the heap changes under
+     * the view. With cache_ms, names and attributes may be cached that
+     * long, and listings carry attributes (readdirplus), so that a walk of
+     * the tree asks once per directory rather than twice per entry. A name
+     * not found is never cached (a new handle shows at once), and contents
+     * are never cached (direct_io). */
+    double t = fs->cache_ms / 1000.0;
+    cfg->entry_timeout = t;
+    cfg->attr_timeout = t;
     cfg->negative_timeout = 0;
-    cfg->attr_timeout = 0;
     cfg->direct_io = 1;
     cfg->kernel_cache = 0;
     cfg->auto_cache = 0;
     cfg->use_ino = 0;
-    conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS;
-    return current_fs();
+    if (!fs->cache_ms) conn->want &= ~(unsigned)(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO);
+    return fs;
+}
+
+/* The attributes of a resolved node: sizes are exact (a text file is
+ * rendered to measure it). @return 0, -ENOENT (freed meanwhile), -ENOMEM. */
+static int node_attr(ml_debugfs *fs, const node *n, struct stat *st)
+{
+    switch (n->type) {
+    case N_DIR:
+        fill_stat(fs, st, N_DIR, 0);
+        return 0;
+    case N_LINK: {
+        char t[64];
+        fill_stat(fs, st, N_LINK, (size_t)link_target(n, t, sizeof t));
+        return 0;
+    }
+    case N_DATA: {
+        ml_handle_info info;
+        if (ml_handle_info_get(fs->arena, n->h, &info) != 0) return -ENOENT;
+        fill_stat(fs, st, N_DATA, info.size);
+        return 0;
+    }
+    case N_TEXT: {
+        sbuf b = {0};
+        int rc = render(fs, n, &b);
+        if (rc) return rc;
+        fill_stat(fs, st, N_TEXT, b.len);
+        sb_free(&b);
+        return 0;
+    }
+    }
+    return -ENOENT;
 }
 
 static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
@@ -675,32 +726,7 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
     }
     node n;
     int rc = resolve(fs, path, &n);
-    if (rc) return rc;
-    switch (n.type) {
-    case N_DIR:
-        fill_stat(fs, st, N_DIR, 0);
-        return 0;
-    case N_LINK: {
-        char t[64];
-        fill_stat(fs, st, N_LINK, (size_t)link_target(&n, t, sizeof t));
-        return 0;
-    }
-    case N_DATA: {
-        ml_handle_info info;
-        if (ml_handle_info_get(fs->arena, n.h, &info) != 0) return -ENOENT;
-        fill_stat(fs, st, N_DATA, info.size);
-        return 0;
-    }
-    case N_TEXT: {
-        sbuf b = {0};
-        rc = render(fs, &n, &b);
-        if (rc) return rc;
-        fill_stat(fs, st, N_TEXT, b.len);
-        sb_free(&b);
-        return 0;
-    }
-    }
-    return -ENOENT;
+    return rc ? rc : node_attr(fs, &n, st);
 }
 
 static int op_access(const char *path, int mask)
@@ -788,17 +814,12 @@ static int fill_group_members(ml_debugfs *fs, ml_group g, dir_fill *d)
     return 0;
 }
 
-static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
-                      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+/* Every name of directory n (resolved), "." and ".." first, through filler
+ * (offsets 0: libfuse keeps the listing). */
+static int list_dir(ml_debugfs *fs, const node *dir, void *buf, fuse_fill_dir_t filler)
 {
-    (void)off;
-    (void)fi;
-    (void)flags;
-    ml_debugfs *fs = current_fs();
-    node n;
-    int rc = resolve(fs, path, &n);
-    if (rc) return rc;
-    if (n.type != N_DIR) return -ENOTDIR;
+    int rc;
+    node n = *dir;
     dir_fill d = {buf, filler};
     filler(buf, ".", NULL, 0, (enum fuse_fill_dir_flags)0);
     filler(buf, "..", NULL, 0, (enum fuse_fill_dir_flags)0);
@@ -836,6 +857,100 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
     return 0;
 }
 
+/* Collects a listing's names (list_dir's filler, for readdirplus). */
+typedef struct name_list {
+    dir_ent *v;
+    size_t n, cap;
+    bool oom;
+} name_list;
+
+static int collect_name(void *buf, const char *name, const struct stat *st, off_t off,
+                        enum fuse_fill_dir_flags flags)
+{
+    (void)st;
+    (void)off;
+    (void)flags;
+    name_list *l = buf;
+    if (l->oom) return 1;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        dir_ent *v = realloc(l->v, cap * sizeof *v);
+        if (!v) {
+            l->oom = true;
+            return 1;
+        }
+        l->v = v;
+        l->cap = cap;
+    }
+    if (!(l->v[l->n].name = strdup(name))) {
+        l->oom = true;
+        return 1;
+    }
+    l->n++;
+    return 0;
+}
+
+static void dir_ents_free(dir_ent *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) free(v[i].name);
+    free(v);
+}
+
+/* Take the listing of dir with each entry's attributes, dropping entries
+ * freed meanwhile. */
+static int snapshot_dir(ml_debugfs *fs, const node *dir, open_file *of)
+{
+    name_list l = {0};
+    int rc = list_dir(fs, dir, &l, collect_name);
+    if (!rc && l.oom) rc = -ENOMEM;
+    if (rc) {
+        dir_ents_free(l.v, l.n);
+        return rc;
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        dir_ent *e = &l.v[i];
+        node c = *dir;
+        if (!strcmp(e->name, ".") || !strcmp(e->name, "..")) {
+            fill_stat(fs, &e->st, N_DIR, 0);
+        } else if (child(fs, &c, e->name) != 0 || node_attr(fs, &c, &e->st) != 0) {
+            free(e->name); /* freed meanwhile */
+            continue;
+        }
+        l.v[kept++] = *e;
+    }
+    dir_ents_free(of->ents, of->nents);
+    of->ents = l.v;
+    of->nents = kept;
+    return 0;
+}
+
+static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
+                      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+    ml_debugfs *fs = current_fs();
+    node n;
+    int rc = resolve(fs, path, &n);
+    if (rc) return rc;
+    if (n.type != N_DIR) return -ENOTDIR;
+    open_file *of = fi ? (open_file *)(uintptr_t)fi->fh : NULL;
+    if (!of) return list_dir(fs, &n, buf, filler); /* libfuse keeps the listing */
+    /* cache_ms: entries with attributes (readdirplus), which libfuse 3.14
+     * passes on to the kernel only with real offsets. So the open directory
+     * keeps its listing, taken at offset 0, and every batch of it (plus or
+     * not: the kernel may switch) is served from there, numbered alike. */
+    if (off == 0 || !of->ents) {
+        rc = snapshot_dir(fs, &n, of);
+        if (rc) return rc;
+    }
+    enum fuse_fill_dir_flags plus = (flags & FUSE_READDIR_PLUS) ? FUSE_FILL_DIR_PLUS : (enum fuse_fill_dir_flags)0;
+    for (size_t i = (size_t)off; i < of->nents; i++)
+        if (filler(buf, of->ents[i].name, &of->ents[i].st, (off_t)(i + 1), plus)) break;
+    return 0;
+}
+
+static void open_file_link(ml_debugfs *fs, open_file *of);
+
 static int op_open(const char *path, struct fuse_file_info *fi)
 {
     ml_debugfs *fs = current_fs();
@@ -860,9 +975,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
         of->text = b.p;
         of->len = b.len;
     }
-    of->next = fs->open;
-    if (fs->open) fs->open->prev = of;
-    fs->open = of;
+    open_file_link(fs, of);
     fi->fh = (uint64_t)(uintptr_t)of;
     fi->direct_io = 1;
     fi->keep_cache = 0;
@@ -873,17 +986,40 @@ static int op_open(const char *path, struct fuse_file_info *fi)
  * kernel has sent but we have not read yet (see unmount_kernel): libfuse
  * keeps each open directory's listing until its release arrives, and a
  * release still queued when the connection ends is dropped. */
+static void open_file_link(ml_debugfs *fs, open_file *of)
+{
+    of->next = fs->open;
+    if (fs->open) fs->open->prev = of;
+    fs->open = of;
+}
+
+static void open_file_free(ml_debugfs *fs, open_file *of);
+
+/* With cache_ms an open directory also keeps its listing for readdirplus
+ * (fi->fh; libfuse passes it to readdir and releasedir). */
 static int op_opendir(const char *path, struct fuse_file_info *fi)
 {
-    (void)path; (void)fi;
-    __atomic_add_fetch(&current_fs()->open_dirs, 1, __ATOMIC_RELEASE);
+    (void)path;
+    ml_debugfs *fs = current_fs();
+    fi->fh = 0;
+    if (fs->cache_ms) {
+        open_file *of = calloc(1, sizeof *of);
+        if (!of) return -ENOMEM;
+        open_file_link(fs, of);
+        fi->fh = (uint64_t)(uintptr_t)of;
+    }
+    __atomic_add_fetch(&fs->open_dirs, 1, __ATOMIC_RELEASE);
     return 0;
 }
 
 static int op_releasedir(const char *path, struct fuse_file_info *fi)
 {
-    (void)path; (void)fi;
-    __atomic_sub_fetch(&current_fs()->open_dirs, 1, __ATOMIC_RELEASE);
+    (void)path;
+    ml_debugfs *fs = current_fs();
+    open_file *of = (open_file *)(uintptr_t)fi->fh;
+    if (of) open_file_free(fs, of);
+    fi->fh = 0;
+    __atomic_sub_fetch(&fs->open_dirs, 1, __ATOMIC_RELEASE);
     return 0;
 }
 
@@ -911,6 +1047,7 @@ static void open_file_free(ml_debugfs *fs, open_file *of)
     else fs->open = of->next;
     if (of->next) of->next->prev = of->prev;
     free(of->text);
+    dir_ents_free(of->ents, of->nents);
     free(of);
 }
 
@@ -1229,6 +1366,7 @@ int ml_debugfs_mount(ml_arena *arena, const char *mountpoint, const ml_debugfs_o
     if (options) opt = *options;
     size_t capacity = opt.events_capacity ? opt.events_capacity : EVENTS_DEFAULT;
     if (capacity > ((size_t)1 << 24)) return -EINVAL;
+    if (opt.cache_ms > ML_DEBUGFS_CACHE_MS_MAX) return -EINVAL;
 
     struct stat st;
     if (stat(mountpoint, &st) != 0) return errno == ENOTCONN ? -EBUSY : -errno; /* ENOTCONN: a dead FUSE mount */
@@ -1244,6 +1382,7 @@ int ml_debugfs_mount(ml_arena *arena, const char *mountpoint, const ml_debugfs_o
     if (!fs) return -ENOMEM;
     fs->wake_fd = -1;
     fs->arena = arena;
+    fs->cache_ms = opt.cache_ms;
     fs->uid = geteuid();
     fs->gid = getegid();
     clock_gettime(CLOCK_REALTIME, &fs->mounted_at);

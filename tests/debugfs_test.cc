@@ -714,6 +714,49 @@ TEST_F(DebugfsTest, FreeRemovesFolder) {
     EXPECT_EQ(ListDir(P("handles")), ForeachIds());
 }
 
+// cache_ms: listings carry attributes (readdirplus), served in batches from
+// offsets; the kernel then answers stats of listed names itself.
+TEST_F(DebugfsTest, CachedMountListsWithAttributesTheKernelKeeps) {
+    ASSERT_EQ(Unmount(), 0);
+    ml_debugfs_options opt = {};
+    opt.cache_ms = 60000;
+    ASSERT_EQ(Mount(&opt), 0);
+    // Names not found are never cached: a handle allocated after a failed
+    // lookup of its ID shows at once.
+    ml_handle fresh;
+    ASSERT_EQ(ml_alloc(a_, 64, &fresh), 0);
+    ASSERT_EQ(ml_free(a_, fresh), 0);
+    std::string fresh_dir = P("handles/" + Id(fresh));
+    EXPECT_EQ(StatErr(fresh_dir), ENOENT);
+    ml_handle again;
+    ASSERT_EQ(ml_alloc(a_, 64, &again), 0);
+    ASSERT_EQ(ml_handle_id(again), ml_handle_id(fresh)) << "the slot just freed is reused";
+    EXPECT_EQ(StatErr(fresh_dir), 0);
+    std::vector<ml_handle> hs;
+    for (int i = 0; i < 300; i++) hs.push_back(Alloc(16 + 13 * i, i)); // many readdir batches
+    for (int i = 0; i < 300; i += 7) ASSERT_EQ(ml_free(a_, hs[i]), 0);
+    std::vector<std::string> listed = ListDir(P("handles"));
+    EXPECT_EQ(listed, ForeachIds()) << "every entry once, in order, across batches";
+    // The listing's attributes are exact: each data file's size is its own.
+    ml_handle kept = hs[1];
+    EXPECT_EQ(SetOf(ListDir(P("handles/" + Id(kept)))), SetOf({"state", "info", "data"}));
+    EXPECT_EQ(SizeOf(P("handles/" + Id(kept) + "/data")), (off_t)(16 + 13));
+    EXPECT_EQ(SizeOf(P("handles/" + Id(kept) + "/state")),
+              (off_t)Slurp(P("handles/" + Id(kept) + "/state")).size());
+    // Freed after the listing, never looked up: the kernel still has the
+    // listing's attributes, so a stat is answered without asking the view
+    // (an exact mount answers ENOENT: FreeRemovesFolder). Its files, not
+    // listed, are looked up and gone.
+    ml_handle freed = hs[2];
+    ASSERT_EQ(ml_free(a_, freed), 0);
+    struct stat st;
+    EXPECT_EQ(stat(P("handles/" + Id(freed)).c_str(), &st), 0) << strerror(errno);
+    EXPECT_TRUE(S_ISDIR(st.st_mode));
+    EXPECT_EQ(StatErr(P("handles/" + Id(freed) + "/data")), ENOENT);
+    std::vector<std::string> now = ListDir(P("handles"));
+    EXPECT_EQ(std::count(now.begin(), now.end(), Id(freed)), 0) << "a new listing is taken at once";
+}
+
 TEST_F(DebugfsTest, FreedHandleOpenDataGivesEstale) {
     for (size_t size : {(size_t)1000, (size_t)50000}) {
         SCOPED_TRACE(size);
@@ -1325,6 +1368,9 @@ TEST(DebugfsMount, RefusesBadArguments) {
     ml_debugfs_options big = {};
     big.events_capacity = ((size_t)1 << 24) + 1;
     EXPECT_EQ(ml_debugfs_mount(m.a, m.mnt.c_str(), &big, &fs), -EINVAL);
+    ml_debugfs_options cached = {};
+    cached.cache_ms = ML_DEBUGFS_CACHE_MS_MAX + 1;
+    EXPECT_EQ(ml_debugfs_mount(m.a, m.mnt.c_str(), &cached, &fs), -EINVAL);
     EXPECT_EQ(fs, nullptr) << "untouched on failure";
 
     ASSERT_EQ(ml_debugfs_mount(m.a, m.mnt.c_str(), nullptr, &fs), 0);

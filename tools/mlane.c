@@ -128,6 +128,7 @@ typedef struct {
     int entities;
     const char *mount, *swap_dir;
     bool quiet;
+    unsigned cache_ms;
 } demo_opts;
 
 static void demo_usage(FILE *f)
@@ -138,6 +139,9 @@ static void demo_usage(FILE *f)
             "  --frames N      stop after N frames (default: no limit)\n"
             "  --mount DIR     serve the debug view at DIR while running (an empty\n"
             "                  directory; unmounted on exit): try ls, cat, hexdump on it\n"
+            "  --cache-ms N    let the kernel cache the view's names and sizes for N ms\n"
+            "                  (default 0: exact; 1000 makes find/ls -lR/du several\n"
+            "                  times faster, at the price of up to N ms of staleness)\n"
             "  --swap-dir DIR  directory of the (private, unnamed) swap file\n"
             "                  (default $TMPDIR, else /var/tmp)\n"
             "  --slow-mb N     SlowLane size in MiB: the memory budget (default 48)\n"
@@ -209,6 +213,9 @@ static int demo(int argc, char **argv)
             if (!v || !*v) die_usage("demo", "--mount needs a directory");
             o.mount = v;
             i++;
+        } else if (!strcmp(a, "--cache-ms")) {
+            o.cache_ms = (unsigned)parse_num(a, v, 0, ML_DEBUGFS_CACHE_MS_MAX);
+            i++;
         } else if (!strcmp(a, "--swap-dir")) {
             if (!v || !*v) die_usage("demo", "--swap-dir needs a directory");
             o.swap_dir = v;
@@ -242,7 +249,8 @@ static int demo(int argc, char **argv)
 
     ml_debugfs *fs = NULL;
     if (o.mount) {
-        rc = ml_debugfs_mount(a, o.mount, NULL, &fs);
+        ml_debugfs_options mo = {.cache_ms = o.cache_ms};
+        rc = ml_debugfs_mount(a, o.mount, &mo, &fs);
         if (rc) {
             fprintf(stderr, "mlane: cannot mount the debug view at %s: %s\n", o.mount, ml_strerror(rc));
             ml_arena_destroy(a);

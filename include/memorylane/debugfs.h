@@ -38,8 +38,8 @@
  * root gets in too, and other users still stop at the modes.
  * Unknown or malformed paths get ENOENT; writes get EROFS (or EACCES).
  * A handle freed while its data file is open gives ESTALE on the next read.
- * File sizes are exact, so cat, cp and hexdump work; data reads at any
- * offset. A text file (all but data) is a snapshot taken when it is
+ * File sizes are exact (unless the mount caches attributes: cache_ms),
+ * so cat, cp and hexdump work; data reads at any offset. A text file (all but data) is a snapshot taken when it is
  * opened: an open events file does not grow; open it again to see new
  * events.
  */
@@ -70,7 +70,22 @@ typedef struct ml_debugfs_options {
     bool allow_other;
     /** Print FUSE's own debug output to stderr. Default false. */
     bool debug;
+    /** How long, in milliseconds, the kernel may cache the view's names and
+     *  attributes (at most ML_DEBUGFS_CACHE_MS_MAX). 0, the default: nothing
+     *  is cached, every stat asks the view, and a freed handle disappears at
+     *  once. A positive value makes whole-tree walks (find, ls -lR, du,
+     *  tar) several times faster: listings carry each entry's attributes
+     *  (readdirplus), and lookups and stats are answered by the kernel for
+     *  that long. The price: for up to that long, a freed handle's
+     *  directory may still be listed by stat (opening its files then fails
+     *  with ENOENT, reading an open one with ESTALE), and a size may be that
+     *  old. A new handle shows at once either way (names not found are
+     *  never cached), and contents are always read live. */
+    unsigned cache_ms;
 } ml_debugfs_options;
+
+/** The largest ml_debugfs_options.cache_ms (one minute). */
+#define ML_DEBUGFS_CACHE_MS_MAX 60000u
 
 /**
  * Mount the debug view of `arena` at `mountpoint` (an existing, empty
@@ -82,7 +97,7 @@ typedef struct ml_debugfs_options {
  * read-write access to /dev/fuse (mode 0666 on usual systems) and write
  * access to the mount point.
  * @return 0; -EINVAL (NULL arena/mountpoint/out, empty mountpoint,
- *         events_capacity over 2^24), -ENOENT/-ENOTDIR (mountpoint; other
+ *         events_capacity over 2^24, cache_ms over ML_DEBUGFS_CACHE_MS_MAX), -ENOENT/-ENOTDIR (mountpoint; other
  *         codes of stat(2) and realpath(3) on it pass on too), -EBUSY
  *         (already mounted there, or a dead FUSE mount there), -EPERM/-EACCES
  *         (no permission to mount, allow_other refused by fusermount3, or
