@@ -929,23 +929,30 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
                       struct fuse_file_info *fi, enum fuse_readdir_flags flags)
 {
     ml_debugfs *fs = current_fs();
-    node n;
-    int rc = resolve(fs, path, &n);
-    if (rc) return rc;
-    if (n.type != N_DIR) return -ENOTDIR;
     open_file *of = fi ? (open_file *)(uintptr_t)fi->fh : NULL;
-    if (!of) return list_dir(fs, &n, buf, filler); /* libfuse keeps the listing */
     /* cache_ms: entries with attributes (readdirplus), which libfuse 3.14
      * passes on to the kernel only with real offsets. So the open directory
-     * keeps its listing, taken at offset 0, and every batch of it (plus or
-     * not: the kernel may switch) is served from there, numbered alike. */
-    if (off == 0 || !of->ents) {
+     * keeps its listing, taken at offset 0, and every later batch of it
+     * (plus or not: the kernel may switch) is served from there, numbered
+     * alike, without resolving the path again: a group destroyed meanwhile
+     * must not cut a listing short. */
+    if (!of || off == 0 || !of->ents) {
+        node n;
+        int rc = resolve(fs, path, &n);
+        if (rc) return rc;
+        if (n.type != N_DIR) return -ENOTDIR;
+        if (!of) return list_dir(fs, &n, buf, filler); /* libfuse keeps the listing */
         rc = snapshot_dir(fs, &n, of);
         if (rc) return rc;
     }
-    enum fuse_fill_dir_flags plus = (flags & FUSE_READDIR_PLUS) ? FUSE_FILL_DIR_PLUS : (enum fuse_fill_dir_flags)0;
-    for (size_t i = (size_t)off; i < of->nents; i++)
-        if (filler(buf, of->ents[i].name, &of->ents[i].st, (off_t)(i + 1), plus)) break;
+    for (size_t i = (size_t)off; i < of->nents; i++) {
+        const dir_ent *e = &of->ents[i];
+        /* Not "." and "..": libfuse 3.14 would pass their attributes with
+         * inode number 0, and glibc's readdir skips such entries. */
+        bool plus = (flags & FUSE_READDIR_PLUS) && strcmp(e->name, ".") != 0 && strcmp(e->name, "..") != 0;
+        if (filler(buf, e->name, &e->st, (off_t)(i + 1), plus ? FUSE_FILL_DIR_PLUS : (enum fuse_fill_dir_flags)0))
+            break;
+    }
     return 0;
 }
 

@@ -755,6 +755,47 @@ TEST_F(DebugfsTest, CachedMountListsWithAttributesTheKernelKeeps) {
     EXPECT_EQ(StatErr(P("handles/" + Id(freed) + "/data")), ENOENT);
     std::vector<std::string> now = ListDir(P("handles"));
     EXPECT_EQ(std::count(now.begin(), now.end(), Id(freed)), 0) << "a new listing is taken at once";
+    // "." and ".." are listed too (glibc skips entries with inode number 0).
+    for (const char *dir : {"", "handles", "groups"}) {
+        DIR *d = opendir(P(dir).c_str());
+        ASSERT_NE(d, nullptr) << dir;
+        int dots = 0;
+        while (dirent *e = readdir(d)) dots += !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..");
+        closedir(d);
+        EXPECT_EQ(dots, 2) << "in /" << dir;
+    }
+}
+
+// A cached mount serves a directory's later batches from the listing taken
+// when it was opened: the directory going away meanwhile does not cut the
+// listing short (as it does not on an exact mount, where libfuse keeps it).
+TEST_F(DebugfsTest, CachedListingOutlivesItsDirectory) {
+    ASSERT_EQ(Unmount(), 0);
+    ml_debugfs_options opt = {};
+    opt.cache_ms = 60000;
+    ASSERT_EQ(Mount(&opt), 0);
+    ml_group g;
+    ASSERT_EQ(ml_group_create(a_, "doomed", &g), 0);
+    std::set<std::string> members;
+    for (int i = 0; i < 400; i++) { // several readdir batches
+        ml_handle h;
+        ASSERT_EQ(ml_group_alloc(a_, g, 32, 16, &h), 0);
+        members.insert(Id(h));
+    }
+    DIR *d = opendir(P("groups/doomed").c_str());
+    ASSERT_NE(d, nullptr) << strerror(errno);
+    std::set<std::string> listed;
+    dirent *e = readdir(d); // the first batch only
+    ASSERT_NE(e, nullptr);
+    listed.insert(e->d_name);
+    ASSERT_EQ(ml_group_destroy(a_, g), 0);
+    errno = 0;
+    while ((e = readdir(d)) != nullptr) listed.insert(e->d_name);
+    EXPECT_EQ(errno, 0) << strerror(errno);
+    closedir(d);
+    listed.erase(".");
+    listed.erase("..");
+    EXPECT_EQ(listed, members);
 }
 
 TEST_F(DebugfsTest, FreedHandleOpenDataGivesEstale) {

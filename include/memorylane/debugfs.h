@@ -76,11 +76,19 @@ typedef struct ml_debugfs_options {
      *  once. A positive value makes whole-tree walks (find, ls -lR, du,
      *  tar) several times faster: listings carry each entry's attributes
      *  (readdirplus), and lookups and stats are answered by the kernel for
-     *  that long. The price: for up to that long, a freed handle's
-     *  directory may still be listed by stat (opening its files then fails
-     *  with ENOENT, reading an open one with ESTALE), and a size may be that
-     *  old. A new handle shows at once either way (names not found are
-     *  never cached), and contents are always read live. */
+     *  that long. The price, staleness:
+     *  - a freed handle's directory may still answer stat (opening its
+     *    files then fails with ENOENT, reading an open one with ESTALE);
+     *  - a size may be old: attributes come from the listing taken when the
+     *    directory was opened (or rewound), so they can be as old as that
+     *    plus cache_ms. An ID reused by a new handle may show the old
+     *    handle's data size while reads return the new one's bytes, and
+     *    tools that seek by size (tail) may miss the newest lines of
+     *    `events`: read it whole (cat events | tail).
+     *  A new handle shows at once either way (names not found are never
+     *  cached), and contents are always read live. libfuse (3.14) keeps a
+     *  small record for the last entry of each full listing batch until
+     *  unmount; IDs are reused, so these are bounded by the names seen. */
     unsigned cache_ms;
 } ml_debugfs_options;
 
