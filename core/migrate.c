@@ -248,7 +248,10 @@ int ml_realloc(ml_arena *a, ml_handle h, size_t new_size)
     ml_loc loc;
     ml__locate(a, s, m, &loc);
     size_t size = s->size;
-    ml_lane want = new_size <= a->cfg.threshold ? ML_LANE_FAST : ML_LANE_SLOW;
+    /* Its lane for the new size, as for an allocation: FastLane only with a
+     * class for the size at the entry's alignment (threshold 1000 has none
+     * for 2048-aligned entries: those belong in SlowLane, not by failover). */
+    ml_lane want = fits_fast(a, new_size, m) ? ML_LANE_FAST : ML_LANE_SLOW;
     /* In place: it fits what is reserved, and it is not a small entry that
      * has grown past the threshold (that one goes to SlowLane). A shrinking
      * entry stays in its lane unless it would waste most of its place. */

@@ -303,6 +303,49 @@ TEST(Migration, AnAlignmentFastLaneHasNoClassForIsRefusedAlike) {
     EXPECT_EQ((uintptr_t)before % 4096, 0u);
 }
 
+// ml_realloc picks the new size's lane as an allocation does: an aligned
+// entry whose new size has no FastLane class at its alignment goes to
+// SlowLane, with failover off too (it belongs there; it is not a failover).
+TEST(Realloc, ASizeWithNoFastLaneClassAtItsAlignmentGoesToSlowLane) {
+    ml_config c;
+    ml_config_init(&c);
+    c.threshold = 3000;
+    c.failover_to_slow = false;
+    ArenaGuard a(&c);
+    Obj o{ML_HANDLE_NULL, 1000, 5};
+    ASSERT_EQ(ml_alloc_aligned(a, o.size, 2048, &o.h), 0);
+    ASSERT_EQ(ml_handle_state(a, o.h), ML_STATE_FAST) << "the 2048 class holds it";
+    Fill(a, o);
+    ml_handle probe;
+    ASSERT_EQ(ml_alloc_aligned(a, 2100, 2048, &probe), 0);
+    ASSERT_EQ(ml_handle_state(a, probe), ML_STATE_SLOW) << "no FastLane class for 2100 at 2048";
+    ASSERT_EQ(ml_free(a, probe), 0);
+    ASSERT_EQ(ml_realloc(a, o.h, 2100), 0);
+    EXPECT_EQ(ml_handle_state(a, o.h), ML_STATE_SLOW);
+    EXPECT_EQ((uintptr_t)ml_get(a, o.h) % 2048, 0u);
+    std::vector<unsigned char> buf(o.size);
+    ASSERT_EQ(ml_read(a, o.h, 0, buf.data(), o.size), (int)o.size);
+    for (size_t i = 0; i < o.size; i++) ASSERT_EQ(buf[i], PatternByte(5, i));
+
+    // Shrinking: an 8 KiB SlowLane blob aligned to 2048 shrunk to 100 bytes
+    // (threshold 1000: no FastLane class is 2048-aligned) moves within SlowLane.
+    ml_config c2;
+    ml_config_init(&c2);
+    c2.threshold = 1000;
+    c2.failover_to_slow = false;
+    ArenaGuard b(&c2);
+    Obj big{ML_HANDLE_NULL, 8192, 6};
+    ASSERT_EQ(ml_alloc_aligned(b, big.size, 2048, &big.h), 0);
+    Fill(b, big);
+    ASSERT_EQ(ml_realloc(b, big.h, 100), 0);
+    EXPECT_EQ(ml_handle_state(b, big.h), ML_STATE_SLOW);
+    EXPECT_EQ((uintptr_t)ml_get(b, big.h) % 2048, 0u);
+    ASSERT_EQ(ml_read(b, big.h, 0, buf.data(), 100), 100);
+    for (size_t i = 0; i < 100; i++) ASSERT_EQ(buf[i], PatternByte(6, i));
+    EXPECT_EQ(ml__arena_check(a), 0);
+    EXPECT_EQ(ml__arena_check(b), 0);
+}
+
 TEST(Migration, FlushMovesOldEntriesOnlyAndSkipsPinned) {
     ArenaGuard a;
     std::vector<Obj> objs(50);
