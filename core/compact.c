@@ -68,12 +68,14 @@ static bool may_copy(budget *b, size_t next)
 }
 
 /* Looking at entries costs time even when nothing moves (owner hints of
- * cached or freed blocks, busy entries): check the clock every 256 looks,
- * so that a step that finds little to move still ends within its budget. */
+ * cached or freed blocks, pinned or busy entries): check the clock every
+ * 256 looks, so that a step that finds little or nothing to move still ends
+ * within its budget. Callers keep where they stopped, so that the next
+ * step goes on from there: a step always advances, even without a copy. */
 static bool scan_over(budget *b)
 {
     if (!b->max_ns || (++b->scanned & 255)) return b->stop;
-    if (b->ops && mono_ns() - b->t0 > b->max_ns - b->max_ns / 10) b->stop = true;
+    if (mono_ns() - b->t0 > b->max_ns - b->max_ns / 10) b->stop = true;
     return b->stop;
 }
 
@@ -149,14 +151,24 @@ static bool evacuate_class(ml_arena *a, ml_lane lane, unsigned cls, budget *b)
         spans[n++] = s;
     }
     size_t csize = ml__class_size[cls];
-    size_t lo = 0, hi = n ? n - 1 : 0;
+    /* Resume below the spans an earlier step of this pass kept. */
+    uint32_t kept = 0, first_bi = 0;
+    if (l->compact_skip < n) {
+        kept = l->compact_skip;
+        first_bi = l->compact_block;
+    }
+    size_t lo = 0, hi = n ? n - 1 - kept : 0;
     bool ok = true;
     while (n && lo < hi) {
         uint32_t src = spans[hi];
         ml_span *sp = &l->spans[src];
         bool released = false;
-        for (uint32_t bi = 0; bi < sp->bump && lo < hi; bi++) {
+        uint32_t bi = first_bi < sp->bump ? first_bi : 0;
+        first_bi = 0;
+        for (; bi < sp->bump && lo < hi; bi++) {
             if (scan_over(b)) {
+                l->compact_skip = kept;
+                l->compact_block = bi;
                 ok = false;
                 break;
             }
@@ -165,6 +177,8 @@ static bool evacuate_class(ml_arena *a, ml_lane lane, unsigned cls, budget *b)
             uint32_t idx = ml__owner_load(&sp->owner[bi]) - 1;
             if (!may_copy(b, csize)) {
                 ml__unclaim(a, idx);
+                l->compact_skip = kept;
+                l->compact_block = bi;
                 ok = false;
                 break;
             }
@@ -187,11 +201,12 @@ static bool evacuate_class(ml_arena *a, ml_lane lane, unsigned cls, budget *b)
                 break;
             }
         }
-        (void)released;
         if (!ok) break;
+        if (!released) kept++;
         hi--;
     }
     free(spans);
+    if (ok) l->compact_skip = l->compact_block = 0;
     return ok;
 }
 
@@ -241,6 +256,10 @@ static bool slide(ml_arena *a, ml_lane lane, budget *b)
         s = x;
     }
     while (s < l->ext.cap) {
+        if (scan_over(b)) {
+            l->compact_cursor = s;
+            return false;
+        }
         uint32_t len = ml__ext_len(&l->ext, s);
         unsigned kind = ml__ext_kind(&l->ext, s);
         if (kind == ML_EXT_FREE || s == 0 || ml__ext_kind(&l->ext, ml__ext_prev(&l->ext, s)) != ML_EXT_FREE) {
@@ -305,10 +324,13 @@ static bool slide(ml_arena *a, ml_lane lane, budget *b)
     return true;
 }
 
-/* Hand the pages of the free tail back to the kernel, a few MiB at a time
- * within the budget (a large madvise can take milliseconds). The cursor
- * (compact_cursor, phase 2) walks the tail upwards. Returns false when the
- * budget ran out. Caller holds the lock. */
+/* Hand the pages of the free tail back to the kernel, a MiB at a time
+ * within the budget (a large madvise can take milliseconds). Only the part
+ * handed out since its last purge (below ext.clean_from) needs it: the
+ * purge goes down from there to the start of the tail, lowering clean_from
+ * as it goes, so a step that runs out of time leaves it exact, and an idle
+ * lane's pages are neither purged nor counted twice. Returns false when
+ * the budget ran out. Caller holds the lock. */
 static bool purge_tail(ml_lane_t *l, budget *b)
 {
     uint32_t cap = l->ext.cap;
@@ -316,24 +338,21 @@ static bool purge_tail(ml_lane_t *l, budget *b)
     uint32_t last = cap - ml__ext_len(&l->ext, cap - 1);
     if (ml__ext_kind(&l->ext, last) != ML_EXT_FREE || l->region.locked) return true;
     size_t unit = ml__lane_unit(l);
-    uint32_t from = l->compact_cursor > last ? l->compact_cursor : last;
     const uint32_t chunk = (uint32_t)(((size_t)1 << 20) / unit ? ((size_t)1 << 20) / unit : 1);
-    while (from < cap) {
+    if (l->ext.clean_from > cap) l->ext.clean_from = cap;
+    while (l->ext.clean_from > last) {
         /* Dropping 1 MiB of pages takes up to ~100 us: budget for it. */
-        if (b->max_ns && b->ops && mono_ns() - b->t0 + 100000 > b->max_ns - b->max_ns / 10) {
-            l->compact_cursor = from;
-            return false;
-        }
-        uint32_t n = cap - from < chunk ? cap - from : chunk;
+        if (b->max_ns && b->ops && mono_ns() - b->t0 + 100000 > b->max_ns - b->max_ns / 10) return false;
+        uint32_t to = l->ext.clean_from;
+        uint32_t from = to - last > chunk ? to - chunk : last;
         uint64_t t = mono_ns();
-        int rc = ml__region_purge(&l->region, (size_t)from * unit, (size_t)n * unit);
+        int rc = ml__region_purge(&l->region, (size_t)from * unit, (size_t)(to - from) * unit);
         b->res->release_ns += mono_ns() - t;
-        if (rc == 0) {
-            l->purged_bytes += (size_t)n * unit;
-            b->res->released_bytes += (size_t)n * unit;
-        }
         b->ops++;
-        from += n;
+        if (rc != 0) return true; /* the pages stay; the next pass tries again */
+        l->purged_bytes += (size_t)(to - from) * unit;
+        b->res->released_bytes += (size_t)(to - from) * unit;
+        l->ext.clean_from = from;
     }
     return true;
 }
@@ -409,7 +428,7 @@ int ml_compact(ml_arena *a, ml_lane lane, ml_compact_result *res)
     /* Finish a pass left half done by bounded steps, then do a whole one. */
     ml_lane_t *l = &a->lanes[lane];
     pthread_mutex_lock(&l->lock);
-    bool fresh = l->compact_phase == 0 && l->compact_cursor == 0;
+    bool fresh = !ml__lane_in_pass(l);
     pthread_mutex_unlock(&l->lock);
     if (!fresh) step(a, lane, 0, 0, res);
     step(a, lane, 0, 0, res);

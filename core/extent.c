@@ -163,6 +163,7 @@ uint32_t ml__ext_alloc(ml_ext *e, uint32_t n, unsigned kind, uint32_t owner)
     }
     set_tags(e, start, n, kind);
     e->link[start] = owner;
+    if (start + n > e->clean_from) e->clean_from = start + n;
     return start;
 }
 

@@ -35,6 +35,11 @@ typedef struct ml_ext {
     uint32_t head[ML_EXT_FL][ML_EXT_SL];
     uint64_t free_units;
     uint64_t free_extents;
+    /* Every unit at or above clean_from has not been handed out since the
+     * extents were created or since its pages were last returned to the
+     * kernel (compaction's purge of the free tail lowers it): those pages
+     * need no purge, and purging them again would count them again. */
+    uint32_t clean_from;
 } ml_ext;
 
 int ml__ext_init(ml_ext *e, uint32_t cap, uint32_t max);

@@ -105,9 +105,19 @@ typedef struct ml_lane_s {
     uint64_t compactions, compacted_bytes, compacted_entries, purged_bytes;
     uint64_t migrated_in, migrated_out;
     unsigned compact_phase;           /* 0 evacuate, 1 slide, 2 purge the tail */
-    uint32_t compact_cursor;          /* class (phase 0) or unit (1, 2) */
+    uint32_t compact_cursor;          /* class (phase 0) or unit (1) */
+    /* Phase 0, where a step that ran out of time stopped within its class:
+     * spans kept (not emptied) counted from the top, and blocks of the next
+     * span already looked at. Hints only: spans come and go between steps. */
+    uint32_t compact_skip, compact_block;
     bool compact_moved;               /* this pass moved something */
 } ml_lane_t;
+
+/* Is a compaction pass of l half done (left so by a bounded step)? Lock held. */
+static inline bool ml__lane_in_pass(const ml_lane_t *l)
+{
+    return l->compact_phase != 0 || l->compact_cursor != 0 || l->compact_skip != 0 || l->compact_block != 0;
+}
 
 int ml__lane_init(ml_lane_t *l, ml_lane kind, const ml_prim *prim, size_t size, size_t max,
                   unsigned unit_shift, unsigned nclasses, bool lock);

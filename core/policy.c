@@ -67,7 +67,7 @@ static void auto_compact(ml_arena *a)
         unsigned frag = lane_fragmentation(l, &fr);
         /* A pass left half done by a bounded step goes on regardless. */
         pthread_mutex_lock(&l->lock);
-        bool in_pass = l->compact_phase != 0 || l->compact_cursor != 0;
+        bool in_pass = ml__lane_in_pass(l);
         pthread_mutex_unlock(&l->lock);
         bool worth = (double)frag > a->cfg.compaction_threshold * 1000.0 &&
                      fr >= 4 * ml__lane_unit(l) && fr >= l->region.size / 100;

@@ -176,6 +176,126 @@ TEST(Compaction, BoundedStepsRespectBudgetAndFinish) {
     for (auto &o : kept) EXPECT_TRUE(Intact(a, o));
 }
 
+// Nothing movable (every entry pinned, holes between them): a step still
+// stops on time, after looking at part of the lane, and the next steps go
+// on from there until the pass ends. max_ns = 1 makes "on time" the first
+// clock check (every 256 entries looked at), so this does not depend on
+// the machine's speed.
+TEST(Compaction, AStepThatFindsNothingToMoveStopsOnTimeAndGoesOn) {
+    ml_config c = NoAuto();
+    c.slow_lane_size = 64 << 20;
+    c.enable_paging = false;
+    ArenaGuard a(&c);
+    std::vector<ml_handle> hs;
+    for (;;) {
+        ml_handle h;
+        if (ml_alloc(a, 12288, &h) != 0) break;
+        hs.push_back(h);
+    }
+    ASSERT_GT(hs.size(), 4000u);
+    uint64_t pinned = 0;
+    for (size_t i = 0; i < hs.size(); i++) {
+        if (i % 2) {
+            ASSERT_EQ(ml_free(a, hs[i]), 0);
+        } else {
+            ASSERT_EQ(ml_pin(a, hs[i], nullptr), 0);
+            pinned++;
+        }
+    }
+    ml_compact_result r;
+    ASSERT_EQ(ml_compact_step(a, ML_LANE_SLOW, 0, 1, &r), 0);
+    EXPECT_FALSE(r.done) << "one step looked at the whole lane";
+    EXPECT_LT(r.skipped_pinned, pinned / 4);
+    uint64_t skipped = r.skipped_pinned;
+    int steps = 1;
+    while (!r.done && steps < 1000) {
+        ASSERT_EQ(ml_compact_step(a, ML_LANE_SLOW, 0, 1, &r), 0);
+        EXPECT_EQ(r.moved_bytes, 0u);
+        skipped += r.skipped_pinned;
+        steps++;
+    }
+    EXPECT_TRUE(r.done) << "the steps went on and ended the pass";
+    // Every pinned entry above a hole was looked at (all but the first).
+    EXPECT_GE(skipped, pinned - 1) << "the steps skipped part of the lane";
+    EXPECT_LE(skipped, pinned + (uint64_t)steps) << "at most one entry looked at again per step";
+    for (size_t i = 0; i < hs.size(); i += 2) ASSERT_EQ(ml_unpin(a, hs[i]), 0);
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
+// The same in FastLane, where the first phase (emptying the highest spans
+// of each size class) finds every block pinned: each step stops on time and
+// the next goes on below the spans already looked at.
+TEST(Compaction, AFastLaneStepThatFindsNothingToMoveStopsOnTimeAndGoesOn) {
+    ml_config c = NoAuto();
+    ArenaGuard a(&c);
+    std::vector<ml_handle> hs(20000);
+    for (auto &h : hs) ASSERT_EQ(ml_alloc(a, 64, &h), 0);
+    uint64_t pinned = 0;
+    for (size_t i = 0; i < hs.size(); i++) {
+        if (i % 2) {
+            ASSERT_EQ(ml_free(a, hs[i]), 0);
+        } else {
+            ASSERT_EQ(ml_pin(a, hs[i], nullptr), 0);
+            pinned++;
+        }
+    }
+    ml_compact_result r;
+    ASSERT_EQ(ml_compact_step(a, ML_LANE_FAST, 0, 1, &r), 0);
+    EXPECT_FALSE(r.done) << "one step looked at the whole lane";
+    EXPECT_LT(r.skipped_pinned, pinned / 4);
+    int steps = 1;
+    while (!r.done && steps < 2000) {
+        ASSERT_EQ(ml_compact_step(a, ML_LANE_FAST, 0, 1, &r), 0);
+        EXPECT_EQ(r.moved_bytes, 0u);
+        steps++;
+    }
+    EXPECT_TRUE(r.done) << "the steps went on and ended the pass (" << steps << " steps)";
+    for (size_t i = 0; i < hs.size(); i += 2) ASSERT_EQ(ml_unpin(a, hs[i]), 0);
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
+// The free tail's pages are returned once: a second pass over a lane that
+// did nothing since returns nothing, counts nothing and records no event.
+TEST(Compaction, AnIdleLaneReturnsItsFreePagesOnce) {
+    ml_config c = NoAuto();
+    c.slow_lane_size = 64 << 20;
+    c.enable_paging = false;
+    ArenaGuard a(&c);
+    std::vector<Obj> objs;
+    for (int i = 0; i < 256; i++) { // 16 MiB, all touched
+        Obj o{ML_HANDLE_NULL, 64 << 10, (uint64_t)i};
+        ASSERT_EQ(ml_alloc(a, o.size, &o.h), 0);
+        Fill(a, o);
+        objs.push_back(o);
+    }
+    for (auto &o : objs) ASSERT_EQ(ml_free(a, o.h), 0);
+    ASSERT_EQ(ml_events_enable(a, 64), 0);
+    ml_compact_result r;
+    ASSERT_EQ(ml_compact(a, ML_LANE_SLOW, &r), 0);
+    EXPECT_GE(r.released_bytes, 16u << 20);
+    EXPECT_LE(r.released_bytes, 17u << 20) << "only what was handed out";
+    uint64_t purged = LaneStats(a, ML_LANE_SLOW).purged_bytes;
+    std::vector<ml_event> ev(64);
+    uint64_t cursor = 0;
+    size_t n = 0;
+    ASSERT_EQ(ml_events_read(a, &cursor, ev.data(), ev.size(), &n), 0);
+    for (int pass = 0; pass < 3; pass++) {
+        ASSERT_EQ(ml_compact(a, ML_LANE_SLOW, &r), 0);
+        EXPECT_EQ(r.released_bytes, 0u) << pass;
+        EXPECT_EQ(LaneStats(a, ML_LANE_SLOW).purged_bytes, purged) << pass;
+    }
+    ASSERT_EQ(ml_events_read(a, &cursor, ev.data(), ev.size(), &n), 0);
+    EXPECT_EQ(n, 0u) << "idle passes record no COMPACT event";
+    // Handed out again and freed: returned again.
+    ml_handle h;
+    ASSERT_EQ(ml_alloc(a, 1 << 20, &h), 0);
+    memset(ml_get(a, h), 1, 1 << 20);
+    ASSERT_EQ(ml_free(a, h), 0);
+    ASSERT_EQ(ml_compact(a, ML_LANE_SLOW, &r), 0);
+    EXPECT_GE(r.released_bytes, 1u << 20);
+    EXPECT_LE(r.released_bytes, 2u << 20);
+}
+
 TEST(Compaction, ReturnsFreedTailToTheKernel) {
     ml_config c = NoAuto();
     c.slow_lane_size = 256 << 20;

@@ -571,7 +571,9 @@ typedef struct ml_compact_result {
     uint64_t moved_bytes;   /**< bytes copied */
     uint64_t moved_entries; /**< entries moved */
     uint64_t skipped_pinned;/**< entries that could not move (pinned/busy) */
-    uint64_t released_bytes;/**< bytes of lane pages returned to the kernel */
+    uint64_t released_bytes;/**< bytes of lane pages returned to the kernel
+                                 (only pages handed out since they were last
+                                 returned: an idle lane returns none again) */
     uint64_t elapsed_ns;    /**< time the call took */
     uint64_t release_ns;    /**< part of elapsed_ns spent returning pages */
     bool done;              /**< a whole pass finished */
@@ -595,7 +597,9 @@ ML_API int ml_compact(ml_arena *arena, ml_lane lane, ml_compact_result *res);
  * at 4 GB/s) and every 256 entries it looks at, and keeps a tenth of
  * max_ns for its bookkeeping, so on a CPU it is not preempted from it ends
  * within max_ns. Its first copy always goes ahead (every step progresses),
- * so a single blob that takes longer than max_ns to copy overruns.
+ * so a single blob that takes longer than max_ns to copy overruns. A step
+ * that finds nothing it may move (everything pinned) stops on time too, and
+ * the next step goes on from where it stopped.
  * @return 0; -EINVAL.
  * Thread-safe, like ml_compact.
  */
