@@ -30,10 +30,13 @@
  * (snapshots, ml_read) and one thread keeps the unmount story simple.
  *
  * Sizes. A text file is rendered at lookup/getattr time to report its exact
- * size, and rendered again at open into a snapshot that the open file keeps
- * and reads from, so cat, cp, hexdump and tail (fstat, seek, read) see a
- * consistent file; a file that changed between stat and open (events grow)
- * is read as its snapshot. A data file's size is the allocation's size; an
+ * size, and an open file keeps a snapshot it reads from. Each process sees
+ * one consistent file: the kernel sends fstat as a plain getattr by path
+ * (no file handle), so a getattr from a process that has the file open
+ * answers with its snapshot's size; and a process that opens a file right
+ * after a stat (within MEMO_MS: tar's lstat, open, read st_size bytes)
+ * gets the rendering it was told the size of. Other processes, and the same
+ * one later, see the file as it is now. A data file's size is the allocation's size; an
  * open data file keeps the ml_handle (not the ID, which is reused), so once
  * that handle is freed every read answers ESTALE even if its ID lives again.
  *
@@ -142,6 +145,8 @@ typedef struct open_file {
     ml_handle h;   /* data: the handle, as it was at open */
     char *text;    /* text: the snapshot rendered at open */
     size_t len;
+    char *path;    /* text: its path, and the process that opened it */
+    pid_t pid;
     dir_ent *ents; /* directory: the listing taken at offset 0 */
     size_t nents;
 } open_file;
@@ -160,6 +165,17 @@ struct ml_debugfs {
     gid_t gid;
     struct timespec mounted_at;
     unsigned cache_ms; /* how long the kernel may cache names and attributes */
+    /* The last text files rendered for a stat, per process: one that opens
+     * the file right after gets the very bytes it was told the size of
+     * (tar: lstat, open, read st_size bytes). Serving thread only. */
+    struct memo {
+        char *path;
+        pid_t pid;
+        uint64_t at_ms;
+        char *text;
+        size_t len;
+    } memo[8];
+    unsigned memo_next;
     open_file *open;  /* serving thread only */
     int open_dirs;    /* opened and not released yet; atomic: read by unmount */
 };
@@ -679,6 +695,72 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     return fs;
 }
 
+/* ---- per-process consistency of text files --------------------------------- */
+
+/* How long a rendering made for one process's stat is what that process
+ * opens: long enough for lstat-then-open (tar, cp), short enough that a
+ * process polling a file sees it move. */
+#define MEMO_MS 100
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static struct memo *memo_find(ml_debugfs *fs, const char *path, pid_t pid)
+{
+    uint64_t now = mono_ms();
+    for (unsigned i = 0; i < sizeof fs->memo / sizeof fs->memo[0]; i++) {
+        struct memo *m = &fs->memo[i];
+        if (m->path && m->pid == pid && now - m->at_ms <= MEMO_MS && !strcmp(m->path, path)) return m;
+    }
+    return NULL;
+}
+
+/* Keep a rendering (takes text; frees it if it cannot keep it). */
+static void memo_put(ml_debugfs *fs, const char *path, pid_t pid, char *text, size_t len)
+{
+    struct memo *m = &fs->memo[fs->memo_next++ % (sizeof fs->memo / sizeof fs->memo[0])];
+    char *p = strdup(path);
+    free(m->path);
+    free(m->text);
+    *m = (struct memo){p, pid, mono_ms(), p ? text : NULL, len};
+    if (!p) free(text);
+}
+
+static void memo_free(ml_debugfs *fs)
+{
+    for (unsigned i = 0; i < sizeof fs->memo / sizeof fs->memo[0]; i++) {
+        free(fs->memo[i].path);
+        free(fs->memo[i].text);
+    }
+}
+
+/* The size of text file `path` as process `pid` sees it: its own open
+ * snapshot (the newest), else what it was just told, else rendered now. */
+static int text_size(ml_debugfs *fs, const char *path, const node *n, size_t *size)
+{
+    pid_t pid = fuse_get_context()->pid;
+    for (const open_file *of = fs->open; of; of = of->next)
+        if (of->path && of->pid == pid && !strcmp(of->path, path)) {
+            *size = of->len;
+            return 0;
+        }
+    const struct memo *m = memo_find(fs, path, pid);
+    if (m) {
+        *size = m->len;
+        return 0;
+    }
+    sbuf b = {0};
+    int rc = render(fs, n, &b);
+    if (rc) return rc;
+    *size = b.len;
+    memo_put(fs, path, pid, b.p, b.len);
+    return 0;
+}
+
 /* The attributes of a resolved node: sizes are exact (a text file is
  * rendered to measure it). @return 0, -ENOENT (freed meanwhile), -ENOMEM. */
 static int node_attr(ml_debugfs *fs, const node *n, struct stat *st)
@@ -726,7 +808,14 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
     }
     node n;
     int rc = resolve(fs, path, &n);
-    return rc ? rc : node_attr(fs, &n, st);
+    if (rc) return rc;
+    if (n.type == N_TEXT) {
+        size_t size;
+        rc = text_size(fs, path, &n, &size);
+        if (rc == 0) fill_stat(fs, st, N_TEXT, size);
+        return rc;
+    }
+    return node_attr(fs, &n, st);
 }
 
 static int op_access(const char *path, int mask)
@@ -973,14 +1062,37 @@ static int op_open(const char *path, struct fuse_file_info *fi)
         of->is_data = true;
         of->h = n.h;
     } else {
-        sbuf b = {0};
-        rc = render(fs, &n, &b);
-        if (rc) {
-            free(of);
-            return rc;
+        /* What this process was just told the size of, else rendered now
+         * (and kept for its next stat). */
+        of->pid = fuse_get_context()->pid;
+        of->path = strdup(path);
+        const struct memo *m = memo_find(fs, path, of->pid);
+        if (m) { /* (an empty rendering has no text) */
+            of->text = malloc(m->len ? m->len : 1);
+            if (of->text && m->len) memcpy(of->text, m->text, m->len);
+            of->len = m->len;
+        } else {
+            sbuf b = {0};
+            rc = render(fs, &n, &b);
+            if (!rc && (of->text = malloc(b.len ? b.len : 1)) != NULL) {
+                if (b.len) memcpy(of->text, b.p, b.len);
+                of->len = b.len;
+                memo_put(fs, path, of->pid, b.p, b.len);
+            } else {
+                sb_free(&b);
+            }
+            if (rc) {
+                free(of->path);
+                free(of);
+                return rc;
+            }
         }
-        of->text = b.p;
-        of->len = b.len;
+        if (!of->text || !of->path) {
+            free(of->text);
+            free(of->path);
+            free(of);
+            return -ENOMEM;
+        }
     }
     open_file_link(fs, of);
     fi->fh = (uint64_t)(uintptr_t)of;
@@ -1054,6 +1166,7 @@ static void open_file_free(ml_debugfs *fs, open_file *of)
     else fs->open = of->next;
     if (of->next) of->next->prev = of->prev;
     free(of->text);
+    free(of->path);
     dir_ents_free(of->ents, of->nents);
     free(of);
 }
@@ -1350,6 +1463,7 @@ static void events_release(ml_arena *a)
 static void fs_free(ml_debugfs *fs)
 {
     while (fs->open) open_file_free(fs, fs->open);
+    memo_free(fs);
     if (fs->wake_fd >= 0) close(fs->wake_fd);
     free(fs->mountpoint);
     free(fs->abspath);

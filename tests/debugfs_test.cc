@@ -698,6 +698,44 @@ TEST_F(DebugfsTest, SizesAreExactAndOddOffsetsRead) {
     close(fd);
 }
 
+// A process sees a text file as one snapshot even while it changes (events
+// grow with every allocation): fstat of an open file gives the size of what
+// it reads, and a stat just before the open measures what the open reads
+// (tar: lstat, open, read st_size bytes).
+TEST_F(DebugfsTest, TextFileSizesMatchWhatTheSameProcessReads) {
+    std::string path = P("events");
+    auto grow = [&] {
+        for (int i = 0; i < 20; i++) ASSERT_EQ(ml_free(a_, Alloc(32)), 0);
+    };
+    grow();
+    usleep(150 * 1000); // past what the lookup below may reuse
+    int fd = open(path.c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    usleep(150 * 1000); // the open file's own snapshot, not a recent stat
+    grow();
+    struct stat st;
+    ASSERT_EQ(fstat(fd, &st), 0);
+    std::string got;
+    char buf[65536];
+    ssize_t k;
+    while ((k = read(fd, buf, sizeof buf)) > 0) got.append(buf, (size_t)k);
+    close(fd);
+    EXPECT_GT(got.size(), 0u);
+    EXPECT_EQ((size_t)st.st_size, got.size()) << "fstat of an open file";
+    ASSERT_EQ(stat(path.c_str(), &st), 0);
+    grow();
+    fd = open(path.c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    got.clear();
+    while ((k = read(fd, buf, sizeof buf)) > 0) got.append(buf, (size_t)k);
+    close(fd);
+    EXPECT_EQ((size_t)st.st_size, got.size()) << "stat, then open at once";
+    // Later, the file is read as it is then.
+    usleep(150 * 1000);
+    grow();
+    EXPECT_GT(Slurp(path).size(), got.size());
+}
+
 TEST_F(DebugfsTest, FreeRemovesFolder) {
     ml_handle h = Alloc(500), s = Alloc(30000);
     for (ml_handle x : {h, s}) {

@@ -39,7 +39,10 @@
  * Unknown or malformed paths get ENOENT; writes get EROFS (or EACCES).
  * A handle freed while its data file is open gives ESTALE on the next read.
  * File sizes are exact (unless the mount caches attributes: cache_ms),
- * so cat, cp and hexdump work; data reads at any offset. A text file (all but data) is a snapshot taken when it is
+ * so cat, cp, tar and hexdump work; data reads at any offset. A process
+ * sees a text file as one consistent snapshot: while it has the file open,
+ * its stat and fstat give the snapshot's size, and opening the file just
+ * after a stat (within 0.1 s) reads the content that stat measured. A text file (all but data) is a snapshot taken when it is
  * opened: an open events file does not grow; open it again to see new
  * events.
  */
@@ -84,7 +87,8 @@ typedef struct ml_debugfs_options {
      *    plus cache_ms. An ID reused by a new handle may show the old
      *    handle's data size while reads return the new one's bytes, and
      *    tools that seek by size (tail) may miss the newest lines of
-     *    `events`: read it whole (cat events | tail).
+     *    `events`, or print a cut-off last line or nothing: read it whole
+     *    (cat events | tail).
      *  A new handle shows at once either way (names not found are never
      *  cached), and contents are always read live. libfuse (3.14) keeps a
      *  small record for the last entry of each full listing batch until
