@@ -144,6 +144,7 @@ static bool evacuate_class(ml_arena *a, ml_lane lane, unsigned cls, budget *b)
             uint32_t *v = realloc(spans, cap * sizeof *v);
             if (!v) {
                 free(spans);
+                l->compact_skip = l->compact_block = 0;
                 return true;
             }
             spans = v;
@@ -151,23 +152,25 @@ static bool evacuate_class(ml_arena *a, ml_lane lane, unsigned cls, budget *b)
         spans[n++] = s;
     }
     size_t csize = ml__class_size[cls];
-    /* Resume below the spans an earlier step of this pass kept. */
-    uint32_t kept = 0, first_bi = 0;
-    if (l->compact_skip < n) {
-        kept = l->compact_skip;
-        first_bi = l->compact_block;
+    /* Resume in the span where an earlier step of this pass stopped, named
+     * by its unit (spans come and go between steps), or in the highest one
+     * below it if that span is gone. */
+    size_t lo = 0, hi = n ? n - 1 : 0;
+    uint32_t first_bi = 0;
+    if (l->compact_skip && n) {
+        uint32_t at = l->compact_skip - 1;
+        while (hi > 0 && spans[hi] > at) hi--;
+        if (spans[hi] == at) first_bi = l->compact_block;
     }
-    size_t lo = 0, hi = n ? n - 1 - kept : 0;
     bool ok = true;
     while (n && lo < hi) {
         uint32_t src = spans[hi];
         ml_span *sp = &l->spans[src];
-        bool released = false;
         uint32_t bi = first_bi < sp->bump ? first_bi : 0;
         first_bi = 0;
         for (; bi < sp->bump && lo < hi; bi++) {
             if (scan_over(b)) {
-                l->compact_skip = kept;
+                l->compact_skip = src + 1;
                 l->compact_block = bi;
                 ok = false;
                 break;
@@ -177,7 +180,7 @@ static bool evacuate_class(ml_arena *a, ml_lane lane, unsigned cls, budget *b)
             uint32_t idx = ml__owner_load(&sp->owner[bi]) - 1;
             if (!may_copy(b, csize)) {
                 ml__unclaim(a, idx);
-                l->compact_skip = kept;
+                l->compact_skip = src + 1;
                 l->compact_block = bi;
                 ok = false;
                 break;
@@ -196,13 +199,10 @@ static bool evacuate_class(ml_arena *a, ml_lane lane, unsigned cls, budget *b)
             ml__unclaim(a, idx);
             copied(b, l, csize);
             ml__lane_block_put(l, src, bi);
-            if (ml__ext_kind(&l->ext, src) != ML_EXT_SPAN || l->spans[src].nblocks == 0) {
-                released = true; /* its last block left: the span is gone */
-                break;
-            }
+            if (ml__ext_kind(&l->ext, src) != ML_EXT_SPAN || l->spans[src].nblocks == 0)
+                break; /* its last block left: the span is gone */
         }
         if (!ok) break;
-        if (!released) kept++;
         hi--;
     }
     free(spans);
@@ -340,11 +340,17 @@ static bool purge_tail(ml_lane_t *l, budget *b)
     size_t unit = ml__lane_unit(l);
     const uint32_t chunk = (uint32_t)(((size_t)1 << 20) / unit ? ((size_t)1 << 20) / unit : 1);
     if (l->ext.clean_from > cap) l->ext.clean_from = cap;
-    while (l->ext.clean_from > last) {
+    /* A pass purges at most what was dirty when its purge began (kept in
+     * compact_cursor, UINT32_MAX until then): tail memory dirtied again
+     * between bounded steps waits for the next pass, so a pass always ends. */
+    if (l->compact_cursor == UINT32_MAX) l->compact_cursor = l->ext.clean_from > last ? l->ext.clean_from - last : 0;
+    while (l->compact_cursor > 0 && l->ext.clean_from > last) {
         /* Dropping 1 MiB of pages takes up to ~100 us: budget for it. */
         if (b->max_ns && b->ops && mono_ns() - b->t0 + 100000 > b->max_ns - b->max_ns / 10) return false;
         uint32_t to = l->ext.clean_from;
-        uint32_t from = to - last > chunk ? to - chunk : last;
+        uint32_t n = to - last < chunk ? to - last : chunk;
+        if (n > l->compact_cursor) n = l->compact_cursor;
+        uint32_t from = to - n;
         uint64_t t = mono_ns();
         int rc = ml__region_purge(&l->region, (size_t)from * unit, (size_t)(to - from) * unit);
         b->res->release_ns += mono_ns() - t;
@@ -353,6 +359,7 @@ static bool purge_tail(ml_lane_t *l, budget *b)
         l->purged_bytes += (size_t)(to - from) * unit;
         b->res->released_bytes += (size_t)(to - from) * unit;
         l->ext.clean_from = from;
+        l->compact_cursor -= n;
     }
     return true;
 }
@@ -392,7 +399,7 @@ static int step(ml_arena *a, ml_lane lane, uint64_t max_bytes, uint64_t max_ns, 
     }
     if (l->compact_phase == 1 && !b.stop && slide(a, lane, &b)) {
         l->compact_phase = 2;
-        l->compact_cursor = 0;
+        l->compact_cursor = UINT32_MAX; /* purge_tail sets what to purge */
     }
     if (l->compact_phase == 2 && !b.stop && purge_tail(l, &b)) {
         l->compact_phase = 0;

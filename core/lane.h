@@ -105,10 +105,10 @@ typedef struct ml_lane_s {
     uint64_t compactions, compacted_bytes, compacted_entries, purged_bytes;
     uint64_t migrated_in, migrated_out;
     unsigned compact_phase;           /* 0 evacuate, 1 slide, 2 purge the tail */
-    uint32_t compact_cursor;          /* class (phase 0) or unit (1) */
+    uint32_t compact_cursor;          /* class (0), unit (1), units left to purge (2) */
     /* Phase 0, where a step that ran out of time stopped within its class:
-     * spans kept (not emptied) counted from the top, and blocks of the next
-     * span already looked at. Hints only: spans come and go between steps. */
+     * the span (its unit + 1; 0: none) and its blocks already looked at.
+     * A hint: spans come and go between steps. */
     uint32_t compact_skip, compact_block;
     bool compact_moved;               /* this pass moved something */
 } ml_lane_t;

@@ -30,13 +30,15 @@
  * (snapshots, ml_read) and one thread keeps the unmount story simple.
  *
  * Sizes. A text file is rendered at lookup/getattr time to report its exact
- * size, and an open file keeps a snapshot it reads from. Each process sees
+ * size, and an open file keeps a snapshot it reads from. Each reader sees
  * one consistent file: the kernel sends fstat as a plain getattr by path
- * (no file handle), so a getattr from a process that has the file open
- * answers with its snapshot's size; and a process that opens a file right
+ * (no file handle), so a getattr from a reader that has the file open
+ * answers with its snapshot's size; and a reader that opens a file right
  * after a stat (within MEMO_MS: tar's lstat, open, read st_size bytes)
- * gets the rendering it was told the size of. Other processes, and the same
- * one later, see the file as it is now. A data file's size is the allocation's size; an
+ * gets, once, the rendering it was told the size of. Others, and the same
+ * reader later, see the file as it is now. A reader is what FUSE names in a
+ * request: the calling thread (0 from outside our pid namespace: no
+ * memory at all for those). A data file's size is the allocation's size; an
  * open data file keeps the ml_handle (not the ID, which is reused), so once
  * that handle is freed every read answers ESTALE even if its ID lives again.
  *
@@ -174,6 +176,7 @@ struct ml_debugfs {
         uint64_t at_ms;
         char *text;
         size_t len;
+        bool opened; /* an open took it: the next lookup renders afresh */
     } memo[8];
     unsigned memo_next;
     open_file *open;  /* serving thread only */
@@ -719,14 +722,18 @@ static struct memo *memo_find(ml_debugfs *fs, const char *path, pid_t pid)
     return NULL;
 }
 
-/* Keep a rendering (takes text; frees it if it cannot keep it). */
+/* Keep a rendering (takes text; frees it if it cannot keep it), in place
+ * of the thread's older one of the same file, if any. */
 static void memo_put(ml_debugfs *fs, const char *path, pid_t pid, char *text, size_t len)
 {
-    struct memo *m = &fs->memo[fs->memo_next++ % (sizeof fs->memo / sizeof fs->memo[0])];
+    struct memo *m = NULL;
+    for (unsigned i = 0; i < sizeof fs->memo / sizeof fs->memo[0] && !m; i++)
+        if (fs->memo[i].path && fs->memo[i].pid == pid && !strcmp(fs->memo[i].path, path)) m = &fs->memo[i];
+    if (!m) m = &fs->memo[fs->memo_next++ % (sizeof fs->memo / sizeof fs->memo[0])];
     char *p = strdup(path);
     free(m->path);
     free(m->text);
-    *m = (struct memo){p, pid, mono_ms(), p ? text : NULL, len};
+    *m = (struct memo){p, pid, mono_ms(), p ? text : NULL, len, false};
     if (!p) free(text);
 }
 
@@ -738,26 +745,31 @@ static void memo_free(ml_debugfs *fs)
     }
 }
 
-/* The size of text file `path` as process `pid` sees it: its own open
- * snapshot (the newest), else what it was just told, else rendered now. */
+/* The size of text file `path` as the asking thread sees it: its own open
+ * snapshot (the newest), else what it was just told (if no open has taken
+ * that rendering yet), else rendered now. The kernel names the thread, not
+ * the process; 0 (a caller outside our pid namespace) gets no memory. */
 static int text_size(ml_debugfs *fs, const char *path, const node *n, size_t *size)
 {
     pid_t pid = fuse_get_context()->pid;
-    for (const open_file *of = fs->open; of; of = of->next)
-        if (of->path && of->pid == pid && !strcmp(of->path, path)) {
-            *size = of->len;
+    if (pid != 0) {
+        for (const open_file *of = fs->open; of; of = of->next)
+            if (of->path && of->pid == pid && !strcmp(of->path, path)) {
+                *size = of->len;
+                return 0;
+            }
+        const struct memo *m = memo_find(fs, path, pid);
+        if (m && !m->opened) {
+            *size = m->len;
             return 0;
         }
-    const struct memo *m = memo_find(fs, path, pid);
-    if (m) {
-        *size = m->len;
-        return 0;
     }
     sbuf b = {0};
     int rc = render(fs, n, &b);
     if (rc) return rc;
     *size = b.len;
-    memo_put(fs, path, pid, b.p, b.len);
+    if (pid != 0) memo_put(fs, path, pid, b.p, b.len);
+    else sb_free(&b);
     return 0;
 }
 
@@ -1062,32 +1074,28 @@ static int op_open(const char *path, struct fuse_file_info *fi)
         of->is_data = true;
         of->h = n.h;
     } else {
-        /* What this process was just told the size of, else rendered now
-         * (and kept for its next stat). */
+        /* What this thread was just told the size of (once: a later open
+         * renders afresh), else rendered now. */
         of->pid = fuse_get_context()->pid;
-        of->path = strdup(path);
-        const struct memo *m = memo_find(fs, path, of->pid);
-        if (m) { /* (an empty rendering has no text) */
+        of->path = of->pid != 0 ? strdup(path) : NULL;
+        struct memo *m = of->pid != 0 ? memo_find(fs, path, of->pid) : NULL;
+        if (m && !m->opened) { /* (an empty rendering has no text) */
             of->text = malloc(m->len ? m->len : 1);
             if (of->text && m->len) memcpy(of->text, m->text, m->len);
             of->len = m->len;
+            m->opened = true;
         } else {
             sbuf b = {0};
             rc = render(fs, &n, &b);
-            if (!rc && (of->text = malloc(b.len ? b.len : 1)) != NULL) {
-                if (b.len) memcpy(of->text, b.p, b.len);
-                of->len = b.len;
-                memo_put(fs, path, of->pid, b.p, b.len);
-            } else {
-                sb_free(&b);
-            }
             if (rc) {
                 free(of->path);
                 free(of);
                 return rc;
             }
+            of->text = b.p ? b.p : malloc(1);
+            of->len = b.len;
         }
-        if (!of->text || !of->path) {
+        if (!of->text || (of->pid != 0 && !of->path)) {
             free(of->text);
             free(of->path);
             free(of);

@@ -296,6 +296,35 @@ TEST(Compaction, AnIdleLaneReturnsItsFreePagesOnce) {
     EXPECT_LE(r.released_bytes, 2u << 20);
 }
 
+// A program that dirties the free tail between bounded steps faster than
+// they purge it still sees passes end: a pass purges at most what was dirty
+// when its purge began.
+TEST(Compaction, BoundedPassesEndWhileTheTailIsDirtiedAgain) {
+    ml_config c = NoAuto();
+    c.slow_lane_size = 64 << 20;
+    c.enable_paging = false;
+    ArenaGuard a(&c);
+    ml_handle keep;
+    ASSERT_EQ(ml_alloc(a, 64 << 10, &keep), 0);
+    uint64_t before = LaneStats(a, ML_LANE_SLOW).compactions;
+    int done = 0;
+    for (int i = 0; i < 200; i++) {
+        ml_handle h;
+        ASSERT_EQ(ml_alloc(a, 32 << 20, &h), 0);
+        memset(ml_get(a, h), i, 32 << 20);
+        ASSERT_EQ(ml_free(a, h), 0);
+        ml_compact_result r;
+        ASSERT_EQ(ml_compact_step(a, ML_LANE_SLOW, 0, 1, &r), 0);
+        done += r.done;
+    }
+    EXPECT_GE(done, 3) << "passes end";
+    EXPECT_EQ(LaneStats(a, ML_LANE_SLOW).compactions, before + (uint64_t)done);
+    ml_compact_result r;
+    ASSERT_EQ(ml_compact(a, ML_LANE_SLOW, &r), 0);
+    ASSERT_EQ(ml_compact(a, ML_LANE_SLOW, &r), 0);
+    EXPECT_EQ(r.released_bytes, 0u) << "everything dirty was returned by then";
+}
+
 TEST(Compaction, ReturnsFreedTailToTheKernel) {
     ml_config c = NoAuto();
     c.slow_lane_size = 256 << 20;

@@ -39,10 +39,13 @@
  * Unknown or malformed paths get ENOENT; writes get EROFS (or EACCES).
  * A handle freed while its data file is open gives ESTALE on the next read.
  * File sizes are exact (unless the mount caches attributes: cache_ms),
- * so cat, cp, tar and hexdump work; data reads at any offset. A process
+ * so cat, cp, tar and hexdump work; data reads at any offset. A reader
  * sees a text file as one consistent snapshot: while it has the file open,
- * its stat and fstat give the snapshot's size, and opening the file just
- * after a stat (within 0.1 s) reads the content that stat measured. A text file (all but data) is a snapshot taken when it is
+ * its stat and fstat give the snapshot's size, and its first open of the
+ * file just after a stat (within 0.1 s) reads the content that stat
+ * measured. "Reader" means thread: FUSE names the calling thread, not its
+ * process, so a file opened in one thread and fstat'ed in another may
+ * differ for a file that changes (events). A text file (all but data) is a snapshot taken when it is
  * opened: an open events file does not grow; open it again to see new
  * events.
  */
