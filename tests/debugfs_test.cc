@@ -492,6 +492,16 @@ class DebugfsTest : public ::testing::Test {
         return rc;
     }
 
+    // Unmount the default (exact) view and mount one that lets the kernel
+    // cache for cache_ms.
+    int RemountCached(unsigned cache_ms) {
+        int rc = Unmount();
+        if (rc) return rc;
+        ml_debugfs_options opt = {};
+        opt.cache_ms = cache_ms;
+        return Mount(&opt);
+    }
+
     std::string P(const std::string &rel) const { return mnt_ + "/" + rel; }
 
     ml_handle Alloc(size_t size, const std::string &bytes) {
@@ -760,10 +770,7 @@ TEST_F(DebugfsTest, FreeRemovesFolder) {
 // cache_ms: listings carry attributes (readdirplus), served in batches from
 // offsets; the kernel then answers stats of listed names itself.
 TEST_F(DebugfsTest, CachedMountListsWithAttributesTheKernelKeeps) {
-    ASSERT_EQ(Unmount(), 0);
-    ml_debugfs_options opt = {};
-    opt.cache_ms = 60000;
-    ASSERT_EQ(Mount(&opt), 0);
+    ASSERT_EQ(RemountCached(60000), 0);
     // Names not found are never cached: a handle allocated after a failed
     // lookup of its ID shows at once.
     ml_handle fresh;
@@ -813,10 +820,7 @@ TEST_F(DebugfsTest, CachedMountListsWithAttributesTheKernelKeeps) {
 // when it was opened: the directory going away meanwhile does not cut the
 // listing short (as it does not on an exact mount, where libfuse keeps it).
 TEST_F(DebugfsTest, CachedListingOutlivesItsDirectory) {
-    ASSERT_EQ(Unmount(), 0);
-    ml_debugfs_options opt = {};
-    opt.cache_ms = 60000;
-    ASSERT_EQ(Mount(&opt), 0);
+    ASSERT_EQ(RemountCached(60000), 0);
     ml_group g;
     ASSERT_EQ(ml_group_create(a_, "doomed", &g), 0);
     std::set<std::string> members;

@@ -176,6 +176,34 @@ TEST(Compaction, BoundedStepsRespectBudgetAndFinish) {
     for (auto &o : kept) EXPECT_TRUE(Intact(a, o));
 }
 
+// Pin the even-numbered handles and free the others; returns how many are pinned.
+uint64_t PinEvenFreeOdd(ml_arena *a, const std::vector<ml_handle> &hs) {
+    uint64_t pinned = 0;
+    for (size_t i = 0; i < hs.size(); i++) {
+        if (i % 2) {
+            EXPECT_EQ(ml_free(a, hs[i]), 0);
+        } else {
+            EXPECT_EQ(ml_pin(a, hs[i], nullptr), 0);
+            pinned++;
+        }
+    }
+    return pinned;
+}
+
+// Compaction steps of 1 ns (each ends at its first clock check) until a pass
+// ends or max_steps; none may move anything. Adds skipped entries to
+// *skipped; returns the number of steps taken.
+int TinyStepsUntilDone(ml_arena *a, ml_lane lane, int max_steps, ml_compact_result *r, uint64_t *skipped) {
+    int steps = 0;
+    while (!r->done && steps < max_steps) {
+        EXPECT_EQ(ml_compact_step(a, lane, 0, 1, r), 0);
+        EXPECT_EQ(r->moved_bytes, 0u);
+        *skipped += r->skipped_pinned;
+        steps++;
+    }
+    return steps;
+}
+
 // Nothing movable (every entry pinned, holes between them): a step still
 // stops on time, after looking at part of the lane, and the next steps go
 // on from there until the pass ends. max_ns = 1 makes "on time" the first
@@ -193,27 +221,13 @@ TEST(Compaction, AStepThatFindsNothingToMoveStopsOnTimeAndGoesOn) {
         hs.push_back(h);
     }
     ASSERT_GT(hs.size(), 4000u);
-    uint64_t pinned = 0;
-    for (size_t i = 0; i < hs.size(); i++) {
-        if (i % 2) {
-            ASSERT_EQ(ml_free(a, hs[i]), 0);
-        } else {
-            ASSERT_EQ(ml_pin(a, hs[i], nullptr), 0);
-            pinned++;
-        }
-    }
+    uint64_t pinned = PinEvenFreeOdd(a, hs);
     ml_compact_result r;
     ASSERT_EQ(ml_compact_step(a, ML_LANE_SLOW, 0, 1, &r), 0);
     EXPECT_FALSE(r.done) << "one step looked at the whole lane";
     EXPECT_LT(r.skipped_pinned, pinned / 4);
     uint64_t skipped = r.skipped_pinned;
-    int steps = 1;
-    while (!r.done && steps < 1000) {
-        ASSERT_EQ(ml_compact_step(a, ML_LANE_SLOW, 0, 1, &r), 0);
-        EXPECT_EQ(r.moved_bytes, 0u);
-        skipped += r.skipped_pinned;
-        steps++;
-    }
+    int steps = 1 + TinyStepsUntilDone(a, ML_LANE_SLOW, 1000, &r, &skipped);
     EXPECT_TRUE(r.done) << "the steps went on and ended the pass";
     // Every pinned entry above a hole was looked at (all but the first).
     EXPECT_GE(skipped, pinned - 1) << "the steps skipped part of the lane";
@@ -230,25 +244,13 @@ TEST(Compaction, AFastLaneStepThatFindsNothingToMoveStopsOnTimeAndGoesOn) {
     ArenaGuard a(&c);
     std::vector<ml_handle> hs(20000);
     for (auto &h : hs) ASSERT_EQ(ml_alloc(a, 64, &h), 0);
-    uint64_t pinned = 0;
-    for (size_t i = 0; i < hs.size(); i++) {
-        if (i % 2) {
-            ASSERT_EQ(ml_free(a, hs[i]), 0);
-        } else {
-            ASSERT_EQ(ml_pin(a, hs[i], nullptr), 0);
-            pinned++;
-        }
-    }
+    uint64_t pinned = PinEvenFreeOdd(a, hs);
     ml_compact_result r;
     ASSERT_EQ(ml_compact_step(a, ML_LANE_FAST, 0, 1, &r), 0);
     EXPECT_FALSE(r.done) << "one step looked at the whole lane";
     EXPECT_LT(r.skipped_pinned, pinned / 4);
-    int steps = 1;
-    while (!r.done && steps < 2000) {
-        ASSERT_EQ(ml_compact_step(a, ML_LANE_FAST, 0, 1, &r), 0);
-        EXPECT_EQ(r.moved_bytes, 0u);
-        steps++;
-    }
+    uint64_t skipped = 0;
+    int steps = 1 + TinyStepsUntilDone(a, ML_LANE_FAST, 2000, &r, &skipped);
     EXPECT_TRUE(r.done) << "the steps went on and ended the pass (" << steps << " steps)";
     for (size_t i = 0; i < hs.size(); i += 2) ASSERT_EQ(ml_unpin(a, hs[i]), 0);
     EXPECT_EQ(ml__arena_check(a), 0);
