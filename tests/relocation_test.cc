@@ -176,6 +176,14 @@ TEST(Compaction, BoundedStepsRespectBudgetAndFinish) {
     for (auto &o : kept) EXPECT_TRUE(Intact(a, o));
 }
 
+// A 64 MiB SlowLane, no automatic compaction, no paging.
+ml_config SlowLaneOnly64MiB() {
+    ml_config c = NoAuto();
+    c.slow_lane_size = 64 << 20;
+    c.enable_paging = false;
+    return c;
+}
+
 // Pin the even-numbered handles and free the others; returns how many are pinned.
 uint64_t PinEvenFreeOdd(ml_arena *a, const std::vector<ml_handle> &hs) {
     uint64_t pinned = 0;
@@ -210,9 +218,7 @@ int TinyStepsUntilDone(ml_arena *a, ml_lane lane, int max_steps, ml_compact_resu
 // clock check (every 256 entries looked at), so this does not depend on
 // the machine's speed.
 TEST(Compaction, AStepThatFindsNothingToMoveStopsOnTimeAndGoesOn) {
-    ml_config c = NoAuto();
-    c.slow_lane_size = 64 << 20;
-    c.enable_paging = false;
+    ml_config c = SlowLaneOnly64MiB();
     ArenaGuard a(&c);
     std::vector<ml_handle> hs;
     for (;;) {
@@ -259,9 +265,7 @@ TEST(Compaction, AFastLaneStepThatFindsNothingToMoveStopsOnTimeAndGoesOn) {
 // The free tail's pages are returned once: a second pass over a lane that
 // did nothing since returns nothing, counts nothing and records no event.
 TEST(Compaction, AnIdleLaneReturnsItsFreePagesOnce) {
-    ml_config c = NoAuto();
-    c.slow_lane_size = 64 << 20;
-    c.enable_paging = false;
+    ml_config c = SlowLaneOnly64MiB();
     ArenaGuard a(&c);
     std::vector<Obj> objs;
     for (int i = 0; i < 256; i++) { // 16 MiB, all touched
@@ -302,9 +306,7 @@ TEST(Compaction, AnIdleLaneReturnsItsFreePagesOnce) {
 // they purge it still sees passes end: a pass purges at most what was dirty
 // when its purge began.
 TEST(Compaction, BoundedPassesEndWhileTheTailIsDirtiedAgain) {
-    ml_config c = NoAuto();
-    c.slow_lane_size = 64 << 20;
-    c.enable_paging = false;
+    ml_config c = SlowLaneOnly64MiB();
     ArenaGuard a(&c);
     ml_handle keep;
     ASSERT_EQ(ml_alloc(a, 64 << 10, &keep), 0);
@@ -458,10 +460,14 @@ TEST(Migration, AnAlignmentFastLaneHasNoClassForIsRefusedAlike) {
 // entry whose new size has no FastLane class at its alignment goes to
 // SlowLane, with failover off too (it belongs there; it is not a failover).
 TEST(Realloc, ASizeWithNoFastLaneClassAtItsAlignmentGoesToSlowLane) {
-    ml_config c;
-    ml_config_init(&c);
-    c.threshold = 3000;
-    c.failover_to_slow = false;
+    auto no_failover = [](size_t threshold) {
+        ml_config c;
+        ml_config_init(&c);
+        c.threshold = threshold;
+        c.failover_to_slow = false;
+        return c;
+    };
+    ml_config c = no_failover(3000);
     ArenaGuard a(&c);
     Obj o{ML_HANDLE_NULL, 1000, 5};
     ASSERT_EQ(ml_alloc_aligned(a, o.size, 2048, &o.h), 0);
@@ -474,25 +480,20 @@ TEST(Realloc, ASizeWithNoFastLaneClassAtItsAlignmentGoesToSlowLane) {
     ASSERT_EQ(ml_realloc(a, o.h, 2100), 0);
     EXPECT_EQ(ml_handle_state(a, o.h), ML_STATE_SLOW);
     EXPECT_EQ((uintptr_t)ml_get(a, o.h) % 2048, 0u);
-    std::vector<unsigned char> buf(o.size);
-    ASSERT_EQ(ml_read(a, o.h, 0, buf.data(), o.size), (int)o.size);
-    for (size_t i = 0; i < o.size; i++) ASSERT_EQ(buf[i], PatternByte(5, i));
+    EXPECT_TRUE(Intact(a, o));
 
     // Shrinking: an 8 KiB SlowLane blob aligned to 2048 shrunk to 100 bytes
     // (threshold 1000: no FastLane class is 2048-aligned) moves within SlowLane.
-    ml_config c2;
-    ml_config_init(&c2);
-    c2.threshold = 1000;
-    c2.failover_to_slow = false;
+    ml_config c2 = no_failover(1000);
     ArenaGuard b(&c2);
     Obj big{ML_HANDLE_NULL, 8192, 6};
     ASSERT_EQ(ml_alloc_aligned(b, big.size, 2048, &big.h), 0);
     Fill(b, big);
     ASSERT_EQ(ml_realloc(b, big.h, 100), 0);
+    big.size = 100;
     EXPECT_EQ(ml_handle_state(b, big.h), ML_STATE_SLOW);
     EXPECT_EQ((uintptr_t)ml_get(b, big.h) % 2048, 0u);
-    ASSERT_EQ(ml_read(b, big.h, 0, buf.data(), 100), 100);
-    for (size_t i = 0; i < 100; i++) ASSERT_EQ(buf[i], PatternByte(6, i));
+    EXPECT_TRUE(Intact(b, big));
     EXPECT_EQ(ml__arena_check(a), 0);
     EXPECT_EQ(ml__arena_check(b), 0);
 }
