@@ -418,6 +418,36 @@ static void drop_copy_locked(ml_pager *p, uint32_t idx)
     p->st.now_clean_copies--;
 }
 
+/* The swap budget is full: release kept records (clean copies), which are
+ * only a cache. First those written over since they came back (stale: of
+ * no use at all), then clean ones, one at a time, until `blocks` blocks
+ * can be had. Entries are claimed without waiting (pinned ones too: their
+ * copy is no use while pinned, and dropping it moves nothing); busy ones,
+ * this batch's victims among them, are skipped. Caller holds the pager
+ * lock. Returns whether the blocks can be had now. */
+static bool reclaim_copies(ml_pager *p, uint32_t blocks)
+{
+    ml_arena *a = p->a;
+    uint32_t n = __atomic_load_n(&a->slot_count, __ATOMIC_ACQUIRE);
+    for (int stale = 1; stale >= 0; stale--) {
+        for (uint32_t idx = 0; idx < n && p->st.now_clean_copies > 0; idx++) {
+            uint64_t m = ml__load_acq(&a->slots[idx].meta);
+            if (!ml__meta_live(m) || !(m & ML_M_HASCOPY) || (m & ML_M_LOCKED)) continue;
+            if (stale ? (m & ML_M_CLEAN) != 0 : (m & ML_M_CLEAN) == 0) continue;
+            if (!__atomic_compare_exchange_n(&a->slots[idx].meta, &m, m | ML_M_LOCKED, false, __ATOMIC_ACQUIRE,
+                                             __ATOMIC_RELAXED))
+                continue;
+            drop_copy_locked(p, idx);
+            __atomic_fetch_and(&a->slots[idx].meta, ~(ML_M_HASCOPY | ML_M_CLEAN), __ATOMIC_RELAXED);
+            ml__unclaim(a, idx);
+            p->st.copies_reclaimed++;
+            if (!stale && ml__swap_can_alloc(&p->swap, blocks)) return true;
+        }
+        if (ml__swap_can_alloc(&p->swap, blocks)) return true;
+    }
+    return false;
+}
+
 static size_t lane_bytes_of(ml_arena *a, uint32_t idx, uint64_t m)
 {
     ml_loc loc;
@@ -738,6 +768,8 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
             rec = dst;
         }
         v->blk = ml__swap_alloc(&p->swap, (uint32_t)(v->len / ML_SWAP_BLOCK));
+        if (v->blk < 0 && p->st.now_clean_copies > 0 && reclaim_copies(p, (uint32_t)(v->len / ML_SWAP_BLOCK)))
+            v->blk = ml__swap_alloc(&p->swap, (uint32_t)(v->len / ML_SWAP_BLOCK));
         if (v->blk < 0) {
             p->st.budget_full++;
             v->result = -ENOSPC;

@@ -89,6 +89,8 @@ int64_t ml__swap_alloc(ml_swap *s, uint32_t n)
     return first;
 }
 
+bool ml__swap_can_alloc(const ml_swap *s, uint32_t n) { return ml__ext_largest_free(&s->ext) >= n; }
+
 void ml__swap_free(ml_swap *s, uint64_t first)
 {
     s->used -= ml__ext_len(&s->ext, (uint32_t)first);

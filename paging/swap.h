@@ -31,6 +31,8 @@ int ml__swap_open(ml_swap *s, const char *dir, uint64_t budget, bool direct);
 void ml__swap_close(ml_swap *s);
 /** First block of a free run of n blocks, or -ENOSPC (budget full). */
 int64_t ml__swap_alloc(ml_swap *s, uint32_t n);
+/** Would ml__swap_alloc(s, n) succeed now? */
+bool ml__swap_can_alloc(const ml_swap *s, uint32_t n);
 void ml__swap_free(ml_swap *s, uint64_t first);
 
 #endif

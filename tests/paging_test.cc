@@ -841,6 +841,79 @@ TEST_P(Engines, CleanCopiesAreReleasedWhenTheEntryChangesOrDies) {
     EXPECT_EQ(ml__arena_check(a), 0);
 }
 
+// Kept records are a cache: when an eviction finds the swap budget full,
+// copies written over since they came back go first (pinned entries' too),
+// then clean ones, before the eviction is refused (found by a probe: stale
+// copies held the budget and evictions failed with -ENOSPC).
+TEST_P(Engines, CopiesGiveWayWhenTheSwapBudgetIsFull) {
+    ml_config c = PagingConfig(GetParam());
+    c.swap_size = 1 << 20;
+    c.compressed_stage = false;
+    ArenaGuard a(&c);
+    auto random_blob = [&](size_t size, uint64_t seed) {
+        Blob b{ML_HANDLE_NULL, size, seed};
+        EXPECT_EQ(ml_alloc(a, size, &b.h), 0);
+        unsigned char *p = (unsigned char *)ml_get(a, b.h);
+        std::mt19937_64 r(seed); // incompressible: raw records
+        for (size_t k = 0; k < size; k++) p[k] = (unsigned char)r();
+        return b;
+    };
+    auto intact = [&](const Blob &b) {
+        std::vector<unsigned char> got(b.size);
+        std::mt19937_64 r(b.seed);
+        if (ml_read(a, b.h, 0, got.data(), b.size) != (int)b.size) return false;
+        for (size_t k = 0; k < b.size; k++)
+            if (got[k] != (unsigned char)r()) return false;
+        return true;
+    };
+    std::vector<Blob> bs;
+    std::vector<ml_handle> hs;
+    for (int i = 0; i < 6; i++) {
+        bs.push_back(random_blob(160 << 10, 10 + (uint64_t)i));
+        hs.push_back(bs.back().h);
+    }
+    ASSERT_EQ(ml_evict_many(a, hs.data(), hs.size()), 6);
+    ASSERT_EQ(ml_prefetch(a, hs.data(), hs.size()), 6); // prefetch keeps copies
+    ASSERT_EQ(PStats(a).now_clean_copies, 6u);
+    // Three written over (the same byte: contents unchanged), two of them pinned.
+    for (int i = 0; i < 3; i++) {
+        unsigned char b0;
+        ASSERT_EQ(ml_read(a, bs[i].h, 0, &b0, 1), 1);
+        ASSERT_EQ(ml_write(a, bs[i].h, 0, &b0, 1), 0);
+    }
+    ASSERT_EQ(ml_pin(a, bs[0].h, nullptr), 0);
+    ASSERT_EQ(ml_pin(a, bs[1].h, nullptr), 0);
+    // The budget is full of copies: a new eviction takes the stale ones' space.
+    Blob n1 = random_blob(64 << 10, 100);
+    EXPECT_EQ(ml_evict(a, n1.h), 0);
+    ml_paging_stats st = PStats(a);
+    EXPECT_EQ(st.copies_reclaimed, 3u) << "the written-over copies, pinned or not";
+    EXPECT_EQ(st.now_clean_copies, 3u) << "the clean ones stay while they are not needed";
+    EXPECT_EQ(st.budget_full, 0u);
+    // A clean copy still makes a free eviction.
+    uint64_t clean_before = st.evicted_clean;
+    ASSERT_EQ(ml_evict(a, bs[5].h), 0);
+    EXPECT_EQ(PStats(a).evicted_clean, clean_before + 1);
+    // More evictions take clean copies one at a time, then are refused.
+    std::vector<Blob> more;
+    int rc = 0;
+    for (int i = 0; i < 40 && rc == 0; i++) {
+        more.push_back(random_blob(64 << 10, 200 + (uint64_t)i));
+        rc = ml_evict(a, more.back().h);
+    }
+    EXPECT_EQ(rc, -ENOSPC);
+    st = PStats(a);
+    EXPECT_EQ(st.now_clean_copies, 0u);
+    EXPECT_EQ(st.copies_reclaimed, 5u);
+    EXPECT_LE(st.swap_used, 1u << 20);
+    for (const Blob &b : bs) EXPECT_TRUE(intact(b));
+    EXPECT_TRUE(intact(n1));
+    for (const Blob &b : more) EXPECT_TRUE(intact(b));
+    ASSERT_EQ(ml_unpin(a, bs[0].h), 0);
+    ASSERT_EQ(ml_unpin(a, bs[1].h), 0);
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
 // ---- io_uring unavailable: the pread/pwrite engine takes over, and says so ----
 
 #include <linux/audit.h>

@@ -424,6 +424,10 @@ ML_API int ml_try_get(ml_arena *arena, ml_handle h, void **out);
  * swap record as a clean copy, so that evicting it again (unmodified) writes
  * nothing: for read-mostly data this makes paging several times cheaper. Any
  * writable access (ml_get, ml_try_get, ml_pin, ml_write) ends the copy.
+ * A copy is a cache: its swap space goes back when the entry is evicted
+ * again, moved or freed, or when an eviction finds the swap budget full
+ * (copies written over first, then clean ones: ml_paging_stats
+ * copies_reclaimed), so copies never make an eviction fail.
  * Counts as an access. ml_try_get_ro returns the codes of ml_try_get.
  * Thread-safe; pointer validity and relocation as for ml_get.
  */
@@ -1074,6 +1078,7 @@ ML_API int ml_group_foreach(ml_arena *arena, ml_group_fn fn, void *ctx);
     X(stored_raw, "records stored uncompressed (compressed too poorly)")       \
     X(compress_failed, "compression errors (entry stayed resident)")           \
     X(budget_full, "evictions refused because the swap budget was full")      \
+    X(copies_reclaimed, "clean copies released to make room in the swap budget") \
     X(io_errors, "reads or writes that failed (nothing lost)")                 \
     X(checksum_failures, "records rejected: checksum, identity or length")     \
     X(page_ins, "entries brought back on access")                              \
