@@ -125,6 +125,10 @@ typedef struct ml_cold {
     uint64_t last_access_ns;
     uint64_t last_migration_ns;
     uint64_t swap_copy;    /* swap record kept after a read-only page-in */
+    uint64_t rec_seq;      /* sequence number of the entry's newest record
+                              (pager lock + claim): an older record of the
+                              same entry (a misdirected read, a lost write)
+                              is refused */
 } ml_cold;
 
 /* ---- thread caches ------------------------------------------------------------ */

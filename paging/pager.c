@@ -84,7 +84,7 @@
 #include "paging/swap.h"
 
 #define REC_MAGIC 0x31524c4du /* "MLR1" */
-#define REC_VERSION 1
+#define REC_VERSION 2
 #define BUF_BYTES ((size_t)128 << 10) /* larger records get their own buffer */
 #define START_RETRY_MS 100            /* a failed start of the swap file is tried again after this */
 #define RC_WAYS 4                     /* cold copies ml_read keeps decoded */
@@ -100,7 +100,9 @@ typedef struct rec_hdr {
     uint32_t payload_crc;
     uint64_t orig_len;
     uint64_t stored_len;
-    uint64_t reserved[2];
+    uint64_t seq;      /* the pager's record count when made: which of the
+                          entry's records this is (ml_cold.rec_seq) */
+    uint64_t reserved;
     uint32_t pad;
     uint32_t hdr_crc;
 } rec_hdr;
@@ -113,6 +115,7 @@ typedef struct ml_pager {
     int start_err;      /* why the last start failed (0: it did not) ... */
     uint64_t start_err_ns; /* ... and when: it is tried again START_RETRY_MS later */
     ml_swap swap;
+    uint64_t rec_seq;   /* records made so far (pager lock): their sequence numbers */
     ml_io *io;
     ml_codec *codec;
     unsigned nbufs;
@@ -363,6 +366,8 @@ static long make_record(ml_pager *p, uint32_t idx, uint64_t m, const void *src, 
     h->generation = ML_HI_GEN(ml__hi(m));
     h->orig_len = size;
     h->stored_len = (uint64_t)z;
+    h->seq = ++p->rec_seq;
+    ml__cold(p->a, idx, m)->rec_seq = h->seq; /* the entry's newest record */
     h->payload_crc = ml__crc32c(0, dst + sizeof *h, (size_t)z);
     h->hdr_crc = hdr_crc(h);
     size_t len = ml__align_up(sizeof *h + (size_t)z, ML_SWAP_BLOCK);
@@ -370,14 +375,16 @@ static long make_record(ml_pager *p, uint32_t idx, uint64_t m, const void *src, 
     return (long)len;
 }
 
-/* Check a record against the slot that reads it and decode it into dst,
- * with the given codec (any thread may do this for a claimed entry). */
-static int check_record(ml_codec *codec, uint32_t idx, uint64_t m, size_t size, const char *rec,
+/* Check a record against the slot that reads it (and its newest record's
+ * sequence number, seq) and decode it into dst, with the given codec (any
+ * thread may do this for a claimed entry). An intact record of the same
+ * entry but an older eviction is refused like a corrupt one. */
+static int check_record(ml_codec *codec, uint32_t idx, uint64_t m, uint64_t seq, size_t size, const char *rec,
                         size_t len, void *dst)
 {
     const rec_hdr *h = (const rec_hdr *)rec;
     if (len < sizeof *h || h->magic != REC_MAGIC || h->version != REC_VERSION || h->hdr_crc != hdr_crc(h) ||
-        h->id != ml_handle_id(ml__handle_of(m, idx)) || h->generation != ML_HI_GEN(ml__hi(m)) ||
+        h->id != ml_handle_id(ml__handle_of(m, idx)) || h->generation != ML_HI_GEN(ml__hi(m)) || h->seq != seq ||
         h->orig_len != size || h->stored_len > len - sizeof *h ||
         h->payload_crc != ml__crc32c(0, rec + sizeof *h, (size_t)h->stored_len) ||
         ml__codec_decode(codec, h->codec, rec + sizeof *h, (size_t)h->stored_len, dst, size) != 0)
@@ -954,7 +961,8 @@ static int decode_cold(ml_pager *p, ml_codec *codec, ml_io *io, char *bounce, ui
 {
     int rc;
     if ((m & ML_M_STATE) == ML_STATE_COMPRESSED) {
-        rc = check_record(codec, idx, m, size, (const char *)(uintptr_t)loc, lane_bytes_of(p->a, idx, m), dst);
+        rc = check_record(codec, idx, m, p->a->cold[idx].rec_seq, size, (const char *)(uintptr_t)loc,
+                          lane_bytes_of(p->a, idx, m), dst);
         *bad = rc != 0;
         return rc;
     }
@@ -967,7 +975,7 @@ static int decode_cold(ml_pager *p, ml_codec *codec, ml_io *io, char *bounce, ui
     }
     rc = read_record(io, loc, buf, bi, io_failed);
     if (rc == 0) {
-        rc = check_record(codec, idx, m, size, buf, len, dst);
+        rc = check_record(codec, idx, m, p->a->cold[idx].rec_seq, size, buf, len, dst);
         *bad = rc != 0;
     }
     if (bi < 0) free(buf);
@@ -1581,6 +1589,7 @@ int ml_compress(ml_arena *a, ml_handle h)
 typedef struct pf {
     uint32_t idx;
     uint64_t m;
+    uint64_t seq; /* its newest record's sequence number */
     size_t size, off, len;
     ml_place pl;
     int rc;
@@ -1607,7 +1616,7 @@ static void decode_job(ml_pager *p, ml_codec *codec, struct job *j)
 {
     pf *f = j->f;
     if (f->rc == 0)
-        f->rc = check_record(codec, f->idx, f->m, f->size, p->bufs + (size_t)j->buf * BUF_BYTES, f->len,
+        f->rc = check_record(codec, f->idx, f->m, f->seq, f->size, p->bufs + (size_t)j->buf * BUF_BYTES, f->len,
                              f->pl.addr);
 }
 
@@ -1891,6 +1900,7 @@ static void prefetch_pass(ml_arena *a, ml_pager *p, const ml_handle *hs, size_t 
             }
             ch[cn].idx = idx;
             ch[cn].m = m;
+            ch[cn].seq = a->cold[idx].rec_seq;
             ch[cn].size = a->slots[idx].size;
             uint64_t loc = ml__load(&a->slots[idx].addr);
             ch[cn].off = ml__swap_off(loc) * ML_SWAP_BLOCK;
