@@ -757,7 +757,22 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
                         p->io->ops->submit(p->io);
                         unsubmitted = 0;
                     }
+                    if (!p->io->inflight) {
+                        /* Every buffer busy with nothing in flight: the
+                         * engine failed as a whole and lost the writes that
+                         * hold them (reap counted them gone). They failed:
+                         * those entries stay where they are, intact. */
+                        size_t lost = 0;
+                        for (size_t k = 0; k < i; k++)
+                            if (vs[k].queued) finish(p, &vs[k], -EIO), lost++;
+                        if (lost) continue;
+                        break;
+                    }
                     reap(p, vs, 1);
+                }
+                if (v->buf < 0) { /* (cannot happen: no victim holds one) */
+                    v->result = -EIO;
+                    continue;
                 }
                 dst = p->bufs + (size_t)v->buf * BUF_BYTES;
             }

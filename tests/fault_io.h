@@ -1,7 +1,9 @@
 // FaultIO: an I/O engine (paging/io.h) that wraps a real one (io_uring or
 // pread/pwrite) and injects faults at chosen operations: a write that fails
 // with an errno, a short write, a read that fails, a read whose data gets
-// one bit flipped, a read served from another offset (a stale record).
+// one bit flipped, a read served from another offset (a stale record), an
+// engine that breaks: it takes writes and never completes them, and its reap
+// then fails as a whole.
 // Everything else goes to the real engine, on the real swap file.
 //
 // The pager may open several engines through one FaultIO (page-ins read
@@ -32,6 +34,7 @@ struct FaultIO {
     int fail_write_err = EIO;
     bool short_write = false;  // the failing write completes half its bytes
     int fail_all_writes_from = -1;
+    int lose_writes_from = -1;  // taken, never completed: the engine broke
     int fail_read_at = -1;
     int fail_read_err = EIO;
     int flip_read_at = -1;      // flip one bit of the data read
@@ -98,6 +101,7 @@ struct FaultIO {
         ml_io *inner;
         FaultIO *f;
         std::deque<ml_io_cqe> fake;                // injected completions
+        unsigned lost = 0;                         // writes taken and never completed
         std::map<uint64_t, std::pair<char *, size_t>> flips;  // tag -> read buffer to corrupt
     };
     static Wrap *W(ml_io *io) { return (Wrap *)io; }
@@ -108,6 +112,16 @@ struct FaultIO {
         if (f->write_delay_us) usleep(f->write_delay_us);
         std::lock_guard<std::mutex> g(f->mu_);
         int n = f->writes++;
+        if (f->lose_writes_from >= 0 && n >= f->lose_writes_from) {
+            if (io->inflight >= io->depth) {
+                f->writes--;
+                return -EAGAIN;
+            }
+            f->injected++;
+            w->lost++;
+            io->inflight++;
+            return 0;
+        }
         bool fail = n == f->fail_write_at || (f->fail_all_writes_from >= 0 && n >= f->fail_all_writes_from);
         if (fail) {
             if (io->inflight >= io->depth) {
@@ -192,6 +206,8 @@ struct FaultIO {
             }
             n += (unsigned)r;
         }
+        // Only lost writes left, and the caller wants one: the engine failed.
+        if (n == 0 && min > 0 && w->lost) return -EIO;
         io->inflight -= n;
         return (int)n;
     }

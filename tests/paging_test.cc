@@ -790,6 +790,42 @@ TEST_P(Faults, AnOlderRecordOfTheSameHandleIsRejected) {
     ml_arena_destroy(a);
 }
 
+// An engine that breaks in the middle of a batch (takes writes, never
+// completes them, then fails its reap) ends the batch with those entries
+// failed and intact, rather than spinning for a bounce buffer that its lost
+// writes hold (found by a probe reading the code). In a child with an
+// alarm: a spin fails the test instead of hanging it.
+TEST_P(Faults, AnEngineThatBreaksMidBatchEndsItWithoutSpinning) {
+    int which = GetParam();
+    EXPECT_EXIT(
+        {
+            alarm(20);
+            FaultIO f;
+            f.which = which;
+            f.lose_writes_from = 0;
+            ml_config c = PagingConfig(which);
+            c.io_queue_depth = 2; // four bounce buffers for sixteen victims
+            ml_arena *a = f.Create(&c);
+            if (!a) _exit(2);
+            std::vector<Blob> bs;
+            std::vector<ml_handle> hs;
+            for (int i = 0; i < 16; i++) {
+                bs.push_back(Make(a, 64 << 10, 900 + (uint64_t)i));
+                hs.push_back(bs.back().h);
+            }
+            if (ml_evict_many(a, hs.data(), hs.size()) != -EIO) _exit(3);
+            for (const Blob &b : bs) {
+                if (ml_handle_state(a, b.h) != ML_STATE_SLOW) _exit(4);
+                if (!ReadMatches(a, b)) _exit(5);
+            }
+            if (PStats(a).io_errors < 16) _exit(6);
+            if (ml__arena_check(a) != 0) _exit(7);
+            ml_arena_destroy(a);
+            _exit(0);
+        },
+        ::testing::ExitedWithCode(0), "");
+}
+
 TEST_P(Faults, PressureEvictionWithFailingDiskLosesNothing) {
     FaultIO f;
     f.which = GetParam();
