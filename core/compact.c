@@ -352,12 +352,12 @@ static bool purge_tail(ml_lane_t *l, budget *b)
         if (n > l->compact_cursor) n = l->compact_cursor;
         uint32_t from = to - n;
         uint64_t t = mono_ns();
-        int rc = ml__region_purge(&l->region, (size_t)from * unit, (size_t)(to - from) * unit);
+        int rc = ml__region_purge(&l->region, (size_t)from * unit, (size_t)n * unit);
         b->res->release_ns += mono_ns() - t;
         b->ops++;
         if (rc != 0) return true; /* the pages stay; the next pass tries again */
-        l->purged_bytes += (size_t)(to - from) * unit;
-        b->res->released_bytes += (size_t)(to - from) * unit;
+        l->purged_bytes += (size_t)n * unit;
+        b->res->released_bytes += (size_t)n * unit;
         l->ext.clean_from = from;
         l->compact_cursor -= n;
     }

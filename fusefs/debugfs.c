@@ -147,7 +147,7 @@ typedef struct open_file {
     ml_handle h;   /* data: the handle, as it was at open */
     char *text;    /* text: the snapshot rendered at open */
     size_t len;
-    char *path;    /* text: its path, and the process that opened it */
+    char *path;    /* text: its path, and the thread that opened it */
     pid_t pid;
     dir_ent *ents; /* directory: the listing taken at offset 0 */
     size_t nents;
@@ -167,7 +167,7 @@ struct ml_debugfs {
     gid_t gid;
     struct timespec mounted_at;
     unsigned cache_ms; /* how long the kernel may cache names and attributes */
-    /* The last text files rendered for a stat, per process: one that opens
+    /* The last text files rendered for a stat, per thread: one that opens
      * the file right after gets the very bytes it was told the size of
      * (tar: lstat, open, read st_size bytes). Serving thread only. */
     struct memo {
@@ -698,42 +698,47 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     return fs;
 }
 
-/* ---- per-process consistency of text files --------------------------------- */
+/* ---- per-reader consistency of text files ----------------------------------- */
 
-/* How long a rendering made for one process's stat is what that process
+/* How long a rendering made for one thread's stat is what that thread
  * opens: long enough for lstat-then-open (tar, cp), short enough that a
- * process polling a file sees it move. */
+ * reader polling a file sees it move. */
 #define MEMO_MS 100
 
-static uint64_t mono_ms(void)
+static uint64_t now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static struct memo *memo_find(ml_debugfs *fs, const char *path, pid_t pid)
+/* The thread's rendering of path, however old; NULL if none. */
+static struct memo *memo_of(ml_debugfs *fs, const char *path, pid_t pid)
 {
-    uint64_t now = mono_ms();
     for (unsigned i = 0; i < sizeof fs->memo / sizeof fs->memo[0]; i++) {
         struct memo *m = &fs->memo[i];
-        if (m->path && m->pid == pid && now - m->at_ms <= MEMO_MS && !strcmp(m->path, path)) return m;
+        if (m->path && m->pid == pid && !strcmp(m->path, path)) return m;
     }
     return NULL;
+}
+
+/* The thread's rendering of path if it is recent (MEMO_MS). */
+static struct memo *memo_find(ml_debugfs *fs, const char *path, pid_t pid)
+{
+    struct memo *m = memo_of(fs, path, pid);
+    return m && now_ms() - m->at_ms <= MEMO_MS ? m : NULL;
 }
 
 /* Keep a rendering (takes text; frees it if it cannot keep it), in place
  * of the thread's older one of the same file, if any. */
 static void memo_put(ml_debugfs *fs, const char *path, pid_t pid, char *text, size_t len)
 {
-    struct memo *m = NULL;
-    for (unsigned i = 0; i < sizeof fs->memo / sizeof fs->memo[0] && !m; i++)
-        if (fs->memo[i].path && fs->memo[i].pid == pid && !strcmp(fs->memo[i].path, path)) m = &fs->memo[i];
+    struct memo *m = memo_of(fs, path, pid);
     if (!m) m = &fs->memo[fs->memo_next++ % (sizeof fs->memo / sizeof fs->memo[0])];
     char *p = strdup(path);
     free(m->path);
     free(m->text);
-    *m = (struct memo){p, pid, mono_ms(), p ? text : NULL, len, false};
+    *m = (struct memo){p, pid, now_ms(), p ? text : NULL, len, false};
     if (!p) free(text);
 }
 
@@ -869,12 +874,14 @@ static int fill_handle_fn(const ml_handle_info *info, void *ctx)
     return 0;
 }
 
+static bool is_dot(const char *name) { return !strcmp(name, ".") || !strcmp(name, ".."); }
+
 static int fill_group_fn(ml_group g, const char *name, size_t count, void *ctx)
 {
     (void)g;
     (void)count;
     dir_fill *d = ctx;
-    if (strcmp(name, ".") != 0 && strcmp(name, "..") != 0) /* cannot be a folder */
+    if (!is_dot(name)) /* cannot be a folder */
         d->filler(d->buf, name, NULL, 0, (enum fuse_fill_dir_flags)0);
     return 0;
 }
@@ -1012,7 +1019,7 @@ static int snapshot_dir(ml_debugfs *fs, const node *dir, open_file *of)
     for (size_t i = 0; i < l.n; i++) {
         dir_ent *e = &l.v[i];
         node c = *dir;
-        if (!strcmp(e->name, ".") || !strcmp(e->name, "..")) {
+        if (is_dot(e->name)) {
             fill_stat(fs, &e->st, N_DIR, 0);
         } else if (child(fs, &c, e->name) != 0 || node_attr(fs, &c, &e->st) != 0) {
             free(e->name); /* freed meanwhile */
@@ -1050,7 +1057,7 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
         const dir_ent *e = &of->ents[i];
         /* Not "." and "..": libfuse 3.14 would pass their attributes with
          * inode number 0, and glibc's readdir skips such entries. */
-        bool plus = (flags & FUSE_READDIR_PLUS) && strcmp(e->name, ".") != 0 && strcmp(e->name, "..") != 0;
+        bool plus = (flags & FUSE_READDIR_PLUS) && !is_dot(e->name);
         if (filler(buf, e->name, &e->st, (off_t)(i + 1), plus ? FUSE_FILL_DIR_PLUS : (enum fuse_fill_dir_flags)0))
             break;
     }
@@ -1336,13 +1343,6 @@ static bool mount_at(const char *path, dev_t *dev, bool *fuse)
 }
 
 /* ---- unmount steps --------------------------------------------------------------------------- */
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 /* fusermount3 -u (no -z) for an unprivileged owner. @return 0 or -EBUSY/-EPERM. */
 static int fusermount_u(const char *path)

@@ -640,6 +640,20 @@ static void reap(ml_pager *p, victim *vs, unsigned min)
     }
 }
 
+/* Whatever of vs[0..n) the engine took and never completed (after a reap
+ * of everything in flight, or when it broke) failed: those entries stay
+ * where they are, intact. Returns how many. */
+static size_t fail_unfinished(ml_pager *p, victim *vs, size_t n)
+{
+    size_t lost = 0;
+    for (size_t k = 0; k < n; k++)
+        if (vs[k].queued) {
+            finish(p, &vs[k], -EIO);
+            lost++;
+        }
+    return lost;
+}
+
 static int cmp_old(const void *x, const void *y)
 {
     const victim *a = *(victim *const *)x, *b = *(victim *const *)y;
@@ -699,8 +713,7 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
             if (unsubmitted) p->io->ops->submit(p->io);
             unsubmitted = 0;
             reap(p, vs, p->io->inflight);
-            for (size_t k = 0; k < i; k++)
-                if (vs[k].queued) finish(p, &vs[k], -EIO);
+            fail_unfinished(p, vs, i);
             release_old(p, vs, i);
             handed += let_waiters_in(p);
             chunk = 0;
@@ -762,10 +775,7 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
                          * engine failed as a whole and lost the writes that
                          * hold them (reap counted them gone). They failed:
                          * those entries stay where they are, intact. */
-                        size_t lost = 0;
-                        for (size_t k = 0; k < i; k++)
-                            if (vs[k].queued) finish(p, &vs[k], -EIO), lost++;
-                        if (lost) continue;
+                        if (fail_unfinished(p, vs, i)) continue;
                         break;
                     }
                     reap(p, vs, 1);
@@ -820,9 +830,7 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
     }
     if (unsubmitted) p->io->ops->submit(p->io);
     reap(p, vs, p->io->inflight);
-    /* Whatever the engine never completed failed (the engine broke). */
-    for (size_t i = 0; i < n; i++)
-        if (vs[i].queued) finish(p, &vs[i], -EIO);
+    fail_unfinished(p, vs, n);
     release_old(p, vs, n);
     p->st.evict_ns += mono_ns() - t0 - handed;
 }
