@@ -31,7 +31,10 @@ typedef struct ml_io_ops {
      *  queue is full (reap first). */
     int (*write)(ml_io *io, const void *buf, size_t len, uint64_t off, int buf_index, uint64_t tag);
     int (*read)(ml_io *io, void *buf, size_t len, uint64_t off, int buf_index, uint64_t tag);
-    /** Hand queued requests to the device. 0 or -errno. */
+    /** Hand queued requests to the device. 0, or -errno when some could
+     *  not be handed over: those are dropped (they will never run and
+     *  leave `inflight`), so the caller reaps what is in flight and treats
+     *  every request it gets no completion for as failed. */
     int (*submit)(ml_io *io);
     /** Wait for at least min completions (at most the number in flight) and
      *  return up to max of them. Count or -errno. */
@@ -40,7 +43,8 @@ typedef struct ml_io_ops {
     int (*register_buffers)(ml_io *io, const struct iovec *iov, unsigned n);
     void (*destroy)(ml_io *io);
     /** Optional (NULL: submit, then reap waits): hand queued requests over
-     *  and wait for wait_nr completions in one system call. */
+     *  and wait for wait_nr completions in one system call. Fails as
+     *  submit does; 0 does not promise the completions came (reap waits). */
     int (*submit_wait)(ml_io *io, unsigned wait_nr);
 } ml_io_ops;
 

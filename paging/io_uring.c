@@ -10,9 +10,14 @@
  */
 #include <errno.h>
 #include <liburing.h>
+#include <stdbool.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "paging/io.h"
+
+#define SUBMIT_TRIES 4        /* submissions of one batch before it is taken back */
+#define SUBMIT_BACKOFF_US 50  /* first pause between them; doubles */
 
 typedef struct {
     ml_io io;
@@ -50,25 +55,52 @@ static int u_read(ml_io *io, void *buf, size_t len, uint64_t off, int bi, uint64
     return 0;
 }
 
-static int u_submit(ml_io *io)
+/* Requests left in the submission ring after a failed or partial
+ * io_uring_enter (-EAGAIN or -ENOMEM under memory pressure, -EBUSY, a broken
+ * ring) are taken back out: without SQPOLL only io_uring_enter reads the
+ * ring, so nothing can take them meanwhile, and a later submission would
+ * otherwise run them long after their caller gave up on them (a write of a
+ * reused buffer over a reused swap extent). They will never run, and they
+ * leave the in-flight count. Returns how many were taken back. */
+static unsigned u_retract(uring_io *u)
 {
-    uring_io *u = (uring_io *)io;
-    int r;
-    do {
-        r = io_uring_submit(&u->ring);
-    } while (r == -EINTR);
-    return r < 0 ? r : 0;
+    struct io_uring_sq *sq = &u->ring.sq;
+    unsigned head = io_uring_smp_load_acquire(sq->khead);
+    unsigned n = sq->sqe_tail - head;
+    sq->sqe_tail = sq->sqe_head = head;
+    io_uring_smp_store_release(sq->ktail, head);
+    u->io.inflight -= n;
+    return n;
 }
 
-static int u_submit_wait(ml_io *io, unsigned wait_nr)
+/* What a short submission may be waiting out: a shortage the kernel reports
+ * as such, or a count that stopped early. */
+static bool transient(int r) { return r >= 0 || r == -EAGAIN || r == -EBUSY || r == -ENOMEM; }
+
+/* Hand the queued requests over, waiting for wait_nr completions when the
+ * kernel takes all of them. What it does not take is tried again a few
+ * times (a transient shortage), then taken back (u_retract) and reported as
+ * an error: the caller reaps what was taken and fails the rest. */
+static int u_enter(uring_io *u, unsigned wait_nr)
 {
-    uring_io *u = (uring_io *)io;
-    int r;
-    do {
-        r = io_uring_submit_and_wait(&u->ring, wait_nr);
-    } while (r == -EINTR);
-    return r < 0 ? r : 0;
+    for (unsigned tries = 1;; tries++) {
+        int r;
+        do {
+            r = wait_nr ? io_uring_submit_and_wait(&u->ring, wait_nr) : io_uring_submit(&u->ring);
+        } while (r == -EINTR);
+        if (io_uring_sq_ready(&u->ring) == 0) return 0; /* all taken: the caller reaps them */
+        if (!transient(r) || tries >= SUBMIT_TRIES) {
+            u_retract(u);
+            return r < 0 ? r : -EAGAIN;
+        }
+        wait_nr = 0; /* the caller's reap waits for what was taken */
+        usleep(SUBMIT_BACKOFF_US << tries);
+    }
 }
+
+static int u_submit(ml_io *io) { return u_enter((uring_io *)io, 0); }
+
+static int u_submit_wait(ml_io *io, unsigned wait_nr) { return u_enter((uring_io *)io, wait_nr); }
 
 static int u_reap(ml_io *io, ml_io_cqe *out, unsigned max, unsigned min)
 {
@@ -101,7 +133,10 @@ static int u_register(ml_io *io, const struct iovec *iov, unsigned n)
 static void u_destroy(ml_io *io)
 {
     uring_io *u = (uring_io *)io;
-    /* Everything in flight completes before the ring goes away. */
+    /* Whatever was queued and never handed over will not be: only what the
+     * kernel took is waited for. Everything in flight completes before the
+     * ring goes away. */
+    u_retract(u);
     while (io->inflight) {
         struct io_uring_cqe *cqe;
         if (io_uring_wait_cqe(&u->ring, &cqe) < 0) break;

@@ -1729,6 +1729,38 @@ static void completed(ml_pager *p, decoders *d, struct job j, size_t *decoding, 
     pthread_mutex_unlock(&d->mu);
 }
 
+/* Completed reads of a chunk go to the decoders; their buffers' owners
+ * are forgotten. */
+static void take_reads(ml_pager *p, decoders *d, pf **owner, const ml_io_cqe *cq, int got, size_t *reading,
+                       size_t *decoding, int *brought, int *first_err)
+{
+    for (int i = 0; i < got; i++) {
+        unsigned b = (unsigned)cq[i].tag;
+        pf *f = owner[b];
+        owner[b] = NULL;
+        (*reading)--;
+        f->rc = cq[i].res == (long)f->len ? 0 : (p->st.io_errors++, cq[i].res < 0 ? (int)cq[i].res : -EIO);
+        completed(p, d, (struct job){f, b}, decoding, brought, first_err);
+    }
+}
+
+/* The engine failed (err): the reads it holds will never complete, and the
+ * chunk's entries not read yet are not tried. Their records stay on disk
+ * and their places go back. */
+static void lose_reads(ml_pager *p, pf *ch, size_t cn, size_t *next, pf **owner, size_t *reading, int *first_err,
+                       int err)
+{
+    for (unsigned b = 0; b < p->nbufs; b++)
+        if (p->busy[b] && owner[b]) {
+            p->busy[b] = false;
+            give_back_place(p->a, &owner[b]->pl);
+            owner[b] = NULL;
+        }
+    for (; *next < cn; (*next)++) give_back_place(p->a, &ch[*next].pl);
+    if (!*first_err) *first_err = err;
+    *reading = 0;
+}
+
 static void stream_chunk(ml_pager *p, decoders *d, pf *ch, size_t cn, int *brought, int *first_err)
 {
     size_t next = 0, reading = 0, decoding = 0;
@@ -1753,7 +1785,17 @@ static void stream_chunk(ml_pager *p, decoders *d, pf *ch, size_t cn, int *broug
             reading++;
             queued = true;
         }
-        if (queued) p->io->ops->submit(p->io);
+        int sub = queued ? p->io->ops->submit(p->io) : 0;
+        if (sub < 0) {
+            /* Some reads were not handed over, and never will be: take
+             * the completions of those that were, then the rest failed. */
+            while (reading && p->io->inflight) {
+                int got = p->io->ops->reap(p->io, cq, MAX_BUFS, p->io->inflight);
+                if (got <= 0) break;
+                take_reads(p, d, owner, cq, got, &reading, &decoding, brought, first_err);
+            }
+            lose_reads(p, ch, cn, &next, owner, &reading, first_err, sub);
+        }
         /* 2. Settle what the decoders finished (frees their buffers). */
         if (d) {
             struct job fin[MAX_BUFS];
@@ -1770,27 +1812,10 @@ static void stream_chunk(ml_pager *p, decoders *d, pf *ch, size_t cn, int *broug
         /* 3. Completed reads go to the decode queue. */
         int got = reading ? p->io->ops->reap(p->io, cq, MAX_BUFS, 0) : 0;
         if (got < 0) {
-            /* The engine broke: reads in flight are lost to us; their records
-             * stay on disk and their places go back. */
-            for (unsigned b = 0; b < p->nbufs; b++)
-                if (p->busy[b] && owner[b]) {
-                    p->busy[b] = false;
-                    give_back_place(p->a, &owner[b]->pl);
-                    owner[b] = NULL;
-                }
-            if (!*first_err) *first_err = got;
-            reading = 0;
-            next = cn;
+            lose_reads(p, ch, cn, &next, owner, &reading, first_err, got);
             got = 0;
         }
-        for (int i = 0; i < got; i++) {
-            unsigned b = (unsigned)cq[i].tag;
-            pf *f = owner[b];
-            owner[b] = NULL;
-            reading--;
-            f->rc = cq[i].res == (long)f->len ? 0 : (p->st.io_errors++, cq[i].res < 0 ? (int)cq[i].res : -EIO);
-            completed(p, d, (struct job){f, b}, &decoding, brought, first_err);
-        }
+        take_reads(p, d, owner, cq, got, &reading, &decoding, brought, first_err);
         /* 4. Decode one here if any is waiting; otherwise wait for a read or
          * for a decoder. */
         if (d) {
@@ -1813,14 +1838,11 @@ static void stream_chunk(ml_pager *p, decoders *d, pf *ch, size_t cn, int *broug
         if (got) continue;
         if (reading && (!d || !decoding)) {
             got = p->io->ops->reap(p->io, cq, MAX_BUFS, 1);
-            for (int i = 0; i < got; i++) {
-                unsigned b = (unsigned)cq[i].tag;
-                pf *f = owner[b];
-                owner[b] = NULL;
-                reading--;
-                f->rc = cq[i].res == (long)f->len ? 0 : (p->st.io_errors++, cq[i].res < 0 ? (int)cq[i].res : -EIO);
-                completed(p, d, (struct job){f, b}, &decoding, brought, first_err);
+            if (got < 0) {
+                lose_reads(p, ch, cn, &next, owner, &reading, first_err, got);
+                got = 0;
             }
+            take_reads(p, d, owner, cq, got, &reading, &decoding, brought, first_err);
         } else if (d && decoding) {
             pthread_mutex_lock(&d->mu);
             while (!d->nout && !d->nq && d->busy) pthread_cond_wait(&d->done, &d->mu);

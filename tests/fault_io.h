@@ -3,7 +3,9 @@
 // with an errno, a short write, a read that fails, a read whose data gets
 // one bit flipped, a read served from another offset (a stale record), an
 // engine that breaks: it takes writes and never completes them, and its reap
-// then fails as a whole.
+// then fails as a whole; a submission the kernel refuses (io_uring only: the
+// ring's descriptor is swapped for /dev/null during the call, so the real
+// io_uring_enter fails and the real engine must cope).
 // Everything else goes to the real engine, on the real swap file.
 //
 // The pager may open several engines through one FaultIO (page-ins read
@@ -12,6 +14,8 @@
 #ifndef ML_TESTS_FAULT_IO_H
 #define ML_TESTS_FAULT_IO_H
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,6 +26,8 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <set>
+#include <string>
 
 extern "C" {
 #include "paging/io.h"
@@ -49,9 +55,11 @@ struct FaultIO {
     unsigned read_gate_ms = 0;
     int max_reads_at_once = 0;
     int fail_open_from = -1;  // engines opened from this one on fail (EMFILE)
+    int fail_submit_at = -1;  // this submission (counted across engines) is refused; io_uring only
+
 
     // What happened.
-    int writes = 0, reads = 0, injected = 0, opens = 0;
+    int writes = 0, reads = 0, injected = 0, opens = 0, submits = 0;
     std::string inner_name;
 
     // Counters read while engines may be running.
@@ -62,6 +70,32 @@ struct FaultIO {
     int Reads() {
         std::lock_guard<std::mutex> g(mu_);
         return reads;
+    }
+    int Submits() {
+        std::lock_guard<std::mutex> g(mu_);
+        return submits;
+    }
+    // Refuse the next submission, whichever engine makes it.
+    void RefuseNextSubmit() {
+        std::lock_guard<std::mutex> g(mu_);
+        fail_submit_at = submits;
+    }
+
+    // The io_uring instances this process has open (their descriptors).
+    static std::set<int> IoUringFds() {
+        std::set<int> fds;
+        DIR *d = opendir("/proc/self/fd");
+        if (!d) return fds;
+        while (struct dirent *e = readdir(d)) {
+            char link[64];
+            std::string p = std::string("/proc/self/fd/") + e->d_name;
+            ssize_t k = readlink(p.c_str(), link, sizeof link - 1);
+            if (k <= 0) continue;
+            link[k] = 0;
+            if (strcmp(link, "anon_inode:[io_uring]") == 0) fds.insert(atoi(e->d_name));
+        }
+        closedir(d);
+        return fds;
     }
 
     static int Open(void *ctx, int fd, unsigned depth, int which, ml_io **out) {
@@ -74,11 +108,14 @@ struct FaultIO {
         f->opens++;
         auto *w = new Wrap;
         w->f = f;
+        std::set<int> rings = IoUringFds();
         int rc = ml__io_open_default(nullptr, fd, depth, f->which != ML_IO_WHICH_AUTO ? f->which : which, &w->inner);
         if (rc) {
             delete w;
             return rc;
         }
+        for (int r : IoUringFds())
+            if (!rings.count(r)) w->ring_fd = r;
         f->inner_name = w->inner->ops->name;
         w->io = ml_io{&ops_, fd, depth, 0};
         *out = &w->io;
@@ -102,6 +139,7 @@ struct FaultIO {
         FaultIO *f;
         std::deque<ml_io_cqe> fake;                // injected completions
         unsigned lost = 0;                         // writes taken and never completed
+        int ring_fd = -1;                          // the inner engine's io_uring, if any
         std::map<uint64_t, std::pair<char *, size_t>> flips;  // tag -> read buffer to corrupt
     };
     static Wrap *W(ml_io *io) { return (Wrap *)io; }
@@ -184,7 +222,32 @@ struct FaultIO {
         return 0;
     }
 
-    static int Submit(ml_io *io) { return W(io)->inner->ops->submit(W(io)->inner); }
+    static int Submit(ml_io *io) {
+        Wrap *w = W(io);
+        FaultIO *f = w->f;
+        bool refuse;
+        {
+            std::lock_guard<std::mutex> g(f->mu_);
+            refuse = f->submits++ == f->fail_submit_at && w->ring_fd >= 0;
+            if (refuse) f->injected++;
+        }
+        unsigned before = w->inner->inflight;
+        int rc;
+        if (refuse) {
+            // io_uring_enter on a descriptor that is no io_uring fails
+            // (EOPNOTSUPP) with the requests still in the ring.
+            int saved = dup(w->ring_fd), nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            dup3(nul, w->ring_fd, O_CLOEXEC);
+            rc = w->inner->ops->submit(w->inner);
+            dup3(saved, w->ring_fd, O_CLOEXEC);
+            close(saved);
+            close(nul);
+        } else {
+            rc = w->inner->ops->submit(w->inner);
+        }
+        io->inflight -= before - w->inner->inflight;  // what the engine took back
+        return rc;
+    }
 
     static int Reap(ml_io *io, ml_io_cqe *out, unsigned max, unsigned min) {
         Wrap *w = W(io);
