@@ -23,11 +23,13 @@
  * reaches us (that is how an open data file of a freed handle reports
  * ESTALE) and a text file is not limited to the size the kernel last
  * cached. We do not use
- * fuse_loop: the serving thread runs its own loop over the public session
+ * fuse_loop: each serving thread runs its own loop over the public session
  * calls (fuse_session_receive_buf / fuse_session_process_buf), polling the
  * FUSE device (non-blocking) and an eventfd, so that it can be told to stop
- * at any moment without a signal. One thread serves: requests are cheap
- * (snapshots, ml_read) and one thread keeps the unmount story simple.
+ * at any moment without a signal. Several threads serve (the threads
+ * option, 2 by default), each running that loop with a buffer of its own:
+ * a slow request (a large rendering, a cold blob decompressed for a read)
+ * does not hold up a walk or a `cat` in another terminal.
  *
  * Sizes. A text file is rendered at lookup/getattr time to report its exact
  * size, and an open file keeps a snapshot it reads from. Each reader sees
@@ -51,7 +53,7 @@
  *      after close, and one still queued when the connection ends is lost
  *      (and with it the listing libfuse keeps for that directory).
  *   1. unmounts for real (umount2 without MNT_DETACH; fusermount3 -u when
- *      not privileged) while the thread still serves. When the mount is not
+ *      not privileged) while the threads still serve. When the mount is not
  *      busy this succeeds; the kernel ends the connection and the loop
  *      reads ENODEV and returns. While files are open the kernel says EBUSY:
  *      we retry for a short grace period, so a `cat` in progress finishes.
@@ -64,7 +66,7 @@
  *      the connection being dead, a detach is harmless: it does so, so that
  *      no stale mount stays in the namespace, and returns -EBUSY.
  * Then it wakes the loop through the eventfd (for the paths where the kernel
- * did not end it), joins the thread, and closes the device, which aborts
+ * did not end it), joins the threads, and closes the device, which aborts
  * whatever might remain (a copy of the mount in another namespace keeps the
  * connection alive past our unmount); libfuse's own lazy unmount is then a
  * no-op, since the device polls POLLERR (see close_device). Only when our
@@ -85,12 +87,15 @@
  * already (ml_events_capacity), and the last unmount turns it off again
  * only if the first mount turned it on.
  *
- * Locking. The view holds no lock of its own while serving: the fs object
- * is immutable after mount except for the open-directory count (an atomic
- * the serving thread changes and unmount reads), open-file state belongs
- * to the one serving thread, and each snapshot is taken by the public API
- * under the arena's locks and released before we reply. The only lock
- * here, events_lock,
+ * Locking. The fs object is immutable after mount except for the
+ * open-directory count (an atomic the serving threads change and unmount
+ * reads) and the per-reader state: the list of open files and the stat
+ * memos, which fs->lock guards. It is a leaf lock, held only to link,
+ * unlink or look up (never while rendering, never across an arena call).
+ * Each snapshot is taken by the public API under the arena's locks and
+ * released before we reply. An open file's own fields are written at open,
+ * before it is linked, and read by the requests on it, which the kernel
+ * sends only after the open was answered. The other lock, events_lock,
  * guards the registry that tells whether a mount turned events on (so the
  * last unmount of an arena turns them off again, and only then).
  */
@@ -129,6 +134,7 @@ extern char **environ;
 #define UMOUNT_ABORTED_MS 1000 /* after the abort, for readers to close */
 #define UMOUNT_RETRY_US 5000
 #define RELEASE_WAIT_US 200   /* poll for directory releases still on their way */
+#define THREADS_DEFAULT 2
 
 /* ---- data structures ----------------------------------------------------------- */
 
@@ -138,9 +144,9 @@ typedef struct dir_ent {
 } dir_ent;
 
 /* A file the kernel has opened and not released yet, or (with cache_ms) a
- * directory: its listing with attributes, for readdirplus. Owned by the
- * serving thread; the ones the kernel never released (connection aborted)
- * are freed by unmount after the thread is joined. */
+ * directory: its listing with attributes, for readdirplus. Linked in
+ * fs->open (under fs->lock); the ones the kernel never released (connection
+ * aborted) are freed by unmount after the threads are joined. */
 typedef struct open_file {
     struct open_file *prev, *next;
     bool is_data;
@@ -159,17 +165,19 @@ struct ml_debugfs {
     char *abspath;    /* canonical: what we unmount */
     struct fuse *fuse;
     struct fuse_session *se;
-    int wake_fd;      /* eventfd: the loop stops when it is readable */
-    pthread_t thread;
+    int wake_fd;      /* eventfd: the loops stop when it is readable */
+    pthread_t threads[ML_DEBUGFS_THREADS_MAX];
+    unsigned nthreads; /* started */
     bool have_conn;
     unsigned conn;    /* FUSE connection number (minor of st_dev) */
     uid_t uid;
     gid_t gid;
     struct timespec mounted_at;
     unsigned cache_ms; /* how long the kernel may cache names and attributes */
+    pthread_mutex_t lock; /* open and memo (a leaf lock) */
     /* The last text files rendered for a stat, per thread: one that opens
      * the file right after gets the very bytes it was told the size of
-     * (tar: lstat, open, read st_size bytes). Serving thread only. */
+     * (tar: lstat, open, read st_size bytes). */
     struct memo {
         char *path;
         pid_t pid;
@@ -179,7 +187,7 @@ struct ml_debugfs {
         bool opened; /* an open took it: the next lookup renders afresh */
     } memo[8];
     unsigned memo_next;
-    open_file *open;  /* serving thread only */
+    open_file *open;
     int open_dirs;    /* opened and not released yet; atomic: read by unmount */
 };
 
@@ -758,23 +766,32 @@ static int text_size(ml_debugfs *fs, const char *path, const node *n, size_t *si
 {
     pid_t pid = fuse_get_context()->pid;
     if (pid != 0) {
-        for (const open_file *of = fs->open; of; of = of->next)
+        bool known = false;
+        pthread_mutex_lock(&fs->lock);
+        for (const open_file *of = fs->open; of && !known; of = of->next)
             if (of->path && of->pid == pid && !strcmp(of->path, path)) {
                 *size = of->len;
-                return 0;
+                known = true;
             }
-        const struct memo *m = memo_find(fs, path, pid);
+        const struct memo *m = known ? NULL : memo_find(fs, path, pid);
         if (m && !m->opened) {
             *size = m->len;
-            return 0;
+            known = true;
         }
+        pthread_mutex_unlock(&fs->lock);
+        if (known) return 0;
     }
     sbuf b = {0};
     int rc = render(fs, n, &b);
     if (rc) return rc;
     *size = b.len;
-    if (pid != 0) memo_put(fs, path, pid, b.p, b.len);
-    else sb_free(&b);
+    if (pid != 0) {
+        pthread_mutex_lock(&fs->lock);
+        memo_put(fs, path, pid, b.p, b.len);
+        pthread_mutex_unlock(&fs->lock);
+    } else {
+        sb_free(&b);
+    }
     return 0;
 }
 
@@ -1066,8 +1083,16 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 
 static void open_file_link(ml_debugfs *fs, open_file *of);
 
+/* Fault injection for tests (not API, not exported): when set, called with
+ * the path at the start of every open of a file, on the serving thread
+ * that answers it. A hook that waits makes a slow request. */
+extern void (*ml__debugfs_open_hook)(const char *path);
+void (*ml__debugfs_open_hook)(const char *path);
+
 static int op_open(const char *path, struct fuse_file_info *fi)
 {
+    void (*hook)(const char *) = __atomic_load_n(&ml__debugfs_open_hook, __ATOMIC_ACQUIRE);
+    if (hook) hook(path);
     ml_debugfs *fs = current_fs();
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & (O_TRUNC | O_CREAT))) return -EROFS;
     node n;
@@ -1085,13 +1110,20 @@ static int op_open(const char *path, struct fuse_file_info *fi)
          * renders afresh), else rendered now. */
         of->pid = fuse_get_context()->pid;
         of->path = of->pid != 0 ? strdup(path) : NULL;
-        struct memo *m = of->pid != 0 ? memo_find(fs, path, of->pid) : NULL;
-        if (m && !m->opened) { /* (an empty rendering has no text) */
-            of->text = malloc(m->len ? m->len : 1);
-            if (of->text && m->len) memcpy(of->text, m->text, m->len);
-            of->len = m->len;
-            m->opened = true;
-        } else {
+        bool told = false;
+        if (of->pid != 0) {
+            pthread_mutex_lock(&fs->lock);
+            struct memo *m = memo_find(fs, path, of->pid);
+            if (m && !m->opened) { /* (an empty rendering has no text) */
+                of->text = malloc(m->len ? m->len : 1);
+                if (of->text && m->len) memcpy(of->text, m->text, m->len);
+                of->len = m->len;
+                m->opened = true;
+                told = true;
+            }
+            pthread_mutex_unlock(&fs->lock);
+        }
+        if (!told) {
             sbuf b = {0};
             rc = render(fs, &n, &b);
             if (rc) {
@@ -1122,9 +1154,11 @@ static int op_open(const char *path, struct fuse_file_info *fi)
  * release still queued when the connection ends is dropped. */
 static void open_file_link(ml_debugfs *fs, open_file *of)
 {
+    pthread_mutex_lock(&fs->lock);
     of->next = fs->open;
     if (fs->open) fs->open->prev = of;
     fs->open = of;
+    pthread_mutex_unlock(&fs->lock);
 }
 
 static void open_file_free(ml_debugfs *fs, open_file *of);
@@ -1177,9 +1211,11 @@ static int op_read(const char *path, char *buf, size_t size, off_t off, struct f
 
 static void open_file_free(ml_debugfs *fs, open_file *of)
 {
+    pthread_mutex_lock(&fs->lock);
     if (of->prev) of->prev->next = of->next;
     else fs->open = of->next;
     if (of->next) of->next->prev = of->prev;
+    pthread_mutex_unlock(&fs->lock);
     free(of->text);
     free(of->path);
     dir_ents_free(of->ents, of->nents);
@@ -1263,7 +1299,7 @@ static const struct fuse_operations debugfs_ops = {
     .fallocate = op_fallocate,
 };
 
-/* ---- the serving thread ------------------------------------------------------------------- */
+/* ---- the serving threads------------------------------------------------------------------ */
 
 /* Serve until the kernel ends the connection (unmount, abort: the device
  * reads ENODEV) or the eventfd says stop. The device is non-blocking, so a
@@ -1399,7 +1435,7 @@ static int unmount_kernel(ml_debugfs *fs)
      * directory really held open keeps the mount busy, so waiting for it
      * costs nothing the busy retries below would not spend anyway. */
     while (__atomic_load_n(&fs->open_dirs, __ATOMIC_ACQUIRE) > 0 && now_ms() < deadline) usleep(RELEASE_WAIT_US);
-    for (;;) { /* 1. real unmount while the thread serves */
+    for (;;) { /* 1. real unmount while the threads serve */
         r = real_umount(fs);
         if (r == 0 || r == -EINVAL) return 0;
         if (r != -EBUSY || now_ms() >= deadline) break;
@@ -1473,6 +1509,7 @@ static void fs_free(ml_debugfs *fs)
     while (fs->open) open_file_free(fs, fs->open);
     memo_free(fs);
     if (fs->wake_fd >= 0) close(fs->wake_fd);
+    pthread_mutex_destroy(&fs->lock);
     free(fs->mountpoint);
     free(fs->abspath);
     free(fs);
@@ -1496,6 +1533,7 @@ int ml_debugfs_mount(ml_arena *arena, const char *mountpoint, const ml_debugfs_o
     size_t capacity = opt.events_capacity ? opt.events_capacity : EVENTS_DEFAULT;
     if (capacity > ((size_t)1 << 24)) return -EINVAL;
     if (opt.cache_ms > ML_DEBUGFS_CACHE_MS_MAX) return -EINVAL;
+    if (opt.threads > ML_DEBUGFS_THREADS_MAX) return -EINVAL;
 
     struct stat st;
     if (stat(mountpoint, &st) != 0) return errno == ENOTCONN ? -EBUSY : -errno; /* ENOTCONN: a dead FUSE mount */
@@ -1510,6 +1548,7 @@ int ml_debugfs_mount(ml_arena *arena, const char *mountpoint, const ml_debugfs_o
     ml_debugfs *fs = calloc(1, sizeof *fs);
     if (!fs) return -ENOMEM;
     fs->wake_fd = -1;
+    pthread_mutex_init(&fs->lock, NULL);
     fs->arena = arena;
     fs->cache_ms = opt.cache_ms;
     fs->uid = geteuid();
@@ -1572,13 +1611,19 @@ int ml_debugfs_mount(ml_arena *arena, const char *mountpoint, const ml_debugfs_o
         fs->conn = minor(dev);
     }
 
-    /* The thread takes no signal: the program's handlers run elsewhere. */
+    /* The threads take no signal: the program's handlers run elsewhere.
+     * If the system refuses some of them, fewer serve; if it refuses the
+     * first, the mount fails. */
+    unsigned want = opt.threads ? opt.threads : THREADS_DEFAULT;
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    rc = -pthread_create(&fs->thread, NULL, serve, fs);
+    for (rc = 0; fs->nthreads < want && rc == 0;) {
+        rc = -pthread_create(&fs->threads[fs->nthreads], NULL, serve, fs);
+        if (rc == 0) pthread_setname_np(fs->threads[fs->nthreads++], "ml_debugfs");
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc) {
+    if (fs->nthreads == 0) {
         /* Nobody serves: closing the device aborts the connection first,
          * so libfuse's unmount cannot leave anyone waiting. */
         fuse_unmount(fs->fuse);
@@ -1587,7 +1632,6 @@ int ml_debugfs_mount(ml_arena *arena, const char *mountpoint, const ml_debugfs_o
         fs_free(fs);
         return rc == -EAGAIN ? -ENOMEM : rc;
     }
-    pthread_setname_np(fs->thread, "ml_debugfs");
     *out = fs;
     return 0;
 }
@@ -1625,9 +1669,9 @@ int ml_debugfs_unmount(ml_debugfs *fs)
     if (!fs) return 0;
     int rc = unmount_kernel(fs);
     uint64_t one = 1;
-    ssize_t w = write(fs->wake_fd, &one, sizeof one); /* the loop ends even if the kernel did not end it */
+    ssize_t w = write(fs->wake_fd, &one, sizeof one); /* the loops end even if the kernel did not end it */
     (void)w;
-    pthread_join(fs->thread, NULL);
+    for (unsigned i = 0; i < fs->nthreads; i++) pthread_join(fs->threads[i], NULL);
     /* The device is closed (aborting the connection if it still lived, so
      * no request stays pending): here when our mount is gone, else by
      * libfuse, which then unmounts what we could not (without privilege:

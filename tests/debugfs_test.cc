@@ -1169,10 +1169,10 @@ TEST_F(DebugfsTest, LaneMapsMatchApi) {
 TEST_F(DebugfsTest, UnmountLeavesNoMountAndNoThread) {
     Alloc(100);
     EXPECT_TRUE(MountedAt(mnt_));
-    EXPECT_EQ(ThreadsNamed("ml_debugfs"), 1);
+    EXPECT_EQ(ThreadsNamed("ml_debugfs"), 2) << "two serving threads by default";
     EXPECT_EQ(Unmount(), 0);
     EXPECT_FALSE(MountedAt(mnt_));
-    EXPECT_EQ(ThreadsNamed("ml_debugfs"), 0) << "the serving thread is joined";
+    EXPECT_EQ(ThreadsNamed("ml_debugfs"), 0) << "the serving threads are joined";
     EXPECT_TRUE(ListDir(mnt_).empty()) << "the mount point is a plain empty directory again";
     // Mount again at the same place, then leave it to TearDown.
     ASSERT_EQ(Mount(), 0);
@@ -1468,7 +1468,12 @@ TEST(DebugfsMount, RefusesBadArguments) {
     ml_debugfs_options cached = {};
     cached.cache_ms = ML_DEBUGFS_CACHE_MS_MAX + 1;
     EXPECT_EQ(ml_debugfs_mount(m.a, m.mnt.c_str(), &cached, &fs), -EINVAL);
+    ml_debugfs_options crowd = {};
+    crowd.threads = ML_DEBUGFS_THREADS_MAX + 1;
+    EXPECT_EQ(ml_debugfs_mount(m.a, m.mnt.c_str(), &crowd, &fs), -EINVAL);
     EXPECT_EQ(fs, nullptr) << "untouched on failure";
+    EXPECT_FALSE(MountedAt(m.mnt));
+    EXPECT_EQ(ThreadsNamed("ml_debugfs"), 0);
 
     ASSERT_EQ(ml_debugfs_mount(m.a, m.mnt.c_str(), nullptr, &fs), 0);
     Watchdog wd(m.mnt, kWatchdogSeconds);
@@ -1526,6 +1531,121 @@ TEST(DebugfsMount, EventsTheProgramTurnedOnStayOn) {
     EXPECT_EQ(EventsRecorded(m.a), 2u);
 }
 
+// ---- serving threads -----------------------------------------------------------
+
+// Defined in fusefs/debugfs.c (fault injection, not API): called with the
+// path at the start of every open, on the serving thread answering it.
+extern "C" void (*ml__debugfs_open_hook)(const char *path);
+
+namespace {
+// Holds every open of arena/stats inside its serving thread until released.
+struct HeldOpens {
+    static std::mutex mu;
+    static std::condition_variable cv;
+    static bool hold, inside;
+    static void Hook(const char *path) {
+        if (strcmp(path, "/arena/stats") != 0) return;
+        std::unique_lock<std::mutex> lk(mu);
+        inside = true;
+        cv.notify_all();
+        // (bounded: a test that fails must not hang its mount)
+        cv.wait_for(lk, std::chrono::seconds(20), [] { return !hold; });
+    }
+    HeldOpens() {
+        std::lock_guard<std::mutex> g(mu);
+        hold = true;
+        inside = false;
+        __atomic_store_n(&ml__debugfs_open_hook, &Hook, __ATOMIC_RELEASE);
+    }
+    bool WaitInside() {
+        std::unique_lock<std::mutex> lk(mu);
+        return cv.wait_for(lk, std::chrono::seconds(10), [] { return inside; });
+    }
+    void Release() {
+        std::lock_guard<std::mutex> g(mu);
+        hold = false;
+        cv.notify_all();
+    }
+    ~HeldOpens() {
+        Release();
+        __atomic_store_n(&ml__debugfs_open_hook, (void (*)(const char *))nullptr, __ATOMIC_RELEASE);
+    }
+};
+std::mutex HeldOpens::mu;
+std::condition_variable HeldOpens::cv;
+bool HeldOpens::hold, HeldOpens::inside;
+
+// Whether a stat of path is answered within ms while a request is held.
+bool StatAnsweredWithin(const std::string &path, int ms, std::thread *t, std::atomic<bool> *done) {
+    *t = std::thread([path, done] {
+        struct stat st;
+        stat(path.c_str(), &st);
+        done->store(true);
+    });
+    for (int waited = 0; waited < ms && !done->load(); waited += 5) usleep(5000);
+    return done->load();
+}
+}  // namespace
+
+// A request held inside one serving thread (a slow rendering, a cold blob
+// decompressed) does not hold up the others: with two threads a stat is
+// answered meanwhile; with one it waits (which shows that the hold works).
+TEST_F(DebugfsTest, ASlowRequestDoesNotHoldUpTheOthers) {
+    for (int i = 0; i < 3; i++) Alloc(100, (uint64_t)i);
+    for (unsigned threads : {2u, 1u}) {
+        SCOPED_TRACE(threads);
+        ASSERT_EQ(Unmount(), 0);
+        ml_debugfs_options opt = {};
+        opt.threads = threads;
+        ASSERT_EQ(Mount(&opt), 0);
+        EXPECT_EQ(ThreadsNamed("ml_debugfs"), (int)threads);
+        std::string stats;
+        {
+            HeldOpens held;
+            std::thread slow([&] { stats = Slurp(P("arena/stats")); });
+            ASSERT_TRUE(held.WaitInside()) << "the open reached the hook";
+            std::thread quick;
+            std::atomic<bool> done{false};
+            bool answered = StatAnsweredWithin(P("lanes/fast/stats"), threads > 1 ? 10000 : 300, &quick, &done);
+            EXPECT_EQ(answered, threads > 1);
+            held.Release();
+            slow.join();
+            quick.join();
+            EXPECT_TRUE(done.load());
+        }
+        EXPECT_NE(stats.find("handles_live 3\n"), std::string::npos) << stats;
+    }
+}
+
+// Many readers at once on several threads: every listing and file is
+// whole (the open-file list and the stat memos are shared by the threads).
+TEST_F(DebugfsTest, ManyReadersOnManyThreadsSeeWholeFiles) {
+    for (int i = 0; i < 200; i++) Alloc(64 + (size_t)i, (uint64_t)i);
+    ASSERT_EQ(Unmount(), 0);
+    ml_debugfs_options opt = {};
+    opt.threads = 4;
+    ASSERT_EQ(Mount(&opt), 0);
+    std::vector<std::string> want_ids = ListDir(P("handles"));
+    ASSERT_EQ(want_ids.size(), 200u);
+    std::string config = Slurp(P("arena/config"));
+    std::atomic<int> bad{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < 6; t++)
+        ts.emplace_back([&, t] {
+            for (int i = 0; i < 40; i++) {
+                if (ListDir(P("handles")) != want_ids) bad++;
+                const std::string &id = want_ids[(size_t)(t * 40 + i) % want_ids.size()];
+                struct stat st;
+                if (stat(P("handles/" + id + "/info").c_str(), &st) != 0) bad++;
+                std::string info = Slurp(P("handles/" + id + "/info"));
+                if (info.empty() || info.back() != '\n') bad++;
+                if (Slurp(P("arena/config")) != config) bad++;
+            }
+        });
+    for (auto &t : ts) t.join();
+    EXPECT_EQ(bad.load(), 0);
+}
+
 TEST(DebugfsMount, TwoMountsOfOneArena) {
     ArenaMount m;
     std::string mnt2 = MakeTempDir("mnt2-");
@@ -1537,7 +1657,7 @@ TEST(DebugfsMount, TwoMountsOfOneArena) {
     ml_handle h;
     ASSERT_EQ(ml_alloc(m.a, 64, &h), 0);
     EXPECT_EQ(ListDir(m.mnt + "/handles"), ListDir(mnt2 + "/handles"));
-    EXPECT_EQ(ThreadsNamed("ml_debugfs"), 2);
+    EXPECT_EQ(ThreadsNamed("ml_debugfs"), 4) << "two serving threads each";
     EXPECT_EQ(ml_debugfs_unmount(fs1), 0);
     ASSERT_EQ(ml_alloc(m.a, 64, &h), 0);
     EXPECT_EQ(Lines(Slurp(mnt2 + "/events")).size(), 2u) << "events stay on while one mount remains";

@@ -128,7 +128,7 @@ typedef struct {
     int entities;
     const char *mount, *swap_dir;
     bool quiet;
-    unsigned cache_ms;
+    unsigned cache_ms, threads;
 } demo_opts;
 
 static void demo_usage(FILE *f)
@@ -142,6 +142,7 @@ static void demo_usage(FILE *f)
             "  --cache-ms N    with --mount: the kernel may cache the view's names and\n"
             "                  sizes for N ms (default 0: exact; 1000 makes find, ls -lR\n"
             "                  and du several times faster, at up to N ms of staleness)\n"
+            "  --threads N     with --mount: threads serving the view (default 2)\n"
             "  --swap-dir DIR  directory of the (private, unnamed) swap file\n"
             "                  (default $TMPDIR, else /var/tmp)\n"
             "  --slow-mb N     SlowLane size in MiB: the memory budget (default 48)\n"
@@ -216,6 +217,9 @@ static int demo(int argc, char **argv)
         } else if (!strcmp(a, "--cache-ms")) {
             o.cache_ms = (unsigned)parse_num(a, v, 0, ML_DEBUGFS_CACHE_MS_MAX);
             i++;
+        } else if (!strcmp(a, "--threads")) {
+            o.threads = (unsigned)parse_num(a, v, 1, ML_DEBUGFS_THREADS_MAX);
+            i++;
         } else if (!strcmp(a, "--swap-dir")) {
             if (!v || !*v) die_usage("demo", "--swap-dir needs a directory");
             o.swap_dir = v;
@@ -249,7 +253,7 @@ static int demo(int argc, char **argv)
 
     ml_debugfs *fs = NULL;
     if (o.mount) {
-        ml_debugfs_options mo = {.cache_ms = o.cache_ms};
+        ml_debugfs_options mo = {.cache_ms = o.cache_ms, .threads = o.threads};
         rc = ml_debugfs_mount(a, o.mount, &mo, &fs);
         if (rc) {
             fprintf(stderr, "mlane: cannot mount the debug view at %s: %s\n", o.mount, ml_strerror(rc));

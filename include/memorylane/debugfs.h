@@ -5,7 +5,7 @@
  * library; programs that do not want FUSE never link libfuse.
  *
  * ml_debugfs_mount mounts a read-only filesystem at a directory and serves it
- * from its own thread, inside the program that owns the arena. It is a pure
+ * from threads of its own, inside the program that owns the arena. It is a pure
  * client of the public API (introspection, ml_read, statistics, events): it
  * shows nothing a program could not get itself, and it never writes, frees
  * or moves memory. Reading a cold (compressed or evicted) handle's data
@@ -97,14 +97,24 @@ typedef struct ml_debugfs_options {
      *  small record for the last entry of each full listing batch until
      *  unmount; IDs are reused, so these are bounded by the names seen. */
     unsigned cache_ms;
+    /** How many threads serve the view (0 = 2; at most
+     *  ML_DEBUGFS_THREADS_MAX). With more than one, a slow request (a large
+     *  listing rendered, a cold blob decompressed for a read) does not hold
+     *  up the others: a walk in one terminal and a `cat` in another go on
+     *  side by side. Idle threads sleep in poll and cost nothing. If the
+     *  system refuses to create some of them, fewer serve. */
+    unsigned threads;
 } ml_debugfs_options;
 
 /** The largest ml_debugfs_options.cache_ms (one minute). */
 #define ML_DEBUGFS_CACHE_MS_MAX 60000u
+/** The largest ml_debugfs_options.threads. */
+#define ML_DEBUGFS_THREADS_MAX 16u
 
 /**
  * Mount the debug view of `arena` at `mountpoint` (an existing, empty
- * directory) and serve it from a new thread.
+ * directory) and serve it from new threads (options->threads, named
+ * "ml_debugfs").
  * @param options  NULL for defaults.
  * @param out      receives the mount; untouched on failure.
  * Without root, libfuse mounts through the setuid fusermount3 helper (and
@@ -112,7 +122,8 @@ typedef struct ml_debugfs_options {
  * read-write access to /dev/fuse (mode 0666 on usual systems) and write
  * access to the mount point.
  * @return 0; -EINVAL (NULL arena/mountpoint/out, empty mountpoint,
- *         events_capacity over 2^24, cache_ms over ML_DEBUGFS_CACHE_MS_MAX), -ENOENT/-ENOTDIR (mountpoint; other
+ *         events_capacity over 2^24, cache_ms over ML_DEBUGFS_CACHE_MS_MAX,
+ *         threads over ML_DEBUGFS_THREADS_MAX), -ENOENT/-ENOTDIR (mountpoint; other
  *         codes of stat(2) and realpath(3) on it pass on too), -EBUSY
  *         (already mounted there, or a dead FUSE mount there), -EPERM/-EACCES
  *         (no permission to mount, allow_other refused by fusermount3, or
@@ -125,7 +136,7 @@ ML_API int ml_debugfs_mount(ml_arena *arena, const char *mountpoint,
                             const ml_debugfs_options *options, ml_debugfs **out);
 
 /**
- * Unmount and stop the serving thread: a real unmount (no lazy detach),
+ * Unmount and stop the serving threads: a real unmount (no lazy detach),
  * waiting for requests in progress to be answered, so that no thread is
  * left blocked and no stale mount stays behind. NULL is ignored. Safe to
  * call while another process is reading the view. If a file stays open (or
@@ -139,7 +150,7 @@ ML_API int ml_debugfs_mount(ml_arena *arena, const char *mountpoint,
  * @return 0; -EBUSY (it was held: aborted and detached, nothing is left
  *         mounted); -EPERM (or another negative errno) if the unmount
  *         failed and the mount remains (without root: fusermount3 could
- *         not unmount it). The thread is stopped and fs is freed either way.
+ *         not unmount it). The threads are stopped and fs is freed either way.
  * Call it once per mount: fs must not be used afterwards, so it must not
  * run twice on the same mount, nor concurrently with itself or with
  * ml_debugfs_mountpoint on that mount.
