@@ -94,7 +94,7 @@ static int u_enter(uring_io *u, unsigned wait_nr)
             return r < 0 ? r : -EAGAIN;
         }
         wait_nr = 0; /* the caller's reap waits for what was taken */
-        usleep(SUBMIT_BACKOFF_US << tries);
+        usleep(SUBMIT_BACKOFF_US << (tries - 1));
     }
 }
 

@@ -246,6 +246,15 @@ static void lock_unpaused(ml_pager *p)
  * tried again: a transient one (out of file descriptors, of memory) does
  * not turn paging to disk off for good, and a lasting one (no access to
  * swap_dir) costs one attempt per period. */
+/* Register the bounce buffers with the pager's engine (optional: plain
+ * I/O works too). */
+static void register_bufs(ml_pager *p)
+{
+    struct iovec iov[MAX_BUFS];
+    for (unsigned i = 0; i < p->nbufs; i++) iov[i] = (struct iovec){p->bufs + i * BUF_BYTES, BUF_BYTES};
+    p->io->ops->register_buffers(p->io, iov, p->nbufs);
+}
+
 static int ensure_started(ml_pager *p)
 {
     if (p->started) return 0;
@@ -265,9 +274,7 @@ static int ensure_started(ml_pager *p)
         if (posix_memalign((void **)&p->bufs, 4096, p->nbufs * BUF_BYTES) != 0) rc = -ENOMEM;
     }
     if (rc == 0) {
-        struct iovec iov[MAX_BUFS];
-        for (unsigned i = 0; i < p->nbufs; i++) iov[i] = (struct iovec){p->bufs + i * BUF_BYTES, BUF_BYTES};
-        p->io->ops->register_buffers(p->io, iov, p->nbufs); /* optional: plain I/O works too */
+        register_bufs(p);
         if (!p->codec) p->codec = ml__codec_new(c->zstd_level);
         if (!p->codec) rc = -ENOMEM;
     }
@@ -622,16 +629,36 @@ static void finish(ml_pager *p, victim *v, long res)
     give_back_early(a, v);
 }
 
+/* The pager's engine failed as a whole (its reap failed), or a request
+ * is still counted in it after one did: its count no longer says what the
+ * kernel holds, and a request it took may still complete into a bounce
+ * buffer or a swap extent we are about to give back. Open a fresh engine,
+ * then close the old one, which waits for whatever the kernel still holds
+ * of it. If no fresh engine can be opened, the old one stays with nothing
+ * counted in flight (the best left). Caller holds the pager lock. */
+static void renew_engine(ml_pager *p)
+{
+    ml_io *fresh = NULL;
+    if (p->open_io(p->open_ctx, p->swap.fd, p->a->cfg.io_queue_depth, p->io_which, &fresh) != 0) {
+        p->io->inflight = 0;
+        return;
+    }
+    p->io->ops->destroy(p->io);
+    p->io = fresh;
+    register_bufs(p);
+    p->st.io_uring = strcmp(p->io->ops->name, "io_uring") == 0;
+    snprintf(p->st.engine, sizeof p->st.engine, "%s", p->io->ops->name);
+}
+
 static void reap(ml_pager *p, victim *vs, unsigned min)
 {
     ml_io_cqe cq[64];
     while (min > 0 || p->io->inflight) {
         int n = p->io->ops->reap(p->io, cq, 64, min);
         if (n <= 0) {
-            if (n < 0 || min > 0) {
-                /* The engine failed as a whole: count every request lost. */
-                for (unsigned i = 0; n < 0 && p->io->inflight; i++) p->io->inflight--;
-            }
+            /* The engine failed as a whole: every request still in it is
+             * lost (failed by the caller once this returns). */
+            if (n < 0) renew_engine(p);
             break;
         }
         for (int i = 0; i < n; i++) finish(p, &vs[cq[i].tag], cq[i].res);
@@ -979,7 +1006,7 @@ static void give_back_place(ml_arena *a, const ml_place *pl)
  * record at loc) into dst, with the given codec, engine and bounce buffer
  * (registered as index 0 of the engine, BUF_BYTES; larger records get their
  * own). *io_failed / *bad report what to count. */
-static int decode_cold(ml_pager *p, ml_codec *codec, ml_io *io, char *bounce, uint32_t idx, uint64_t m,
+static int decode_cold(ml_pager *p, ml_codec *codec, ml_io **iop, char *bounce, uint32_t idx, uint64_t m,
                        size_t size, uint64_t loc, void *dst, bool *io_failed, bool *bad)
 {
     int rc;
@@ -996,10 +1023,22 @@ static int decode_cold(ml_pager *p, ml_codec *codec, ml_io *io, char *bounce, ui
         bi = -1;
         if (posix_memalign((void **)&buf, 4096, len) != 0) return -ENOMEM;
     }
-    rc = read_record(io, loc, buf, bi, io_failed);
+    rc = read_record(*iop, loc, buf, bi, io_failed);
     if (rc == 0) {
         rc = check_record(codec, idx, m, p->a->cold[idx].rec_seq, size, buf, len, dst);
         *bad = rc != 0;
+    }
+    if ((*iop)->inflight) {
+        /* The engine failed with the read still in it, which may yet land
+         * in buf: close it first (that waits for the read). The pager's
+         * own gets a fresh one (its users hold the pager lock); a reader's
+         * is gone (*iop NULL) and its next user opens another. */
+        if (*iop == p->io) {
+            renew_engine(p);
+        } else {
+            (*iop)->ops->destroy(*iop);
+            *iop = NULL;
+        }
     }
     if (bi < 0) free(buf);
     return rc;
@@ -1013,13 +1052,8 @@ static int reader_decode(ml_pager *p, reader *r, uint32_t idx, uint64_t m, size_
 {
     if ((m & ML_M_STATE) == ML_STATE_EVICTED && reader_open(p, r) != 0) return 0;
     *mine = true;
-    int rc = decode_cold(p, r->codec, r->io, r->buf, idx, m, size, loc, dst, io_failed, bad);
-    if (r->io && r->io->inflight) {
-        /* The engine failed with a request still in it: close it (which
-         * waits for the request) so the next user of this reader gets a
-         * fresh one and no stale completion. */
-        r->io->ops->destroy(r->io);
-        r->io = NULL;
+    int rc = decode_cold(p, r->codec, &r->io, r->buf, idx, m, size, loc, dst, io_failed, bad);
+    if (!r->io) { /* its engine failed and was closed: the next user opens another */
         free(r->buf);
         r->buf = NULL;
     }
@@ -1067,7 +1101,7 @@ static int page_in_locked(ml_pager *p, uint32_t idx, bool keep_copy, bool *no_pl
     if ((m & ML_M_STATE) == ML_STATE_EVICTED) rc = ensure_started(p);
     bool io_failed = false, bad = false;
     if (rc == 0)
-        rc = decode_cold(p, p->codec, p->io, p->bufs, idx, m, size, ml__load(&a->slots[idx].addr), pl.addr,
+        rc = decode_cold(p, p->codec, &p->io, p->bufs, idx, m, size, ml__load(&a->slots[idx].addr), pl.addr,
                          &io_failed, &bad);
     page_in_end(p, idx, m, &pl, keep_copy, rc, io_failed, bad, 0, true);
     return rc;
@@ -1124,7 +1158,7 @@ static int page_in(ml_arena *a, uint32_t idx, bool keep_copy)
      *    access does not fail for want of parallelism. */
     lock_as_waiter(p);
     if (rc == 0 && !mine)
-        rc = decode_cold(p, p->codec, p->io, p->bufs, idx, m, size, loc, pl.addr, &io_failed, &bad);
+        rc = decode_cold(p, p->codec, &p->io, p->bufs, idx, m, size, loc, pl.addr, &io_failed, &bad);
     page_in_end(p, idx, m, &pl, keep_copy, rc, io_failed, bad, t0, false);
     pthread_mutex_unlock(&p->lock);
     return rc;
@@ -1240,7 +1274,7 @@ static int read_cold(ml_arena *a, uint32_t idx, size_t off, void *dst, size_t le
     if (r) put_reader(p, r);
     lock_as_waiter(p);
     if (rc == 0 && !mine) /* no reader: the pager's own engine, under the lock */
-        rc = decode_cold(p, p->codec, p->io, p->bufs, idx, m, size, loc, buf, &io_failed, &bad);
+        rc = decode_cold(p, p->codec, &p->io, p->bufs, idx, m, size, loc, buf, &io_failed, &bad);
     if (io_failed) p->st.io_errors++;
     if (bad) p->st.checksum_failures++;
     if (rc == 0) {
@@ -1789,11 +1823,10 @@ static void stream_chunk(ml_pager *p, decoders *d, pf *ch, size_t cn, int *broug
         if (sub < 0) {
             /* Some reads were not handed over, and never will be: take
              * the completions of those that were, then the rest failed. */
-            while (reading && p->io->inflight) {
-                int got = p->io->ops->reap(p->io, cq, MAX_BUFS, p->io->inflight);
-                if (got <= 0) break;
+            int got = 0;
+            while (reading && p->io->inflight && (got = p->io->ops->reap(p->io, cq, MAX_BUFS, p->io->inflight)) > 0)
                 take_reads(p, d, owner, cq, got, &reading, &decoding, brought, first_err);
-            }
+            if (got < 0) renew_engine(p);
             lose_reads(p, ch, cn, &next, owner, &reading, first_err, sub);
         }
         /* 2. Settle what the decoders finished (frees their buffers). */
@@ -1812,6 +1845,7 @@ static void stream_chunk(ml_pager *p, decoders *d, pf *ch, size_t cn, int *broug
         /* 3. Completed reads go to the decode queue. */
         int got = reading ? p->io->ops->reap(p->io, cq, MAX_BUFS, 0) : 0;
         if (got < 0) {
+            renew_engine(p);
             lose_reads(p, ch, cn, &next, owner, &reading, first_err, got);
             got = 0;
         }
@@ -1839,6 +1873,7 @@ static void stream_chunk(ml_pager *p, decoders *d, pf *ch, size_t cn, int *broug
         if (reading && (!d || !decoding)) {
             got = p->io->ops->reap(p->io, cq, MAX_BUFS, 1);
             if (got < 0) {
+                renew_engine(p);
                 lose_reads(p, ch, cn, &next, owner, &reading, first_err, got);
                 got = 0;
             }

@@ -2,7 +2,7 @@
 // pread/pwrite) and injects faults at chosen operations: a write that fails
 // with an errno, a short write, a read that fails, a read whose data gets
 // one bit flipped, a read served from another offset (a stale record), an
-// engine that breaks: it takes writes and never completes them, and its reap
+// engine that breaks: it takes writes (or reads) and never completes them, and its reap
 // then fails as a whole; a submission the kernel refuses (io_uring only: the
 // ring's descriptor is swapped for /dev/null during the call, so the real
 // io_uring_enter fails and the real engine must cope).
@@ -41,6 +41,7 @@ struct FaultIO {
     bool short_write = false;  // the failing write completes half its bytes
     int fail_all_writes_from = -1;
     int lose_writes_from = -1;  // taken, never completed: the engine broke
+    int lose_reads_from = -1;   // the same for reads
     int fail_read_at = -1;
     int fail_read_err = EIO;
     int flip_read_at = -1;      // flip one bit of the data read
@@ -138,7 +139,7 @@ struct FaultIO {
         ml_io *inner;
         FaultIO *f;
         std::deque<ml_io_cqe> fake;                // injected completions
-        unsigned lost = 0;                         // writes taken and never completed
+        unsigned lost = 0;                         // requests taken and never completed
         int ring_fd = -1;                          // the inner engine's io_uring, if any
         std::map<uint64_t, std::pair<char *, size_t>> flips;  // tag -> read buffer to corrupt
     };
@@ -199,6 +200,16 @@ struct FaultIO {
             f->reads_now_--;
         }
         int n = f->reads++;
+        if (f->lose_reads_from >= 0 && n >= f->lose_reads_from) {
+            if (io->inflight >= io->depth) {
+                f->reads--;
+                return -EAGAIN;
+            }
+            f->injected++;
+            w->lost++;
+            io->inflight++;
+            return 0;
+        }
         if (n == f->fail_read_at) {
             f->injected++;
             w->fake.push_back(ml_io_cqe{tag, -(long)f->fail_read_err});
@@ -222,7 +233,11 @@ struct FaultIO {
         return 0;
     }
 
-    static int Submit(ml_io *io) {
+    static int Submit(ml_io *io) { return SubmitWait(io, 0); }
+
+    // The real engine's submit_wait where it has one (as the pager uses
+    // it), waiting only for requests really in it (not for injected ones).
+    static int SubmitWait(ml_io *io, unsigned wait_nr) {
         Wrap *w = W(io);
         FaultIO *f = w->f;
         bool refuse;
@@ -231,21 +246,24 @@ struct FaultIO {
             refuse = f->submits++ == f->fail_submit_at && w->ring_fd >= 0;
             if (refuse) f->injected++;
         }
-        unsigned before = w->inner->inflight;
+        ml_io *in = w->inner;
+        unsigned before = in->inflight;
+        if (wait_nr > before) wait_nr = before;
+        auto submit = [&] { return wait_nr && in->ops->submit_wait ? in->ops->submit_wait(in, wait_nr) : in->ops->submit(in); };
         int rc;
         if (refuse) {
             // io_uring_enter on a descriptor that is no io_uring fails
             // (EOPNOTSUPP) with the requests still in the ring.
             int saved = dup(w->ring_fd), nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
             dup3(nul, w->ring_fd, O_CLOEXEC);
-            rc = w->inner->ops->submit(w->inner);
+            rc = submit();
             dup3(saved, w->ring_fd, O_CLOEXEC);
             close(saved);
             close(nul);
         } else {
-            rc = w->inner->ops->submit(w->inner);
+            rc = submit();
         }
-        io->inflight -= before - w->inner->inflight;  // what the engine took back
+        io->inflight -= before - in->inflight;  // what the engine took back
         return rc;
     }
 
@@ -269,7 +287,7 @@ struct FaultIO {
             }
             n += (unsigned)r;
         }
-        // Only lost writes left, and the caller wants one: the engine failed.
+        // Only lost requests left, and the caller wants one: the engine failed.
         if (n == 0 && min > 0 && w->lost) return -EIO;
         io->inflight -= n;
         return (int)n;
@@ -288,7 +306,8 @@ struct FaultIO {
     static const ml_io_ops ops_;
 };
 
-inline const ml_io_ops FaultIO::ops_ = {"fault", &FaultIO::Write, &FaultIO::Read, &FaultIO::Submit,
-                                        &FaultIO::Reap, &FaultIO::Register, &FaultIO::Destroy};
+inline const ml_io_ops FaultIO::ops_ = {"fault",        &FaultIO::Write,    &FaultIO::Read,
+                                        &FaultIO::Submit, &FaultIO::Reap,     &FaultIO::Register,
+                                        &FaultIO::Destroy, &FaultIO::SubmitWait};
 
 #endif

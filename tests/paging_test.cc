@@ -1034,6 +1034,54 @@ TEST(FaultsIoUring, ARefusedPrefetchReadFailsAndGivesItsPlacesBack) {
         ::testing::ExitedWithCode(0), "");
 }
 
+// A prefetch whose engine breaks (reads taken and never completed, then a
+// failing reap) in its first chunk of 256 ends with those entries cold and
+// their places given back, and its later chunks run on a fresh engine. It
+// used to spin for ever in the next chunk: the broken engine still counted
+// the lost reads, so it refused every new one (found by a review). In a
+// child with an alarm.
+TEST_P(Faults, APrefetchWhoseEngineBreaksGoesOnWithAFreshOne) {
+    int which = GetParam();
+    EXPECT_EXIT(
+        {
+            alarm(30);
+            FaultIO f;
+            f.which = which;
+            ml_config c = PagingConfig(which);
+            c.io_queue_depth = 4;
+            ml_arena *a = f.Create(&c);
+            if (!a) _exit(2);
+            std::vector<Blob> bs;
+            std::vector<ml_handle> hs;
+            for (int i = 0; i < 300; i++) {
+                bs.push_back(Make(a, 16 << 10, 1500 + (uint64_t)i));
+                hs.push_back(bs.back().h);
+            }
+            if (ml_evict_many(a, hs.data(), hs.size()) != 300) _exit(3);
+            ml_stats before;
+            if (ml_stats_get(a, &before) != 0) _exit(4);
+            f.lose_reads_from = f.Reads() + 10;
+            int opens = f.opens;
+            int rc = ml_prefetch(a, hs.data(), hs.size());
+            if (f.injected == 0) _exit(5);
+            if (f.opens <= opens) _exit(6); // a fresh engine
+            size_t back = 0;
+            for (const Blob &b : bs) back += ml_handle_state(a, b.h) == ML_STATE_SLOW;
+            if (back == 300 || back < 10) _exit(7);
+            if (rc != (int)back) _exit(8);
+            ml_stats after;
+            if (ml_stats_get(a, &after) != 0) _exit(9);
+            if (after.lane[ML_LANE_SLOW].used != before.lane[ML_LANE_SLOW].used + back * (16 << 10)) _exit(10);
+            if (ml__arena_check(a) != 0) _exit(11);
+            f.lose_reads_from = -1;
+            for (const Blob &b : bs)
+                if (!GetMatches(a, b)) _exit(12);
+            ml_arena_destroy(a);
+            _exit(0);
+        },
+        ::testing::ExitedWithCode(0), "");
+}
+
 TEST_P(Faults, PressureEvictionWithFailingDiskLosesNothing) {
     FaultIO f;
     f.which = GetParam();
