@@ -1187,16 +1187,19 @@ TEST_F(DebugfsTest, UnmountLeavesNoMountAndNoThread) {
 // reports the lost listing at exit.
 TEST_F(DebugfsTest, ADirectoryClosedJustBeforeTheUnmountIsReleased) {
     Alloc(100);
+    // One serving thread, and the heap sampled once it has answered a
+    // request: a serving thread allocates its receive buffer (1 MiB +
+    // 4 KiB, from the heap once glibc has raised its mmap threshold) on its
+    // first read of the device, which otherwise races with the sample (and
+    // a second thread may not have read anything yet).
+    ml_debugfs_options one = {};
+    one.threads = 1;
     auto cycle = [&] {
         EXPECT_FALSE(ListDir(P("arena")).empty());
         EXPECT_FALSE(ListDir(P("handles")).empty());
         EXPECT_EQ(Unmount(), 0);
-        ASSERT_EQ(Mount(), 0);
+        ASSERT_EQ(Mount(&one), 0);
     };
-    // The heap is sampled once the new serving thread has answered a
-    // request: its receive buffer (1 MiB + 4 KiB, from the heap once glibc
-    // has raised its mmap threshold) is allocated on its first read of the
-    // device, which otherwise races with the sample.
     auto heap_in_use = [&] {
         struct stat st;
         EXPECT_EQ(stat(P("arena").c_str(), &st), 0);
