@@ -51,7 +51,8 @@
  *   0. waits (within the grace period below) until every directory the
  *      kernel opened has been released: a release is sent in the background
  *      after close, and one still queued when the connection ends is lost
- *      (and with it the listing libfuse keeps for that directory).
+ *      (and with it the record libfuse keeps for that directory: one batch
+ *      of its listing, see op_readdir).
  *   1. unmounts for real (umount2 without MNT_DETACH; fusermount3 -u when
  *      not privileged) while the threads still serve. When the mount is not
  *      busy this succeeds; the kernel ends the connection and the loop
@@ -1021,9 +1022,9 @@ static void dir_ents_free(dir_ent *v, size_t n)
     free(v);
 }
 
-/* Take the listing of dir with each entry's attributes, dropping entries
- * freed meanwhile. */
-static int snapshot_dir(ml_debugfs *fs, const node *dir, open_file *of)
+/* Take the listing of dir; with attrs, with each entry's attributes,
+ * dropping entries freed meanwhile. */
+static int snapshot_dir(ml_debugfs *fs, const node *dir, open_file *of, bool attrs)
 {
     name_list l = {0};
     int rc = list_dir(fs, dir, &l, collect_name);
@@ -1036,7 +1037,9 @@ static int snapshot_dir(ml_debugfs *fs, const node *dir, open_file *of)
     for (size_t i = 0; i < l.n; i++) {
         dir_ent *e = &l.v[i];
         node c = *dir;
-        if (is_dot(e->name)) {
+        if (!attrs) {
+            memset(&e->st, 0, sizeof e->st); /* names only (the type unknown) */
+        } else if (is_dot(e->name)) {
             fill_stat(fs, &e->st, N_DIR, 0);
         } else if (child(fs, &c, e->name) != 0 || node_attr(fs, &c, &e->st) != 0) {
             free(e->name); /* freed meanwhile */
@@ -1055,26 +1058,29 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 {
     ml_debugfs *fs = current_fs();
     open_file *of = fi ? (open_file *)(uintptr_t)fi->fh : NULL;
-    /* cache_ms: entries with attributes (readdirplus), which libfuse 3.14
-     * passes on to the kernel only with real offsets. So the open directory
-     * keeps its listing, taken at offset 0, and every later batch of it
-     * (plus or not: the kernel may switch) is served from there, numbered
-     * alike, without resolving the path again: a group destroyed meanwhile
-     * must not cut a listing short. */
+    /* The open directory keeps its listing, taken at offset 0, and every
+     * later batch of it is served from there with real offsets, numbered
+     * alike, without resolving the path again (a group destroyed meanwhile
+     * must not cut a listing short). With real offsets libfuse keeps only
+     * one batch per open directory, not the whole listing: a directory
+     * whose release an aborted connection never delivers leaks that little.
+     * With cache_ms the entries carry attributes (readdirplus), which
+     * libfuse 3.14 passes on to the kernel only with real offsets (plus or
+     * not: the kernel may switch between batches). */
     if (!of || off == 0 || !of->ents) {
         node n;
         int rc = resolve(fs, path, &n);
         if (rc) return rc;
         if (n.type != N_DIR) return -ENOTDIR;
-        if (!of) return list_dir(fs, &n, buf, filler); /* libfuse keeps the listing */
-        rc = snapshot_dir(fs, &n, of);
+        if (!of) return list_dir(fs, &n, buf, filler); /* (libfuse keeps the listing) */
+        rc = snapshot_dir(fs, &n, of, fs->cache_ms != 0);
         if (rc) return rc;
     }
     for (size_t i = (size_t)off; i < of->nents; i++) {
         const dir_ent *e = &of->ents[i];
         /* Not "." and "..": libfuse 3.14 would pass their attributes with
          * inode number 0, and glibc's readdir skips such entries. */
-        bool plus = (flags & FUSE_READDIR_PLUS) && !is_dot(e->name);
+        bool plus = (flags & FUSE_READDIR_PLUS) && fs->cache_ms && !is_dot(e->name);
         if (filler(buf, e->name, &e->st, (off_t)(i + 1), plus ? FUSE_FILL_DIR_PLUS : (enum fuse_fill_dir_flags)0))
             break;
     }
@@ -1150,7 +1156,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 
 /* Directories are counted so that unmount can wait for the releases the
  * kernel has sent but we have not read yet (see unmount_kernel): libfuse
- * keeps each open directory's listing until its release arrives, and a
+ * keeps a record of each open directory until its release arrives, and a
  * release still queued when the connection ends is dropped. */
 static void open_file_link(ml_debugfs *fs, open_file *of)
 {
@@ -1163,19 +1169,16 @@ static void open_file_link(ml_debugfs *fs, open_file *of)
 
 static void open_file_free(ml_debugfs *fs, open_file *of);
 
-/* With cache_ms an open directory also keeps its listing for readdirplus
- * (fi->fh; libfuse passes it to readdir and releasedir). */
+/* An open directory keeps its listing (fi->fh; libfuse passes it to
+ * readdir and releasedir): see op_readdir. */
 static int op_opendir(const char *path, struct fuse_file_info *fi)
 {
     (void)path;
     ml_debugfs *fs = current_fs();
-    fi->fh = 0;
-    if (fs->cache_ms) {
-        open_file *of = calloc(1, sizeof *of);
-        if (!of) return -ENOMEM;
-        open_file_link(fs, of);
-        fi->fh = (uint64_t)(uintptr_t)of;
-    }
+    open_file *of = calloc(1, sizeof *of);
+    if (!of) return -ENOMEM;
+    open_file_link(fs, of);
+    fi->fh = (uint64_t)(uintptr_t)of;
     __atomic_add_fetch(&fs->open_dirs, 1, __ATOMIC_RELEASE);
     return 0;
 }

@@ -144,9 +144,11 @@ ML_API int ml_debugfs_mount(ml_arena *arena, const char *mountpoint,
  * aborted (its holders get errors from then on) and the mount, still held,
  * is detached. It first waits (within the same grace period) for the
  * releases of directories just closed, which the kernel sends after close
- * returns: one lost to the unmount would leak libfuse's copy of that
- * listing. A directory still open when the connection is aborted leaks
- * that copy all the same (libfuse's high-level API offers no way to free it).
+ * returns: one lost to the unmount would leak libfuse's record of that
+ * open directory (one batch of the listing: up to 32 KiB with glibc's
+ * readdir, however long the listing). A directory
+ * still open when the connection is aborted leaks that record all the same
+ * (libfuse's high-level API offers no way to free it).
  * @return 0; -EBUSY (it was held: aborted and detached, nothing is left
  *         mounted); -EPERM (or another negative errno) if the unmount
  *         failed and the mount remains (without root: fusermount3 could
