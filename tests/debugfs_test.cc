@@ -1370,6 +1370,9 @@ TEST_F(DebugfsTest, UnmountWithAFileHeldOpen) {
 // asks for, 32 KiB for glibc's readdir. It was the whole listing, about a
 // megabyte for 5000 handles.
 TEST_F(DebugfsTest, ADirectoryHeldAcrossAnAbortLeaksOneBatchAtMost) {
+#if defined(__SANITIZE_ADDRESS__)
+    GTEST_SKIP() << "mallinfo2 sees nothing under ASan, and LeakSanitizer would report the leak this test measures";
+#endif
     for (int i = 0; i < 5000; i++) Alloc(32, (uint64_t)i);
     ASSERT_EQ(Unmount(), 0);
     size_t before = mallinfo2().uordblks; // nothing mounted, nothing serving
