@@ -26,10 +26,13 @@
  * fuse_loop: each serving thread runs its own loop over the public session
  * calls (fuse_session_receive_buf / fuse_session_process_buf), polling the
  * FUSE device (non-blocking) and an eventfd, so that it can be told to stop
- * at any moment without a signal. Several threads serve (the threads
- * option, 2 by default), each running that loop with a buffer of its own:
- * a slow request (a large rendering, a cold blob decompressed for a read)
- * does not hold up a walk or a `cat` in another terminal.
+ * at any moment without a signal. One thread serves by default; with the
+ * threads option several do, each with a buffer of its own, taking turns
+ * to wait on the device (next_request), so that a slow request (a large
+ * rendering, a cold blob decompressed for a read) does not hold up the
+ * others. Handing each request from one thread to the next costs a few
+ * context switches, which on two cores made a whole-tree walk about twice
+ * as slow as with one thread: hence the default.
  *
  * Sizes. A text file is rendered at lookup/getattr time to report its exact
  * size, and an open file keeps a snapshot it reads from. Each reader sees
@@ -135,7 +138,7 @@ extern char **environ;
 #define UMOUNT_ABORTED_MS 1000 /* after the abort, for readers to close */
 #define UMOUNT_RETRY_US 5000
 #define RELEASE_WAIT_US 200   /* poll for directory releases still on their way */
-#define THREADS_DEFAULT 2
+#define THREADS_DEFAULT 1
 
 /* ---- data structures ----------------------------------------------------------- */
 
@@ -176,6 +179,7 @@ struct ml_debugfs {
     struct timespec mounted_at;
     unsigned cache_ms; /* how long the kernel may cache names and attributes */
     pthread_mutex_t lock; /* open and memo (a leaf lock) */
+    pthread_mutex_t recv_lock; /* held by the one thread waiting on the device */
     /* The last text files rendered for a stat, per thread: one that opens
      * the file right after gets the very bytes it was told the size of
      * (tar: lstat, open, read st_size bytes). */
@@ -773,6 +777,14 @@ static int text_size(ml_debugfs *fs, const char *path, const node *n, size_t *si
             if (of->path && of->pid == pid && !strcmp(of->path, path)) {
                 *size = of->len;
                 known = true;
+                /* Its next open gets these bytes too: the reader may have
+                 * closed it already, its release still on the way (with
+                 * several serving threads it can be served after this). */
+                char *copy = malloc(of->len ? of->len : 1);
+                if (copy) {
+                    if (of->len) memcpy(copy, of->text, of->len);
+                    memo_put(fs, path, pid, copy, of->len);
+                }
             }
         const struct memo *m = known ? NULL : memo_find(fs, path, pid);
         if (m && !m->opened) {
@@ -1089,16 +1101,22 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 
 static void open_file_link(ml_debugfs *fs, open_file *of);
 
-/* Fault injection for tests (not API, not exported): when set, called with
- * the path at the start of every open of a file, on the serving thread
- * that answers it. A hook that waits makes a slow request. */
-extern void (*ml__debugfs_open_hook)(const char *path);
-void (*ml__debugfs_open_hook)(const char *path);
+/* Fault injection for tests (not API, not exported): when set, called at
+ * the start of every open ("open") and release ("release") of a file, with
+ * its path, on the serving thread that answers it. A hook that waits makes
+ * a slow request. */
+extern void (*ml__debugfs_hook)(const char *op, const char *path);
+void (*ml__debugfs_hook)(const char *op, const char *path);
+
+static void test_hook(const char *op, const char *path)
+{
+    void (*hook)(const char *, const char *) = __atomic_load_n(&ml__debugfs_hook, __ATOMIC_ACQUIRE);
+    if (hook) hook(op, path ? path : "");
+}
 
 static int op_open(const char *path, struct fuse_file_info *fi)
 {
-    void (*hook)(const char *) = __atomic_load_n(&ml__debugfs_open_hook, __ATOMIC_ACQUIRE);
-    if (hook) hook(path);
+    test_hook("open", path);
     ml_debugfs *fs = current_fs();
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & (O_TRUNC | O_CREAT))) return -EROFS;
     node n;
@@ -1227,7 +1245,7 @@ static void open_file_free(ml_debugfs *fs, open_file *of)
 
 static int op_release(const char *path, struct fuse_file_info *fi)
 {
-    (void)path;
+    test_hook("release", path);
     open_file *of = (open_file *)(uintptr_t)fi->fh;
     if (of) open_file_free(current_fs(), of);
     fi->fh = 0;
@@ -1304,16 +1322,21 @@ static const struct fuse_operations debugfs_ops = {
 
 /* ---- the serving threads------------------------------------------------------------------ */
 
-/* Serve until the kernel ends the connection (unmount, abort: the device
- * reads ENODEV) or the eventfd says stop. The device is non-blocking, so a
- * read never sleeps where the eventfd cannot reach it. */
-static void *serve(void *arg)
+/* Wait for the next request and read it into buf. Only the thread holding
+ * recv_lock waits on the device: the kernel wakes every poller of it for
+ * each request, so with all threads polling, each request would wake them
+ * all to find one request (a herd). The others wait for the lock, and the
+ * one that read a request lets the next one in before serving it.
+ * @return true with a request in buf; false to stop: the eventfd says so
+ *         (level-triggered and never drained, so every thread sees it in
+ *         turn), the kernel ended the connection (unmount, abort: the device
+ *         reads ENODEV, and polls POLLERR for the others), or an error. */
+static bool next_request(ml_debugfs *fs, struct fuse_buf *buf)
 {
-    ml_debugfs *fs = arg;
     struct fuse_session *se = fs->se;
-    struct fuse_buf buf = {.mem = NULL};
-    struct pollfd pf[2] = {{.fd = fuse_session_fd(se), .events = POLLIN},
-                           {.fd = fs->wake_fd, .events = POLLIN}};
+    struct pollfd pf[2] = {{.fd = fuse_session_fd(se), .events = POLLIN}, {.fd = fs->wake_fd, .events = POLLIN}};
+    bool got = false;
+    pthread_mutex_lock(&fs->recv_lock);
     while (!fuse_session_exited(se)) {
         pf[0].revents = pf[1].revents = 0;
         if (poll(pf, 2, -1) < 0) {
@@ -1322,11 +1345,22 @@ static void *serve(void *arg)
         }
         if (pf[1].revents) break;
         if (!pf[0].revents) continue;
-        int res = fuse_session_receive_buf(se, &buf);
+        int res = fuse_session_receive_buf(se, buf);
         if (res == -EINTR || res == -EAGAIN) continue;
-        if (res <= 0) break; /* 0: connection ended (ENODEV); < 0: device error */
-        fuse_session_process_buf(se, &buf);
+        got = res > 0; /* 0: connection ended (ENODEV); < 0: device error */
+        break;
     }
+    pthread_mutex_unlock(&fs->recv_lock);
+    return got;
+}
+
+/* Serve until next_request says stop. The device is non-blocking, so a
+ * read never sleeps where the eventfd cannot reach it. */
+static void *serve(void *arg)
+{
+    ml_debugfs *fs = arg;
+    struct fuse_buf buf = {.mem = NULL};
+    while (next_request(fs, &buf)) fuse_session_process_buf(fs->se, &buf);
     free(buf.mem);
     return NULL;
 }
@@ -1513,6 +1547,7 @@ static void fs_free(ml_debugfs *fs)
     memo_free(fs);
     if (fs->wake_fd >= 0) close(fs->wake_fd);
     pthread_mutex_destroy(&fs->lock);
+    pthread_mutex_destroy(&fs->recv_lock);
     free(fs->mountpoint);
     free(fs->abspath);
     free(fs);
@@ -1552,6 +1587,7 @@ int ml_debugfs_mount(ml_arena *arena, const char *mountpoint, const ml_debugfs_o
     if (!fs) return -ENOMEM;
     fs->wake_fd = -1;
     pthread_mutex_init(&fs->lock, NULL);
+    pthread_mutex_init(&fs->recv_lock, NULL);
     fs->arena = arena;
     fs->cache_ms = opt.cache_ms;
     fs->uid = geteuid();

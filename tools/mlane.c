@@ -142,7 +142,7 @@ static void demo_usage(FILE *f)
             "  --cache-ms N    with --mount: the kernel may cache the view's names and\n"
             "                  sizes for N ms (default 0: exact; 1000 makes find, ls -lR\n"
             "                  and du several times faster, at up to N ms of staleness)\n"
-            "  --threads N     with --mount: threads serving the view (default 2)\n"
+            "  --threads N     with --mount: threads serving the view (default 1)\n"
             "  --swap-dir DIR  directory of the (private, unnamed) swap file\n"
             "                  (default $TMPDIR, else /var/tmp)\n"
             "  --slow-mb N     SlowLane size in MiB: the memory budget (default 48)\n"

@@ -97,12 +97,15 @@ typedef struct ml_debugfs_options {
      *  small record for the last entry of each full listing batch until
      *  unmount; IDs are reused, so these are bounded by the names seen. */
     unsigned cache_ms;
-    /** How many threads serve the view (0 = 2; at most
+    /** How many threads serve the view (0 = 1; at most
      *  ML_DEBUGFS_THREADS_MAX). With more than one, a slow request (a large
      *  listing rendered, a cold blob decompressed for a read) does not hold
      *  up the others: a walk in one terminal and a `cat` in another go on
-     *  side by side. Idle threads sleep in poll and cost nothing. If the
-     *  system refuses to create some of them, fewer serve. */
+     *  side by side. The price: the threads take turns waiting for
+     *  requests, and handing each request over costs a few context
+     *  switches, so a single walk is slower (`ls -lR` about twice as slow
+     *  on two cores). Idle threads sleep and cost nothing. If the system
+     *  refuses to create some of them, fewer serve. */
     unsigned threads;
 } ml_debugfs_options;
 
