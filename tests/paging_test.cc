@@ -674,9 +674,14 @@ TEST_P(Faults, AFailedStartOfTheSwapFileIsTriedAgainLater) {
     ml_arena *a = f.Create(&c);
     ASSERT_NE(a, nullptr);
     Blob b = Make(a, 64 << 10, 57);
+    auto t0 = std::chrono::steady_clock::now();
     EXPECT_EQ(ml_evict(a, b.h), -EMFILE);
     EXPECT_EQ(ml_evict(a, b.h), -EMFILE) << "reported again at once";
-    EXPECT_EQ(f.injected, 1) << "without a second attempt";
+    // "At once" is within the pager's START_RETRY_MS (100 ms); a thread
+    // descheduled longer than that sees a second attempt, rightly.
+    if (std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(90)) {
+        EXPECT_EQ(f.injected, 1) << "without a second attempt";
+    }
     EXPECT_EQ(ml_handle_state(a, b.h), ML_STATE_SLOW);
     EXPECT_TRUE(GetMatches(a, b));
     f.fail_open_from = -1;  // the descriptors are back (no engine is running: no lock needed)
