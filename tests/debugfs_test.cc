@@ -115,26 +115,30 @@ int ConnectionOf(const std::string &path) {
     return conn;
 }
 
-// Threads of this process whose name is `name`.
-int ThreadsNamed(const char *name) {
-    int n = 0;
+// The /proc/self/task/<tid> directories of this process's threads named
+// `name`.
+std::vector<std::string> TasksNamed(const char *name) {
+    std::vector<std::string> v;
     DIR *d = opendir("/proc/self/task");
-    if (!d) return -1;
+    if (!d) return v;
     while (dirent *e = readdir(d)) {
         if (e->d_name[0] == '.') continue;
-        std::string p = std::string("/proc/self/task/") + e->d_name + "/comm";
-        FILE *f = fopen(p.c_str(), "r");
+        std::string t = std::string("/proc/self/task/") + e->d_name;
+        FILE *f = fopen((t + "/comm").c_str(), "r");
         if (!f) continue;
         char comm[64] = {0};
         if (fgets(comm, sizeof comm, f)) {
             comm[strcspn(comm, "\n")] = 0;
-            if (strcmp(comm, name) == 0) n++;
+            if (strcmp(comm, name) == 0) v.push_back(t);
         }
         fclose(f);
     }
     closedir(d);
-    return n;
+    return v;
 }
+
+// Threads of this process whose name is `name`.
+int ThreadsNamed(const char *name) { return (int)TasksNamed(name).size(); }
 
 // ThreadsNamed, once it equals want (within a second). pthread_join returns
 // when the kernel clears the thread's TID, before the exiting task leaves
@@ -1679,19 +1683,12 @@ TEST_F(DebugfsTest, ASlowRequestDoesNotHoldUpTheOthers) {
 // slept: in poll, on a lock).
 long SwitchesOf(const char *name) {
     long sum = 0;
-    DIR *d = opendir("/proc/self/task");
-    if (!d) return -1;
-    while (dirent *e = readdir(d)) {
-        if (e->d_name[0] == '.') continue;
-        std::string t = std::string("/proc/self/task/") + e->d_name;
-        std::string comm = Slurp(t + "/comm");
-        if (comm != std::string(name) + "\n") continue;
+    for (const std::string &t : TasksNamed(name)) {
         std::istringstream in(Slurp(t + "/status"));
         std::string line;
         while (std::getline(in, line))
             if (line.rfind("voluntary_ctxt_switches:", 0) == 0) sum += atol(line.c_str() + 24);
     }
-    closedir(d);
     return sum;
 }
 

@@ -145,22 +145,27 @@ struct FaultIO {
     };
     static Wrap *W(ml_io *io) { return (Wrap *)io; }
 
+    // Take a request and never complete it (the engine broke), or -EAGAIN
+    // when the queue is full (the operation is not counted: *counted--).
+    // Caller holds mu_.
+    static int Lose(Wrap *w, int *counted) {
+        if (w->io.inflight >= w->io.depth) {
+            (*counted)--;
+            return -EAGAIN;
+        }
+        w->f->injected++;
+        w->lost++;
+        w->io.inflight++;
+        return 0;
+    }
+
     static int Write(ml_io *io, const void *buf, size_t len, uint64_t off, int bi, uint64_t tag) {
         Wrap *w = W(io);
         FaultIO *f = w->f;
         if (f->write_delay_us) usleep(f->write_delay_us);
         std::lock_guard<std::mutex> g(f->mu_);
         int n = f->writes++;
-        if (f->lose_writes_from >= 0 && n >= f->lose_writes_from) {
-            if (io->inflight >= io->depth) {
-                f->writes--;
-                return -EAGAIN;
-            }
-            f->injected++;
-            w->lost++;
-            io->inflight++;
-            return 0;
-        }
+        if (f->lose_writes_from >= 0 && n >= f->lose_writes_from) return Lose(w, &f->writes);
         bool fail = n == f->fail_write_at || (f->fail_all_writes_from >= 0 && n >= f->fail_all_writes_from);
         if (fail) {
             if (io->inflight >= io->depth) {
@@ -200,16 +205,7 @@ struct FaultIO {
             f->reads_now_--;
         }
         int n = f->reads++;
-        if (f->lose_reads_from >= 0 && n >= f->lose_reads_from) {
-            if (io->inflight >= io->depth) {
-                f->reads--;
-                return -EAGAIN;
-            }
-            f->injected++;
-            w->lost++;
-            io->inflight++;
-            return 0;
-        }
+        if (f->lose_reads_from >= 0 && n >= f->lose_reads_from) return Lose(w, &f->reads);
         if (n == f->fail_read_at) {
             f->injected++;
             w->fake.push_back(ml_io_cqe{tag, -(long)f->fail_read_err});

@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <set>
 #include <string>
@@ -77,6 +78,18 @@ bool GetMatches(ml_arena *a, const Blob &b) {
     Content(b.seed, want.data(), b.size);
     const unsigned char *p = (const unsigned char *)ml_get(a, b.h);
     return p && memcmp(p, want.data(), b.size) == 0;
+}
+
+// Runs body in a child process under an alarm, so that a hang fails the
+// test instead of hanging it. body returns 0, or the number of the check
+// that failed, which the failure shows as the child's exit code.
+void InChildWithAlarm(unsigned seconds, const std::function<int()> &body) {
+    EXPECT_EXIT(
+        {
+            alarm(seconds);
+            _exit(body());
+        },
+        ::testing::ExitedWithCode(0), "");
 }
 
 ml_config PagingConfig(int engine) {
@@ -804,33 +817,30 @@ TEST_P(Faults, AnOlderRecordOfTheSameHandleIsRejected) {
 // alarm: a spin fails the test instead of hanging it.
 TEST_P(Faults, AnEngineThatBreaksMidBatchEndsItWithoutSpinning) {
     int which = GetParam();
-    EXPECT_EXIT(
-        {
-            alarm(20);
-            FaultIO f;
-            f.which = which;
-            f.lose_writes_from = 0;
-            ml_config c = PagingConfig(which);
-            c.io_queue_depth = 2; // four bounce buffers for sixteen victims
-            ml_arena *a = f.Create(&c);
-            if (!a) _exit(2);
-            std::vector<Blob> bs;
-            std::vector<ml_handle> hs;
-            for (int i = 0; i < 16; i++) {
-                bs.push_back(Make(a, 64 << 10, 900 + (uint64_t)i));
-                hs.push_back(bs.back().h);
-            }
-            if (ml_evict_many(a, hs.data(), hs.size()) != -EIO) _exit(3);
-            for (const Blob &b : bs) {
-                if (ml_handle_state(a, b.h) != ML_STATE_SLOW) _exit(4);
-                if (!ReadMatches(a, b)) _exit(5);
-            }
-            if (PStats(a).io_errors < 16) _exit(6);
-            if (ml__arena_check(a) != 0) _exit(7);
-            ml_arena_destroy(a);
-            _exit(0);
-        },
-        ::testing::ExitedWithCode(0), "");
+    InChildWithAlarm(20, [&] {
+        FaultIO f;
+        f.which = which;
+        f.lose_writes_from = 0;
+        ml_config c = PagingConfig(which);
+        c.io_queue_depth = 2; // four bounce buffers for sixteen victims
+        ml_arena *a = f.Create(&c);
+        if (!a) return 2;
+        std::vector<Blob> bs;
+        std::vector<ml_handle> hs;
+        for (int i = 0; i < 16; i++) {
+            bs.push_back(Make(a, 64 << 10, 900 + (uint64_t)i));
+            hs.push_back(bs.back().h);
+        }
+        if (ml_evict_many(a, hs.data(), hs.size()) != -EIO) return 3;
+        for (const Blob &b : bs) {
+            if (ml_handle_state(a, b.h) != ML_STATE_SLOW) return 4;
+            if (!ReadMatches(a, b)) return 5;
+        }
+        if (PStats(a).io_errors < 16) return 6;
+        if (ml__arena_check(a) != 0) return 7;
+        ml_arena_destroy(a);
+        return 0;
+    });
 }
 
 // ---- a submission the kernel refuses (io_uring) ----
@@ -866,62 +876,68 @@ std::vector<unsigned char> PreadAt(int fd, size_t len, off_t off) {
 }
 }  // namespace
 
+// An arena paging through io_uring by way of f, straight to disk (no
+// compressed stage).
+ml_arena *UringFaultArena(FaultIO *f) {
+    f->which = ML_IO_WHICH_URING;
+    ml_config c = PagingConfig(1);
+    c.compressed_stage = false;
+    return f->Create(&c);
+}
+
 // In a child with an alarm: without the take-back, the last step (an
 // engine destroyed with a request queued) waits for ever.
 TEST(IoUringEngine, ARefusedSubmissionTakesItsRequestsBack) {
-    EXPECT_EXIT(
+    InChildWithAlarm(20, [&] {
+        char path[] = "/tmp/ml_uring_XXXXXX";
+        int fd = mkstemp(path);
+        if (fd < 0) return 2;
+        unlink(path);
+        if (ftruncate(fd, 4 * 4096) != 0) return 3;
+        std::set<int> rings = FaultIO::IoUringFds();
+        ml_io *io = nullptr;
+        if (ml__io_uring_open(fd, 8, &io) != 0) return 4;
+        int ring = -1;
+        for (int r : FaultIO::IoUringFds())
+            if (!rings.count(r)) ring = r;
+        if (ring < 0) return 5;
+        unsigned char *a = (unsigned char *)aligned_alloc(4096, 4096);
+        unsigned char *b = (unsigned char *)aligned_alloc(4096, 4096);
+        memset(a, 'A', 4096);
+        memset(b, 'B', 4096);
+        // 1. A refused write: an error, and it leaves the in-flight count.
+        if (io->ops->write(io, a, 4096, 0, -1, 1) != 0 || io->inflight != 1) return 6;
+        int rc;
         {
-            alarm(20);
-            char path[] = "/tmp/ml_uring_XXXXXX";
-            int fd = mkstemp(path);
-            if (fd < 0) _exit(2);
-            unlink(path);
-            if (ftruncate(fd, 4 * 4096) != 0) _exit(3);
-            std::set<int> rings = FaultIO::IoUringFds();
-            ml_io *io = nullptr;
-            if (ml__io_uring_open(fd, 8, &io) != 0) _exit(4);
-            int ring = -1;
-            for (int r : FaultIO::IoUringFds())
-                if (!rings.count(r)) ring = r;
-            if (ring < 0) _exit(5);
-            unsigned char *a = (unsigned char *)aligned_alloc(4096, 4096);
-            unsigned char *b = (unsigned char *)aligned_alloc(4096, 4096);
-            memset(a, 'A', 4096);
-            memset(b, 'B', 4096);
-            // 1. A refused write: an error, and it leaves the in-flight count.
-            if (io->ops->write(io, a, 4096, 0, -1, 1) != 0 || io->inflight != 1) _exit(6);
-            int rc;
-            {
-                RingRefused refused(ring);
-                rc = io->ops->submit(io);
-            }
-            if (rc >= 0) _exit(7);
-            if (io->inflight != 0) _exit(8);
-            // 2. The next submission runs only its own write.
-            if (io->ops->write(io, b, 4096, 4096, -1, 2) != 0 || io->ops->submit(io) != 0) _exit(9);
-            ml_io_cqe cq[4];
-            if (io->ops->reap(io, cq, 4, 1) != 1 || cq[0].tag != 2 || cq[0].res != 4096) _exit(10);
-            usleep(20000);
-            if (io->ops->reap(io, cq, 4, 0) != 0) _exit(11); // the refused one never ran
-            if (PreadAt(fd, 4096, 0) != std::vector<unsigned char>(4096, 0)) _exit(12);
-            if (PreadAt(fd, 4096, 4096) != std::vector<unsigned char>(4096, 'B')) _exit(13);
-            // 3. The same through submit-and-wait.
-            if (io->ops->write(io, a, 4096, 8192, -1, 3) != 0) _exit(14);
-            {
-                RingRefused refused(ring);
-                rc = io->ops->submit_wait(io, 1);
-            }
-            if (rc >= 0 || io->inflight != 0) _exit(15);
-            // 4. Queued and never submitted: destroy does not wait for it.
-            if (io->ops->read(io, a, 4096, 0, -1, 4) != 0) _exit(16);
-            io->ops->destroy(io);
-            if (PreadAt(fd, 4096, 8192) != std::vector<unsigned char>(4096, 0)) _exit(17);
-            free(a);
-            free(b);
-            close(fd);
-            _exit(0);
-        },
-        ::testing::ExitedWithCode(0), "");
+            RingRefused refused(ring);
+            rc = io->ops->submit(io);
+        }
+        if (rc >= 0) return 7;
+        if (io->inflight != 0) return 8;
+        // 2. The next submission runs only its own write.
+        if (io->ops->write(io, b, 4096, 4096, -1, 2) != 0 || io->ops->submit(io) != 0) return 9;
+        ml_io_cqe cq[4];
+        if (io->ops->reap(io, cq, 4, 1) != 1 || cq[0].tag != 2 || cq[0].res != 4096) return 10;
+        usleep(20000);
+        if (io->ops->reap(io, cq, 4, 0) != 0) return 11; // the refused one never ran
+        if (PreadAt(fd, 4096, 0) != std::vector<unsigned char>(4096, 0)) return 12;
+        if (PreadAt(fd, 4096, 4096) != std::vector<unsigned char>(4096, 'B')) return 13;
+        // 3. The same through submit-and-wait.
+        if (io->ops->write(io, a, 4096, 8192, -1, 3) != 0) return 14;
+        {
+            RingRefused refused(ring);
+            rc = io->ops->submit_wait(io, 1);
+        }
+        if (rc >= 0 || io->inflight != 0) return 15;
+        // 4. Queued and never submitted: destroy does not wait for it.
+        if (io->ops->read(io, a, 4096, 0, -1, 4) != 0) return 16;
+        io->ops->destroy(io);
+        if (PreadAt(fd, 4096, 8192) != std::vector<unsigned char>(4096, 0)) return 17;
+        free(a);
+        free(b);
+        close(fd);
+        return 0;
+    });
 }
 
 // An eviction batch whose first submission is refused: the writes it took
@@ -929,114 +945,97 @@ TEST(IoUringEngine, ARefusedSubmissionTakesItsRequestsBack) {
 // batch goes on, and the failed ones evict on the next try. Without the
 // take-back the batch waits for ever for completions that cannot come.
 TEST(FaultsIoUring, ARefusedSubmissionFailsOnlyItsEvictions) {
-    EXPECT_EXIT(
-        {
-            alarm(20);
-            FaultIO f;
-            f.which = ML_IO_WHICH_URING;
-            f.fail_submit_at = 0;
-            ml_config c = PagingConfig(1);
-            ml_arena *a = f.Create(&c);
-            if (!a) _exit(2);
-            std::vector<Blob> bs;
-            std::vector<ml_handle> hs;
-            for (int i = 0; i < 16; i++) {
-                bs.push_back(Make(a, 64 << 10, 1200 + (uint64_t)i));
-                hs.push_back(bs.back().h);
-            }
-            int n = ml_evict_many(a, hs.data(), hs.size());
-            if (f.injected != 1) _exit(3);
-            if (n < 0 || n >= 16) _exit(4); // some failed, and not all
-            size_t resident = 0;
-            for (const Blob &b : bs) {
-                ml_state st = ml_handle_state(a, b.h);
-                if (st == ML_STATE_SLOW) resident++;
-                else if (st != ML_STATE_EVICTED) _exit(5);
-                if (!ReadMatches(a, b)) _exit(6);
-            }
-            if (resident != 16 - (size_t)n) _exit(7);
-            if (PStats(a).io_errors < resident) _exit(8);
-            if (ml_evict_many(a, hs.data(), hs.size()) != (int)resident) _exit(9);
-            for (const Blob &b : bs) {
-                if (ml_handle_state(a, b.h) != ML_STATE_EVICTED) _exit(10);
-                if (!GetMatches(a, b)) _exit(11);
-            }
-            if (ml__arena_check(a) != 0) _exit(12);
-            ml_arena_destroy(a);
-            _exit(0);
-        },
-        ::testing::ExitedWithCode(0), "");
+    InChildWithAlarm(20, [&] {
+        FaultIO f;
+        f.fail_submit_at = 0;
+        ml_arena *a = UringFaultArena(&f);
+        if (!a) return 2;
+        std::vector<Blob> bs;
+        std::vector<ml_handle> hs;
+        for (int i = 0; i < 16; i++) {
+            bs.push_back(Make(a, 64 << 10, 1200 + (uint64_t)i));
+            hs.push_back(bs.back().h);
+        }
+        int n = ml_evict_many(a, hs.data(), hs.size());
+        if (f.injected != 1) return 3;
+        if (n < 0 || n >= 16) return 4; // some failed, and not all
+        size_t resident = 0;
+        for (const Blob &b : bs) {
+            ml_state st = ml_handle_state(a, b.h);
+            if (st == ML_STATE_SLOW) resident++;
+            else if (st != ML_STATE_EVICTED) return 5;
+            if (!ReadMatches(a, b)) return 6;
+        }
+        if (resident != 16 - (size_t)n) return 7;
+        if (PStats(a).io_errors < resident) return 8;
+        if (ml_evict_many(a, hs.data(), hs.size()) != (int)resident) return 9;
+        for (const Blob &b : bs) {
+            if (ml_handle_state(a, b.h) != ML_STATE_EVICTED) return 10;
+            if (!GetMatches(a, b)) return 11;
+        }
+        if (ml__arena_check(a) != 0) return 12;
+        ml_arena_destroy(a);
+        return 0;
+    });
 }
 
 // A page-in whose read is refused fails, and leaves nothing behind: the
 // next page-in (by the same reader) gets its own record, not the refused
 // one's, and the entry refused comes back on the next access.
 TEST(FaultsIoUring, ARefusedPageInReadLeavesNothingBehind) {
-    EXPECT_EXIT(
-        {
-            alarm(20);
-            FaultIO f;
-            f.which = ML_IO_WHICH_URING;
-            ml_config c = PagingConfig(1);
-            c.compressed_stage = false;
-            ml_arena *a = f.Create(&c);
-            if (!a) _exit(2);
-            Blob x = Make(a, 64 << 10, 1300);
-            Blob y = Make(a, 64 << 10, 1301);
-            if (ml_evict(a, x.h) != 0 || ml_evict(a, y.h) != 0) _exit(3);
-            f.RefuseNextSubmit();
-            void *p = nullptr;
-            if (ml_try_get(a, x.h, &p) == 0) _exit(4);
-            if (f.injected != 1) _exit(5);
-            if (ml_handle_state(a, x.h) != ML_STATE_EVICTED) _exit(6);
-            if (!GetMatches(a, y)) _exit(7);
-            if (!GetMatches(a, x)) _exit(8);
-            if (PStats(a).checksum_failures != 0) _exit(9);
-            if (ml__arena_check(a) != 0) _exit(10);
-            ml_arena_destroy(a);
-            _exit(0);
-        },
-        ::testing::ExitedWithCode(0), "");
+    InChildWithAlarm(20, [&] {
+        FaultIO f;
+        ml_arena *a = UringFaultArena(&f);
+        if (!a) return 2;
+        Blob x = Make(a, 64 << 10, 1300);
+        Blob y = Make(a, 64 << 10, 1301);
+        if (ml_evict(a, x.h) != 0 || ml_evict(a, y.h) != 0) return 3;
+        f.RefuseNextSubmit();
+        void *p = nullptr;
+        if (ml_try_get(a, x.h, &p) == 0) return 4;
+        if (f.injected != 1) return 5;
+        if (ml_handle_state(a, x.h) != ML_STATE_EVICTED) return 6;
+        if (!GetMatches(a, y)) return 7;
+        if (!GetMatches(a, x)) return 8;
+        if (PStats(a).checksum_failures != 0) return 9;
+        if (ml__arena_check(a) != 0) return 10;
+        ml_arena_destroy(a);
+        return 0;
+    });
 }
 
 // A prefetch whose reads are refused: it fails, the entries stay cold and
 // their places in SlowLane go back; they all come back afterwards.
 TEST(FaultsIoUring, ARefusedPrefetchReadFailsAndGivesItsPlacesBack) {
-    EXPECT_EXIT(
-        {
-            alarm(20);
-            FaultIO f;
-            f.which = ML_IO_WHICH_URING;
-            ml_config c = PagingConfig(1);
-            c.compressed_stage = false;
-            ml_arena *a = f.Create(&c);
-            if (!a) _exit(2);
-            std::vector<Blob> bs;
-            std::vector<ml_handle> hs;
-            for (int i = 0; i < 24; i++) {
-                bs.push_back(Make(a, 64 << 10, 1400 + (uint64_t)i));
-                hs.push_back(bs.back().h);
-            }
-            if (ml_evict_many(a, hs.data(), hs.size()) != 24) _exit(3);
-            ml_stats before;
-            if (ml_stats_get(a, &before) != 0) _exit(4);
-            f.RefuseNextSubmit();
-            int rc = ml_prefetch(a, hs.data(), hs.size());
-            if (f.injected != 1) _exit(5);
-            size_t back = 0;
-            for (const Blob &b : bs) back += ml_handle_state(a, b.h) == ML_STATE_SLOW;
-            if (rc < 0 ? back != 0 : (size_t)rc != back) _exit(6);
-            if (back == 24) _exit(7); // the refused reads did not come back
-            ml_stats after;
-            if (ml_stats_get(a, &after) != 0) _exit(8);
-            if (after.lane[ML_LANE_SLOW].used != before.lane[ML_LANE_SLOW].used + back * (64 << 10)) _exit(9);
-            if (ml__arena_check(a) != 0) _exit(10);
-            for (const Blob &b : bs)
-                if (!GetMatches(a, b)) _exit(11);
-            ml_arena_destroy(a);
-            _exit(0);
-        },
-        ::testing::ExitedWithCode(0), "");
+    InChildWithAlarm(20, [&] {
+        FaultIO f;
+        ml_arena *a = UringFaultArena(&f);
+        if (!a) return 2;
+        std::vector<Blob> bs;
+        std::vector<ml_handle> hs;
+        for (int i = 0; i < 24; i++) {
+            bs.push_back(Make(a, 64 << 10, 1400 + (uint64_t)i));
+            hs.push_back(bs.back().h);
+        }
+        if (ml_evict_many(a, hs.data(), hs.size()) != 24) return 3;
+        ml_stats before;
+        if (ml_stats_get(a, &before) != 0) return 4;
+        f.RefuseNextSubmit();
+        int rc = ml_prefetch(a, hs.data(), hs.size());
+        if (f.injected != 1) return 5;
+        size_t back = 0;
+        for (const Blob &b : bs) back += ml_handle_state(a, b.h) == ML_STATE_SLOW;
+        if (rc < 0 ? back != 0 : (size_t)rc != back) return 6;
+        if (back == 24) return 7; // the refused reads did not come back
+        ml_stats after;
+        if (ml_stats_get(a, &after) != 0) return 8;
+        if (after.lane[ML_LANE_SLOW].used != before.lane[ML_LANE_SLOW].used + back * (64 << 10)) return 9;
+        if (ml__arena_check(a) != 0) return 10;
+        for (const Blob &b : bs)
+            if (!GetMatches(a, b)) return 11;
+        ml_arena_destroy(a);
+        return 0;
+    });
 }
 
 // A prefetch whose engine breaks (reads taken and never completed, then a
@@ -1047,44 +1046,41 @@ TEST(FaultsIoUring, ARefusedPrefetchReadFailsAndGivesItsPlacesBack) {
 // child with an alarm.
 TEST_P(Faults, APrefetchWhoseEngineBreaksGoesOnWithAFreshOne) {
     int which = GetParam();
-    EXPECT_EXIT(
-        {
-            alarm(30);
-            FaultIO f;
-            f.which = which;
-            ml_config c = PagingConfig(which);
-            c.io_queue_depth = 4;
-            ml_arena *a = f.Create(&c);
-            if (!a) _exit(2);
-            std::vector<Blob> bs;
-            std::vector<ml_handle> hs;
-            for (int i = 0; i < 300; i++) {
-                bs.push_back(Make(a, 16 << 10, 1500 + (uint64_t)i));
-                hs.push_back(bs.back().h);
-            }
-            if (ml_evict_many(a, hs.data(), hs.size()) != 300) _exit(3);
-            ml_stats before;
-            if (ml_stats_get(a, &before) != 0) _exit(4);
-            f.lose_reads_from = f.Reads() + 10;
-            int opens = f.opens;
-            int rc = ml_prefetch(a, hs.data(), hs.size());
-            if (f.injected == 0) _exit(5);
-            if (f.opens <= opens) _exit(6); // a fresh engine
-            size_t back = 0;
-            for (const Blob &b : bs) back += ml_handle_state(a, b.h) == ML_STATE_SLOW;
-            if (back == 300 || back < 10) _exit(7);
-            if (rc != (int)back) _exit(8);
-            ml_stats after;
-            if (ml_stats_get(a, &after) != 0) _exit(9);
-            if (after.lane[ML_LANE_SLOW].used != before.lane[ML_LANE_SLOW].used + back * (16 << 10)) _exit(10);
-            if (ml__arena_check(a) != 0) _exit(11);
-            f.lose_reads_from = -1;
-            for (const Blob &b : bs)
-                if (!GetMatches(a, b)) _exit(12);
-            ml_arena_destroy(a);
-            _exit(0);
-        },
-        ::testing::ExitedWithCode(0), "");
+    InChildWithAlarm(30, [&] {
+        FaultIO f;
+        f.which = which;
+        ml_config c = PagingConfig(which);
+        c.io_queue_depth = 4;
+        ml_arena *a = f.Create(&c);
+        if (!a) return 2;
+        std::vector<Blob> bs;
+        std::vector<ml_handle> hs;
+        for (int i = 0; i < 300; i++) {
+            bs.push_back(Make(a, 16 << 10, 1500 + (uint64_t)i));
+            hs.push_back(bs.back().h);
+        }
+        if (ml_evict_many(a, hs.data(), hs.size()) != 300) return 3;
+        ml_stats before;
+        if (ml_stats_get(a, &before) != 0) return 4;
+        f.lose_reads_from = f.Reads() + 10;
+        int opens = f.opens;
+        int rc = ml_prefetch(a, hs.data(), hs.size());
+        if (f.injected == 0) return 5;
+        if (f.opens <= opens) return 6; // a fresh engine
+        size_t back = 0;
+        for (const Blob &b : bs) back += ml_handle_state(a, b.h) == ML_STATE_SLOW;
+        if (back == 300 || back < 10) return 7;
+        if (rc != (int)back) return 8;
+        ml_stats after;
+        if (ml_stats_get(a, &after) != 0) return 9;
+        if (after.lane[ML_LANE_SLOW].used != before.lane[ML_LANE_SLOW].used + back * (16 << 10)) return 10;
+        if (ml__arena_check(a) != 0) return 11;
+        f.lose_reads_from = -1;
+        for (const Blob &b : bs)
+            if (!GetMatches(a, b)) return 12;
+        ml_arena_destroy(a);
+        return 0;
+    });
 }
 
 TEST_P(Faults, PressureEvictionWithFailingDiskLosesNothing) {
