@@ -139,6 +139,7 @@ extern char **environ;
 #define UMOUNT_RETRY_US 5000
 #define RELEASE_WAIT_US 200   /* poll for directory releases still on their way */
 #define THREADS_DEFAULT 1
+#define NOMEM_RETRY_US 10000  /* a serving thread short of memory tries again */
 
 /* ---- data structures ----------------------------------------------------------- */
 
@@ -1341,12 +1342,20 @@ static bool next_request(ml_debugfs *fs, struct fuse_buf *buf)
         pf[0].revents = pf[1].revents = 0;
         if (poll(pf, 2, -1) < 0) {
             if (errno == EINTR) continue;
+            if (errno == ENOMEM) { /* short of memory: readers wait, as for a slow answer */
+                usleep(NOMEM_RETRY_US);
+                continue;
+            }
             break;
         }
         if (pf[1].revents) break;
         if (!pf[0].revents) continue;
         int res = fuse_session_receive_buf(se, buf);
         if (res == -EINTR || res == -EAGAIN) continue;
+        if (res == -ENOMEM) { /* no buffer yet: the request stays queued */
+            usleep(NOMEM_RETRY_US);
+            continue;
+        }
         got = res > 0; /* 0: connection ended (ENODEV); < 0: device error */
         break;
     }
