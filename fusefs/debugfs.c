@@ -139,7 +139,8 @@ extern char **environ;
 #define UMOUNT_RETRY_US 5000
 #define RELEASE_WAIT_US 200   /* poll for directory releases still on their way */
 #define THREADS_DEFAULT 1
-#define NOMEM_RETRY_US 10000  /* a serving thread short of memory tries again */
+#define NOMEM_RETRY_US 10000      /* a serving thread short of memory tries again, */
+#define NOMEM_RETRY_MAX_US 1000000 /* backing off up to a second */
 
 /* ---- data structures ----------------------------------------------------------- */
 
@@ -1323,6 +1324,14 @@ static const struct fuse_operations debugfs_ops = {
 
 /* ---- the serving threads------------------------------------------------------------------ */
 
+/* A serving thread short of memory waits and tries again, from 10 ms up to
+ * a second between tries. */
+static void nomem_wait(unsigned *backoff)
+{
+    *backoff = *backoff ? (*backoff * 2 < NOMEM_RETRY_MAX_US ? *backoff * 2 : NOMEM_RETRY_MAX_US) : NOMEM_RETRY_US;
+    usleep(*backoff);
+}
+
 /* Wait for the next request and read it into buf. Only the thread holding
  * recv_lock waits on the device: the kernel wakes every poller of it for
  * each request, so with all threads polling, each request would wake them
@@ -1337,13 +1346,14 @@ static bool next_request(ml_debugfs *fs, struct fuse_buf *buf)
     struct fuse_session *se = fs->se;
     struct pollfd pf[2] = {{.fd = fuse_session_fd(se), .events = POLLIN}, {.fd = fs->wake_fd, .events = POLLIN}};
     bool got = false;
+    unsigned backoff = 0;
     pthread_mutex_lock(&fs->recv_lock);
     while (!fuse_session_exited(se)) {
         pf[0].revents = pf[1].revents = 0;
         if (poll(pf, 2, -1) < 0) {
             if (errno == EINTR) continue;
             if (errno == ENOMEM) { /* short of memory: readers wait, as for a slow answer */
-                usleep(NOMEM_RETRY_US);
+                nomem_wait(&backoff);
                 continue;
             }
             break;
@@ -1352,8 +1362,8 @@ static bool next_request(ml_debugfs *fs, struct fuse_buf *buf)
         if (!pf[0].revents) continue;
         int res = fuse_session_receive_buf(se, buf);
         if (res == -EINTR || res == -EAGAIN) continue;
-        if (res == -ENOMEM) { /* no buffer yet: the request stays queued */
-            usleep(NOMEM_RETRY_US);
+        if (res == -ENOMEM) { /* no buffer yet (libfuse says so on stderr): the request stays queued */
+            nomem_wait(&backoff);
             continue;
         }
         got = res > 0; /* 0: connection ended (ENODEV); < 0: device error */

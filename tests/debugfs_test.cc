@@ -17,6 +17,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -1746,6 +1747,66 @@ TEST_F(DebugfsTest, AStatServedBeforeAReleaseStillMatchesTheNextRead) {
         if ((size_t)st.st_size != got.size()) mismatches++;
     }
     EXPECT_EQ(mismatches, 0);
+}
+
+// Bytes of address space this process has mapped (VmSize).
+size_t AddressSpace() {
+    std::istringstream in(Slurp("/proc/self/status"));
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("VmSize:", 0) == 0) return (size_t)atol(line.c_str() + 7) << 10;
+    return 0;
+}
+
+// A serving thread whose receive buffer cannot be allocated (the process
+// is short of memory) waits and tries again; it used to stop for good. In
+// a fresh process (threadsafe death test: its heap has no spare arenas)
+// with a second serving thread that has not read anything yet, so that its
+// first read allocates: the address space is capped meanwhile.
+TEST(DebugfsMount, AServingThreadShortOfMemoryTriesAgain) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    GTEST_SKIP() << "a sanitizer's allocator aborts when the address space is capped, rather than fail the malloc";
+#endif
+    std::string style = GTEST_FLAG_GET(death_test_style);
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_EXIT(
+        {
+            alarm(20);
+            if (!PrivateMountNamespace()) _exit(2);
+            ml_arena *a = nullptr;
+            if (ml_arena_create(nullptr, &a) != 0) _exit(3);
+            std::string mnt = MakeTempDir("nomem-");
+            ml_debugfs_options opt = {};
+            opt.threads = 2;
+            ml_debugfs *fs = nullptr;
+            if (ml_debugfs_mount(a, mnt.c_str(), &opt, &fs) != 0) _exit(4);
+            usleep(100000); // FUSE_INIT served: the other thread waits on the device, with no buffer yet
+            std::atomic<bool> go{false};
+            std::thread reader([&] {
+                while (!go.load()) usleep(1000);
+                struct stat st;
+                for (int i = 0; i < 6; i++) stat((mnt + "/arena/stats").c_str(), &st);
+            });
+            usleep(10000);
+            struct rlimit old;
+            struct rlimit capped;
+            getrlimit(RLIMIT_AS, &old);
+            capped = old;
+            capped.rlim_cur = AddressSpace() + (256 << 10);
+            if (setrlimit(RLIMIT_AS, &capped) != 0) _exit(5);
+            go = true;
+            usleep(300000);
+            setrlimit(RLIMIT_AS, &old);
+            reader.join();
+            int n = ThreadsNamed("ml_debugfs");
+            fprintf(stderr, "serving threads: %d\n", n);
+            ml_debugfs_unmount(fs);
+            ml_arena_destroy(a);
+            rmdir(mnt.c_str());
+            _exit(n == 2 ? 0 : 10 + n);
+        },
+        ::testing::ExitedWithCode(0), "");
+    GTEST_FLAG_SET(death_test_style, style);
 }
 
 // Many readers at once on several threads: every listing and file is
