@@ -41,9 +41,10 @@
  * answers with its snapshot's size; and a reader that opens a file right
  * after a stat (within MEMO_MS: tar's lstat, open, read st_size bytes)
  * gets, once, the rendering it was told the size of. Others, and the same
- * reader later, see the file as it is now. A reader is what FUSE names in a
- * request: the calling thread (0 from outside our pid namespace: no
- * memory at all for those). A data file's size is the allocation's size; an
+ * reader later, see the file as it is now. A reader is a process: FUSE
+ * names the calling thread, and /proc/<tid>/status its process (reader_of,
+ * cached for a second); 0 from outside our pid namespace: no memory at
+ * all for those. A data file's size is the allocation's size; an
  * open data file keeps the ml_handle (not the ID, which is reused), so once
  * that handle is freed every read answers ESTALE even if its ID lives again.
  *
@@ -159,7 +160,7 @@ typedef struct open_file {
     ml_handle h;   /* data: the handle, as it was at open */
     char *text;    /* text: the snapshot rendered at open */
     size_t len;
-    char *path;    /* text: its path, and the thread that opened it */
+    char *path;    /* text: its path, and the reader (process) that opened it */
     pid_t pid;
     dir_ent *ents; /* directory: the listing taken at offset 0 */
     size_t nents;
@@ -180,9 +181,9 @@ struct ml_debugfs {
     gid_t gid;
     struct timespec mounted_at;
     unsigned cache_ms; /* how long the kernel may cache names and attributes */
-    pthread_mutex_t lock; /* open and memo (a leaf lock) */
+    pthread_mutex_t lock; /* open, memo and readers (a leaf lock) */
     pthread_mutex_t recv_lock; /* held by the one thread waiting on the device */
-    /* The last text files rendered for a stat, per thread: one that opens
+    /* The last text files rendered for a stat, per reader: one that opens
      * the file right after gets the very bytes it was told the size of
      * (tar: lstat, open, read st_size bytes). */
     struct memo {
@@ -194,6 +195,12 @@ struct ml_debugfs {
         bool opened; /* an open took it: the next lookup renders afresh */
     } memo[8];
     unsigned memo_next;
+    /* The process of each thread seen lately (reader_of). */
+    struct reader_ref {
+        pid_t tid, process;
+        uint64_t at_ms;
+    } readers[16];
+    unsigned readers_next;
     open_file *open;
     int open_dirs;    /* opened and not released yet; atomic: read by unmount */
 };
@@ -715,10 +722,13 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 
 /* ---- per-reader consistency of text files ----------------------------------- */
 
-/* How long a rendering made for one thread's stat is what that thread
+/* How long a rendering made for one reader's stat is what that reader
  * opens: long enough for lstat-then-open (tar, cp), short enough that a
  * reader polling a file sees it move. */
 #define MEMO_MS 100
+/* How long a thread's process is taken as known (thread IDs are reused
+ * only after the kernel has gone round its whole range). */
+#define READER_MS 1000
 
 static uint64_t now_ms(void)
 {
@@ -727,7 +737,46 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* The thread's rendering of path, however old; NULL if none. */
+/* The process of thread tid, from /proc/<tid>/status; tid itself if it
+ * cannot be read. */
+static pid_t process_of(pid_t tid)
+{
+    char p[64], line[128];
+    snprintf(p, sizeof p, "/proc/%d/status", (int)tid);
+    FILE *f = fopen(p, "re");
+    if (!f) return tid;
+    pid_t tgid = tid;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "Tgid:", 5)) {
+            tgid = (pid_t)atoi(line + 5);
+            break;
+        }
+    fclose(f);
+    return tgid > 0 ? tgid : tid;
+}
+
+/* The reader a request comes from: the calling thread's process, 0 from
+ * outside our pid namespace (FUSE gives no thread then). */
+static pid_t reader_of(ml_debugfs *fs)
+{
+    pid_t tid = fuse_get_context()->pid;
+    if (tid <= 0) return 0;
+    uint64_t now = now_ms();
+    pid_t process = 0;
+    pthread_mutex_lock(&fs->lock);
+    for (unsigned i = 0; i < sizeof fs->readers / sizeof fs->readers[0] && !process; i++)
+        if (fs->readers[i].tid == tid && now - fs->readers[i].at_ms <= READER_MS) process = fs->readers[i].process;
+    pthread_mutex_unlock(&fs->lock);
+    if (process) return process;
+    process = process_of(tid);
+    pthread_mutex_lock(&fs->lock);
+    fs->readers[fs->readers_next++ % (sizeof fs->readers / sizeof fs->readers[0])] =
+        (struct reader_ref){tid, process, now};
+    pthread_mutex_unlock(&fs->lock);
+    return process;
+}
+
+/* The reader's rendering of path, however old; NULL if none. */
 static struct memo *memo_of(ml_debugfs *fs, const char *path, pid_t pid)
 {
     for (unsigned i = 0; i < sizeof fs->memo / sizeof fs->memo[0]; i++) {
@@ -737,7 +786,7 @@ static struct memo *memo_of(ml_debugfs *fs, const char *path, pid_t pid)
     return NULL;
 }
 
-/* The thread's rendering of path if it is recent (MEMO_MS). */
+/* The reader's rendering of path if it is recent (MEMO_MS). */
 static struct memo *memo_find(ml_debugfs *fs, const char *path, pid_t pid)
 {
     struct memo *m = memo_of(fs, path, pid);
@@ -745,7 +794,7 @@ static struct memo *memo_find(ml_debugfs *fs, const char *path, pid_t pid)
 }
 
 /* Keep a rendering (takes text; frees it if it cannot keep it), in place
- * of the thread's older one of the same file, if any. */
+ * of the reader's older one of the same file, if any. */
 static void memo_put(ml_debugfs *fs, const char *path, pid_t pid, char *text, size_t len)
 {
     struct memo *m = memo_of(fs, path, pid);
@@ -765,13 +814,13 @@ static void memo_free(ml_debugfs *fs)
     }
 }
 
-/* The size of text file `path` as the asking thread sees it: its own open
+/* The size of text file `path` as the asking reader sees it: its own open
  * snapshot (the newest), else what it was just told (if no open has taken
- * that rendering yet), else rendered now. The kernel names the thread, not
- * the process; 0 (a caller outside our pid namespace) gets no memory. */
+ * that rendering yet), else rendered now. Reader 0 (a caller outside our
+ * pid namespace) gets no memory. */
 static int text_size(ml_debugfs *fs, const char *path, const node *n, size_t *size)
 {
-    pid_t pid = fuse_get_context()->pid;
+    pid_t pid = reader_of(fs);
     if (pid != 0) {
         bool known = false;
         pthread_mutex_lock(&fs->lock);
@@ -1132,9 +1181,9 @@ static int op_open(const char *path, struct fuse_file_info *fi)
         of->is_data = true;
         of->h = n.h;
     } else {
-        /* What this thread was just told the size of (once: a later open
+        /* What this reader was just told the size of (once: a later open
          * renders afresh), else rendered now. */
-        of->pid = fuse_get_context()->pid;
+        of->pid = reader_of(fs);
         of->path = of->pid != 0 ? strdup(path) : NULL;
         bool told = false;
         if (of->pid != 0) {

@@ -751,6 +751,19 @@ TEST_F(DebugfsTest, TextFileSizesMatchWhatTheSameProcessReads) {
     close(fd);
     EXPECT_GT(got.size(), 0u);
     EXPECT_EQ((size_t)st.st_size, got.size()) << "fstat of an open file";
+    // From another thread of the same process, the same: the reader is the
+    // process (FUSE names the thread).
+    usleep(150 * 1000);
+    fd = open(path.c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    usleep(150 * 1000);
+    grow();
+    struct stat other = {};
+    std::thread([&] { EXPECT_EQ(fstat(fd, &other), 0); }).join();
+    got.clear();
+    while ((k = read(fd, buf, sizeof buf)) > 0) got.append(buf, (size_t)k);
+    close(fd);
+    EXPECT_EQ((size_t)other.st_size, got.size()) << "fstat from another thread of the process";
     // The open must follow the stat within the view's memory of it (100 ms,
     // MEMO_MS in debugfs.c); a stall of this thread longer than that is not
     // a failure: try again (the file is rendered afresh after 150 ms).

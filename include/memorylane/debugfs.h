@@ -43,9 +43,9 @@
  * sees a text file as one consistent snapshot: while it has the file open,
  * its stat and fstat give the snapshot's size, and its first open of the
  * file just after a stat (within 0.1 s) reads the content that stat
- * measured. "Reader" means thread: FUSE names the calling thread, not its
- * process, so a file opened in one thread and fstat'ed in another may
- * differ for a file that changes (events). A text file (all but data) is a snapshot taken when it is
+ * measured. "Reader" means process (any of its threads): FUSE names the
+ * calling thread, and the view looks up its process in /proc. Callers in
+ * another pid namespace (FUSE names none) get no such memory. A text file (all but data) is a snapshot taken when it is
  * opened: an open events file does not grow; open it again to see new
  * events.
  */
