@@ -90,6 +90,7 @@
 #define RC_WAYS 4                     /* cold copies ml_read keeps decoded */
 #define RC_BYTES ((size_t)32 << 20)   /* ... while they hold at most this (the newest always stays) */
 #define MAX_BUFS 64
+#define REFUSALS_MAX 3 /* prefetch: submissions in a row not taken whole before a chunk gives up */
 
 typedef struct rec_hdr {
     uint32_t magic;
@@ -1778,11 +1779,11 @@ static void take_reads(ml_pager *p, decoders *d, pf **owner, const ml_io_cqe *cq
     }
 }
 
-/* The engine failed (err): the reads it holds will never complete, and the
- * chunk's entries not read yet are not tried. Their records stay on disk
- * and their places go back. */
+/* The engine failed (err): the reads it holds will never complete, and,
+ * unless `go_on`, the chunk's entries not read yet are not tried. Their
+ * records stay on disk and their places go back. */
 static void lose_reads(ml_pager *p, pf *ch, size_t cn, size_t *next, pf **owner, size_t *reading, int *first_err,
-                       int err)
+                       int err, bool go_on)
 {
     for (unsigned b = 0; b < p->nbufs; b++)
         if (p->busy[b] && owner[b]) {
@@ -1790,7 +1791,7 @@ static void lose_reads(ml_pager *p, pf *ch, size_t cn, size_t *next, pf **owner,
             give_back_place(p->a, &owner[b]->pl);
             owner[b] = NULL;
         }
-    for (; *next < cn; (*next)++) give_back_place(p->a, &ch[*next].pl);
+    for (; !go_on && *next < cn; (*next)++) give_back_place(p->a, &ch[*next].pl);
     if (!*first_err) *first_err = err;
     *reading = 0;
 }
@@ -1798,6 +1799,7 @@ static void lose_reads(ml_pager *p, pf *ch, size_t cn, size_t *next, pf **owner,
 static void stream_chunk(ml_pager *p, decoders *d, pf *ch, size_t cn, int *brought, int *first_err)
 {
     size_t next = 0, reading = 0, decoding = 0;
+    unsigned refused = 0; /* submissions in a row the engine did not take whole */
     pf *owner[MAX_BUFS] = {0};
     ml_io_cqe cq[MAX_BUFS];
     for (;;) {
@@ -1822,12 +1824,16 @@ static void stream_chunk(ml_pager *p, decoders *d, pf *ch, size_t cn, int *broug
         int sub = queued ? p->io->ops->submit(p->io) : 0;
         if (sub < 0) {
             /* Some reads were not handed over, and never will be: take
-             * the completions of those that were, then the rest failed. */
+             * the completions of those that were, then the rest failed.
+             * The chunk goes on unless that keeps happening (or the engine
+             * broke). */
             int got = 0;
             while (reading && p->io->inflight && (got = p->io->ops->reap(p->io, cq, MAX_BUFS, p->io->inflight)) > 0)
                 take_reads(p, d, owner, cq, got, &reading, &decoding, brought, first_err);
             if (got < 0) renew_engine(p);
-            lose_reads(p, ch, cn, &next, owner, &reading, first_err, sub);
+            lose_reads(p, ch, cn, &next, owner, &reading, first_err, sub, got >= 0 && ++refused < REFUSALS_MAX);
+        } else if (queued) {
+            refused = 0;
         }
         /* 2. Settle what the decoders finished (frees their buffers). */
         if (d) {
@@ -1846,7 +1852,7 @@ static void stream_chunk(ml_pager *p, decoders *d, pf *ch, size_t cn, int *broug
         int got = reading ? p->io->ops->reap(p->io, cq, MAX_BUFS, 0) : 0;
         if (got < 0) {
             renew_engine(p);
-            lose_reads(p, ch, cn, &next, owner, &reading, first_err, got);
+            lose_reads(p, ch, cn, &next, owner, &reading, first_err, got, false);
             got = 0;
         }
         take_reads(p, d, owner, cq, got, &reading, &decoding, brought, first_err);
@@ -1874,7 +1880,7 @@ static void stream_chunk(ml_pager *p, decoders *d, pf *ch, size_t cn, int *broug
             got = p->io->ops->reap(p->io, cq, MAX_BUFS, 1);
             if (got < 0) {
                 renew_engine(p);
-                lose_reads(p, ch, cn, &next, owner, &reading, first_err, got);
+                lose_reads(p, ch, cn, &next, owner, &reading, first_err, got, false);
                 got = 0;
             }
             take_reads(p, d, owner, cq, got, &reading, &decoding, brought, first_err);

@@ -1169,8 +1169,9 @@ ML_API int ml_compress(ml_arena *arena, ml_handle h);
  * (room is not made by evicting what it just brought back; an access to
  * one of them waits).
  * @return the number brought back, if any; else the first error (-ENOMEM,
- *         -EIO, -EBADMSG: those entries stay cold), else 0 (also when
- *         paging is off); -EINVAL (arena NULL, handles NULL with n > 0).
+ *         -EIO, -EBADMSG, or the I/O engine's own when it refused the
+ *         reads, such as -EAGAIN: those entries stay cold), else 0 (also
+ *         when paging is off); -EINVAL (arena NULL, handles NULL with n > 0).
  * Thread-safe. It is a batch: it waits for another eviction or prefetch
  * batch to end, but lets waiting accesses in between its chunks.
  */
