@@ -241,12 +241,6 @@ static void lock_unpaused(ml_pager *p)
 
 /* ---- set-up ---------------------------------------------------------------- */
 
-/* Open the swap file, the I/O engine, the buffers and the codec on first
- * need (the first eviction or page-in from disk). Caller holds the pager
- * lock. A failure is reported to every caller for START_RETRY_MS, then
- * tried again: a transient one (out of file descriptors, of memory) does
- * not turn paging to disk off for good, and a lasting one (no access to
- * swap_dir) costs one attempt per period. */
 /* Register the bounce buffers with the pager's engine (optional: plain
  * I/O works too). */
 static void register_bufs(ml_pager *p)
@@ -256,6 +250,12 @@ static void register_bufs(ml_pager *p)
     p->io->ops->register_buffers(p->io, iov, p->nbufs);
 }
 
+/* Open the swap file, the I/O engine, the buffers and the codec on first
+ * need (the first eviction or page-in from disk). Caller holds the pager
+ * lock. A failure is reported to every caller for START_RETRY_MS, then
+ * tried again: a transient one (out of file descriptors, of memory) does
+ * not turn paging to disk off for good, and a lasting one (no access to
+ * swap_dir) costs one attempt per period. */
 static int ensure_started(ml_pager *p)
 {
     if (p->started) return 0;
@@ -1796,6 +1796,15 @@ static void lose_reads(ml_pager *p, pf *ch, size_t cn, size_t *next, pf **owner,
     *reading = 0;
 }
 
+/* The engine failed as a whole (a reap said err): replace it, and lose
+ * the chunk's reads (lose_reads). */
+static void engine_broke(ml_pager *p, pf *ch, size_t cn, size_t *next, pf **owner, size_t *reading, int *first_err,
+                         int err)
+{
+    renew_engine(p);
+    lose_reads(p, ch, cn, next, owner, reading, first_err, err, false);
+}
+
 static void stream_chunk(ml_pager *p, decoders *d, pf *ch, size_t cn, int *brought, int *first_err)
 {
     size_t next = 0, reading = 0, decoding = 0;
@@ -1830,8 +1839,8 @@ static void stream_chunk(ml_pager *p, decoders *d, pf *ch, size_t cn, int *broug
             int got = 0;
             while (reading && p->io->inflight && (got = p->io->ops->reap(p->io, cq, MAX_BUFS, p->io->inflight)) > 0)
                 take_reads(p, d, owner, cq, got, &reading, &decoding, brought, first_err);
-            if (got < 0) renew_engine(p);
-            lose_reads(p, ch, cn, &next, owner, &reading, first_err, sub, got >= 0 && ++refused < REFUSALS_MAX);
+            if (got < 0) engine_broke(p, ch, cn, &next, owner, &reading, first_err, got);
+            else lose_reads(p, ch, cn, &next, owner, &reading, first_err, sub, ++refused < REFUSALS_MAX);
         } else if (queued) {
             refused = 0;
         }
@@ -1851,8 +1860,7 @@ static void stream_chunk(ml_pager *p, decoders *d, pf *ch, size_t cn, int *broug
         /* 3. Completed reads go to the decode queue. */
         int got = reading ? p->io->ops->reap(p->io, cq, MAX_BUFS, 0) : 0;
         if (got < 0) {
-            renew_engine(p);
-            lose_reads(p, ch, cn, &next, owner, &reading, first_err, got, false);
+            engine_broke(p, ch, cn, &next, owner, &reading, first_err, got);
             got = 0;
         }
         take_reads(p, d, owner, cq, got, &reading, &decoding, brought, first_err);
@@ -1879,8 +1887,7 @@ static void stream_chunk(ml_pager *p, decoders *d, pf *ch, size_t cn, int *broug
         if (reading && (!d || !decoding)) {
             got = p->io->ops->reap(p->io, cq, MAX_BUFS, 1);
             if (got < 0) {
-                renew_engine(p);
-                lose_reads(p, ch, cn, &next, owner, &reading, first_err, got, false);
+                engine_broke(p, ch, cn, &next, owner, &reading, first_err, got);
                 got = 0;
             }
             take_reads(p, d, owner, cq, got, &reading, &decoding, brought, first_err);
