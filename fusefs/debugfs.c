@@ -150,8 +150,8 @@ typedef struct dir_ent {
     struct stat st;
 } dir_ent;
 
-/* A file the kernel has opened and not released yet, or (with cache_ms) a
- * directory: its listing with attributes, for readdirplus. Linked in
+/* A file the kernel has opened and not released yet, or a directory: its
+ * listing (with attributes under cache_ms, for readdirplus). Linked in
  * fs->open (under fs->lock); the ones the kernel never released (connection
  * aborted) are freed by unmount after the threads are joined. */
 typedef struct open_file {
