@@ -119,6 +119,7 @@
 #include <sys/eventfd.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -145,11 +146,6 @@ extern char **environ;
 
 /* ---- data structures ----------------------------------------------------------- */
 
-typedef struct dir_ent {
-    char *name;
-    struct stat st;
-} dir_ent;
-
 /* A file the kernel has opened and not released yet, or a directory: its
  * listing (with attributes under cache_ms, for readdirplus). Linked in
  * fs->open (under fs->lock); the ones the kernel never released (connection
@@ -162,7 +158,8 @@ typedef struct open_file {
     size_t len;
     char *path;    /* text: its path, and the reader (process) that opened it */
     pid_t pid;
-    dir_ent *ents; /* directory: the listing taken at offset 0 */
+    char **names;  /* directory: the listing taken at offset 0 */
+    struct stat *attrs; /* and, under cache_ms, each entry's attributes */
     size_t nents;
 } open_file;
 
@@ -203,6 +200,8 @@ struct ml_debugfs {
     unsigned readers_next;
     open_file *open;
     int open_dirs;    /* opened and not released yet; atomic: read by unmount */
+    bool stopping;    /* atomic: unmount is stopping the threads (with wake_fd) */
+    bool proc_ok;     /* /proc is our pid namespace's: reader_of may use it */
 };
 
 /* Registry of the arenas whose events the view turned on. events_lock
@@ -737,43 +736,63 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* The process of thread tid, from /proc/<tid>/status; tid itself if it
- * cannot be read. */
+/* The process of thread tid, from /proc/<tid>/status; 0 if it cannot be
+ * read. */
 static pid_t process_of(pid_t tid)
 {
     char p[64], line[128];
     snprintf(p, sizeof p, "/proc/%d/status", (int)tid);
     FILE *f = fopen(p, "re");
-    if (!f) return tid;
-    pid_t tgid = tid;
+    if (!f) return 0;
+    pid_t tgid = 0;
     while (fgets(line, sizeof line, f))
         if (!strncmp(line, "Tgid:", 5)) {
             tgid = (pid_t)atoi(line + 5);
             break;
         }
     fclose(f);
-    return tgid > 0 ? tgid : tid;
+    return tgid > 0 ? tgid : 0;
 }
 
-/* The reader a request comes from: the calling thread's process, 0 from
- * outside our pid namespace (FUSE gives no thread then). */
+/* Whether thread tid still belongs to process (its ID not reused since). */
+static bool still_in(pid_t process, pid_t tid)
+{
+    return syscall(SYS_tgkill, process, tid, 0) == 0 || errno == EPERM;
+}
+
+/* The reader a request comes from: the calling thread's process (the
+ * thread itself when /proc cannot say), 0 from outside our pid namespace
+ * (FUSE gives no thread then). */
 static pid_t reader_of(ml_debugfs *fs)
 {
     pid_t tid = fuse_get_context()->pid;
     if (tid <= 0) return 0;
+    if (!fs->proc_ok) return tid;
     uint64_t now = now_ms();
     pid_t process = 0;
     pthread_mutex_lock(&fs->lock);
     for (unsigned i = 0; i < sizeof fs->readers / sizeof fs->readers[0] && !process; i++)
         if (fs->readers[i].tid == tid && now - fs->readers[i].at_ms <= READER_MS) process = fs->readers[i].process;
     pthread_mutex_unlock(&fs->lock);
-    if (process) return process;
+    if (process && still_in(process, tid)) return process;
     process = process_of(tid);
+    if (!process) return tid; /* (not kept: the next request asks again) */
     pthread_mutex_lock(&fs->lock);
     fs->readers[fs->readers_next++ % (sizeof fs->readers / sizeof fs->readers[0])] =
         (struct reader_ref){tid, process, now};
     pthread_mutex_unlock(&fs->lock);
     return process;
+}
+
+/* Whether /proc shows our own pid namespace (it may be another's after
+ * unshare without a remount): /proc/self must name this process. */
+static bool proc_is_ours(void)
+{
+    char link[32];
+    ssize_t k = readlink("/proc/self", link, sizeof link - 1);
+    if (k <= 0) return false;
+    link[k] = 0;
+    return atoi(link) == (int)getpid();
 }
 
 /* The reader's rendering of path, however old; NULL if none. */
@@ -1046,9 +1065,9 @@ static int list_dir(ml_debugfs *fs, const node *dir, void *buf, fuse_fill_dir_t 
     return 0;
 }
 
-/* Collects a listing's names (list_dir's filler, for readdirplus). */
+/* Collects a listing's names (list_dir's filler). */
 typedef struct name_list {
-    dir_ent *v;
+    char **v;
     size_t n, cap;
     bool oom;
 } name_list;
@@ -1063,7 +1082,7 @@ static int collect_name(void *buf, const char *name, const struct stat *st, off_
     if (l->oom) return 1;
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 64;
-        dir_ent *v = realloc(l->v, cap * sizeof *v);
+        char **v = realloc(l->v, cap * sizeof *v);
         if (!v) {
             l->oom = true;
             return 1;
@@ -1071,7 +1090,7 @@ static int collect_name(void *buf, const char *name, const struct stat *st, off_
         l->v = v;
         l->cap = cap;
     }
-    if (!(l->v[l->n].name = strdup(name))) {
+    if (!(l->v[l->n] = strdup(name))) {
         l->oom = true;
         return 1;
     }
@@ -1079,39 +1098,45 @@ static int collect_name(void *buf, const char *name, const struct stat *st, off_
     return 0;
 }
 
-static void dir_ents_free(dir_ent *v, size_t n)
+static void names_free(char **v, size_t n)
 {
-    for (size_t i = 0; i < n; i++) free(v[i].name);
+    for (size_t i = 0; i < n; i++) free(v[i]);
     free(v);
 }
 
-/* Take the listing of dir; with attrs, with each entry's attributes,
- * dropping entries freed meanwhile. */
+/* Take the listing of dir (names only, kept to size); with attrs, also
+ * each entry's attributes, dropping entries freed meanwhile. */
 static int snapshot_dir(ml_debugfs *fs, const node *dir, open_file *of, bool attrs)
 {
     name_list l = {0};
     int rc = list_dir(fs, dir, &l, collect_name);
     if (!rc && l.oom) rc = -ENOMEM;
+    struct stat *st = NULL;
+    if (!rc && attrs && !(st = malloc((l.n ? l.n : 1) * sizeof *st))) rc = -ENOMEM;
     if (rc) {
-        dir_ents_free(l.v, l.n);
+        names_free(l.v, l.n);
         return rc;
     }
-    size_t kept = 0;
-    for (size_t i = 0; i < l.n; i++) {
-        dir_ent *e = &l.v[i];
-        node c = *dir;
-        if (!attrs) {
-            memset(&e->st, 0, sizeof e->st); /* names only (the type unknown) */
-        } else if (is_dot(e->name)) {
-            fill_stat(fs, &e->st, N_DIR, 0);
-        } else if (child(fs, &c, e->name) != 0 || node_attr(fs, &c, &e->st) != 0) {
-            free(e->name); /* freed meanwhile */
-            continue;
+    size_t kept = l.n;
+    if (attrs) {
+        kept = 0;
+        for (size_t i = 0; i < l.n; i++) {
+            node c = *dir;
+            if (is_dot(l.v[i])) {
+                fill_stat(fs, &st[kept], N_DIR, 0);
+            } else if (child(fs, &c, l.v[i]) != 0 || node_attr(fs, &c, &st[kept]) != 0) {
+                free(l.v[i]); /* freed meanwhile */
+                continue;
+            }
+            l.v[kept++] = l.v[i];
         }
-        l.v[kept++] = *e;
     }
-    dir_ents_free(of->ents, of->nents);
-    of->ents = l.v;
+    char **fit = realloc(l.v, (kept ? kept : 1) * sizeof *fit); /* (the doubling's spare room goes) */
+    if (fit) l.v = fit;
+    names_free(of->names, of->nents);
+    free(of->attrs);
+    of->names = l.v;
+    of->attrs = st;
     of->nents = kept;
     return 0;
 }
@@ -1130,7 +1155,7 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
      * With cache_ms the entries carry attributes (readdirplus), which
      * libfuse 3.14 passes on to the kernel only with real offsets (plus or
      * not: the kernel may switch between batches). */
-    if (!of || off == 0 || !of->ents) {
+    if (!of || off == 0 || !of->names) {
         node n;
         int rc = resolve(fs, path, &n);
         if (rc) return rc;
@@ -1140,11 +1165,12 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
         if (rc) return rc;
     }
     for (size_t i = (size_t)off; i < of->nents; i++) {
-        const dir_ent *e = &of->ents[i];
+        const char *name = of->names[i];
+        const struct stat *st = of->attrs ? &of->attrs[i] : NULL; /* (no attributes: the type unknown) */
         /* Not "." and "..": libfuse 3.14 would pass their attributes with
          * inode number 0, and glibc's readdir skips such entries. */
-        bool plus = (flags & FUSE_READDIR_PLUS) && fs->cache_ms && !is_dot(e->name);
-        if (filler(buf, e->name, &e->st, (off_t)(i + 1), plus ? FUSE_FILL_DIR_PLUS : (enum fuse_fill_dir_flags)0))
+        bool plus = (flags & FUSE_READDIR_PLUS) && st && !is_dot(name);
+        if (filler(buf, name, st, (off_t)(i + 1), plus ? FUSE_FILL_DIR_PLUS : (enum fuse_fill_dir_flags)0))
             break;
     }
     return 0;
@@ -1290,7 +1316,8 @@ static void open_file_free(ml_debugfs *fs, open_file *of)
     pthread_mutex_unlock(&fs->lock);
     free(of->text);
     free(of->path);
-    dir_ents_free(of->ents, of->nents);
+    names_free(of->names, of->nents);
+    free(of->attrs);
     free(of);
 }
 
@@ -1397,26 +1424,27 @@ static bool next_request(ml_debugfs *fs, struct fuse_buf *buf)
     bool got = false;
     unsigned backoff = 0;
     pthread_mutex_lock(&fs->recv_lock);
-    while (!fuse_session_exited(se)) {
+    while (!fuse_session_exited(se) && !__atomic_load_n(&fs->stopping, __ATOMIC_ACQUIRE)) {
         pf[0].revents = pf[1].revents = 0;
-        if (poll(pf, 2, -1) < 0) {
-            if (errno == EINTR) continue;
-            if (errno == ENOMEM) { /* short of memory: readers wait, as for a slow answer */
-                nomem_wait(&backoff);
-                continue;
+        int res = poll(pf, 2, -1);
+        if (res < 0 && errno == EINTR) continue;
+        if (res < 0 && errno != ENOMEM) break;
+        if (res > 0 && pf[1].revents) break;
+        if (res > 0 && !pf[0].revents) continue;
+        if (res > 0) {
+            res = fuse_session_receive_buf(se, buf);
+            if (res == -EINTR || res == -EAGAIN) continue;
+            if (res != -ENOMEM) {
+                got = res > 0; /* 0: connection ended (ENODEV); < 0: device error */
+                break;
             }
-            break;
         }
-        if (pf[1].revents) break;
-        if (!pf[0].revents) continue;
-        int res = fuse_session_receive_buf(se, buf);
-        if (res == -EINTR || res == -EAGAIN) continue;
-        if (res == -ENOMEM) { /* no buffer yet (libfuse says so on stderr): the request stays queued */
-            nomem_wait(&backoff);
-            continue;
-        }
-        got = res > 0; /* 0: connection ended (ENODEV); < 0: device error */
-        break;
+        /* Short of memory (poll, or libfuse's buffer: it says so on
+         * stderr; the request stays queued): wait, and let another
+         * thread, which may have its buffer, watch the device meanwhile. */
+        pthread_mutex_unlock(&fs->recv_lock);
+        nomem_wait(&backoff);
+        pthread_mutex_lock(&fs->recv_lock);
     }
     pthread_mutex_unlock(&fs->recv_lock);
     return got;
@@ -1656,6 +1684,7 @@ int ml_debugfs_mount(ml_arena *arena, const char *mountpoint, const ml_debugfs_o
     fs->wake_fd = -1;
     pthread_mutex_init(&fs->lock, NULL);
     pthread_mutex_init(&fs->recv_lock, NULL);
+    fs->proc_ok = proc_is_ours();
     fs->arena = arena;
     fs->cache_ms = opt.cache_ms;
     fs->uid = geteuid();
@@ -1776,6 +1805,7 @@ int ml_debugfs_unmount(ml_debugfs *fs)
     if (!fs) return 0;
     int rc = unmount_kernel(fs);
     uint64_t one = 1;
+    __atomic_store_n(&fs->stopping, true, __ATOMIC_RELEASE); /* (for a thread that cannot poll) */
     ssize_t w = write(fs->wake_fd, &one, sizeof one); /* the loops end even if the kernel did not end it */
     (void)w;
     for (unsigned i = 0; i < fs->nthreads; i++) pthread_join(fs->threads[i], NULL);

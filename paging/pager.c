@@ -1034,7 +1034,7 @@ static int decode_cold(ml_pager *p, ml_codec *codec, ml_io **iop, char *bounce, 
          * in buf: close it first (that waits for the read). The pager's
          * own gets a fresh one (its users hold the pager lock); a reader's
          * is gone (*iop NULL) and its next user opens another. */
-        if (*iop == p->io) {
+        if (iop == &p->io) {
             renew_engine(p);
         } else {
             (*iop)->ops->destroy(*iop);
@@ -1771,7 +1771,8 @@ static void take_reads(ml_pager *p, decoders *d, pf **owner, const ml_io_cqe *cq
 {
     for (int i = 0; i < got; i++) {
         unsigned b = (unsigned)cq[i].tag;
-        pf *f = owner[b];
+        pf *f = b < MAX_BUFS ? owner[b] : NULL;
+        if (!f) continue; /* a late completion of a read already given up (an engine that broke and stayed) */
         owner[b] = NULL;
         (*reading)--;
         f->rc = cq[i].res == (long)f->len ? 0 : (p->st.io_errors++, cq[i].res < 0 ? (int)cq[i].res : -EIO);
@@ -1840,7 +1841,8 @@ static void stream_chunk(ml_pager *p, decoders *d, pf *ch, size_t cn, int *broug
             while (reading && p->io->inflight && (got = p->io->ops->reap(p->io, cq, MAX_BUFS, p->io->inflight)) > 0)
                 take_reads(p, d, owner, cq, got, &reading, &decoding, brought, first_err);
             if (got < 0) engine_broke(p, ch, cn, &next, owner, &reading, first_err, got);
-            else lose_reads(p, ch, cn, &next, owner, &reading, first_err, sub, ++refused < REFUSALS_MAX);
+            else lose_reads(p, ch, cn, &next, owner, &reading, first_err, sub,
+                            ++refused < REFUSALS_MAX && !p->io->inflight);
         } else if (queued) {
             refused = 0;
         }

@@ -19,6 +19,7 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -792,6 +793,50 @@ TEST_F(DebugfsTest, TextFileSizesMatchWhatTheSameProcessReads) {
     usleep(150 * 1000);
     grow();
     EXPECT_GT(Slurp(path).size(), got.size());
+}
+
+// The view remembers which process each thread ID belongs to (for a
+// second). An ID reused meanwhile by another process must not be taken for
+// the old one: that process would get the old one's open snapshots. The
+// reuse is forced through ns_last_pid (found by a review, with this probe).
+TEST_F(DebugfsTest, AThreadIdReusedByAnotherProcessIsNotTakenForTheOld) {
+    std::string path = P("events");
+    for (int i = 0; i < 50; i++) Alloc(32, (uint64_t)i);
+    pid_t tid = 0;
+    std::thread([&] {
+        struct stat st;
+        EXPECT_EQ(stat(path.c_str(), &st), 0); // the view now knows tid as this process
+        tid = (pid_t)syscall(SYS_gettid);
+    }).join();
+    int fd = open(path.c_str(), O_RDONLY); // this process's snapshot
+    ASSERT_GE(fd, 0);
+    struct stat mine;
+    ASSERT_EQ(fstat(fd, &mine), 0);
+    for (int i = 0; i < 200; i++) Alloc(32, (uint64_t)i); // the file grows
+    long got[2] = {0, -1};  // the child's pid, and the size it was told
+    for (int attempt = 0; attempt < 5 && got[0] != tid; attempt++) {
+        FILE *f = fopen("/proc/sys/kernel/ns_last_pid", "w");
+        if (!f) GTEST_SKIP() << "cannot set ns_last_pid: " << strerror(errno);
+        fprintf(f, "%d", tid - 1);
+        fclose(f);
+        int pp[2];
+        ASSERT_EQ(pipe(pp), 0);
+        pid_t c = fork();
+        ASSERT_GE(c, 0);
+        if (c == 0) {
+            long res[2] = {(long)getpid(), -1};
+            struct stat st;
+            if (res[0] == tid && stat(path.c_str(), &st) == 0) res[1] = st.st_size;
+            _exit(write(pp[1], res, sizeof res) == (ssize_t)sizeof res ? 0 : 1);
+        }
+        close(pp[1]);
+        ASSERT_EQ(read(pp[0], got, sizeof got), (ssize_t)sizeof got);
+        close(pp[0]);
+        waitpid(c, nullptr, 0);
+    }
+    close(fd);
+    if (got[0] != tid) GTEST_SKIP() << "another process took the thread ID first";
+    EXPECT_GT(got[1], (long)mine.st_size) << "the new process was given the old one's snapshot";
 }
 
 TEST_F(DebugfsTest, FreeRemovesFolder) {
@@ -1772,10 +1817,12 @@ size_t AddressSpace() {
 }
 
 // A serving thread whose receive buffer cannot be allocated (the process
-// is short of memory) waits and tries again; it used to stop for good. In
-// a fresh process (threadsafe death test: its heap has no spare arenas)
-// with a second serving thread that has not read anything yet, so that its
-// first read allocates: the address space is capped meanwhile.
+// is short of memory) waits and tries again; it used to stop for good. It
+// waits without holding up the other thread, which has its buffer and
+// serves meanwhile. In a fresh process (threadsafe death test: its heap has
+// no spare arenas) with a second serving thread that has not read anything
+// yet, so that its first read allocates: the address space is capped
+// meanwhile.
 TEST(DebugfsMount, AServingThreadShortOfMemoryTriesAgain) {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
     GTEST_SKIP() << "a sanitizer's allocator aborts when the address space is capped, rather than fail the malloc";
@@ -1795,10 +1842,14 @@ TEST(DebugfsMount, AServingThreadShortOfMemoryTriesAgain) {
             if (ml_debugfs_mount(a, mnt.c_str(), &opt, &fs) != 0) _exit(4);
             usleep(100000); // FUSE_INIT served: the other thread waits on the device, with no buffer yet
             std::atomic<bool> go{false};
+            std::atomic<int> done{0};
             std::thread reader([&] {
                 while (!go.load()) usleep(1000);
                 struct stat st;
-                for (int i = 0; i < 6; i++) stat((mnt + "/arena/stats").c_str(), &st);
+                for (int i = 0; i < 50; i++) {
+                    stat((mnt + "/paging").c_str(), &st);
+                    done++;
+                }
             });
             usleep(10000);
             struct rlimit old;
@@ -1808,14 +1859,16 @@ TEST(DebugfsMount, AServingThreadShortOfMemoryTriesAgain) {
             capped.rlim_cur = AddressSpace() + (256 << 10);
             if (setrlimit(RLIMIT_AS, &capped) != 0) _exit(5);
             go = true;
-            usleep(300000);
+            for (int waited = 0; waited < 5000 && done.load() < 50; waited += 10) usleep(10000);
+            int during = done.load();
             setrlimit(RLIMIT_AS, &old);
             reader.join();
             int n = ThreadsNamed("ml_debugfs");
-            fprintf(stderr, "serving threads: %d\n", n);
+            fprintf(stderr, "serving threads: %d; stats answered while short of memory: %d of 50\n", n, during);
             ml_debugfs_unmount(fs);
             ml_arena_destroy(a);
             rmdir(mnt.c_str());
+            if (during != 50) _exit(6);
             _exit(n == 2 ? 0 : 10 + n);
         },
         ::testing::ExitedWithCode(0), "");
