@@ -633,14 +633,17 @@ static void finish(ml_pager *p, victim *v, long res)
 /* The pager's engine failed as a whole (its reap failed), or a request
  * is still counted in it after one did: its count no longer says what the
  * kernel holds, and a request it took may still complete into a bounce
- * buffer or a swap extent we are about to give back. Open a fresh engine,
+ * buffer or a swap extent we are about to give back. Open a fresh engine
+ * (pread/pwrite if no other can be opened: it needs nothing but memory),
  * then close the old one, which waits for whatever the kernel still holds
- * of it. If no fresh engine can be opened, the old one stays with nothing
- * counted in flight (the best left). Caller holds the pager lock. */
+ * of it. Only if not even that can be opened does the old one stay, with
+ * nothing counted in flight. Caller holds the pager lock. */
 static void renew_engine(ml_pager *p)
 {
     ml_io *fresh = NULL;
-    if (p->open_io(p->open_ctx, p->swap.fd, p->a->cfg.io_queue_depth, p->io_which, &fresh) != 0) {
+    unsigned depth = p->a->cfg.io_queue_depth;
+    if (p->open_io(p->open_ctx, p->swap.fd, depth, p->io_which, &fresh) != 0 &&
+        ml__io_sync_open(p->swap.fd, depth, &fresh) != 0) {
         p->io->inflight = 0;
         return;
     }

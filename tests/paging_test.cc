@@ -843,6 +843,47 @@ TEST_P(Faults, AnEngineThatBreaksMidBatchEndsItWithoutSpinning) {
     });
 }
 
+// An engine that breaks while no other can be opened (the factory refuses)
+// is replaced by pread/pwrite, which needs nothing but memory, rather than
+// kept broken: the writes it lost fail, the rest of the batch and later
+// paging go on with the new engine, and the statistics say so.
+TEST_P(Faults, ABrokenEngineWithNoOtherToOpenFallsBackToPreadPwrite) {
+    int which = GetParam();
+    InChildWithAlarm(20, [&] {
+        FaultIO f;
+        f.which = which;
+        f.lose_writes_from = 0;
+        f.fail_open_from = 1; // the pager's engine opens; none after it
+        ml_config c = PagingConfig(which);
+        c.io_queue_depth = 2;
+        ml_arena *a = f.Create(&c);
+        if (!a) return 2;
+        std::vector<Blob> bs;
+        std::vector<ml_handle> hs;
+        for (int i = 0; i < 8; i++) {
+            bs.push_back(Make(a, 64 << 10, 1600 + (uint64_t)i));
+            hs.push_back(bs.back().h);
+        }
+        int n = ml_evict_many(a, hs.data(), hs.size()); // the lost writes fail; the rest go on, on the new engine
+        if (n < 0 || n >= 8) return 3;
+        if (strcmp(PStats(a).engine, "pread/pwrite") != 0) return 4;
+        int resident = 0;
+        for (const Blob &b : bs) {
+            ml_state st = ml_handle_state(a, b.h);
+            if (st != ML_STATE_SLOW && st != ML_STATE_EVICTED) return 5;
+            if (!ReadMatches(a, b)) return 5;
+            resident += st == ML_STATE_SLOW;
+        }
+        if (resident != 8 - n) return 5;
+        if (ml_evict_many(a, hs.data(), hs.size()) != resident) return 6;
+        for (const Blob &b : bs)
+            if (!GetMatches(a, b)) return 7;
+        if (ml__arena_check(a) != 0) return 8;
+        ml_arena_destroy(a);
+        return 0;
+    });
+}
+
 // ---- a submission the kernel refuses (io_uring) ----
 // io_uring_enter can fail, or take only part of the ring (-EAGAIN, -ENOMEM
 // under memory pressure), leaving requests in the submission ring. The
