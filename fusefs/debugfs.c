@@ -96,7 +96,8 @@
  * open-directory count (an atomic the serving threads change and unmount
  * reads) and the per-reader state: the list of open files and the stat
  * memos, which fs->lock guards. It is a leaf lock, held only to link,
- * unlink or look up (never while rendering, never across an arena call).
+ * unlink, look up or copy a snapshot (never while rendering, never across
+ * an arena call).
  * Each snapshot is taken by the public API under the arena's locks and
  * released before we reply. An open file's own fields are written at open,
  * before it is linked, and read by the requests on it, which the kernel
