@@ -1771,9 +1771,11 @@ TEST_F(DebugfsTest, ARequestWakesOneServingThread) {
         for (int i = 0; i < kStats; i++) ASSERT_EQ(stat(P("arena").c_str(), &st), 0);
         per_stat[threads] = double(SwitchesOf("ml_debugfs") - before) / kStats;
     }
-    fprintf(stderr, "SWITCHES 2: %.2f 8: %.2f\n", per_stat[2], per_stat[8]);
-    EXPECT_LT(per_stat[8], 1.5 * per_stat[2] + 1) << "switches per stat: 2 threads " << per_stat[2] << ", 8 threads "
-                                                   << per_stat[8];
+    // All polling, each stat (two requests) woke every thread: 3.7 switches
+    // per stat with two threads, 22 with eight. Taking turns, the count
+    // stays near 3-6 either way (which of those depends on timing).
+    EXPECT_LT(per_stat[8], per_stat[2] + 6) << "switches per stat: 2 threads " << per_stat[2] << ", 8 threads "
+                                            << per_stat[8];
 }
 
 // With several serving threads a reader's release can be served after its
