@@ -48,6 +48,15 @@ Blob Make(ml_arena *a, size_t size, uint64_t seed) {
     return b;
 }
 
+// n entries of `size` bytes with contents seeded seed, seed + 1, ...,
+// appended to bs, and their handles to hs.
+void MakeMany(ml_arena *a, int n, size_t size, uint64_t seed, std::vector<Blob> *bs, std::vector<ml_handle> *hs) {
+    for (int i = 0; i < n; i++) {
+        bs->push_back(Make(a, size, seed + (uint64_t)i));
+        hs->push_back(bs->back().h);
+    }
+}
+
 // Allocates entries of `size` bytes (contents seeded 100, 101, ...) until
 // SlowLane says -ENOMEM: the fillers that the compaction tests free in
 // places to cut its free space into pieces.
@@ -827,10 +836,7 @@ TEST_P(Faults, AnEngineThatBreaksMidBatchEndsItWithoutSpinning) {
         if (!a) return 2;
         std::vector<Blob> bs;
         std::vector<ml_handle> hs;
-        for (int i = 0; i < 16; i++) {
-            bs.push_back(Make(a, 64 << 10, 900 + (uint64_t)i));
-            hs.push_back(bs.back().h);
-        }
+        MakeMany(a, 16, 64 << 10, 900, &bs, &hs);
         if (ml_evict_many(a, hs.data(), hs.size()) != -EIO) return 3;
         for (const Blob &b : bs) {
             if (ml_handle_state(a, b.h) != ML_STATE_SLOW) return 4;
@@ -860,10 +866,7 @@ TEST_P(Faults, ABrokenEngineWithNoOtherToOpenFallsBackToPreadPwrite) {
         if (!a) return 2;
         std::vector<Blob> bs;
         std::vector<ml_handle> hs;
-        for (int i = 0; i < 8; i++) {
-            bs.push_back(Make(a, 64 << 10, 1600 + (uint64_t)i));
-            hs.push_back(bs.back().h);
-        }
+        MakeMany(a, 8, 64 << 10, 1600, &bs, &hs);
         int n = ml_evict_many(a, hs.data(), hs.size()); // the lost writes fail; the rest go on, on the new engine
         if (n < 0 || n >= 8) return 3;
         if (strcmp(PStats(a).engine, "pread/pwrite") != 0) return 4;
@@ -994,10 +997,7 @@ TEST(FaultsIoUring, ARefusedSubmissionFailsOnlyItsEvictions) {
         if (!a) return 2;
         std::vector<Blob> bs;
         std::vector<ml_handle> hs;
-        for (int i = 0; i < 16; i++) {
-            bs.push_back(Make(a, 64 << 10, 1200 + (uint64_t)i));
-            hs.push_back(bs.back().h);
-        }
+        MakeMany(a, 16, 64 << 10, 1200, &bs, &hs);
         int n = ml_evict_many(a, hs.data(), hs.size());
         if (f.injected != 1) return 3;
         if (n < 0 || n >= 16) return 4; // some failed, and not all
@@ -1057,10 +1057,7 @@ TEST(FaultsIoUring, ARefusedPrefetchReadFailsAndGivesItsPlacesBack) {
         if (!a) return 2;
         std::vector<Blob> bs;
         std::vector<ml_handle> hs;
-        for (int i = 0; i < 24; i++) {
-            bs.push_back(Make(a, 64 << 10, 1400 + (uint64_t)i));
-            hs.push_back(bs.back().h);
-        }
+        MakeMany(a, 24, 64 << 10, 1400, &bs, &hs);
         if (ml_evict_many(a, hs.data(), hs.size()) != 24) return 3;
         ml_stats before;
         if (ml_stats_get(a, &before) != 0) return 4;
@@ -1099,10 +1096,7 @@ TEST_P(Faults, APrefetchWhoseEngineBreaksGoesOnWithAFreshOne) {
         if (!a) return 2;
         std::vector<Blob> bs;
         std::vector<ml_handle> hs;
-        for (int i = 0; i < 300; i++) {
-            bs.push_back(Make(a, 16 << 10, 1500 + (uint64_t)i));
-            hs.push_back(bs.back().h);
-        }
+        MakeMany(a, 300, 16 << 10, 1500, &bs, &hs);
         if (ml_evict_many(a, hs.data(), hs.size()) != 300) return 3;
         ml_stats before;
         if (ml_stats_get(a, &before) != 0) return 4;
