@@ -59,6 +59,12 @@ struct ml_io {
 int ml__io_uring_open(int fd, unsigned depth, ml_io **out);
 int ml__io_sync_open(int fd, unsigned depth, ml_io **out);
 
+/** Test hook (not exported): the ring of an engine ml__io_uring_open made,
+ *  for tests that must queue requests the engine itself never makes (one
+ *  the kernel refuses while taking the ones before it). */
+struct io_uring;
+struct io_uring *ml__io_uring_ring(ml_io *io);
+
 /** Makes engines for a pager: the default tries io_uring, then pread/pwrite
  *  (fallback_used says which). Tests install their own. Called from any
  *  thread, possibly several at once (page-in readers open theirs without

@@ -116,7 +116,7 @@ static int u_reap(ml_io *io, ml_io_cqe *out, unsigned max, unsigned min)
         out[n].tag = io_uring_cqe_get_data64(cqe);
         out[n].res = cqe->res;
         io_uring_cqe_seen(&u->ring, cqe);
-        io->inflight--;
+        if (io->inflight) io->inflight--; /* (0: a late one the pager wrote off) */
         n++;
     }
     return (int)n;
@@ -149,6 +149,8 @@ static void u_destroy(ml_io *io)
 
 static const ml_io_ops uring_ops = {"io_uring", u_write,   u_read,    u_submit,
                                     u_reap,     u_register, u_destroy, u_submit_wait};
+
+struct io_uring *ml__io_uring_ring(ml_io *io) { return &((uring_io *)io)->ring; }
 
 int ml__io_uring_open(int fd, unsigned depth, ml_io **out)
 {

@@ -3,11 +3,13 @@
 // fault injection: no data is ever lost, corruption is always detected.
 #include <dirent.h>
 #include <fcntl.h>
+#include <liburing.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <random>
 #include <set>
 #include <string>
@@ -978,6 +980,78 @@ TEST(IoUringEngine, ARefusedSubmissionTakesItsRequestsBack) {
         if (io->ops->read(io, a, 4096, 0, -1, 4) != 0) return 16;
         io->ops->destroy(io);
         if (PreadAt(fd, 4096, 8192) != std::vector<unsigned char>(4096, 0)) return 17;
+        free(a);
+        free(b);
+        close(fd);
+        return 0;
+    });
+}
+
+// A submission the kernel takes only in part: it stops at a request it
+// refuses as it reads it (an unknown opcode, which only the test can queue),
+// after completing that one with -EINVAL, and leaves the rest in the ring.
+// The engine submits again for what is left; when the kernel keeps stopping
+// short (four refusals in a row here), the rest is taken back: it fails,
+// leaves the in-flight count and never runs. Without the retry, the first
+// write after the refused request is left behind; without the take-back,
+// the last is written by a later submission.
+TEST(IoUringEngine, APartialSubmissionIsRetriedThenTakenBack) {
+    InChildWithAlarm(20, [&] {
+        char path[] = "/tmp/ml_uring_XXXXXX";
+        int fd = mkstemp(path);
+        if (fd < 0) return 2;
+        unlink(path);
+        if (ftruncate(fd, 4 * 4096) != 0) return 3;
+        ml_io *io = nullptr;
+        if (ml__io_uring_open(fd, 16, &io) != 0) return 4;
+        auto refused = [&](uint64_t tag) {
+            struct io_uring_sqe *sqe = io_uring_get_sqe(ml__io_uring_ring(io));
+            io_uring_prep_nop(sqe);
+            sqe->opcode = 0xff; // no such operation
+            io_uring_sqe_set_data64(sqe, tag);
+            io->inflight++;
+        };
+        auto reap_all = [&](unsigned n) {
+            std::map<uint64_t, long> got;
+            ml_io_cqe cq[16];
+            while (got.size() < n) {
+                int k = io->ops->reap(io, cq, 16, 1);
+                if (k <= 0) break;
+                for (int i = 0; i < k; i++) got[cq[i].tag] = cq[i].res;
+            }
+            return got;
+        };
+        unsigned char *a = (unsigned char *)aligned_alloc(4096, 4096);
+        unsigned char *b = (unsigned char *)aligned_alloc(4096, 4096);
+        memset(a, 'A', 4096);
+        memset(b, 'B', 4096);
+        // 1. One refusal: the second submission takes the write after it.
+        if (io->ops->write(io, a, 4096, 0, -1, 1) != 0) return 5;
+        refused(99);
+        if (io->ops->write(io, b, 4096, 4096, -1, 2) != 0) return 6;
+        if (io->ops->submit(io) != 0) return 7;
+        std::map<uint64_t, long> want1 = {{1, 4096}, {2, 4096}, {99, -EINVAL}};
+        if (reap_all(3) != want1 || io->inflight != 0) return 8;
+        if (PreadAt(fd, 4096, 0) != std::vector<unsigned char>(4096, 'A')) return 9;
+        if (PreadAt(fd, 4096, 4096) != std::vector<unsigned char>(4096, 'B')) return 10;
+        // 2. A refusal at every try: what is left after the last is taken back.
+        if (io->ops->write(io, a, 4096, 8192, -1, 3) != 0) return 11;
+        for (uint64_t t = 90; t < 94; t++) refused(t);
+        if (io->ops->write(io, b, 4096, 12288, -1, 4) != 0) return 12;
+        if (io->ops->submit(io) >= 0) return 13;
+        if (io->inflight != 5) return 14; // the write of 'A' and the four refused
+        std::map<uint64_t, long> want2 = {{3, 4096}, {90, -EINVAL}, {91, -EINVAL}, {92, -EINVAL}, {93, -EINVAL}};
+        if (reap_all(5) != want2 || io->inflight != 0) return 15;
+        // Nothing more completes, now or after another submission of its own.
+        if (io->ops->write(io, a, 4096, 0, -1, 5) != 0 || io->ops->submit(io) != 0) return 16;
+        std::map<uint64_t, long> want3 = {{5, 4096}};
+        if (reap_all(1) != want3) return 17;
+        usleep(20000);
+        ml_io_cqe cq[4];
+        if (io->ops->reap(io, cq, 4, 0) != 0) return 18;
+        if (PreadAt(fd, 4096, 8192) != std::vector<unsigned char>(4096, 'A')) return 19;
+        if (PreadAt(fd, 4096, 12288) != std::vector<unsigned char>(4096, 0)) return 20;
+        io->ops->destroy(io);
         free(a);
         free(b);
         close(fd);
