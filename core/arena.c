@@ -451,13 +451,19 @@ static int place_with_remedies(ml_arena *a, size_t size, size_t align, uint32_t 
     bool small = size <= a->cfg.threshold &&
                  ml__size_class_aligned(size, align, a->lanes[ML_LANE_FAST].nclasses) != ML_CLASS_NONE;
     bool pressure_tried = false;
+    /* This thread's cached free blocks go back to the lane at the first
+     * shortage, and again after the pressure callback: what it frees lands
+     * in this cache, where no placement looks. */
+    bool flush_due = true;
     for (int round = 0;; round++) {
         if (small) {
             if (ml__place(a, ML_LANE_FAST, size, align, owner, false, pl) == 0) {
                 *born = *lane = ML_LANE_FAST;
                 return 0;
             }
-            if (round == 0 && flush_own_blocks(a) &&
+            bool flush = flush_due;
+            flush_due = false;
+            if (flush && flush_own_blocks(a) &&
                 ml__place(a, ML_LANE_FAST, size, align, owner, false, pl) == 0) {
                 *born = *lane = ML_LANE_FAST;
                 return 0;
@@ -489,7 +495,10 @@ static int place_with_remedies(ml_arena *a, size_t size, size_t align, uint32_t 
         if (!pressure_tried && pfn) {
             pressure_tried = true;
             __atomic_fetch_add(&a->pressure_calls, 1, __ATOMIC_RELAXED);
-            if (pfn(pctx, a, size)) continue;
+            if (pfn(pctx, a, size)) {
+                flush_due = true;
+                continue;
+            }
         }
         pthread_mutex_lock(&a->lanes[small ? ML_LANE_FAST : ML_LANE_SLOW].lock);
         a->lanes[small ? ML_LANE_FAST : ML_LANE_SLOW].alloc_failures++;

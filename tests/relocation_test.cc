@@ -703,6 +703,33 @@ TEST(Callbacks, PressureCallbackCanMakeRoom) {
     EXPECT_GE(st.pressure_callbacks, 1u);
 }
 
+// The same in FastLane with no failover: the block the callback frees goes
+// to this thread's cache, which the retry must look in (it used to find the
+// lane still full and fail, while the very next allocation succeeded).
+TEST(Callbacks, PressureCallbackRoomInFastLaneIsUsedAtOnce) {
+    ml_config c;
+    ml_config_init(&c);
+    c.enable_paging = false;
+    c.fast_lane_size = 64 << 10;
+    c.slow_lane_size = 64 << 10;
+    c.failover_to_slow = false;
+    for (bool migrate : {true, false}) {
+        c.migrate_on_full = migrate;
+        ArenaGuard a(&c);
+        std::vector<ml_handle> victims;
+        ml_handle h;
+        while (ml_alloc(a, 4096, &h) == 0) victims.push_back(h);
+        ASSERT_FALSE(victims.empty());
+        ASSERT_EQ(ml_handle_state(a, victims.back()), ML_STATE_FAST);
+        ASSERT_EQ(ml_set_pressure_callback(a, FreeVictim, &victims), 0);
+        size_t before = victims.size();
+        ASSERT_EQ(ml_alloc(a, 4096, &h), 0) << "the callback freed a victim (migrate_on_full " << migrate << ")";
+        EXPECT_EQ(victims.size(), before - 1);
+        EXPECT_EQ(ml_handle_state(a, h), ML_STATE_FAST);
+        EXPECT_EQ(ml__arena_check(a), 0);
+    }
+}
+
 TEST(PolicyThread, RunsMaintenanceAndStopsPromptly) {
     ml_config c;
     ml_config_init(&c);
