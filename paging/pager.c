@@ -143,6 +143,7 @@ typedef struct ml_pager {
      * wait for the lock to page in (atomic), and whether the
      * holder may hand the lock over between chunks of its batch. */
     uint32_t waiters;
+    uint64_t admitted; /* times a waiter got the lock (written under it, read by a batch handing it over) */
     bool yieldable;
     unsigned paused; /* batches that have handed the lock over just now */
     size_t chunk; /* bytes compressed since the batch last let waiters in */
@@ -188,20 +189,34 @@ static void lock_as_waiter(ml_pager *p)
     __atomic_fetch_add(&p->waiters, 1, __ATOMIC_RELAXED);
     pthread_mutex_lock(&p->lock);
     __atomic_fetch_sub(&p->waiters, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->admitted, p->admitted + 1, __ATOMIC_RELAXED);
 }
 
+/* The longest a batch waits for the threads it hands the lock to. A waiter
+ * on a busy machine may take a few scheduler periods to run once woken; a
+ * bound as short as one period (it was 5 ms) let a loaded machine shut
+ * page-ins out of a long batch altogether (each hand-over missed). */
+#define HANDOVER_MAX_NS 200000000u
+
 /* Between two chunks of a yieldable batch (lock held, nothing in flight):
- * if threads wait, hand them the lock and take it back once they have it
- * (or after 5 ms). They run with yieldable clear: a batch they
+ * if threads wait, hand them the lock and take it back once each of those
+ * waiting then has had it (or none waits any more, or HANDOVER_MAX_NS have
+ * passed). Counting admissions, not waiters, ends the hand-over for a
+ * thread that is let in, finds it must wait for the batch (place_back's
+ * -EAGAIN) and queues again. They run with yieldable clear: a batch they
  * start to make room keeps the lock. */
 static uint64_t let_waiters_in(ml_pager *p)
 {
-    if (!p->yieldable || !__atomic_load_n(&p->waiters, __ATOMIC_RELAXED)) return 0;
+    uint32_t n = __atomic_load_n(&p->waiters, __ATOMIC_RELAXED);
+    if (!p->yieldable || !n) return 0;
+    uint64_t target = p->admitted + n;
     p->yieldable = false;
     p->paused++;
     pthread_mutex_unlock(&p->lock);
     uint64_t t0 = mono_ns();
-    while (__atomic_load_n(&p->waiters, __ATOMIC_RELAXED) && mono_ns() - t0 < 5000000) sched_yield();
+    while (__atomic_load_n(&p->waiters, __ATOMIC_RELAXED) &&
+           __atomic_load_n(&p->admitted, __ATOMIC_RELAXED) < target && mono_ns() - t0 < HANDOVER_MAX_NS)
+        sched_yield();
     pthread_mutex_lock(&p->lock);
     p->paused--;
     p->yieldable = true;
