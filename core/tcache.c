@@ -166,14 +166,30 @@ ml_tcache *ml__tc_get_slow(ml_arena *a)
     return tc;
 }
 
+/* The arena tag (1..127) for a new arena: the next in turn that no live
+ * arena has, so that two arenas alive at once share one only when more than
+ * 127 are; and in turn, so that a tag freed by a destroyed arena is reused
+ * as late as possible (its handles stay foreign to the new arena). With all
+ * 127 taken, the next in turn. Caller holds g_registry. */
+static uint32_t pick_tag(void)
+{
+    static uint32_t next_tag = 0;
+    bool used[128] = {false};
+    for (ml_arena *x = g_arenas; x; x = x->reg_next) used[x->tag & 127] = true;
+    uint32_t k = 0;
+    while (k < 127 && used[(next_tag + k) % 127 + 1]) k++;
+    if (k == 127) k = 0;
+    uint32_t tag = (next_tag + k) % 127 + 1;
+    next_tag += k + 1;
+    return tag;
+}
+
 int ml__registry_add(ml_arena *a)
 {
     static uint64_t next_serial = 1;
-    static uint32_t next_tag = 0;
     pthread_mutex_lock(&g_registry);
     a->serial = next_serial++;
-    a->tag = next_tag % 127 + 1;
-    next_tag++;
+    a->tag = pick_tag();
     a->reg_next = g_arenas;
     g_arenas = a;
     pthread_mutex_unlock(&g_registry);

@@ -264,6 +264,38 @@ TEST_F(BadInput, HandlesOfAnotherArenaAreRejected) {
     ml_arena_destroy(b);
 }
 
+// Two arenas alive at once never share a tag while fewer than 128 are: an
+// arena created and destroyed over and over beside a long-lived one (a
+// program that makes a scratch arena per request) never takes its tag, so
+// the long-lived arena's handles stay foreign to every one of them. (Tags
+// used to be dealt in turn: every 127th arena had the long-lived one's.)
+TEST_F(BadInput, ArenasAliveTogetherNeverShareATag) {
+    ml_config c = BadInputConfig();
+    c.max_handles = 1024;
+    c.enable_paging = false;
+    for (int i = 0; i < 300; i++) {
+        ml_arena *b = nullptr;
+        ASSERT_EQ(ml_arena_create(&c, &b), 0);
+        ml_handle h;
+        ASSERT_EQ(ml_alloc(b, 16, &h), 0);
+        ASSERT_NE(TagOf(h), TagOf(live_[0])) << "arena " << i;
+        EXPECT_FALSE(ml_is_valid(b, live_[0])) << "arena " << i;
+        ml_arena_destroy(b);
+    }
+    // Handles of a destroyed arena's tag are not handed out again at once:
+    // the next arena gets another tag than the one just destroyed.
+    ml_arena *b = nullptr, *d = nullptr;
+    ASSERT_EQ(ml_arena_create(&c, &b), 0);
+    ml_handle hb, hd;
+    ASSERT_EQ(ml_alloc(b, 16, &hb), 0);
+    ml_arena_destroy(b);
+    ASSERT_EQ(ml_arena_create(&c, &d), 0);
+    ASSERT_EQ(ml_alloc(d, 16, &hd), 0);
+    EXPECT_NE(TagOf(hb), TagOf(hd));
+    EXPECT_FALSE(ml_is_valid(d, hb));
+    ml_arena_destroy(d);
+}
+
 TEST_F(BadInput, DoubleFreeIsStaleAndChangesNothing) {
     for (size_t size : {16, 4096, 5000, 100000}) {
         SCOPED_TRACE(size);

@@ -127,9 +127,11 @@ ML_API const char *ml_version(void);
  * (-ESTALE), a handle of another arena, a forged or random value (-EINVAL)
  * is rejected, never dereferenced. When a slot's generation would wrap, the
  * slot is retired for good, so a stale handle can never become valid again.
- * Handles from another arena are caught unless that arena's 7-bit tag
- * happens to be equal (arenas created 127 apart); their generation check
- * still applies.
+ * Handles from another arena are caught by a 7-bit arena tag: arenas alive
+ * at the same time have different tags while there are at most 127 of
+ * them (a new arena takes the next tag in turn that no live arena has).
+ * Beyond that, two arenas may share a tag, and only the generation check
+ * still tells their handles apart.
  */
 typedef struct ml_handle {
     uint64_t bits;
