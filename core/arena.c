@@ -710,8 +710,10 @@ void ml__free_claimed(ml_arena *a, uint32_t idx)
         ml__group_unlink(a, idx);
         m &= ~ML_M_GROUPED;
     }
+    uint32_t tag = (m & ML_M_TAGGED) ? a->cold[idx].tag : 0;
     ml__store_rel(&s->meta, freed_meta(a, m));
     release(a, idx, m);
+    if (tag) ml__tag_unref(a, tag);
 }
 
 /* Make room in a full class cache (out of the fast path): give half of it
@@ -744,7 +746,7 @@ static __attribute__((noinline)) int free_slow(ml_arena *a, ml_handle h)
     for (;;) {
         if (!ml__same(h, m)) return ml__check(a, h, m);
         if (m & ML_M_PINS) return -EBUSY;
-        if (m & (ML_M_LOCKED | ML_M_GROUPED)) break; /* wait, or unlink first */
+        if (m & (ML_M_LOCKED | ML_M_GROUPED | ML_M_TAGGED)) break; /* wait, or unlink first */
         /* One step from live to free: the handle is stale from here on. */
         if (__atomic_compare_exchange_n(&s->meta, &m, freed_meta(a, m), true, __ATOMIC_ACQ_REL,
                                         __ATOMIC_ACQUIRE)) {
@@ -794,7 +796,7 @@ int ml_free(ml_arena *a, ml_handle h)
     /* Fast path: an unpinned, unclaimed, ungrouped FastLane block whose slot
      * is not about to retire, freed by a thread whose cache for this arena
      * is its most recent one, goes straight back to that cache. */
-    const uint64_t mask = ML_M_STATE | ML_M_LOCKED | ML_M_GROUPED | ML_M_BLOB | ML_M_PINS;
+    const uint64_t mask = ML_M_STATE | ML_M_LOCKED | ML_M_GROUPED | ML_M_TAGGED | ML_M_BLOB | ML_M_PINS;
     const ml_tls_ent *e = &ml__tls[0];
     /* The handle's RESIDENT|ACCESSED bits must be set: a forged value with
      * them clear equals the meta word of a live entry not accessed since

@@ -93,6 +93,8 @@
                                       evicting it again writes nothing */
 #define ML_M_HASCOPY (1ull << 14)  /* cold swap_copy names a swap record to
                                       release (clean, or stale once written) */
+#define ML_M_TAGGED (1ull << 15)   /* cold tag holds a reference to a tag
+                                      (freeing it gives the reference back) */
 /* Invariant: CLEAN implies ACCESSED is clear, so the inline ml_get never
  * returns a writable pointer without the slow path clearing CLEAN first. */
 #define ML_M_PIN_SHIFT 16
@@ -223,9 +225,16 @@ struct ml_arena {
     pthread_mutex_t meta_lock;
     ml_group_rec groups[ML_MAX_GROUPS];
     uint32_t ngroups;
+    /* Tags (meta lock): interned names, each counted by the live handles
+     * tagged with it; one no handle has any more is forgotten and its ID
+     * reused. */
     char (*tags)[ML_TAG_MAX]; /* [ML_MAX_TAGS], ID = index + 1 */
-    uint32_t ntags;
-    uint16_t tag_hash[ML_TAG_HASH]; /* ID, 0 = empty */
+    uint32_t ntags;           /* IDs ever issued (the rest are fresh) */
+    uint32_t tags_live;       /* IDs in use */
+    uint32_t tag_refs[ML_MAX_TAGS];
+    uint16_t tag_free[ML_MAX_TAGS]; /* IDs given back, to reuse */
+    uint32_t ntag_free;
+    uint16_t tag_hash[ML_TAG_HASH]; /* ID, 0 = empty (linear probing) */
 
     uint64_t maintenance_cycles; /* atomic */
     uint64_t enomem;             /* atomic */
@@ -352,6 +361,10 @@ int ml__alloc(ml_arena *a, size_t size, size_t align, ml_group group, ml_handle 
 /** The cold stub of claimed slot idx (meta m), initialised for m's
  *  generation if it still holds an older one. */
 ml_cold *ml__cold(ml_arena *a, uint32_t idx, uint64_t m);
+/** Home position of a tag name in the tag hash. */
+uint32_t ml__tag_home(const char *tag);
+/** Give back one reference to tag ID id (meta lock not held). */
+void ml__tag_unref(ml_arena *a, uint32_t id);
 /** Copy of the cold stub of claimed slot idx as seen for meta m. */
 void ml__cold_peek(ml_arena *a, uint32_t idx, uint64_t m, ml_cold *out);
 

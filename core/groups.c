@@ -329,25 +329,75 @@ static uint32_t hash_str(const char *s)
     return h;
 }
 
-/* Intern a tag; caller holds meta lock. Returns ID or -ENOSPC. */
-static int tag_intern(ml_arena *a, const char *tag)
+uint32_t ml__tag_home(const char *tag) { return hash_str(tag) & (ML_TAG_HASH - 1); }
+
+/* Intern a tag and take a reference to it; caller holds the meta lock.
+ * Returns its ID, or -ENOSPC with ML_MAX_TAGS in use. */
+static int tag_ref(ml_arena *a, const char *tag)
 {
-    uint32_t h = hash_str(tag) & (ML_TAG_HASH - 1);
+    uint32_t h = ml__tag_home(tag);
     for (;; h = (h + 1) & (ML_TAG_HASH - 1)) {
         uint16_t id = a->tag_hash[h];
         if (id == 0) break;
-        if (strcmp(a->tags[id - 1], tag) == 0) return id;
+        if (strcmp(a->tags[id - 1], tag) == 0) {
+            a->tag_refs[id - 1]++;
+            return id;
+        }
     }
-    if (a->ntags >= ML_MAX_TAGS) return -ENOSPC;
-    strcpy(a->tags[a->ntags], tag);
-    a->tag_hash[h] = (uint16_t)(++a->ntags);
-    return (int)a->ntags;
+    uint32_t id;
+    if (a->ntag_free) id = a->tag_free[--a->ntag_free];
+    else if (a->ntags < ML_MAX_TAGS) id = ++a->ntags;
+    else return -ENOSPC;
+    strcpy(a->tags[id - 1], tag);
+    a->tag_hash[h] = (uint16_t)id;
+    a->tag_refs[id - 1] = 1;
+    a->tags_live++;
+    return (int)id;
+}
+
+/* Take tag ID id out of the hash (linear probing: the entries after it in
+ * its run move back into the hole when their home allows). Meta lock. */
+static void tag_unhash(ml_arena *a, uint32_t id)
+{
+    const uint32_t mask = ML_TAG_HASH - 1;
+    uint32_t i = ml__tag_home(a->tags[id - 1]);
+    while (a->tag_hash[i] != id) i = (i + 1) & mask;
+    for (uint32_t j = i;;) {
+        j = (j + 1) & mask;
+        uint16_t e = a->tag_hash[j];
+        if (e == 0) break;
+        uint32_t home = ml__tag_home(a->tags[e - 1]);
+        /* e may fill the hole at i unless its home lies in (i, j]. */
+        bool stays = i < j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            a->tag_hash[i] = e;
+            i = j;
+        }
+    }
+    a->tag_hash[i] = 0;
+}
+
+static void tag_unref_locked(ml_arena *a, uint32_t id)
+{
+    if (id == 0 || id > a->ntags || a->tag_refs[id - 1] == 0) return; /* (cannot happen) */
+    if (--a->tag_refs[id - 1]) return;
+    tag_unhash(a, id);
+    a->tags[id - 1][0] = 0;
+    a->tag_free[a->ntag_free++] = (uint16_t)id;
+    a->tags_live--;
+}
+
+void ml__tag_unref(ml_arena *a, uint32_t id)
+{
+    pthread_mutex_lock(&a->meta_lock);
+    tag_unref_locked(a, id);
+    pthread_mutex_unlock(&a->meta_lock);
 }
 
 int ml__tag_name(ml_arena *a, uint32_t tag, char *buf, size_t len)
 {
     pthread_mutex_lock(&a->meta_lock);
-    int ok = tag >= 1 && tag <= a->ntags;
+    int ok = tag >= 1 && tag <= a->ntags && a->tag_refs[tag - 1] != 0;
     if (ok) {
         strncpy(buf, a->tags[tag - 1], len - 1);
         buf[len - 1] = 0;
@@ -369,14 +419,23 @@ int ml_set_tag(ml_arena *a, ml_handle h, const char *tag)
             return st == ML_STATE_FREED ? -ESTALE : -EINVAL;
         }
         pthread_mutex_lock(&a->meta_lock);
-        id = tag_intern(a, tag);
+        id = tag_ref(a, tag);
         pthread_mutex_unlock(&a->meta_lock);
         if (id < 0) return id;
     }
     uint64_t m;
     int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
-    if (rc) return rc;
-    ml__cold(a, ml__idx(h), m)->tag = (uint32_t)id;
-    ml__unclaim(a, ml__idx(h));
+    if (rc) {
+        if (id) ml__tag_unref(a, (uint32_t)id); /* (freed meanwhile) */
+        return rc;
+    }
+    uint32_t idx = ml__idx(h);
+    ml_cold *c = ml__cold(a, idx, m);
+    uint32_t old = (m & ML_M_TAGGED) ? c->tag : 0;
+    c->tag = (uint32_t)id;
+    if (id) __atomic_fetch_or(&a->slots[idx].meta, ML_M_TAGGED, __ATOMIC_RELAXED);
+    else __atomic_fetch_and(&a->slots[idx].meta, ~ML_M_TAGGED, __ATOMIC_RELAXED);
+    ml__unclaim(a, idx);
+    if (old) ml__tag_unref(a, old);
     return 0;
 }

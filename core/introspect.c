@@ -177,7 +177,7 @@ int ml_stats_get(ml_arena *a, ml_stats *out)
     out->pressure_callbacks = __atomic_load_n(&a->pressure_calls, __ATOMIC_RELAXED);
     pthread_mutex_lock(&a->meta_lock);
     for (unsigned i = 0; i < ML_MAX_GROUPS; i++) out->groups += a->groups[i].live;
-    out->tags = a->ntags;
+    out->tags = a->tags_live;
     pthread_mutex_unlock(&a->meta_lock);
     size_t slots = out->handles_capacity;
     out->metadata_bytes = meta + slots * (sizeof(ml_slot) + sizeof(ml_cold));
@@ -233,6 +233,45 @@ int ml_lane_map(ml_arena *a, ml_lane lane, ml_extent_fn fn, void *ctx)
  * every live slot's block or blob is where its address says, is owned by it,
  * is aligned as asked and large enough; every span's used count equals its
  * live blocks plus blocks in thread caches. */
+/* Each tag's count is the number of live handles tagged with it, and the
+ * hash finds exactly the tags in use. */
+static int check_tags(ml_arena *a, uint32_t nslots)
+{
+    uint32_t *refs = calloc(ML_MAX_TAGS, sizeof *refs);
+    if (!refs) return 0;
+    int rc = 0;
+    pthread_mutex_lock(&a->meta_lock);
+    for (uint32_t i = 0; i < nslots && !rc; i++) {
+        uint64_t m = ml__load_acq(&a->slots[i].meta);
+        if (!ml__meta_live(m) || !(m & ML_M_TAGGED)) continue;
+        uint32_t id = a->cold[i].tag;
+        if (id == 0 || id > a->ntags) rc = -9;
+        else refs[id - 1]++;
+    }
+    uint32_t live = 0, hashed = 0;
+    for (uint32_t id = 1; id <= a->ntags && !rc; id++) {
+        if (refs[id - 1] != a->tag_refs[id - 1]) rc = -10;
+        live += refs[id - 1] != 0;
+    }
+    for (uint32_t h = 0; h < ML_TAG_HASH && !rc; h++) {
+        uint16_t id = a->tag_hash[h];
+        if (!id) continue;
+        hashed++;
+        if (a->tag_refs[id - 1] == 0) rc = -11;
+        /* and the lookup of its name finds it */
+        uint32_t j = 0;
+        for (uint32_t k = 0; k < ML_TAG_HASH; k++) {
+            j = (ml__tag_home(a->tags[id - 1]) + k) & (ML_TAG_HASH - 1);
+            if (a->tag_hash[j] == id || a->tag_hash[j] == 0) break;
+        }
+        if (a->tag_hash[j] != id) rc = -12;
+    }
+    if (!rc && (live != a->tags_live || hashed != live || live + a->ntag_free != a->ntags)) rc = -13;
+    pthread_mutex_unlock(&a->meta_lock);
+    free(refs);
+    return rc;
+}
+
 int ml__arena_check(ml_arena *a)
 {
     int rc = 0;
@@ -290,5 +329,6 @@ int ml__arena_check(ml_arena *a)
 
     for (int lane = 1; lane >= 0; lane--) pthread_mutex_unlock(&a->lanes[lane].lock);
     pthread_mutex_unlock(&a->tc_list_lock);
+    if (!rc) rc = check_tags(a, n);
     return rc;
 }

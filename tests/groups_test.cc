@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstring>
 #include <map>
+#include <random>
 #include <set>
 #include <string>
 #include <thread>
@@ -615,12 +616,16 @@ TEST_F(Groups, BadTagsAreRejectedWithoutChangingAnything) {
     EXPECT_STREQ(Info(a_, h).tag, "keep");
 }
 
-// "At most 4096 distinct tags per arena": the 4097th is -ENOSPC and
-// changes nothing; tags already interned keep working.
+// "At most 4096 distinct tags in use at once": the 4097th is -ENOSPC and
+// changes nothing; tags in use keep working; once no handle has a tag any
+// more, its place goes to the next.
 TEST_F(Groups, TagTableFullIsEnospc) {
-    ml_handle h = Alloc(64), k = Alloc(64);
-    for (int i = 0; i < 4096; i++)
-        ASSERT_EQ(ml_set_tag(a_, h, ("tag" + std::to_string(i)).c_str()), 0) << i;
+    std::vector<ml_handle> hs;
+    for (int i = 0; i < 4096; i++) {
+        hs.push_back(Alloc(64));
+        ASSERT_EQ(ml_set_tag(a_, hs.back(), ("tag" + std::to_string(i)).c_str()), 0) << i;
+    }
+    ml_handle k = Alloc(64);
     ASSERT_EQ(ml_set_tag(a_, k, "tag17"), 0);
     World before = World::Take(a_);
     EXPECT_EQ(before.stats.tags, 4096u);
@@ -629,7 +634,94 @@ TEST_F(Groups, TagTableFullIsEnospc) {
     EXPECT_STREQ(Info(a_, k).tag, "tag17");
     EXPECT_EQ(ml_set_tag(a_, k, "tag0"), 0);
     EXPECT_STREQ(Info(a_, k).tag, "tag0");
+    // tag5's only handle goes: its place is free for a new one.
+    ASSERT_EQ(ml_free(a_, hs[5]), 0);
+    EXPECT_EQ(World::Take(a_).stats.tags, 4095u);
+    EXPECT_EQ(ml_set_tag(a_, k, "tag4096"), 0);
+    EXPECT_STREQ(Info(a_, k).tag, "tag4096");
+    EXPECT_STREQ(Info(a_, hs[0]).tag, "tag0"); // k no longer has it; hs[0] does
+    EXPECT_EQ(World::Take(a_).stats.tags, 4096u);
     EXPECT_EQ(ml_set_tag(a_, k, nullptr), 0);
+    EXPECT_EQ(World::Take(a_).stats.tags, 4095u);
+    EXPECT_EQ(ml__arena_check(a_), 0);
+}
+
+// A tag lasts as long as some live handle has it: freeing the handle (one
+// by one, or its whole group), retagging it or clearing its tag gives the
+// tag back. A program that tags each short-lived allocation with its
+// request ID never runs out (it used to, after 4096 IDs in all).
+TEST_F(Groups, TagsGoWithTheirLastHandle) {
+    for (int i = 0; i < 20000; i++) {
+        ml_handle h = Alloc(64);
+        ASSERT_EQ(ml_set_tag(a_, h, ("req-" + std::to_string(i)).c_str()), 0) << i;
+        if (i % 3 == 0) {
+            ASSERT_EQ(ml_set_tag(a_, h, ("re-" + std::to_string(i)).c_str()), 0) << i;
+        } else if (i % 3 == 1) {
+            ASSERT_EQ(ml_set_tag(a_, h, ""), 0) << i;
+        }
+        ASSERT_EQ(ml_free(a_, h), 0);
+    }
+    EXPECT_EQ(World::Take(a_).stats.tags, 0u);
+    ml_group g;
+    ASSERT_EQ(ml_group_create(a_, "batch", &g), 0);
+    for (int i = 0; i < 4000; i++) {
+        ml_handle h;
+        ASSERT_EQ(ml_group_alloc(a_, g, 32, 0, &h), 0);
+        ASSERT_EQ(ml_set_tag(a_, h, ("item-" + std::to_string(i)).c_str()), 0) << i;
+    }
+    EXPECT_EQ(World::Take(a_).stats.tags, 4000u);
+    EXPECT_EQ(ml__arena_check(a_), 0);
+    size_t freed = 0;
+    ASSERT_EQ(ml_group_free_all(a_, g, &freed), 0);
+    EXPECT_EQ(freed, 4000u);
+    EXPECT_EQ(World::Take(a_).stats.tags, 0u);
+    EXPECT_EQ(ml__arena_check(a_), 0);
+}
+
+// Random tagging, retagging, clearing and freeing over a few hundred names
+// (many sharing a place in the tag hash, whose entries move when one goes),
+// against a model: every live handle reads back the tag the model says,
+// the count of tags in use is the model's, and the table stays consistent.
+TEST_F(Groups, TagsMatchAModelThroughRandomChurn) {
+    std::mt19937_64 r(11);
+    std::vector<ml_handle> hs;
+    std::vector<std::string> tag_of;
+    std::map<std::string, int> uses;
+    auto untag = [&](size_t i) {
+        if (!tag_of[i].empty() && --uses[tag_of[i]] == 0) uses.erase(tag_of[i]);
+        tag_of[i].clear();
+    };
+    for (int op = 0; op < 60000; op++) {
+        unsigned what = r() % 10;
+        if (hs.size() < 50 || what < 3) {
+            hs.push_back(Alloc(16));
+            tag_of.emplace_back();
+        } else if (what < 7) {
+            size_t i = r() % hs.size();
+            std::string t = "t" + std::to_string(r() % 700);
+            ASSERT_EQ(ml_set_tag(a_, hs[i], t.c_str()), 0);
+            untag(i);
+            tag_of[i] = t;
+            uses[t]++;
+        } else if (what < 8) {
+            size_t i = r() % hs.size();
+            ASSERT_EQ(ml_set_tag(a_, hs[i], nullptr), 0);
+            untag(i);
+        } else {
+            size_t i = r() % hs.size();
+            ASSERT_EQ(ml_free(a_, hs[i]), 0);
+            untag(i);
+            hs[i] = hs.back();
+            tag_of[i] = tag_of.back();
+            hs.pop_back();
+            tag_of.pop_back();
+        }
+        if (op % 5000 == 4999) {
+            ASSERT_EQ(World::Take(a_).stats.tags, uses.size()) << op;
+            for (size_t i = 0; i < hs.size(); i++) ASSERT_STREQ(Info(a_, hs[i]).tag, tag_of[i].c_str()) << op;
+            ASSERT_EQ(ml__arena_check(a_), 0) << op;
+        }
+    }
 }
 
 }  // namespace

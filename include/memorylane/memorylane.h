@@ -839,7 +839,7 @@ ML_API int ml_foreach(ml_arena *arena, ml_foreach_fn fn, void *ctx);
     X(pressure_callbacks, "times the pressure callback was called")            \
     X(enomem, "allocations that returned -ENOMEM")                             \
     X(groups, "groups")                                                        \
-    X(tags, "distinct tags in use or interned")                                \
+    X(tags, "distinct tags held by live handles")                              \
     X(metadata_bytes, "bytes of bookkeeping outside the lanes")
 
 #define ML__STAT_FIELD(name, desc) uint64_t name;
@@ -863,10 +863,12 @@ ML_API int ml_stats_get(ml_arena *arena, ml_stats *out);
 /**
  * Set (or, with NULL or "", clear) a handle's debug tag. A tag is 1..63
  * printable ASCII characters other than space and '/', and not "." or ".."
- * (it names a folder in the debug view). Tags are interned: at most 4096
- * distinct tags per arena.
+ * (it names a folder in the debug view). Handles share a tag by name, and a
+ * tag lasts while some live handle has it: freeing (one by one, or with
+ * its group), retagging or clearing the last handle with it lets it go. At
+ * most 4096 distinct tags are in use per arena at once.
  * @return 0; -EINVAL (bad handle or tag, arena NULL), -ESTALE, -ENOSPC
- *         (tag table full). Thread-safe.
+ *         (4096 other tags in use; nothing changes). Thread-safe.
  */
 ML_API int ml_set_tag(ml_arena *arena, ml_handle h, const char *tag);
 
