@@ -72,6 +72,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -303,6 +304,7 @@ static int ensure_started(ml_pager *p)
         ml__swap_close(&p->swap);
         p->start_err = rc;
         p->start_err_ns = mono_ns();
+        p->st.start_errno = (uint64_t)-rc;
         return rc;
     }
     p->st.swap_capacity = p->swap.blocks * ML_SWAP_BLOCK;
@@ -311,12 +313,29 @@ static int ensure_started(ml_pager *p)
     snprintf(p->st.engine, sizeof p->st.engine, "%s", p->io->ops->name);
     p->started = true;
     p->start_err = 0;
+    p->st.start_errno = 0;
+    return 0;
+}
+
+/* A swap_dir the program names must be a directory it may create files
+ * in: checked when the arena is made (creating nothing), so that a wrong
+ * path fails there, not as -ENOMEM once the arena is full. */
+static int check_swap_dir(const char *dir)
+{
+    struct stat st;
+    if (stat(dir, &st) != 0) return -errno;
+    if (!S_ISDIR(st.st_mode)) return -ENOTDIR;
+    if (access(dir, W_OK | X_OK) != 0) return -errno;
     return 0;
 }
 
 static int attach(ml_arena *a)
 {
     if (!a->cfg.enable_paging) return 0;
+    if (a->cfg.swap_dir) {
+        int rc = check_swap_dir(a->cfg.swap_dir);
+        if (rc) return rc;
+    }
     ml_pager *p = calloc(1, sizeof *p);
     if (!p) return -ENOMEM;
     p->a = a;

@@ -571,6 +571,65 @@ TEST(Paging, NothingLeftBehindAfterDestroy) {
     rmdir(dir);
 }
 
+// A swap_dir that cannot hold the swap file fails the arena's creation with
+// the system's reason, creating nothing (it used to be accepted, and the
+// arena said -ENOMEM once full, with nothing in the statistics).
+TEST(Paging, ASwapDirThatCannotHoldTheSwapFileFailsCreation) {
+    const char *tmp = getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/var/tmp";
+    std::string base = std::string(tmp) + "/ml-swapdir-" + std::to_string(getpid());
+    ASSERT_EQ(mkdir(base.c_str(), 0700), 0);
+    std::string file = base + "/plain-file";
+    int fd = open(file.c_str(), O_CREAT | O_WRONLY, 0600);
+    ASSERT_GE(fd, 0);
+    close(fd);
+    struct Case {
+        std::string dir;
+        int want;
+    } cases[] = {{base + "/missing", -ENOENT}, {file, -ENOTDIR}, {base + "/plain-file/sub", -ENOTDIR}};
+    for (const Case &k : cases) {
+        SCOPED_TRACE(k.dir);
+        ml_config c = PagingConfig(1);
+        c.swap_dir = k.dir.c_str();
+        ml_arena *a = reinterpret_cast<ml_arena *>(0x1);
+        int rc = ml_arena_create(&c, &a);
+        EXPECT_EQ(rc, k.want) << ml_strerror(rc);
+        EXPECT_EQ(a, reinterpret_cast<ml_arena *>(0x1)) << "out untouched";
+        c.enable_paging = false; // then swap_dir is not used, nor checked
+        ASSERT_EQ(ml_arena_create(&c, &a), 0);
+        ml_arena_destroy(a);
+    }
+    EXPECT_EQ(access((base + "/missing").c_str(), F_OK), -1) << "nothing created";
+    unlink(file.c_str());
+    rmdir(base.c_str());
+}
+
+// Paging to disk that cannot start says why in the statistics: here the
+// swap directory goes away after the arena was made.
+TEST(Paging, WhyPagingCouldNotStartIsInTheStatistics) {
+    const char *tmp = getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/var/tmp";
+    std::string dir = std::string(tmp) + "/ml-swapdir-gone-" + std::to_string(getpid());
+    ASSERT_EQ(mkdir(dir.c_str(), 0700), 0);
+    ml_config c = PagingConfig(1);
+    c.swap_dir = dir.c_str();
+    {
+    ArenaGuard a(&c);
+    ASSERT_NE(a.a, nullptr);
+    EXPECT_EQ(PStats(a).start_errno, 0u);
+    ASSERT_EQ(rmdir(dir.c_str()), 0);
+    Blob b = Make(a, 64 << 10, 1);
+    EXPECT_EQ(ml_evict(a, b.h), -ENOENT);
+    EXPECT_EQ(PStats(a).start_errno, (uint64_t)ENOENT);
+    EXPECT_STREQ(PStats(a).engine, "none");
+    EXPECT_TRUE(GetMatches(a, b)) << "the entry stayed where it was";
+    ASSERT_EQ(mkdir(dir.c_str(), 0700), 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(150)); // past the retry period
+    EXPECT_EQ(ml_evict(a, b.h), 0);
+    EXPECT_EQ(PStats(a).start_errno, 0u);
+    EXPECT_TRUE(GetMatches(a, b));
+    }
+    rmdir(dir.c_str());
+}
+
 TEST(Paging, ResidentSizeStaysNearTheLanesWithSeveralTimesTheData) {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
     GTEST_SKIP() << "sanitizer shadow memory (and ASan's quarantine) make the resident size meaningless";

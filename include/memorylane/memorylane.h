@@ -336,7 +336,11 @@ typedef struct ml_arena ml_arena;
  * @param cfg  configuration; NULL means all defaults.
  * @param out  receives the arena; untouched on failure.
  * @return 0; -EINVAL (cfg invalid: ml_config_check tells why; out NULL),
- *         -ENOMEM (address space or memory unavailable, mlock refused).
+ *         -ENOMEM (address space or memory unavailable, mlock refused);
+ *         with paging on and swap_dir set, -ENOENT, -ENOTDIR, -EACCES or
+ *         -EROFS when swap_dir is not a directory this process may create
+ *         files in (checked now, so that a typo fails here rather than at
+ *         the first eviction; the default directory is not checked).
  * Thread-safe.
  */
 ML_API int ml_arena_create(const ml_config *cfg, ml_arena **out);
@@ -1105,7 +1109,8 @@ ML_API int ml_group_foreach(ml_arena *arena, ml_group_fn fn, void *ctx);
     X(swap_used, "swap bytes holding records")                                 \
     X(cold_copy_bytes, "bytes held by ml_read's copies of cold entries")       \
     X(direct_io, "1 when the swap file uses O_DIRECT")                         \
-    X(io_uring, "1 when the io_uring engine runs, 0 for pread/pwrite")
+    X(io_uring, "1 when the io_uring engine runs, 0 for pread/pwrite")         \
+    X(start_errno, "why paging to disk could not start (errno), 0 if it did")
 
 typedef struct ml_paging_stats {
     ML_PAGING_STATS(ML__STAT_FIELD)
