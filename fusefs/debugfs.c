@@ -105,6 +105,7 @@
  * guards the registry that tells whether a mount turned events on (so the
  * last unmount of an arena turns them off again, and only then).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -1659,6 +1660,21 @@ static int mount_errno(int e)
     return -EPERM;
 }
 
+/* A mount point must be empty: the view would hide what is there (a
+ * mistyped path over a project directory). 0, -ENOTEMPTY, or the error of
+ * opening it. */
+static int dir_empty(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d) return -errno;
+    int rc = 0;
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) rc = -ENOTEMPTY;
+    closedir(d);
+    return rc;
+}
+
 int ml_debugfs_mount(ml_arena *arena, const char *mountpoint, const ml_debugfs_options *options,
                      ml_debugfs **out)
 {
@@ -1700,15 +1716,20 @@ int ml_debugfs_mount(ml_arena *arena, const char *mountpoint, const ml_debugfs_o
     }
     dev_t dev;
     bool fuse;
+    int rc;
     if (mount_at(fs->abspath, &dev, &fuse) && fuse) {
         fs_free(fs);
         return -EBUSY;
+    }
+    if ((rc = dir_empty(fs->abspath)) != 0) {
+        fs_free(fs);
+        return rc;
     }
     if ((fs->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
         fs_free(fs);
         return -ENOMEM;
     }
-    int rc = events_hold(arena, capacity);
+    rc = events_hold(arena, capacity);
     if (rc) {
         fs_free(fs);
         return rc;

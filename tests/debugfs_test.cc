@@ -1582,6 +1582,13 @@ TEST(DebugfsMount, RefusesBadArguments) {
     close(fd);
     EXPECT_EQ(ml_debugfs_mount(m.a, file.c_str(), nullptr, &fs), -ENOTDIR);
     unlink(file.c_str());
+    // A directory with something in it: the view would hide it.
+    std::string inside = m.mnt + "/keep-me";
+    ASSERT_EQ(mkdir(inside.c_str(), 0700), 0);
+    EXPECT_EQ(ml_debugfs_mount(m.a, m.mnt.c_str(), nullptr, &fs), -ENOTEMPTY);
+    EXPECT_FALSE(MountedAt(m.mnt));
+    EXPECT_EQ(access(inside.c_str(), F_OK), 0);
+    ASSERT_EQ(rmdir(inside.c_str()), 0);
     ml_debugfs_options big = {};
     big.events_capacity = ((size_t)1 << 24) + 1;
     EXPECT_EQ(ml_debugfs_mount(m.a, m.mnt.c_str(), &big, &fs), -EINVAL);

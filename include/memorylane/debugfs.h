@@ -127,7 +127,8 @@ typedef struct ml_debugfs_options {
  * @return 0; -EINVAL (NULL arena/mountpoint/out, empty mountpoint,
  *         events_capacity over 2^24, cache_ms over ML_DEBUGFS_CACHE_MS_MAX,
  *         threads over ML_DEBUGFS_THREADS_MAX), -ENOENT/-ENOTDIR (mountpoint; other
- *         codes of stat(2) and realpath(3) on it pass on too), -EBUSY
+ *         codes of stat(2), realpath(3) and opendir(3) on it pass on too),
+ *         -ENOTEMPTY (mountpoint has entries: the view would hide them), -EBUSY
  *         (already mounted there, or a dead FUSE mount there), -EPERM/-EACCES
  *         (no permission to mount, allow_other refused by fusermount3, or
  *         /dev/fuse closed to the caller), -ENODEV (no FUSE device),
