@@ -68,8 +68,8 @@ int ml_config_check(const ml_config *c, const char **reason)
         FAIL("slow_lane_max_size must be 0 or >= slow_lane_size");
     size_t fmax = c->fast_lane_max_size ? c->fast_lane_max_size : c->fast_lane_size;
     size_t smax = c->slow_lane_max_size ? c->slow_lane_max_size : c->slow_lane_size;
-    if (fmax > ((size_t)1 << 40)) FAIL("FastLane may not exceed 1 TiB");
-    if (smax > ((size_t)1 << 40)) FAIL("SlowLane may not exceed 1 TiB");
+    if (fmax > ((size_t)1 << 40)) FAIL("fast_lane_size and fast_lane_max_size must not exceed 1 TiB");
+    if (smax > ((size_t)1 << 40)) FAIL("slow_lane_size and slow_lane_max_size must not exceed 1 TiB");
     if (!(c->compaction_threshold > 0.0 && c->compaction_threshold <= 1.0))
         FAIL("compaction_threshold must be in (0, 1]");
     if (!(c->slow_lane_usage_threshold > 0.0 && c->slow_lane_usage_threshold <= 1.0))

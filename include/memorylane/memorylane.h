@@ -613,7 +613,8 @@ ML_API int ml_compact(ml_arena *arena, ml_lane lane, ml_compact_result *res);
  * so a single blob that takes longer than max_ns to copy overruns. A step
  * that finds nothing it may move (everything pinned) stops on time too, and
  * the next step goes on from where it stopped.
- * @return 0; -EINVAL.
+ * @param res  if not NULL, receives what this step did.
+ * @return 0; -EINVAL (NULL arena, bad lane).
  * Thread-safe, like ml_compact.
  */
 ML_API int ml_compact_step(ml_arena *arena, ml_lane lane, uint64_t max_bytes, uint64_t max_ns,
@@ -748,7 +749,10 @@ typedef struct ml_handle_info {
     ml_lane born_lane;         /**< lane it was born in (sign of the ID) */
     uint32_t generation;
     size_t size;               /**< bytes requested */
-    size_t alloc_size;         /**< bytes reserved (size class / pages) */
+    size_t alloc_size;         /**< bytes reserved in the lane (size class /
+                                    pages); 0 while evicted (the lane holds
+                                    nothing of it; stored_size says what the
+                                    swap file does) */
     size_t align;              /**< alignment kept across moves: the one
                                     requested, raised to at least 16 */
     size_t offset;             /**< offset of the data in its lane; of the
@@ -802,13 +806,17 @@ ML_API int ml_foreach(ml_arena *arena, ml_foreach_fn fn, void *ctx);
  * is a uint64_t field of ml_lane_stats. Fragmentation is
  *   1 - largest_free / free        (0 when nothing is free),
  * in per-mille (0..1000): 0 means all free space is one contiguous block;
- * near 1000 means it is scattered in small holes.
+ * near 1000 means it is scattered in small holes. SlowLane's `live` and
+ * `requested` count its cold entries too (compressed or evicted), while
+ * `used` counts only the lane space they hold (a compressed record's
+ * pages; nothing for an evicted one), so with paging `requested` may
+ * exceed `capacity`: ml_paging_stats says how much is cold.
  */
 #define ML_LANE_STATS(X)                                                       \
     X(capacity, "usable bytes committed now")                                  \
     X(max_capacity, "most the lane may grow to")                               \
-    X(used, "bytes in live allocations (size classes / pages)")                \
-    X(requested, "bytes the program asked for in live allocations")            \
+    X(used, "bytes the lane holds for live allocations (classes / pages)")     \
+    X(requested, "bytes asked for in live allocations, cold ones included")    \
     X(free, "capacity - used")                                                 \
     X(largest_free, "largest contiguous free range usable by any size")        \
     X(fragmentation_permille, "1000 * (1 - largest_free / free)")              \
@@ -897,6 +905,9 @@ typedef struct ml_extent_info {
     uint32_t used;        /**< span: blocks handed out */
 } ml_extent_info;
 
+/** Callback of ml_lane_map: one extent (info valid during the call only)
+ *  and the caller's ctx. Return 0 to go on; non-zero stops the walk, and
+ *  ml_lane_map returns that value. */
 typedef int (*ml_extent_fn)(const ml_extent_info *info, void *ctx);
 
 /**
