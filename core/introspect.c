@@ -64,6 +64,26 @@ static void fill_names(ml_arena *a, uint32_t tag, ml_handle_info *out)
     if (out->group) ml_group_name(a, out->group, out->group_name, sizeof out->group_name);
 }
 
+int ml_size(ml_arena *a, ml_handle h, size_t *out)
+{
+    if (!a || !out) return -EINVAL;
+    for (;;) {
+        ml_slot *s;
+        uint64_t m;
+        int rc = ml__lookup(a, h, &s, &m);
+        if (rc) return rc;
+        size_t size = __atomic_load_n(&s->size, __ATOMIC_RELAXED);
+        /* Still the same live handle after the read (a free in between
+         * would have made the size some other allocation's): then it was
+         * its size. */
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (ml__same(h, ml__load(&s->meta))) {
+            *out = size;
+            return 0;
+        }
+    }
+}
+
 int ml_handle_info_get(ml_arena *a, ml_handle h, ml_handle_info *out)
 {
     if (!a || !out) return -EINVAL;

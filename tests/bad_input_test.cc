@@ -72,6 +72,9 @@ void ExpectHandleRejected(ml_arena *a, ml_handle h, int code, ml_group g) {
     EXPECT_EQ(ml_write(a, h, 0, buf, 0), code);
     ml_handle_info info;
     EXPECT_EQ(ml_handle_info_get(a, h, &info), code);
+    size_t size = 777;
+    EXPECT_EQ(ml_size(a, h, &size), code);
+    EXPECT_EQ(size, 777u) << "ml_size wrote out on failure";
     EXPECT_EQ(ml_set_tag(a, h, "forged-tag"), code);
     EXPECT_EQ(ml_set_tag(a, h, nullptr), code);
     EXPECT_EQ(ml_set_tag(a, h, ""), code);
@@ -442,6 +445,10 @@ TEST_F(BadInput, NullArenaIsRejectedEverywhere) {
     EXPECT_EQ(ml_write(nullptr, h, 0, buf, 1), -EINVAL);
     EXPECT_EQ(ml_maintain(nullptr), -EINVAL);
     EXPECT_EQ(ml_handle_info_get(nullptr, h, &info), -EINVAL);
+    size_t size = 777;
+    EXPECT_EQ(ml_size(nullptr, h, &size), -EINVAL);
+    EXPECT_EQ(size, 777u);
+    EXPECT_EQ(ml_size(a_, h, nullptr), -EINVAL);
     EXPECT_EQ(ml_handle_from_id(nullptr, ml_handle_id(h), &out), -EINVAL);
     EXPECT_EQ(ml_foreach(nullptr, [](const ml_handle_info *, void *) { return 0; }, nullptr), -EINVAL);
     EXPECT_EQ(ml_stats_get(nullptr, &st), -EINVAL);

@@ -83,6 +83,9 @@ TEST(HandleInfo, FieldsDescribeTheAllocation) {
         EXPECT_EQ(i.generation, ml_handle_generation(h));
         EXPECT_GE(i.generation, 1u);
         EXPECT_EQ(i.size, c.size);
+        size_t size = 0;
+        EXPECT_EQ(ml_size(a, h, &size), 0);
+        EXPECT_EQ(size, c.size);
         EXPECT_EQ(i.alloc_size, c.alloc_size);
         EXPECT_GE(i.alloc_size, i.size);
         if (c.align >= 16) {

@@ -571,6 +571,27 @@ TEST(Paging, NothingLeftBehindAfterDestroy) {
     rmdir(dir);
 }
 
+// ml_size of a cold handle answers from the handle table: the handle stays
+// where it is (compressed or on disk), and no access is counted. After a
+// realloc it says the new size.
+TEST(Paging, ASizeQueryLeavesAColdHandleCold) {
+    ml_config c = PagingConfig(1);
+    ArenaGuard a(&c);
+    Blob b = Make(a, 200000, 5);
+    ASSERT_EQ(ml_evict(a, b.h), 0);
+    size_t size = 0;
+    ASSERT_EQ(ml_size(a, b.h, &size), 0);
+    EXPECT_EQ(size, 200000u);
+    EXPECT_EQ(ml_handle_state(a, b.h), ML_STATE_EVICTED);
+    EXPECT_EQ(PStats(a).page_ins, 0u);
+    ASSERT_EQ(ml_realloc(a, b.h, 300000), 0);
+    ASSERT_EQ(ml_size(a, b.h, &size), 0);
+    EXPECT_EQ(size, 300000u);
+    ASSERT_EQ(ml_free(a, b.h), 0);
+    EXPECT_EQ(ml_size(a, b.h, &size), -ESTALE);
+    EXPECT_EQ(size, 300000u);
+}
+
 // A swap_dir that cannot hold the swap file fails the arena's creation with
 // the system's reason, creating nothing (it used to be accepted, and the
 // arena said -ENOMEM once full, with nothing in the statistics).

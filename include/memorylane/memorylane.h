@@ -478,8 +478,8 @@ ML_API ml_state ml_handle_state(ml_arena *arena, ml_handle h);
 ML_API int ml_pin(ml_arena *arena, ml_handle h, void **out);
 
 /** A read-only pin (see ml_get_ro): the pointer must not be written
- *  through. Same codes as ml_pin (the paging codes included). Thread-safe,
- *  as ml_pin. */
+ *  through. Same codes as ml_pin (the paging codes included); ml_unpin
+ *  drops it like any other pin. Thread-safe, as ml_pin. */
 ML_API int ml_pin_ro(ml_arena *arena, ml_handle h, const void **out);
 
 /**
@@ -779,6 +779,18 @@ typedef struct ml_handle_info {
  */
 ML_API int ml_handle_info_get(ml_arena *arena, ml_handle h,
                               ml_handle_info *out);
+
+/**
+ * The size of a live handle: the bytes it was allocated (or last
+ * reallocated) with. Cheaper than ml_handle_info_get, and like it never
+ * changes the handle's state (a cold handle stays cold, the access is not
+ * counted).
+ * @param out  receives the size; untouched on failure.
+ * @return 0; -EINVAL (bad handle, arena or out NULL), -ESTALE (freed).
+ * Thread-safe; a size read while another thread reallocates the handle is
+ * the old one or the new one.
+ */
+ML_API int ml_size(ml_arena *arena, ml_handle h, size_t *out);
 
 /**
  * The live handle whose ID is id (see ml_handle_id).
