@@ -961,8 +961,9 @@ void *ml_get_sized(ml_arena *a, ml_handle h, size_t min_size)
     if (!p) return NULL;
     /* Checked again now that the handle is known live: only ml_realloc
      * changes a live handle's size, and one racing this call (or a racing
-     * free) is the caller's business, as with any pointer from ml_get. */
-    return a->slots[ml__idx(h)].size >= min_size ? p : NULL;
+     * free) is the caller's business, as with any pointer from ml_get.
+     * (An atomic load: a move stores the size, unchanged, as it goes.) */
+    return ml__load(&a->slots[ml__idx(h)].size) >= min_size ? p : NULL;
 }
 
 static int pin_common(ml_arena *a, ml_handle h, void **out, bool read_only)
