@@ -72,11 +72,10 @@ int ml_size(ml_arena *a, ml_handle h, size_t *out)
         uint64_t m;
         int rc = ml__lookup(a, h, &s, &m);
         if (rc) return rc;
-        size_t size = __atomic_load_n(&s->size, __ATOMIC_RELAXED);
-        /* Still the same live handle after the read (a free in between
-         * would have made the size some other allocation's): then it was
-         * its size. */
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        /* Acquire: the check below reads meta after the size. Still the
+         * same live handle then (a free in between would have made the size
+         * some other allocation's): it was its size. */
+        size_t size = __atomic_load_n(&s->size, __ATOMIC_ACQUIRE);
         if (ml__same(h, ml__load(&s->meta))) {
             *out = size;
             return 0;
@@ -180,7 +179,13 @@ int ml_stats_get(ml_arena *a, ml_stats *out)
         /* Entries migrated in count as live here, migrated out as gone. */
         live += (int64_t)s->migrated_in - (int64_t)s->migrated_out;
         s->live = live > 0 ? (uint64_t)live : 0;
-        s->free = s->capacity > s->used ? s->capacity - s->used : 0;
+        /* The counters lag the extents by the operations in flight (a
+         * free gives the extent back before its thread's counter drops):
+         * used is at most what the extents leave, so that largest_free
+         * never exceeds free. */
+        if (s->largest_free > s->capacity) s->largest_free = s->capacity; /* (cannot happen) */
+        if (s->used > s->capacity - s->largest_free) s->used = s->capacity - s->largest_free;
+        s->free = s->capacity - s->used;
         s->fragmentation_permille =
             s->free ? 1000 - (s->largest_free >= s->free ? 1000 : s->largest_free * 1000 / s->free)
                     : 0;

@@ -878,8 +878,12 @@ typedef struct ml_stats {
 } ml_stats;
 
 /**
- * Fill out with current statistics. Consistent per lane (taken under the
- * lane's lock), not across lanes.
+ * Fill out with current statistics. Per lane, the extents (capacity,
+ * largest_free, spans, blobs) are read under the lane's lock; the counters
+ * (used, requested, allocs, frees, live) are the threads' own, read just
+ * before, so while other threads allocate they may be off by the
+ * operations in flight. Always free = capacity - used and
+ * largest_free <= free. Lanes are read one after the other.
  * @return 0; -EINVAL (NULL args). Thread-safe.
  */
 ML_API int ml_stats_get(ml_arena *arena, ml_stats *out);
