@@ -995,6 +995,20 @@ class RingRefused {
     int ring_, saved_;
 };
 
+// An unnamed file of `bytes` zeros under /tmp for an engine to work on; -1
+// if it cannot be made.
+int UnlinkedFile(off_t bytes) {
+    char path[] = "/tmp/ml_uring_XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0) return -1;
+    unlink(path);
+    if (ftruncate(fd, bytes) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 std::vector<unsigned char> PreadAt(int fd, size_t len, off_t off) {
     std::vector<unsigned char> v(len);
     EXPECT_EQ(pread(fd, v.data(), len, off), (ssize_t)len);
@@ -1016,11 +1030,8 @@ ml_arena *UringFaultArena(FaultIO *f, unsigned depth = 0) {
 // engine destroyed with a request queued) waits for ever.
 TEST(IoUringEngine, ARefusedSubmissionTakesItsRequestsBack) {
     InChildWithAlarm(20, [&] {
-        char path[] = "/tmp/ml_uring_XXXXXX";
-        int fd = mkstemp(path);
+        int fd = UnlinkedFile(4 * 4096);
         if (fd < 0) return 2;
-        unlink(path);
-        if (ftruncate(fd, 4 * 4096) != 0) return 3;
         std::set<int> rings = FaultIO::IoUringFds();
         ml_io *io = nullptr;
         if (ml__io_uring_open(fd, 8, &io) != 0) return 4;
@@ -1077,11 +1088,8 @@ TEST(IoUringEngine, ARefusedSubmissionTakesItsRequestsBack) {
 // the last is written by a later submission.
 TEST(IoUringEngine, APartialSubmissionIsRetriedThenTakenBack) {
     InChildWithAlarm(20, [&] {
-        char path[] = "/tmp/ml_uring_XXXXXX";
-        int fd = mkstemp(path);
+        int fd = UnlinkedFile(4 * 4096);
         if (fd < 0) return 2;
-        unlink(path);
-        if (ftruncate(fd, 4 * 4096) != 0) return 3;
         ml_io *io = nullptr;
         if (ml__io_uring_open(fd, 16, &io) != 0) return 4;
         auto refused = [&](uint64_t tag) {

@@ -896,7 +896,8 @@ ML_API int ml_stats_get(ml_arena *arena, ml_stats *out);
  * its group), retagging or clearing the last handle with it lets it go. At
  * most 4096 distinct tags are in use per arena at once.
  * @return 0; -EINVAL (bad handle or tag, arena NULL), -ESTALE, -ENOSPC
- *         (4096 other tags in use; nothing changes). Thread-safe.
+ *         (4096 tags in use, this one not among them; nothing changes).
+ *         Thread-safe.
  */
 ML_API int ml_set_tag(ml_arena *arena, ml_handle h, const char *tag);
 
