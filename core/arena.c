@@ -508,7 +508,7 @@ static int place_with_remedies(ml_arena *a, size_t size, size_t align, uint32_t 
 }
 
 /* The general path: SlowLane, groups, or FastLane when its cache path failed. */
-static int alloc_slow(ml_arena *a, ml_tcache *tc, size_t size, size_t align, ml_group group,
+static int alloc_slow(ml_arena *a, ml_tcache *tc, size_t size, size_t align, ml_group group, bool zero,
                       ml_handle *out)
 {
     uint32_t idx;
@@ -533,6 +533,7 @@ static int alloc_slow(ml_arena *a, ml_tcache *tc, size_t size, size_t align, ml_
         return rc;
     }
     tc = ml__tc_get(a);
+    if (zero) memset(pl.addr, 0, size);
     bool grouped = group != ML_GROUP_NONE;
     uint64_t extra = (pl.blob ? ML_M_BLOB : 0) | (grouped ? ML_M_LOCKED | ML_M_GROUPED : 0);
     ml_handle h = publish(a, idx, lane, born, pl.addr, size, align, extra, ml__now(a));
@@ -558,7 +559,16 @@ static int alloc_slow(ml_arena *a, ml_tcache *tc, size_t size, size_t align, ml_
     return 0;
 }
 
+static int alloc_general(ml_arena *a, size_t size, size_t align, ml_group group, bool zero, ml_handle *out);
+
 int ml__alloc(ml_arena *a, size_t size, size_t align, ml_group group, ml_handle *out)
+{
+    return alloc_general(a, size, align, group, false, out);
+}
+
+/* ml__alloc; with zero, the bytes are zeroed before the handle is
+ * published, so nothing (the debug view, an eviction) sees them otherwise. */
+static int alloc_general(ml_arena *a, size_t size, size_t align, ml_group group, bool zero, ml_handle *out)
 {
     if (!a || !out || size == 0) return -EINVAL;
     if ((align & (align - 1)) || align > ML_PAGE_SIZE || align == 0) return -EINVAL;
@@ -574,8 +584,9 @@ int ml__alloc(ml_arena *a, size_t size, size_t align, ml_group group, ml_handle 
             if (tc_pop_slot(a, tc, &idx)) {
                 uint32_t n = tc->cls[cls].n;
                 if (n || (tc_refill_blocks(a, tc, cls) && (n = tc->cls[cls].n) != 0)) {
-                    *out = publish(a, idx, ML_LANE_FAST, ML_LANE_FAST, tc_take_block(a, tc, cls, n, idx),
-                                   size, align, 0, ml__now(a));
+                    char *p = tc_take_block(a, tc, cls, n, idx);
+                    if (zero) memset(p, 0, size);
+                    *out = publish(a, idx, ML_LANE_FAST, ML_LANE_FAST, p, size, align, 0, ml__now(a));
                     count_alloc(tc, ML_LANE_FAST, ml__class_size[cls], size);
                     if (ML_EVENT_ON(a)) ml__event(a, ML_EVENT_ALLOC, *out, size, 1, ML_LANE_FAST, ML_LANE_FAST);
                     return 0;
@@ -584,7 +595,7 @@ int ml__alloc(ml_arena *a, size_t size, size_t align, ml_group group, ml_handle 
             }
         }
     }
-    return alloc_slow(a, tc, size, align, group, out);
+    return alloc_slow(a, tc, size, align, group, zero, out);
 }
 
 /* ml_alloc's fast path: a FastLane size with both a free slot and a free
@@ -635,6 +646,11 @@ general:
 int ml_alloc_aligned(ml_arena *a, size_t size, size_t align, ml_handle *out)
 {
     return ml__alloc(a, size, align, 0, out);
+}
+
+int ml_alloc_zeroed(ml_arena *a, size_t size, ml_handle *out)
+{
+    return alloc_general(a, size, 16, ML_GROUP_NONE, true, out);
 }
 
 /* ---- free ------------------------------------------------------------------- */

@@ -133,3 +133,38 @@ TEST(Stats, FastLaneCountsAddUpWhileAndAfterAThreadRuns) {
     EXPECT_EQ(st.lane[ML_LANE_FAST].requested, want_requested) << "after the thread exited";
     EXPECT_EQ(st.lane[ML_LANE_FAST].live, 18u);
 }
+
+// ml_alloc_zeroed hands out zeros in every lane, also where the memory
+// held other data just before: a FastLane block freed and taken back at
+// once from this thread's cache (same slot, same block), a SlowLane block
+// and a blob whose space was just given back.
+TEST(Alloc, ZeroedAllocationsAreZeroWhereverTheyCome) {
+    ml_config c = SmallConfig();
+    c.enable_paging = false;
+    ArenaGuard a(&c);
+    for (size_t size : {1, 16, 100, 256, 4096, 5000, 40000, 300000}) {
+        SCOPED_TRACE(size);
+        for (int round = 0; round < 3; round++) {
+            ml_handle dirty;
+            ASSERT_EQ(ml_alloc(a, size, &dirty), 0);
+            memset(ml_get(a, dirty), 0xA5, size);
+            void *was = ml_get(a, dirty);
+            ASSERT_EQ(ml_free(a, dirty), 0);
+            ml_handle h;
+            ASSERT_EQ(ml_alloc_zeroed(a, size, &h), 0);
+            const unsigned char *p = (const unsigned char *)ml_get(a, h);
+            ASSERT_NE(p, nullptr);
+            if (round == 0 && size <= 256) {
+                EXPECT_EQ((const void *)p, was) << "the same block came back";
+            }
+            size_t nonzero = 0;
+            for (size_t i = 0; i < size; i++) nonzero += p[i] != 0;
+            EXPECT_EQ(nonzero, 0u);
+            size_t got = 0;
+            ASSERT_EQ(ml_size(a, h, &got), 0);
+            EXPECT_EQ(got, size);
+            ASSERT_EQ(ml_free(a, h), 0);
+        }
+    }
+    EXPECT_EQ(ml__arena_check(a), 0);
+}

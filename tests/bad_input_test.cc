@@ -346,6 +346,7 @@ TEST_F(BadInput, SizeZeroIsInvalid) {
     EXPECT_EQ(ml_alloc(a_, 0, &h), -EINVAL);
     EXPECT_EQ(ml_alloc_aligned(a_, 0, 16, &h), -EINVAL);
     EXPECT_EQ(ml_alloc_aligned(a_, 0, 4096, &h), -EINVAL);
+    EXPECT_EQ(ml_alloc_zeroed(a_, 0, &h), -EINVAL);
     EXPECT_EQ(ml_group_alloc(a_, g_, 0, 0, &h), -EINVAL);
     EXPECT_EQ(ml_group_alloc(a_, ML_GROUP_NONE, 0, 0, &h), -EINVAL);
     EXPECT_EQ(h.bits, kSentinel.bits) << "out must be untouched on failure";
@@ -367,6 +368,7 @@ TEST_F(BadInput, SizeBeyondTheSlowLaneMaximumIsInvalid) {
         EXPECT_EQ(ml_alloc(a_, size, &h), -EINVAL);
         EXPECT_EQ(ml_alloc_aligned(a_, size, 64, &h), -EINVAL);
         EXPECT_EQ(ml_alloc_aligned(a_, size, 4096, &h), -EINVAL);
+        EXPECT_EQ(ml_alloc_zeroed(a_, size, &h), -EINVAL);
         EXPECT_EQ(ml_group_alloc(a_, g_, size, 0, &h), -EINVAL);
         EXPECT_EQ(h.bits, kSentinel.bits);
     }
@@ -429,6 +431,7 @@ TEST_F(BadInput, NullArenaIsRejectedEverywhere) {
     size_t n = 99;
     EXPECT_EQ(ml_alloc(nullptr, 16, &out), -EINVAL);
     EXPECT_EQ(ml_alloc_aligned(nullptr, 16, 16, &out), -EINVAL);
+    EXPECT_EQ(ml_alloc_zeroed(nullptr, 16, &out), -EINVAL);
     EXPECT_EQ(out.bits, kSentinel.bits);
     EXPECT_EQ(ml_free(nullptr, h), -EINVAL);
     EXPECT_EQ(ml_get(nullptr, h), nullptr);
@@ -482,6 +485,8 @@ TEST_F(BadInput, NullOutPointersAreRejectedAndChangeNothing) {
     EXPECT_EQ(ml_alloc(a_, 16, nullptr), -EINVAL);
     EXPECT_EQ(ml_alloc(a_, 100000, nullptr), -EINVAL);
     EXPECT_EQ(ml_alloc_aligned(a_, 16, 64, nullptr), -EINVAL);
+    EXPECT_EQ(ml_alloc_zeroed(a_, 16, nullptr), -EINVAL);
+    EXPECT_EQ(ml_alloc_zeroed(a_, 100000, nullptr), -EINVAL);
     EXPECT_EQ(ml_group_alloc(a_, g_, 16, 0, nullptr), -EINVAL);
     EXPECT_EQ(ml_group_alloc(a_, ML_GROUP_NONE, 16, 0, nullptr), -EINVAL);
     EXPECT_EQ(ml_try_get(a_, h, nullptr), -EINVAL);

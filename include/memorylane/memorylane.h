@@ -383,6 +383,15 @@ ML_API int ml_arena_config(const ml_arena *arena, ml_config *out);
 ML_API int ml_alloc(ml_arena *arena, size_t size, ml_handle *out);
 
 /**
+ * Like ml_alloc, with the data zeroed (as calloc). The bytes are zero
+ * before the handle exists, so no other thread (the debug view, an
+ * eviction) sees them otherwise.
+ * @return as ml_alloc. Thread-safe; a relocation point when the arena is
+ *         full, as ml_alloc.
+ */
+ML_API int ml_alloc_zeroed(ml_arena *arena, size_t size, ml_handle *out);
+
+/**
  * Like ml_alloc, with the data aligned to align bytes: any power of two
  * from 1 up to the page size (4096). The alignment is kept whenever the
  * data moves.
