@@ -119,6 +119,7 @@ const char *ml_strerror(int err)
     case ENOSYS: return "not implemented by this kernel";
     case EMFILE: return "too many open files";
     case EROFS: return "read-only";
+    case ENOTEMPTY: return "directory not empty";
     }
     /* Anything else the C library knows: its description (a constant
      * string, unlike strerror's, so still thread-safe). */

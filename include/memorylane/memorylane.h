@@ -40,8 +40,10 @@
  * file and the I/O engine returns (-EACCES, -ENOENT, -ENOTDIR, -EROFS,
  * -EMFILE for swap_dir; -ENOSYS, -EPERM where io_uring is refused), and a
  * failed read or write may return the system's code instead of -EIO (a
- * full disk: -ENOSPC). The debug view (debugfs.h) passes on mount errors
- * (-EPERM, -EACCES, -ENOENT, -ENOTDIR, -ENODEV).
+ * full disk: -ENOSPC); ml_arena_create passes on what checking a swap_dir
+ * it is given returns. The debug view (debugfs.h) passes on mount errors
+ * (-EPERM, -EACCES, -ENOENT, -ENOTDIR, -ENODEV) and refuses a mount point
+ * that is not empty (-ENOTEMPTY).
  *
  * The functions that return a pointer to a handle's data and can fail
  * return NULL and have a try_ twin that returns the code (ml_get /
