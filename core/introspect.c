@@ -93,8 +93,11 @@ int ml_handle_info_get(ml_arena *a, ml_handle h, ml_handle_info *out)
     uint32_t tag;
     /* Pins may change while claimed: report the current count. */
     fill_info(a, idx, ml__load(&a->slots[idx].meta), out, &tag);
-    ml__unclaim(a, idx);
+    /* The names too while claimed (claim, then meta lock, as a free takes
+     * them): a tag's ID is reused once its last handle lets it go, and the
+     * claim keeps this handle's tag (and group) from going meanwhile. */
     fill_names(a, tag, out);
+    ml__unclaim(a, idx);
     return 0;
 }
 

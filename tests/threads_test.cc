@@ -296,6 +296,41 @@ TEST(Threads, GetSizedRacesMigrationWithoutADataRace) {
     EXPECT_EQ(ml__arena_check(a), 0);
 }
 
+// A tag's ID is reused once its last handle lets it go: ml_handle_info_get
+// must name the tag while it still holds the handle, or a reader can see a
+// tag the handle never had (here h1 as "other", which only h2 ever takes;
+// the debug view would then list h1 under tags/other). Found in review.
+TEST(Threads, InfoNeverShowsATagTheHandleNeverHad) {
+    ml_config c = SmallConfig();
+    c.enable_paging = false;
+    ArenaGuard a(&c);
+    ml_handle h1, h2;
+    ASSERT_EQ(ml_alloc(a, 48, &h1), 0);
+    ASSERT_EQ(ml_alloc(a, 48, &h2), 0);
+    std::atomic<bool> stop{false};
+    std::atomic<long> wrong{0}, reads{0};
+    std::thread reader([&] {
+        ml_handle_info info;
+        while (!stop) {
+            if (ml_handle_info_get(a, h1, &info) != 0) ++wrong;
+            ++reads;
+            if (strcmp(info.tag, "other") == 0) ++wrong;
+        }
+    });
+    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    while (std::chrono::steady_clock::now() < end && wrong == 0) {
+        ASSERT_EQ(ml_set_tag(a, h1, "mine"), 0);
+        ASSERT_EQ(ml_set_tag(a, h1, nullptr), 0); // its last handle: the ID is free
+        ASSERT_EQ(ml_set_tag(a, h2, "other"), 0); // and taken again
+        ASSERT_EQ(ml_set_tag(a, h2, nullptr), 0);
+    }
+    stop = true;
+    reader.join();
+    EXPECT_EQ(wrong.load(), 0) << "of " << reads.load() << " reads";
+    EXPECT_GT(reads.load(), 0);
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
 // Many arenas per thread (more than the thread-local cache entries).
 TEST(Threads, ManyArenasPerThread) {
     std::vector<ml_arena *> as(20);
