@@ -234,8 +234,10 @@ static inline ml_handle publish_at(ml_arena *a, uint32_t idx, ml_lane lane, ml_l
                                    size_t align, uint64_t extra, uint64_t now)
 {
     ml_slot *s = &a->slots[idx];
-    /* Relaxed atomics: policy walks read these without claiming the slot. */
-    __atomic_store_n(&s->size, size, __ATOMIC_RELAXED);
+    /* Atomics: policy walks read these without claiming the slot. The size
+     * is a release store: a reader that sees it (ml_size) also sees the
+     * free of the slot's previous handle, and so rejects that handle. */
+    __atomic_store_n(&s->size, size, __ATOMIC_RELEASE);
     __atomic_store_n(&s->created_ns, now, __ATOMIC_RELAXED);
     uint64_t hi = ml__hi(__atomic_load_n(&s->meta, __ATOMIC_RELAXED)) & (ML_GEN_MASK | (0x7fu << ML_TAG_SHIFT));
     hi |= (born == ML_LANE_SLOW ? ML_HI_BORN_SLOW : 0) | ML_HI_HANDLE;

@@ -689,14 +689,14 @@ static void renew_engine(ml_pager *p)
     snprintf(p->st.engine, sizeof p->st.engine, "%s", p->io->ops->name);
 }
 
-/* The tag of the write of vs[i] in the current batch. */
-static uint64_t write_tag(const ml_pager *p, size_t i) { return (uint64_t)p->batch << 32 | (uint32_t)i; }
+/* The tag of the write of vs[i] in the batch with serial `batch`. */
+static uint64_t write_tag(uint32_t batch, size_t i) { return (uint64_t)batch << 32 | (uint32_t)i; }
 
 /* Reap completions of the current batch (vs[0..nvs)). A completion that is
  * not one of its queued writes is ignored: it can only be a late one from
  * an engine that broke and could not be replaced (renew_engine), and its
  * tag must not pick a victim of this batch, or one past its end. */
-static void reap(ml_pager *p, victim *vs, size_t nvs, unsigned min)
+static void reap(ml_pager *p, victim *vs, size_t nvs, uint32_t batch, unsigned min)
 {
     ml_io_cqe cq[64];
     while (min > 0 || p->io->inflight) {
@@ -709,7 +709,7 @@ static void reap(ml_pager *p, victim *vs, size_t nvs, unsigned min)
         }
         for (int i = 0; i < n; i++) {
             uint64_t k = (uint32_t)cq[i].tag;
-            if (cq[i].tag == write_tag(p, k) && k < nvs && vs[k].queued) finish(p, &vs[k], cq[i].res);
+            if (cq[i].tag == write_tag(batch, k) && k < nvs && vs[k].queued) finish(p, &vs[k], cq[i].res);
         }
         min = (unsigned)n >= min ? 0 : min - (unsigned)n;
         if (min == 0) break;
@@ -780,7 +780,9 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
     uint64_t t0 = mono_ns(), handed = 0;
     unsigned unsubmitted = 0, group = p->io->depth / 4 ? p->io->depth / 4 : 1;
     size_t chunk = 0; /* bytes since the batch last let waiters in */
-    p->batch++;
+    /* Its own serial: a batch run inside this one's hand-over (ml_evict
+     * lets itself in) takes the next one. */
+    const uint32_t batch = ++p->batch;
     for (size_t i = 0; i < n; i++) {
         victim *v = &vs[i];
         if (chunk >= EVICT_CHUNK && p->yieldable && __atomic_load_n(&p->waiters, __ATOMIC_RELAXED)) {
@@ -789,7 +791,7 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
              * in. */
             if (unsubmitted) p->io->ops->submit(p->io);
             unsubmitted = 0;
-            reap(p, vs, n, p->io->inflight);
+            reap(p, vs, n, batch, p->io->inflight);
             fail_unfinished(p, vs, i);
             release_old(p, vs, i);
             handed += let_waiters_in(p);
@@ -855,7 +857,7 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
                         if (fail_unfinished(p, vs, i)) continue;
                         break;
                     }
-                    reap(p, vs, n, 1);
+                    reap(p, vs, n, batch, 1);
                 }
                 if (v->buf < 0) { /* (cannot happen: no victim holds one) */
                     v->result = -EIO;
@@ -890,10 +892,10 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
         }
         int rc;
         while ((rc = p->io->ops->write(p->io, rec, (size_t)v->len, (uint64_t)v->blk * ML_SWAP_BLOCK, v->buf,
-                                       write_tag(p, i))) == -EAGAIN) {
+                                       write_tag(batch, i))) == -EAGAIN) {
             p->io->ops->submit(p->io);
             unsubmitted = 0;
-            reap(p, vs, n, 1);
+            reap(p, vs, n, batch, 1);
         }
         if (rc) {
             finish(p, v, rc);
@@ -906,7 +908,7 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
         }
     }
     if (unsubmitted) p->io->ops->submit(p->io);
-    reap(p, vs, n, p->io->inflight);
+    reap(p, vs, n, batch, p->io->inflight);
     fail_unfinished(p, vs, n);
     release_old(p, vs, n);
     p->st.evict_ns += mono_ns() - t0 - handed;
