@@ -139,8 +139,8 @@ static void demo_usage(FILE *f)
             "  --seconds N     run for N seconds (default 10; 0 = until Ctrl-C)\n"
             "  --frames N      stop after N frames (default: no limit)\n"
             "  --mount DIR     serve the debug view at DIR while running (an empty\n"
-            "                  directory, made if missing; unmounted on exit): try ls,\n"
-            "                  cat, hexdump on it\n"
+            "                  directory, made if missing and then removed at exit;\n"
+            "                  unmounted on exit): try ls, cat, hexdump on it\n"
             "  --cache-ms N    with --mount: the kernel may cache the view's names and\n"
             "                  sizes for N ms (default 0: exact; 1000 makes find, ls -lR\n"
             "                  and du several times faster, at up to N ms of staleness)\n"
@@ -254,12 +254,14 @@ static int demo(int argc, char **argv)
     }
 
     ml_debugfs *fs = NULL;
+    bool made_dir = false; /* --mount's directory was made here: removed at exit */
     if (o.mount) {
         ml_debugfs_options mo = {.cache_ms = o.cache_ms, .threads = o.threads};
-        if (mkdir(o.mount, 0755) == 0) fprintf(stderr, "mlane: made the directory %s\n", o.mount);
+        if (mkdir(o.mount, 0755) == 0) made_dir = true;
         rc = ml_debugfs_mount(a, o.mount, &mo, &fs);
         if (rc) {
             fprintf(stderr, "mlane: cannot mount the debug view at %s: %s\n", o.mount, ml_strerror(rc));
+            if (made_dir) rmdir(o.mount);
             ml_arena_destroy(a);
             return 1;
         }
@@ -416,6 +418,7 @@ static int demo(int argc, char **argv)
         else if (rc)
             fprintf(stderr, "mlane: unmount: %s\n", ml_strerror(rc));
     }
+    if (made_dir) rmdir(o.mount);
     ml_stats st;
     ml_paging_stats ps;
     ml_stats_get(a, &st);
