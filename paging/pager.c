@@ -215,9 +215,14 @@ static uint64_t let_waiters_in(ml_pager *p)
     p->paused++;
     pthread_mutex_unlock(&p->lock);
     uint64_t t0 = mono_ns();
-    while (__atomic_load_n(&p->waiters, __ATOMIC_RELAXED) &&
-           __atomic_load_n(&p->admitted, __ATOMIC_RELAXED) < target && mono_ns() - t0 < HANDOVER_MAX_NS)
-        sched_yield();
+    for (uint64_t waited = 0; __atomic_load_n(&p->waiters, __ATOMIC_RELAXED) &&
+                              __atomic_load_n(&p->admitted, __ATOMIC_RELAXED) < target &&
+                              (waited = mono_ns() - t0) < HANDOVER_MAX_NS;) {
+        /* Usually a few yields; past a millisecond the waiters are slow to
+         * run or hold the lock a while: stop spinning. */
+        if (waited < 1000000) sched_yield();
+        else usleep(100);
+    }
     pthread_mutex_lock(&p->lock);
     p->paused--;
     p->yieldable = true;
