@@ -995,6 +995,22 @@ class RingRefused {
     int ring_, saved_;
 };
 
+// Two page-aligned 4 KiB buffers for engine writes, all 'A' and all 'B'.
+struct PagePair {
+    unsigned char *a = (unsigned char *)aligned_alloc(4096, 4096);
+    unsigned char *b = (unsigned char *)aligned_alloc(4096, 4096);
+    PagePair() {
+        memset(a, 'A', 4096);
+        memset(b, 'B', 4096);
+    }
+    ~PagePair() {
+        free(a);
+        free(b);
+    }
+    PagePair(const PagePair &) = delete;
+    PagePair &operator=(const PagePair &) = delete;
+};
+
 // An unnamed file of `bytes` zeros under /tmp for an engine to work on; -1
 // if it cannot be made.
 int UnlinkedFile(off_t bytes) {
@@ -1039,10 +1055,8 @@ TEST(IoUringEngine, ARefusedSubmissionTakesItsRequestsBack) {
         for (int r : FaultIO::IoUringFds())
             if (!rings.count(r)) ring = r;
         if (ring < 0) return 5;
-        unsigned char *a = (unsigned char *)aligned_alloc(4096, 4096);
-        unsigned char *b = (unsigned char *)aligned_alloc(4096, 4096);
-        memset(a, 'A', 4096);
-        memset(b, 'B', 4096);
+        PagePair pages;
+        unsigned char *a = pages.a, *b = pages.b;
         // 1. A refused write: an error, and it leaves the in-flight count.
         if (io->ops->write(io, a, 4096, 0, -1, 1) != 0 || io->inflight != 1) return 6;
         int rc;
@@ -1071,8 +1085,6 @@ TEST(IoUringEngine, ARefusedSubmissionTakesItsRequestsBack) {
         if (io->ops->read(io, a, 4096, 0, -1, 4) != 0) return 16;
         io->ops->destroy(io);
         if (PreadAt(fd, 4096, 8192) != std::vector<unsigned char>(4096, 0)) return 17;
-        free(a);
-        free(b);
         close(fd);
         return 0;
     });
@@ -1109,10 +1121,8 @@ TEST(IoUringEngine, APartialSubmissionIsRetriedThenTakenBack) {
             }
             return got;
         };
-        unsigned char *a = (unsigned char *)aligned_alloc(4096, 4096);
-        unsigned char *b = (unsigned char *)aligned_alloc(4096, 4096);
-        memset(a, 'A', 4096);
-        memset(b, 'B', 4096);
+        PagePair pages;
+        unsigned char *a = pages.a, *b = pages.b;
         // 1. One refusal: the second submission takes the write after it.
         if (io->ops->write(io, a, 4096, 0, -1, 1) != 0) return 5;
         refused(99);
@@ -1140,8 +1150,6 @@ TEST(IoUringEngine, APartialSubmissionIsRetriedThenTakenBack) {
         if (PreadAt(fd, 4096, 8192) != std::vector<unsigned char>(4096, 'A')) return 19;
         if (PreadAt(fd, 4096, 12288) != std::vector<unsigned char>(4096, 0)) return 20;
         io->ops->destroy(io);
-        free(a);
-        free(b);
         close(fd);
         return 0;
     });
