@@ -561,13 +561,6 @@ static int alloc_slow(ml_arena *a, ml_tcache *tc, size_t size, size_t align, ml_
     return 0;
 }
 
-static int alloc_general(ml_arena *a, size_t size, size_t align, ml_group group, bool zero, ml_handle *out);
-
-int ml__alloc(ml_arena *a, size_t size, size_t align, ml_group group, ml_handle *out)
-{
-    return alloc_general(a, size, align, group, false, out);
-}
-
 /* ml__alloc; with zero, the bytes are zeroed before the handle is
  * published, so nothing (the debug view, an eviction) sees them otherwise. */
 static int alloc_general(ml_arena *a, size_t size, size_t align, ml_group group, bool zero, ml_handle *out)
@@ -598,6 +591,11 @@ static int alloc_general(ml_arena *a, size_t size, size_t align, ml_group group,
         }
     }
     return alloc_slow(a, tc, size, align, group, zero, out);
+}
+
+int ml__alloc(ml_arena *a, size_t size, size_t align, ml_group group, ml_handle *out)
+{
+    return alloc_general(a, size, align, group, false, out);
 }
 
 /* ml_alloc's fast path: a FastLane size with both a free slot and a free

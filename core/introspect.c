@@ -257,10 +257,6 @@ int ml_lane_map(ml_arena *a, ml_lane lane, ml_extent_fn fn, void *ctx)
 
 /* ---- invariants (tests) ---------------------------------------------------------- */
 
-/* For tests, with no other thread using the arena: extents tile each lane;
- * every live slot's block or blob is where its address says, is owned by it,
- * is aligned as asked and large enough; every span's used count equals its
- * live blocks plus blocks in thread caches. */
 /* Each tag's count is the number of live handles tagged with it, and the
  * hash finds exactly the tags in use. */
 static int check_tags(ml_arena *a, uint32_t nslots)
@@ -300,6 +296,11 @@ static int check_tags(ml_arena *a, uint32_t nslots)
     return rc;
 }
 
+
+/* For tests, with no other thread using the arena: extents tile each lane;
+ * every live slot's block or blob is where its address says, is owned by it,
+ * is aligned as asked and large enough; every span's used count equals its
+ * live blocks plus blocks in thread caches; and check_tags. */
 int ml__arena_check(ml_arena *a)
 {
     int rc = 0;
