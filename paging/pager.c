@@ -195,8 +195,8 @@ static void lock_as_waiter(ml_pager *p)
 
 /* The longest a batch waits for the threads it hands the lock to. A waiter
  * on a busy machine may take a few scheduler periods to run once woken; a
- * bound as short as one period (it was 5 ms) let a loaded machine shut
- * page-ins out of a long batch altogether (each hand-over missed). */
+ * bound of about one period (it was 5 ms) could miss every hand-over of a
+ * long batch there and keep page-ins out until its end. */
 #define HANDOVER_MAX_NS 200000000u
 
 /* Between two chunks of a yieldable batch (lock held, nothing in flight):
