@@ -9,7 +9,13 @@
  * group never names a later group that reuses the entry.
  *
  * A tag is a short string for diagnostics ("texture", "mesh:hero"). Tags are
- * interned once per arena; a stub holds the tag's number.
+ * interned per arena; a stub holds the tag's number, and the meta word's
+ * TAGGED bit says that it holds one of the tag's references. A tag counts
+ * its references (the live handles with it); the last one to go frees the
+ * name, its hash entry and its number for reuse. A tagged handle's free
+ * takes the claim path (ml__free_claimed gives the reference back), and
+ * anything that reads a handle's tag number and then its name does both
+ * under the handle's claim, or the number may have been reused.
  *
  * Locking: the meta lock guards the group table, membership links and the
  * tag table. A member's cold `group` field changes only while the member is
