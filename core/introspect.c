@@ -169,16 +169,27 @@ int ml_stats_get(ml_arena *a, ml_stats *out)
     if (!a || !out) return -EINVAL;
     memset(out, 0, sizeof *out);
     uint64_t meta = 0;
+    int64_t lives[2];
     for (int lane = 0; lane < 2; lane++) {
         ml_lane_stats *s = &out->lane[lane];
-        int64_t live;
-        ml__lane_usage(a, (ml_lane)lane, &s->used, &s->requested, &live, &s->cached, &s->allocs,
+        ml__lane_usage(a, (ml_lane)lane, &s->used, &s->requested, &lives[lane], &s->cached, &s->allocs,
                        &s->frees);
-        ml_lane_t *l = &a->lanes[lane];
-        pthread_mutex_lock(&l->lock);
-        ml__lane_stats(l, s);
-        meta += l->meta_bytes;
-        pthread_mutex_unlock(&l->lock);
+    }
+    /* Both lanes' extents and migration counts at one instant (fast before
+     * slow, the lock order): a migration counts its way out of one lane and
+     * into the other under both locks, so an entry moving meanwhile is
+     * counted live in exactly one of them. */
+    pthread_mutex_lock(&a->lanes[ML_LANE_FAST].lock);
+    pthread_mutex_lock(&a->lanes[ML_LANE_SLOW].lock);
+    for (int lane = 0; lane < 2; lane++) {
+        ml__lane_stats(&a->lanes[lane], &out->lane[lane]);
+        meta += a->lanes[lane].meta_bytes;
+    }
+    pthread_mutex_unlock(&a->lanes[ML_LANE_SLOW].lock);
+    pthread_mutex_unlock(&a->lanes[ML_LANE_FAST].lock);
+    for (int lane = 0; lane < 2; lane++) {
+        ml_lane_stats *s = &out->lane[lane];
+        int64_t live = lives[lane];
         /* Entries migrated in count as live here, migrated out as gone. */
         live += (int64_t)s->migrated_in - (int64_t)s->migrated_out;
         s->live = live > 0 ? (uint64_t)live : 0;

@@ -63,12 +63,15 @@ static void count_move(ml_arena *a, ml_lane from, ml_lane to, size_t old_bytes, 
     ml__account(a, from, -(int64_t)old_bytes, -(int64_t)old_size);
     ml__account(a, to, (int64_t)new_bytes, (int64_t)new_size);
     if (from != to) {
-        pthread_mutex_lock(&a->lanes[from].lock);
+        /* Out of one and into the other at once (both locks, fast before
+         * slow), so that ml_stats_get never counts the entry in both lanes
+         * or in neither. */
+        pthread_mutex_lock(&a->lanes[ML_LANE_FAST].lock);
+        pthread_mutex_lock(&a->lanes[ML_LANE_SLOW].lock);
         a->lanes[from].migrated_out++;
-        pthread_mutex_unlock(&a->lanes[from].lock);
-        pthread_mutex_lock(&a->lanes[to].lock);
         a->lanes[to].migrated_in++;
-        pthread_mutex_unlock(&a->lanes[to].lock);
+        pthread_mutex_unlock(&a->lanes[ML_LANE_SLOW].lock);
+        pthread_mutex_unlock(&a->lanes[ML_LANE_FAST].lock);
     }
 }
 

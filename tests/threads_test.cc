@@ -331,6 +331,41 @@ TEST(Threads, InfoNeverShowsATagTheHandleNeverHad) {
     EXPECT_EQ(ml__arena_check(a), 0);
 }
 
+// While entries migrate between the lanes (nothing allocated or freed),
+// every snapshot counts each live handle once: a migration counts its way
+// out of one lane and into the other under both lane locks, and
+// ml_stats_get reads both lanes under both. (A CI run under TSan saw 60
+// handles too many while the policy thread promoted entries.)
+TEST(Threads, LiveHandleCountHoldsWhileEntriesMigrate) {
+    ml_config c = SmallConfig();
+    c.enable_paging = false;
+    ArenaGuard a(&c);
+    constexpr int kN = 200;
+    std::vector<ml_handle> hs(kN);
+    for (auto &h : hs) ASSERT_EQ(ml_alloc(a, 64, &h), 0);
+    std::atomic<bool> stop{false};
+    std::thread mover([&] {
+        for (int round = 0; !stop; round++)
+            for (ml_handle h : hs) ml_migrate(a, h, round % 2 ? ML_LANE_FAST : ML_LANE_SLOW);
+    });
+    int bad = 0, snaps = 0;
+    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while (std::chrono::steady_clock::now() < end) {
+        ml_stats st;
+        ASSERT_EQ(ml_stats_get(a, &st), 0);
+        if (st.handles_live != (uint64_t)kN && bad++ < 3)
+            ADD_FAILURE() << "handles_live " << st.handles_live << " (fast " << st.lane[0].live << ", slow "
+                          << st.lane[1].live << ")";
+        snaps++;
+    }
+    stop = true;
+    mover.join();
+    EXPECT_EQ(bad, 0) << "of " << snaps << " snapshots";
+    ml_stats st;
+    ASSERT_EQ(ml_stats_get(a, &st), 0);
+    EXPECT_GT(st.lane[ML_LANE_SLOW].migrated_in, 0u);
+}
+
 // Many arenas per thread (more than the thread-local cache entries).
 TEST(Threads, ManyArenasPerThread) {
     std::vector<ml_arena *> as(20);
