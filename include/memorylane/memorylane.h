@@ -889,12 +889,13 @@ typedef struct ml_stats {
 } ml_stats;
 
 /**
- * Fill out with current statistics. Per lane, the extents (capacity,
- * largest_free, spans, blobs) are read under the lane's lock; the counters
- * (used, requested, allocs, frees, live) are the threads' own, read just
- * before, so while other threads allocate they may be off by the
- * operations in flight. Always free = capacity - used and
- * largest_free <= free. Lanes are read one after the other.
+ * Fill out with current statistics. Both lanes' extents (capacity,
+ * largest_free, spans, blobs) and migration counts are read at one instant,
+ * under both lane locks, so an entry migrating meanwhile counts as live in
+ * exactly one lane. The allocation counters (used, requested, allocs,
+ * frees) are the threads' own, read just before, so while other threads
+ * allocate they (and live) may be off by the operations in flight. Always
+ * free = capacity - used and largest_free <= free.
  * @return 0; -EINVAL (NULL args). Thread-safe.
  */
 ML_API int ml_stats_get(ml_arena *arena, ml_stats *out);
