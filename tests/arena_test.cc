@@ -139,8 +139,7 @@ TEST(Stats, FastLaneCountsAddUpWhileAndAfterAThreadRuns) {
 // once from this thread's cache (same slot, same block), a SlowLane block
 // and a blob whose space was just given back.
 TEST(Alloc, ZeroedAllocationsAreZeroWhereverTheyCome) {
-    ml_config c = SmallConfig();
-    c.enable_paging = false;
+    ml_config c = SmallUnpagedConfig();
     ArenaGuard a(&c);
     for (size_t size : {1, 16, 100, 256, 4096, 5000, 40000, 300000}) {
         SCOPED_TRACE(size);

@@ -36,6 +36,13 @@ inline ml_config SmallConfig() {
     return c;
 }
 
+// SmallConfig with paging off: nothing goes cold behind a test's back.
+inline ml_config SmallUnpagedConfig() {
+    ml_config c = SmallConfig();
+    c.enable_paging = false;
+    return c;
+}
+
 // Deterministic byte pattern for (seed, offset).
 inline unsigned char PatternByte(uint64_t seed, size_t i) {
     uint64_t x = seed * 0x9E3779B97F4A7C15ull + i * 0xBF58476D1CE4E5B9ull;

@@ -179,8 +179,7 @@ TEST(Threads, RacingFreesExactlyOneWins) {
 // live handles that have it (ml__arena_check), so none is kept by a freed
 // handle nor lost while a live one has it.
 TEST(Threads, TaggingRacesFreeingAndKeepsExactCounts) {
-    ml_config c = SmallConfig();
-    c.enable_paging = false;
+    ml_config c = SmallUnpagedConfig();
     ArenaGuard a(&c);
     constexpr int kPool = 256;
     std::vector<std::atomic<uint64_t>> pool(kPool);
@@ -227,9 +226,8 @@ TEST(Threads, TaggingRacesFreeingAndKeepsExactCounts) {
 // threads' counters lag the lane's extents; a stress hunt saw largest_free
 // above free in 3-7% of snapshots).
 TEST(Threads, StatsSnapshotsStayCoherentUnderChurn) {
-    ml_config c = SmallConfig();
+    ml_config c = SmallUnpagedConfig();
     c.slow_lane_size = 8 << 20;
-    c.enable_paging = false;
     ArenaGuard a(&c);
     std::atomic<bool> stop{false};
     // A lane mostly free, a few entries each coming and going: its largest
@@ -276,8 +274,7 @@ TEST(Threads, StatsSnapshotsStayCoherentUnderChurn) {
 // atomic. Under ThreadSanitizer this reported a data race (stress hunt);
 // otherwise it checks that the answers stay right.
 TEST(Threads, GetSizedRacesMigrationWithoutADataRace) {
-    ml_config c = SmallConfig();
-    c.enable_paging = false;
+    ml_config c = SmallUnpagedConfig();
     ArenaGuard a(&c);
     ml_handle h;
     ASSERT_EQ(ml_alloc(a, 200, &h), 0);
@@ -301,8 +298,7 @@ TEST(Threads, GetSizedRacesMigrationWithoutADataRace) {
 // tag the handle never had (here h1 as "other", which only h2 ever takes;
 // the debug view would then list h1 under tags/other). Found in review.
 TEST(Threads, InfoNeverShowsATagTheHandleNeverHad) {
-    ml_config c = SmallConfig();
-    c.enable_paging = false;
+    ml_config c = SmallUnpagedConfig();
     ArenaGuard a(&c);
     ml_handle h1, h2;
     ASSERT_EQ(ml_alloc(a, 48, &h1), 0);
@@ -337,8 +333,7 @@ TEST(Threads, InfoNeverShowsATagTheHandleNeverHad) {
 // ml_stats_get reads both lanes under both. (A CI run under TSan saw 60
 // handles too many while the policy thread promoted entries.)
 TEST(Threads, LiveHandleCountHoldsWhileEntriesMigrate) {
-    ml_config c = SmallConfig();
-    c.enable_paging = false;
+    ml_config c = SmallUnpagedConfig();
     ArenaGuard a(&c);
     constexpr int kN = 200;
     std::vector<ml_handle> hs(kN);
