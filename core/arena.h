@@ -229,8 +229,8 @@ struct ml_arena {
      * tagged with it; one no handle has any more is forgotten and its ID
      * reused. */
     char (*tags)[ML_TAG_MAX]; /* [ML_MAX_TAGS], ID = index + 1 */
-    uint32_t ntags;           /* IDs ever issued (the rest are fresh) */
-    uint32_t tags_live;       /* IDs in use */
+    uint32_t ntags;           /* IDs ever issued (the rest are fresh); in use:
+                                 ntags - ntag_free */
     uint32_t tag_refs[ML_MAX_TAGS];
     uint16_t tag_free[ML_MAX_TAGS]; /* IDs given back, to reuse */
     uint32_t ntag_free;

@@ -357,7 +357,6 @@ static int tag_ref(ml_arena *a, const char *tag)
     strcpy(a->tags[id - 1], tag);
     a->tag_hash[h] = (uint16_t)id;
     a->tag_refs[id - 1] = 1;
-    a->tags_live++;
     return (int)id;
 }
 
@@ -390,7 +389,6 @@ static void tag_unref_locked(ml_arena *a, uint32_t id)
     tag_unhash(a, id);
     a->tags[id - 1][0] = 0;
     a->tag_free[a->ntag_free++] = (uint16_t)id;
-    a->tags_live--;
 }
 
 void ml__tag_unref(ml_arena *a, uint32_t id)

@@ -216,7 +216,7 @@ int ml_stats_get(ml_arena *a, ml_stats *out)
     out->pressure_callbacks = __atomic_load_n(&a->pressure_calls, __ATOMIC_RELAXED);
     pthread_mutex_lock(&a->meta_lock);
     for (unsigned i = 0; i < ML_MAX_GROUPS; i++) out->groups += a->groups[i].live;
-    out->tags = a->tags_live;
+    out->tags = a->ntags - a->ntag_free; /* IDs issued and not given back */
     pthread_mutex_unlock(&a->meta_lock);
     size_t slots = out->handles_capacity;
     out->metadata_bytes = meta + slots * (sizeof(ml_slot) + sizeof(ml_cold));
@@ -301,7 +301,7 @@ static int check_tags(ml_arena *a, uint32_t nslots)
         }
         if (a->tag_hash[j] != id) rc = -12;
     }
-    if (!rc && (live != a->tags_live || hashed != live || live + a->ntag_free != a->ntags)) rc = -13;
+    if (!rc && (hashed != live || live + a->ntag_free != a->ntags)) rc = -13;
     pthread_mutex_unlock(&a->meta_lock);
     free(refs);
     return rc;
