@@ -413,33 +413,38 @@ int ml__tag_name(ml_arena *a, uint32_t tag, char *buf, size_t len)
 int ml_set_tag(ml_arena *a, ml_handle h, const char *tag)
 {
     if (!a) return -EINVAL;
-    int id = 0;
-    if (tag && *tag) {
-        if (!name_ok(tag)) return -EINVAL;
-        /* Validate the handle before interning, so a bad handle leaves the
-         * tag table unchanged. */
-        if (!ml_is_valid(a, h)) {
-            ml_state st = ml_handle_state(a, h);
-            return st == ML_STATE_FREED ? -ESTALE : -EINVAL;
-        }
-        pthread_mutex_lock(&a->meta_lock);
-        id = tag_ref(a, tag);
-        pthread_mutex_unlock(&a->meta_lock);
-        if (id < 0) return id;
-    }
+    bool set = tag && *tag;
+    if (set && !name_ok(tag)) return -EINVAL;
+    /* Claim first (a bad or freed handle changes nothing), then swap the
+     * tag references under the meta lock (lock order: claim -> meta lock,
+     * as for group links). */
     uint64_t m;
     int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
-    if (rc) {
-        if (id) ml__tag_unref(a, (uint32_t)id); /* (freed meanwhile) */
-        return rc;
-    }
+    if (rc) return rc;
     uint32_t idx = ml__idx(h);
     ml_cold *c = ml__cold(a, idx, m);
     uint32_t old = (m & ML_M_TAGGED) ? c->tag : 0;
+    int id = 0;
+    pthread_mutex_lock(&a->meta_lock);
+    if (set) {
+        id = tag_ref(a, tag);
+        /* A full table: if this handle is the last with its old tag, that
+         * tag's place is free once the handle leaves it. */
+        if (id == -ENOSPC && old && a->tag_refs[old - 1] == 1) {
+            tag_unref_locked(a, old);
+            old = 0;
+            id = tag_ref(a, tag);
+        }
+    }
+    if (id >= 0 && old) tag_unref_locked(a, old);
+    pthread_mutex_unlock(&a->meta_lock);
+    if (id < 0) {
+        ml__unclaim(a, idx);
+        return id;
+    }
     c->tag = (uint32_t)id;
     if (id) __atomic_fetch_or(&a->slots[idx].meta, ML_M_TAGGED, __ATOMIC_RELAXED);
     else __atomic_fetch_and(&a->slots[idx].meta, ~ML_M_TAGGED, __ATOMIC_RELAXED);
     ml__unclaim(a, idx);
-    if (old) ml__tag_unref(a, old);
     return 0;
 }

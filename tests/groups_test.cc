@@ -646,6 +646,41 @@ TEST_F(Groups, TagTableFullIsEnospc) {
     EXPECT_EQ(ml__arena_check(a_), 0);
 }
 
+// At a full table, a handle that is the last with its tag can still be
+// retagged: its old tag's place is what the new one takes. One that shares
+// its tag cannot, and nothing changes.
+TEST_F(Groups, RetagAtAFullTableReusesTheHandlesOwnPlace) {
+    std::vector<ml_handle> hs;
+    for (int i = 0; i < 4096; i++) {
+        hs.push_back(Alloc(64));
+        ASSERT_EQ(ml_set_tag(a_, hs.back(), ("tag" + std::to_string(i)).c_str()), 0) << i;
+    }
+    ASSERT_EQ(World::Take(a_).stats.tags, 4096u);
+    ASSERT_EQ(ml_set_tag(a_, hs[7], "renamed"), 0);
+    EXPECT_STREQ(Info(a_, hs[7]).tag, "renamed");
+    EXPECT_EQ(World::Take(a_).stats.tags, 4096u);
+    EXPECT_EQ(ml__arena_check(a_), 0);
+
+    ml_handle k = Alloc(64);
+    ASSERT_EQ(ml_set_tag(a_, k, "tag9"), 0); // tag9 now has two handles
+    World before = World::Take(a_);
+    EXPECT_EQ(ml_set_tag(a_, k, "other"), -ENOSPC);
+    ExpectSameWorld(before, World::Take(a_), "after a refused retag");
+    EXPECT_STREQ(Info(a_, k).tag, "tag9");
+    EXPECT_STREQ(Info(a_, hs[9]).tag, "tag9");
+    EXPECT_EQ(ml__arena_check(a_), 0);
+
+    // Freed and forged handles change nothing either, even at a full table.
+    ASSERT_EQ(ml_free(a_, hs[7]), 0);
+    before = World::Take(a_);
+    EXPECT_EQ(ml_set_tag(a_, hs[7], "x"), -ESTALE);
+    ml_handle forged = hs[8];
+    forged.bits ^= 1ull << 40;
+    EXPECT_EQ(ml_set_tag(a_, forged, "x"), -EINVAL);
+    ExpectSameWorld(before, World::Take(a_), "after bad handles");
+    EXPECT_EQ(ml__arena_check(a_), 0);
+}
+
 // A tag lasts as long as some live handle has it: freeing the handle (one
 // by one, or its whole group), retagging it or clearing its tag gives the
 // tag back. A program that tags each short-lived allocation with its

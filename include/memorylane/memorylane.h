@@ -906,10 +906,12 @@ ML_API int ml_stats_get(ml_arena *arena, ml_stats *out);
  * (it names a folder in the debug view). Handles share a tag by name, and a
  * tag lasts while some live handle has it: freeing (one by one, or with
  * its group), retagging or clearing the last handle with it lets it go. At
- * most 4096 distinct tags are in use per arena at once.
+ * most 4096 distinct tags are in use per arena at once; at that limit a
+ * handle that is the last with its tag can still be given a new one (the
+ * old tag's place is reused).
  * @return 0; -EINVAL (bad handle or tag, arena NULL), -ESTALE, -ENOSPC
- *         (4096 tags in use, this one not among them; nothing changes).
- *         Thread-safe.
+ *         (4096 tags in use, this one not among them, and the handle's own
+ *         tag, if any, is shared; nothing changes). Thread-safe.
  */
 ML_API int ml_set_tag(ml_arena *arena, ml_handle h, const char *tag);
 
