@@ -65,6 +65,12 @@ int ml__io_sync_open(int fd, unsigned depth, ml_io **out);
 struct io_uring;
 struct io_uring *ml__io_uring_ring(ml_io *io);
 
+/** The last resort when a broken engine must be replaced and the factory
+ *  (below) cannot make another: ml__io_sync_open. Test hook (not
+ *  exported): fault tests make it fail to reach the case where the broken
+ *  engine has to stay. */
+extern int (*ml__io_fallback_open)(int fd, unsigned depth, ml_io **out);
+
 /** Makes engines for a pager: the default tries io_uring, then pread/pwrite
  *  (fallback_used says which). Tests install their own. Called from any
  *  thread, possibly several at once (page-in readers open theirs without

@@ -678,12 +678,14 @@ static void finish(ml_pager *p, victim *v, long res)
  * then close the old one, which waits for whatever the kernel still holds
  * of it. Only if not even that can be opened does the old one stay, with
  * nothing counted in flight. Caller holds the pager lock. */
+int (*ml__io_fallback_open)(int fd, unsigned depth, ml_io **out) = ml__io_sync_open;
+
 static void renew_engine(ml_pager *p)
 {
     ml_io *fresh = NULL;
     unsigned depth = p->a->cfg.io_queue_depth;
     if (p->open_io(p->open_ctx, p->swap.fd, depth, p->io_which, &fresh) != 0 &&
-        ml__io_sync_open(p->swap.fd, depth, &fresh) != 0) {
+        ml__io_fallback_open(p->swap.fd, depth, &fresh) != 0) {
         p->io->inflight = 0;
         return;
     }

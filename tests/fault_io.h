@@ -42,6 +42,12 @@ struct FaultIO {
     int fail_all_writes_from = -1;
     int lose_writes_from = -1;  // taken, never completed: the engine broke
     int lose_reads_from = -1;   // the same for reads
+    // The lost requests are reported done after all, late: once the test
+    // calls DeliverLate, the next reap of their engine returns their
+    // completions first (successes, with their original tags), as a kernel
+    // that still held them would. (Nothing is written: whoever takes one
+    // of them for a write of its own loses that entry.)
+    bool late_lost = false;
     int fail_read_at = -1;
     int fail_read_err = EIO;
     int flip_read_at = -1;      // flip one bit of the data read
@@ -75,6 +81,10 @@ struct FaultIO {
     int Submits() {
         std::lock_guard<std::mutex> g(mu_);
         return submits;
+    }
+    void DeliverLate() {
+        std::lock_guard<std::mutex> g(mu_);
+        deliver_late_ = true;
     }
     // Refuse the next submission, whichever engine makes it.
     void RefuseNextSubmit() {
@@ -133,6 +143,7 @@ struct FaultIO {
     std::mutex mu_;  // the rules and counters above, once engines exist
     std::condition_variable gate_;
     int reads_now_ = 0;
+    bool deliver_late_ = false;
 
     struct Wrap {
         ml_io io;  // first: the pager sees this
@@ -140,6 +151,7 @@ struct FaultIO {
         FaultIO *f;
         std::deque<ml_io_cqe> fake;                // injected completions
         unsigned lost = 0;                         // requests taken and never completed
+        std::deque<ml_io_cqe> late;                // their completions, for late_lost
         int ring_fd = -1;                          // the inner engine's io_uring, if any
         std::map<uint64_t, std::pair<char *, size_t>> flips;  // tag -> read buffer to corrupt
     };
@@ -148,13 +160,14 @@ struct FaultIO {
     // Take a request and never complete it (the engine broke), or -EAGAIN
     // when the queue is full (the operation is not counted: *counted--).
     // Caller holds mu_.
-    static int Lose(Wrap *w, int *counted) {
+    static int Lose(Wrap *w, int *counted, uint64_t tag, size_t len) {
         if (w->io.inflight >= w->io.depth) {
             (*counted)--;
             return -EAGAIN;
         }
         w->f->injected++;
         w->lost++;
+        w->late.push_back(ml_io_cqe{tag, (long)len});
         w->io.inflight++;
         return 0;
     }
@@ -165,7 +178,7 @@ struct FaultIO {
         if (f->write_delay_us) usleep(f->write_delay_us);
         std::lock_guard<std::mutex> g(f->mu_);
         int n = f->writes++;
-        if (f->lose_writes_from >= 0 && n >= f->lose_writes_from) return Lose(w, &f->writes);
+        if (f->lose_writes_from >= 0 && n >= f->lose_writes_from) return Lose(w, &f->writes, tag, len);
         bool fail = n == f->fail_write_at || (f->fail_all_writes_from >= 0 && n >= f->fail_all_writes_from);
         if (fail) {
             if (io->inflight >= io->depth) {
@@ -205,7 +218,7 @@ struct FaultIO {
             f->reads_now_--;
         }
         int n = f->reads++;
-        if (f->lose_reads_from >= 0 && n >= f->lose_reads_from) return Lose(w, &f->reads);
+        if (f->lose_reads_from >= 0 && n >= f->lose_reads_from) return Lose(w, &f->reads, tag, len);
         if (n == f->fail_read_at) {
             f->injected++;
             w->fake.push_back(ml_io_cqe{tag, -(long)f->fail_read_err});
@@ -266,6 +279,14 @@ struct FaultIO {
     static int Reap(ml_io *io, ml_io_cqe *out, unsigned max, unsigned min) {
         Wrap *w = W(io);
         unsigned n = 0;
+        {
+            std::lock_guard<std::mutex> g(w->f->mu_);
+            if (w->f->late_lost && w->f->deliver_late_ && !w->late.empty()) {
+                w->fake.insert(w->fake.begin(), w->late.begin(), w->late.end());
+                w->late.clear();
+                w->lost = 0;
+            }
+        }
         while (n < max && !w->fake.empty()) {
             out[n++] = w->fake.front();
             w->fake.pop_front();
@@ -285,7 +306,9 @@ struct FaultIO {
         }
         // Only lost requests left, and the caller wants one: the engine failed.
         if (n == 0 && min > 0 && w->lost) return -EIO;
-        io->inflight -= n;
+        // Whoever gave up on lost requests stopped counting them: late
+        // completions never take the count below zero.
+        io->inflight -= std::min(n, io->inflight);
         return (int)n;
     }
 

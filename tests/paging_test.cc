@@ -969,6 +969,60 @@ TEST_P(Faults, ABrokenEngineWithNoOtherToOpenFallsBackToPreadPwrite) {
     });
 }
 
+// The last corner of a broken engine: not even pread/pwrite can be opened
+// in its place, so it stays, with nothing counted in flight; and the
+// writes it lost are reported done after all, late, while the next batch
+// runs. Those completions belong to no write of that batch: they must not
+// finish its victims at the same places in the batch (or past its end) as
+// written when their own writes failed, or those entries would be lost.
+namespace {
+int NoFallback(int, unsigned, ml_io **) { return -ENOMEM; }
+}  // namespace
+
+TEST_P(Faults, LateCompletionsOfAKeptBrokenEngineFinishNoLaterWrite) {
+    int which = GetParam();
+    InChildWithAlarm(20, [&] {
+        FaultIO f;
+        f.which = which;
+        f.lose_writes_from = 0;
+        f.late_lost = true;
+        f.fail_open_from = 1;               // the pager's engine opens; none after it
+        ml__io_fallback_open = NoFallback;  // nor pread/pwrite
+        ml_config c = PagingConfig(which);
+        c.io_queue_depth = 2;
+        ml_arena *a = f.Create(&c);
+        if (!a) return 2;
+        std::vector<Blob> bs;
+        std::vector<ml_handle> hs;
+        MakeMany(a, 8, 64 << 10, 2100, &bs, &hs);
+        if (ml_evict_many(a, hs.data(), hs.size()) != -EIO) return 3;
+        if (strcmp(PStats(a).engine, "fault") != 0) return 4;  // kept
+        for (const Blob &b : bs)
+            if (ml_handle_state(a, b.h) != ML_STATE_SLOW || !ReadMatches(a, b)) return 5;
+        // Now every write fails, and the first completions the engine gives
+        // are the late ones of the eight writes it lost.
+        f.lose_writes_from = -1;
+        f.fail_all_writes_from = f.Writes();
+        f.DeliverLate();
+        std::vector<ml_handle> fewer(hs.begin(), hs.begin() + 6);  // tags 6 and 7 lie past its end
+        if (ml_evict_many(a, fewer.data(), fewer.size()) != -EIO) return 6;
+        for (const Blob &b : bs) {
+            if (ml_handle_state(a, b.h) != ML_STATE_SLOW) return 7;
+            if (!GetMatches(a, b)) return 8;
+        }
+        if (PStats(a).now_evicted != 0) return 9;
+        if (ml__arena_check(a) != 0) return 10;
+        // Writes work again: everything pages out and back intact.
+        f.fail_all_writes_from = -1;
+        if (ml_evict_many(a, hs.data(), hs.size()) != 8) return 11;
+        for (const Blob &b : bs)
+            if (!GetMatches(a, b)) return 12;
+        if (ml__arena_check(a) != 0) return 13;
+        ml_arena_destroy(a);
+        return 0;
+    });
+}
+
 // ---- a submission the kernel refuses (io_uring) ----
 // io_uring_enter can fail, or take only part of the ring (-EAGAIN, -ENOMEM
 // under memory pressure), leaving requests in the submission ring. The
