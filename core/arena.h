@@ -248,6 +248,14 @@ struct ml_arena {
      * read the pair after it. */
     ml_move_fn move_fn;
     void *move_ctx;
+
+    /* Move reports (core/migrate.c): one queue per arena, in the order the
+     * moves were made, delivered by one thread at a time (report_lock, a
+     * leaf; `reporting` says a thread is delivering). */
+    pthread_mutex_t report_lock;
+    struct ml_move *reports;
+    size_t rep_head, rep_n, rep_cap;
+    bool reporting;
     ml_pressure_fn pressure_fn;
     void *pressure_ctx;
 
@@ -391,13 +399,14 @@ typedef struct ml_move {
     void *old_addr, *new_addr;
     ml_lane from, to;
 } ml_move;
-typedef struct ml_moves {
-    ml_move *v;
-    size_t n, cap;
-} ml_moves;
-void ml__moves_add(ml_moves *mv, const ml_move *m);
-/** Call the move callback for each recorded move, then empty the list. */
-void ml__moves_fire(ml_arena *a, ml_moves *mv);
+/** Queue the report of a move just made, while the entry is still claimed
+ *  (so that reports of one entry queue in the order its moves happened).
+ *  Does nothing when no callback is registered. Any lock may be held: the
+ *  report lock is a leaf. */
+void ml__report(ml_arena *a, const ml_move *m);
+/** Deliver queued reports, in order, unless another thread is delivering
+ *  (it delivers this thread's too). No lock of the arena may be held. */
+void ml__reports_deliver(ml_arena *a);
 
 /** Move claimed slot idx (pins 0) to lane `to` with size new_size
  *  (realloc) or its own size; copies, rewrites the stub, frees the old

@@ -39,7 +39,6 @@ typedef struct budget {
     uint64_t max_bytes, max_ns, t0, bytes, ops;
     uint64_t scanned; /* blocks and extents looked at (for time checks) */
     ml_compact_result *res;
-    ml_moves *mv;
     bool stop;
     bool notify; /* a move callback is registered */
 } budget;
@@ -126,7 +125,7 @@ static void record(ml_arena *a, budget *b, uint32_t idx, void *from, void *to, m
     uint64_t m = ml__load(&a->slots[idx].meta);
     if (!(m & ML_M_RESIDENT)) return;
     ml_move ev = {ml__handle_of(m, idx), from, to, lane, lane};
-    ml__moves_add(b->mv, &ev);
+    ml__report(a, &ev);
 }
 
 /* ---- phase 1: evacuate the spans of one class ------------------------------- */
@@ -381,8 +380,7 @@ static void request_flush(ml_arena *a)
 static int step(ml_arena *a, ml_lane lane, uint64_t max_bytes, uint64_t max_ns, ml_compact_result *res)
 {
     ml_lane_t *l = &a->lanes[lane];
-    ml_moves mv = {0};
-    budget b = {.max_bytes = max_bytes, .max_ns = max_ns, .t0 = mono_ns(), .res = res, .mv = &mv,
+    budget b = {.max_bytes = max_bytes, .max_ns = max_ns, .t0 = mono_ns(), .res = res,
                 .notify = __atomic_load_n(&a->move_fn, __ATOMIC_ACQUIRE) != NULL};
     if (lane == ML_LANE_FAST) request_flush(a);
     pthread_mutex_lock(&l->lock);
@@ -408,7 +406,7 @@ static int step(ml_arena *a, ml_lane lane, uint64_t max_bytes, uint64_t max_ns, 
         finished = true;
     }
     pthread_mutex_unlock(&l->lock);
-    ml__moves_fire(a, &mv);
+    ml__reports_deliver(a);
     if (b.ops && ML_EVENT_ON(a) && (b.bytes || b.res->released_bytes))
         ml__event(a, ML_EVENT_COMPACT, ML_HANDLE_NULL, b.bytes, res->moved_entries, lane, lane);
     res->done = finished;
