@@ -127,9 +127,17 @@ static void release_entry(ml_tls_ent *e)
     e->tc = NULL;
 }
 
+/* Set once this thread's caches are retired at its exit: a call made later
+ * in the exit (from another key's destructor, run after ours) must not make
+ * a new cache, since nothing would retire it, and its blocks and slots
+ * would be out of every thread's reach until the arena is destroyed. Such
+ * calls go without a cache, as when one cannot be allocated. */
+static ML_TLS bool tls_exiting;
+
 static void thread_exit(void *p)
 {
     (void)p;
+    tls_exiting = true;
     for (int i = 0; i < ML_TLS_ENTS; i++) release_entry(&ml__tls[i]);
 }
 
@@ -145,6 +153,7 @@ ml_tcache *ml__tc_get_slow(ml_arena *a)
             return e.tc;
         }
     }
+    if (tls_exiting) return NULL;
     if (!tls_key_set) {
         pthread_once(&g_key_once, key_init);
         pthread_setspecific(g_key, (void *)1);
