@@ -862,16 +862,24 @@ int ml__page_in_claimed(ml_arena *a, uint32_t idx, uint64_t m, bool read_only)
 
 /* Mark an access: a writable one sets ACCESSED and ends a clean copy's
  * cleanliness; a read-only one sets REFERENCED. Only writes when a bit must
- * change (CLOCK). */
+ * change (CLOCK). Unclaimed callers race frees: the word is only changed
+ * while it still holds the same handle (its identity bits: a free moves the
+ * generation on), so a late mark never lands on the slot's next handle. */
 static inline void mark_access(ml_slot *s, uint64_t m, bool read_only)
 {
+    const uint32_t id = ml__hi(m) & ML_HI_ID_MASK;
+    uint64_t want;
     if (read_only) {
-        if (!(m & (ML_M_ACCESSED | ML_M_REFERENCED))) __atomic_fetch_or(&s->meta, ML_M_REFERENCED, __ATOMIC_RELAXED);
+        if (m & (ML_M_ACCESSED | ML_M_REFERENCED)) return;
+        do {
+            if ((ml__hi(m) & ML_HI_ID_MASK) != id) return;
+            want = m | ML_M_REFERENCED;
+        } while (!__atomic_compare_exchange_n(&s->meta, &m, want, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
         return;
     }
     if ((m & (ML_M_ACCESSED | ML_M_CLEAN)) == ML_M_ACCESSED) return;
-    uint64_t want;
     do {
+        if ((ml__hi(m) & ML_HI_ID_MASK) != id) return;
         want = (m | ML_M_ACCESSED) & ~ML_M_CLEAN;
     } while (!__atomic_compare_exchange_n(&s->meta, &m, want, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
 }

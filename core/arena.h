@@ -10,9 +10,9 @@
  * The arena has these locks, always taken in this order (a lock may be taken
  * while holding only locks above it):
  *
- *   1. g_registry        global list of live arenas (create, destroy, thread
- *                        exit); core/tcache.c.
- *   2. slot claim        the LOCKED bit of one slot's meta word: a tiny
+ *   0. maintain lock     one maintenance cycle at a time (core/policy.c);
+ *                        taken with nothing else held.
+ *   1. slot claim        the LOCKED bit of one slot's meta word: a tiny
  *                        per-handle mutex over the stub's cold fields and the
  *                        data's location. Taken to free, move, snapshot,
  *                        read/write through the API, tag. Never held across
@@ -20,6 +20,10 @@
  *                        for a claim; it only tries one (and skips the slot).
  *                        A thread that waits for several claims takes them
  *                        in ascending slot order (ml__claim_many).
+ *   2. g_registry        global list of live arenas (create, destroy, thread
+ *                        exit, and a new thread cache retiring the least
+ *                        recently used one, which can happen under claims);
+ *                        core/tcache.c. Its holders never wait for a claim.
  *   3. tc_list lock      the arena's list of thread caches and the counters
  *                        of exited threads; a cache is freed only after it
  *                        is unlinked under this lock.
@@ -31,6 +35,11 @@
  *                        statistics. Fast before slow when both are needed.
  *   6. table lock        free-slot list and table growth.
  *   7. meta lock         groups, tags (interning), group membership links.
+ *
+ * Leaves (nothing is taken while holding them): the events lock (the event
+ * ring, core/events.c) and the report lock (the queue of move reports,
+ * core/migrate.c; a report is queued under the moved entry's claim, often
+ * under a lane lock too, and delivered with no lock held).
  *
  * Pins are not a lock: they are a count in the meta word that forbids moving
  * and freeing. Claims and pins exclude each other as follows: a claim for a
@@ -214,7 +223,7 @@ struct ml_arena {
 
     pthread_mutex_t table_lock;
     uint32_t next_fresh; /* first never-used slot index */
-    uint32_t free_head;  /* free-slot list through cold[].size */
+    uint32_t free_head;  /* free-slot list through slots[].size */
     uint64_t retired;
 
     pthread_mutex_t tc_list_lock;

@@ -160,7 +160,9 @@ void ml__table_put(ml_arena *a, const uint32_t *idx, unsigned n)
 {
     pthread_mutex_lock(&a->table_lock);
     for (unsigned i = 0; i < n; i++) {
-        __atomic_store_n(&a->slots[idx[i]].size, a->free_head, __ATOMIC_RELAXED);
+        /* Release: a reader that loads this link as a "size" with acquire
+         * (ml_size) then sees the freeing meta store made before it. */
+        __atomic_store_n(&a->slots[idx[i]].size, a->free_head, __ATOMIC_RELEASE);
         a->free_head = idx[i];
     }
     pthread_mutex_unlock(&a->table_lock);
