@@ -6,9 +6,12 @@
  * ml_events_read, groups); this file includes only memorylane.h and
  * debugfs.h. It needs no lock of the arena's and no hook in core/: the
  * library already takes snapshots under its own locks and hands them out
- * with no lock held, so a slow reader of the view can never stall the
- * program, and nothing shown can be more "inside" than what a program could
- * print itself. It never writes, frees or moves memory; data is read with
+ * with no lock held, so a slow reader of the view (one that reads slowly
+ * from its side of FUSE) never stalls the program, and nothing shown can be
+ * more "inside" than what a program could print itself. The library's own
+ * calls do hold one entry briefly: ml_read of a cold entry keeps it claimed
+ * while its record is read and decompressed, so a program thread touching
+ * that entry meanwhile waits that long (about the time of a page-in). It never writes, frees or moves memory; data is read with
  * ml_read, which decompresses a copy of a cold handle and leaves it cold.
  *
  * Which libfuse API. The high-level (path) API of libfuse 3: the layout is a
@@ -188,6 +191,7 @@ struct ml_debugfs {
     struct memo {
         char *path;
         pid_t pid;
+        ml_handle h; /* the handle a handle's file was rendered for */
         uint64_t at_ms;
         char *text;
         size_t len;
@@ -628,15 +632,31 @@ static int render_state(ml_debugfs *fs, ml_handle h, sbuf *b)
 /* seq time_ns kind id bytes count from to */
 static int render_events(ml_debugfs *fs, sbuf *b)
 {
-    ml_event ev[128];
-    uint64_t cursor = 0;
+    /* The ring as it is now: copied in one call (one hold of the events
+     * lock) when it fits in a buffer of 64 Ki events, else in batches of
+     * that; at most its capacity of events from the oldest at the first
+     * batch, in a row. Events recorded meanwhile wait for the next open; if
+     * the ring laps us between batches (a gap), the file ends there rather
+     * than chase the program. */
+    size_t cap = ml_events_capacity(fs->arena), max = cap ? (cap < 65536 ? cap : 65536) : 1;
+    ml_event *ev = malloc(max * sizeof *ev);
+    if (!ev) return -ENOMEM;
+    uint64_t cursor = 0, end = 0, prev = 0;
     for (;;) {
         size_t n = 0;
-        int rc = ml_events_read(fs->arena, &cursor, ev, sizeof ev / sizeof ev[0], &n);
-        if (rc) return rc;
-        if (n == 0) return 0;
+        int rc = ml_events_read(fs->arena, &cursor, ev, max, &n);
+        if (rc || n == 0) {
+            free(ev);
+            return rc;
+        }
+        if (!end) end = ev[0].seq + (cap ? cap : 1);
         for (size_t i = 0; i < n; i++) {
             const ml_event *e = &ev[i];
+            if (e->seq >= end || (prev && e->seq != prev + 1)) {
+                free(ev);
+                return 0;
+            }
+            prev = e->seq;
             sb_printf(b, "%" PRIu64 " %" PRIu64 " %s %" PRId64 " %" PRIu64 " %" PRIu64 " %s %s\n", e->seq,
                       e->time_ns, ml_event_name(e->kind), e->id, e->bytes, e->count, ml_lane_name(e->from),
                       ml_lane_name(e->to));
@@ -798,32 +818,32 @@ static bool proc_is_ours(void)
 }
 
 /* The reader's rendering of path, however old; NULL if none. */
-static struct memo *memo_of(ml_debugfs *fs, const char *path, pid_t pid)
+static struct memo *memo_of(ml_debugfs *fs, const char *path, pid_t pid, ml_handle h)
 {
     for (unsigned i = 0; i < sizeof fs->memo / sizeof fs->memo[0]; i++) {
         struct memo *m = &fs->memo[i];
-        if (m->path && m->pid == pid && !strcmp(m->path, path)) return m;
+        if (m->path && m->pid == pid && m->h.bits == h.bits && !strcmp(m->path, path)) return m;
     }
     return NULL;
 }
 
 /* The reader's rendering of path if it is recent (MEMO_MS). */
-static struct memo *memo_find(ml_debugfs *fs, const char *path, pid_t pid)
+static struct memo *memo_find(ml_debugfs *fs, const char *path, pid_t pid, ml_handle h)
 {
-    struct memo *m = memo_of(fs, path, pid);
+    struct memo *m = memo_of(fs, path, pid, h);
     return m && now_ms() - m->at_ms <= MEMO_MS ? m : NULL;
 }
 
 /* Keep a rendering (takes text; frees it if it cannot keep it), in place
  * of the reader's older one of the same file, if any. */
-static void memo_put(ml_debugfs *fs, const char *path, pid_t pid, char *text, size_t len)
+static void memo_put(ml_debugfs *fs, const char *path, pid_t pid, ml_handle h, char *text, size_t len)
 {
-    struct memo *m = memo_of(fs, path, pid);
+    struct memo *m = memo_of(fs, path, pid, h);
     if (!m) m = &fs->memo[fs->memo_next++ % (sizeof fs->memo / sizeof fs->memo[0])];
     char *p = strdup(path);
     free(m->path);
     free(m->text);
-    *m = (struct memo){p, pid, now_ms(), p ? text : NULL, len, false};
+    *m = (struct memo){p, pid, h, now_ms(), p ? text : NULL, len, false};
     if (!p) free(text);
 }
 
@@ -846,7 +866,7 @@ static int text_size(ml_debugfs *fs, const char *path, const node *n, size_t *si
         bool known = false;
         pthread_mutex_lock(&fs->lock);
         for (const open_file *of = fs->open; of && !known; of = of->next)
-            if (of->path && of->pid == pid && !strcmp(of->path, path)) {
+            if (!of->is_data && of->path && of->pid == pid && of->h.bits == n->h.bits && !strcmp(of->path, path)) {
                 *size = of->len;
                 known = true;
                 /* Its next open gets these bytes too: the reader may have
@@ -855,10 +875,10 @@ static int text_size(ml_debugfs *fs, const char *path, const node *n, size_t *si
                 char *copy = malloc(of->len ? of->len : 1);
                 if (copy) {
                     if (of->len) memcpy(copy, of->text, of->len);
-                    memo_put(fs, path, pid, copy, of->len);
+                    memo_put(fs, path, pid, n->h, copy, of->len);
                 }
             }
-        const struct memo *m = known ? NULL : memo_find(fs, path, pid);
+        const struct memo *m = known ? NULL : memo_find(fs, path, pid, n->h);
         if (m && !m->opened) {
             *size = m->len;
             known = true;
@@ -872,7 +892,7 @@ static int text_size(ml_debugfs *fs, const char *path, const node *n, size_t *si
     *size = b.len;
     if (pid != 0) {
         pthread_mutex_lock(&fs->lock);
-        memo_put(fs, path, pid, b.p, b.len);
+        memo_put(fs, path, pid, n->h, b.p, b.len);
         pthread_mutex_unlock(&fs->lock);
     } else {
         sb_free(&b);
@@ -911,6 +931,23 @@ static int node_attr(ml_debugfs *fs, const node *n, struct stat *st)
     return -ENOENT;
 }
 
+/* Whether the asking reader has data file `path` open only on handles
+ * other than cur (freed ones: an ID names one live handle at most). */
+static bool stale_data_open(ml_debugfs *fs, const char *path, ml_handle cur)
+{
+    pid_t pid = reader_of(fs);
+    if (pid == 0) return false;
+    bool other = false, same = false;
+    pthread_mutex_lock(&fs->lock);
+    for (const open_file *of = fs->open; of; of = of->next)
+        if (of->is_data && of->pid == pid && of->path && !strcmp(of->path, path)) {
+            if (of->h.bits == cur.bits) same = true;
+            else other = true;
+        }
+    pthread_mutex_unlock(&fs->lock);
+    return other && !same;
+}
+
 static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
     ml_debugfs *fs = current_fs();
@@ -927,6 +964,11 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
     }
     node n;
     int rc = resolve(fs, path, &n);
+    /* fstat of an open data file comes as a getattr by path: if this
+     * reader holds the path open on a handle that is not the one the path
+     * names now (freed, its ID maybe reused), answer as its reads do. */
+    if (rc == -ENOENT && stale_data_open(fs, path, (ml_handle){0}))
+        return -ESTALE;
     if (rc) return rc;
     if (n.type == N_TEXT) {
         size_t size;
@@ -1205,9 +1247,15 @@ static int op_open(const char *path, struct fuse_file_info *fi)
     if (n.type != N_TEXT && n.type != N_DATA) return -ENOENT;
     open_file *of = calloc(1, sizeof *of);
     if (!of) return -ENOMEM;
+    of->h = n.h; /* data: the handle read; text: the handle (if any) it shows */
     if (n.type == N_DATA) {
         of->is_data = true;
-        of->h = n.h;
+        of->pid = reader_of(fs);
+        of->path = of->pid != 0 ? strdup(path) : NULL;
+        if (of->pid != 0 && !of->path) {
+            free(of);
+            return -ENOMEM;
+        }
     } else {
         /* What this reader was just told the size of (once: a later open
          * renders afresh), else rendered now. */
@@ -1216,7 +1264,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
         bool told = false;
         if (of->pid != 0) {
             pthread_mutex_lock(&fs->lock);
-            struct memo *m = memo_find(fs, path, of->pid);
+            struct memo *m = memo_find(fs, path, of->pid, n.h);
             if (m && !m->opened) { /* (an empty rendering has no text) */
                 of->text = malloc(m->len ? m->len : 1);
                 if (of->text && m->len) memcpy(of->text, m->text, m->len);

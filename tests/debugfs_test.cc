@@ -2253,4 +2253,109 @@ TEST(DebugfsMount, UserWithoutPrivilegeLetsOthersInOnlyWithAllowOther) {
     RunUnprivileged(AllowOtherChild);
 }
 
+
+// fstat of an open data file reaches the view as a getattr by path (the
+// kernel sends no file handle). Once the handle is freed it fails as the
+// descriptor's reads do (it used to say ENOENT). Once the ID lives again in
+// a new handle, the path-based FUSE API gives the old descriptor and the
+// path one kernel inode, so fstat answers for the path (the new handle):
+// the documented limit. Reads through the old descriptor stay ESTALE and
+// never show the new handle's bytes.
+TEST_F(DebugfsTest, FstatOfAFreedHandlesOpenDataIsEstaleUntilItsIdLivesAgain) {
+    std::string old_bytes = PatternBytes(1, 1000), new_bytes = PatternBytes(2, 900);
+    ml_handle h = Alloc(old_bytes.size(), old_bytes);
+    std::string path = P("handles/" + Id(h) + "/data");
+    int fd = open(path.c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    struct stat st;
+    ASSERT_EQ(fstat(fd, &st), 0);
+    EXPECT_EQ(st.st_size, 1000);
+    ASSERT_EQ(ml_free(a_, h), 0);
+    errno = 0;
+    EXPECT_EQ(fstat(fd, &st), -1);
+    EXPECT_EQ(errno, ESTALE) << strerror(errno);
+    ml_handle again{};
+    for (int i = 0; i < 10000 && ml_handle_id(again) != ml_handle_id(h); i++)
+        again = Alloc(new_bytes.size(), new_bytes);  // (the others stay allocated)
+    ASSERT_EQ(ml_handle_id(again), ml_handle_id(h)) << "the slot was not reused";
+    ASSERT_EQ(fstat(fd, &st), 0) << strerror(errno);
+    EXPECT_EQ(st.st_size, 900) << "the documented limit: the path's attributes";
+    char buf[64];
+    errno = 0;
+    EXPECT_EQ(pread(fd, buf, sizeof buf, 0), -1);
+    EXPECT_EQ(errno, ESTALE);
+    close(fd);
+    ASSERT_EQ(stat(path.c_str(), &st), 0) << strerror(errno);
+    EXPECT_EQ(st.st_size, 900);
+    EXPECT_TRUE(Slurp(path) == new_bytes);
+}
+
+// A process that holds a handle's info or state open keeps that snapshot,
+// but once the handle is freed and its ID reused, the path names another
+// handle: a stat and open of it must show the new handle, not replay the
+// freed one's snapshot.
+TEST_F(DebugfsTest, AHeldTextSnapshotIsNotShownForANewHandleWithItsId) {
+    ml_handle h = Alloc(100, PatternBytes(1, 100));
+    std::string path = P("handles/" + Id(h) + "/info");
+    int fd = open(path.c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(ml_free(a_, h), 0);
+    ml_handle again{};
+    for (int i = 0; i < 10000 && ml_handle_id(again) != ml_handle_id(h); i++) again = Alloc(200, PatternBytes(2, 200));
+    ASSERT_EQ(ml_handle_id(again), ml_handle_id(h)) << "the slot was not reused";
+    usleep(150 * 1000); // past any stat memory of the view (MEMO_MS)
+    struct stat st;
+    ASSERT_EQ(stat(path.c_str(), &st), 0);
+    std::string got = Slurp(path); // tar-style: stat, then open and read
+    EXPECT_EQ((size_t)st.st_size, got.size());
+    std::map<std::string, std::string> kv = KeyValues(got);
+    EXPECT_EQ(kv["generation"], std::to_string(ml_handle_generation(again))) << got;
+    EXPECT_EQ(kv["size"], "200");
+    EXPECT_EQ(kv["handle"].size(), 18u);
+    // The descriptor still reads its own snapshot (the freed handle's).
+    char buf[4096];
+    ssize_t n = pread(fd, buf, sizeof buf, 0);
+    ASSERT_GT(n, 0);
+    EXPECT_EQ(KeyValues(std::string(buf, (size_t)n))["generation"], std::to_string(ml_handle_generation(h)));
+    close(fd);
+}
+
+// events is the ring as it is when opened: at most its capacity of events,
+// consecutive, however fast the program records new ones meanwhile (it was
+// rendered by chasing the ring: hundreds of thousands of lines, with gaps
+// where the ring lapped the rendering).
+TEST_F(DebugfsTest, EventsIsTheRingNotAChaseOfTheProgram) {
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> producers;
+    for (int t = 0; t < 2; t++)
+        producers.emplace_back([&] {
+            while (!stop) {
+                ml_handle h;
+                if (ml_alloc(a_, 16, &h) == 0) ml_free(a_, h);
+            }
+        });
+    size_t cap = ml_events_capacity(a_);
+    ASSERT_GT(cap, 0u);
+    for (int i = 0; i < 20; i++) {
+        usleep(10 * 1000);
+        FileRead r = ReadFile(P("events"));
+        ASSERT_EQ(r.err, 0);
+        std::vector<std::string> lines = Lines(r.data);
+        EXPECT_LE(lines.size(), cap) << "read " << i;
+        uint64_t prev = 0;
+        size_t gaps = 0;
+        for (const std::string &l : lines) {
+            std::vector<std::string> f = Fields(l);
+            ASSERT_EQ(f.size(), 8u) << l;
+            uint64_t seq = std::stoull(f[0]);
+            if (prev && seq != prev + 1) gaps++;
+            prev = seq;
+        }
+        EXPECT_EQ(gaps, 0u) << "read " << i << ": " << lines.size() << " lines";
+        if (HasFailure()) break;
+    }
+    stop = true;
+    for (std::thread &t : producers) t.join();
+}
+
 } // namespace

@@ -253,6 +253,13 @@ static int demo(int argc, char **argv)
         return 1;
     }
 
+    /* Before mounting: a signal from here on stops the loop below, which
+     * unmounts (and removes a directory made here) on the way out. */
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
     ml_debugfs *fs = NULL;
     bool made_dir = false; /* --mount's directory was made here: removed at exit */
     if (o.mount) {
@@ -268,10 +275,6 @@ static int demo(int argc, char **argv)
         fprintf(stderr, "mlane: debug view mounted at %s (try: ls %s/handles | head; cat %s/arena/stats)\n",
                 o.mount, o.mount, o.mount);
     }
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
 
     static const char *kinds[] = {"texture", "mesh", "audio", "script"};
     ml_group scratch;

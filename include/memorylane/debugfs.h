@@ -29,7 +29,9 @@
  *   events                      recent lifecycle events, oldest first, one
  *                               per line: seq time_ns kind id bytes count
  *                               from to (the fields of ml_event; kind as
- *                               ml_event_name, from and to as ml_lane_name)
+ *                               ml_event_name, from and to as ml_lane_name):
+ *                               at most the ring's capacity of consecutive
+ *                               events, as the ring held them when opened
  *
  * <id> is the signed handle ID (ml_handle_id): positive for handles born in
  * FastLane, negative for SlowLane. Modes are 0500 for directories and 0400
@@ -37,7 +39,15 @@
  * included, unless the mount has allow_other (see ml_debugfs_options): then
  * root gets in too, and other users still stop at the modes.
  * Unknown or malformed paths get ENOENT; writes get EROFS (or EACCES).
- * A handle freed while its data file is open gives ESTALE on the next read.
+ * A handle freed while its data file is open gives ESTALE on the next read,
+ * and on fstat of that descriptor until the handle's ID lives again in a
+ * new handle: FUSE sends fstat as a stat of the path, and the path-based
+ * API gives the old descriptor and the path one inode, so fstat then
+ * answers for the new handle (its size). Reads through the old descriptor
+ * stay ESTALE: they never show the new handle's bytes. Text files of a
+ * handle (info, state) that a reader holds open are snapshots of that
+ * handle; once its ID is reused, a stat or new open of the path shows the
+ * new handle.
  * File sizes are exact (unless the mount caches attributes: cache_ms),
  * so cat, cp, tar and hexdump work; data reads at any offset. A reader
  * sees a text file as one consistent snapshot: while it has the file open,
