@@ -16,7 +16,9 @@
  *   arena/config                the configuration the arena runs with
  *   arena/stats                 arena-wide statistics
  *   lanes/fast/stats            per-lane statistics
- *   lanes/fast/map              one line per extent: offset length kind
+ *   lanes/fast/map              one line per extent: offset length kind,
+ *                               then per kind: "blob id=<id>", "span
+ *                               block_size=<n> blocks=<n> used=<n>", "free"
  *   lanes/slow/stats, lanes/slow/map
  *   paging/stats                paging counters and the I/O engine
  *   handles/<id>/state          one word: fast slow compressed evicted
