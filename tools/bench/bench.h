@@ -26,6 +26,16 @@ void bench_report(const char *bench, const char *name, double value, const char 
                   const char *note);
 /* A figure with no baseline (latency percentiles, sizes...). */
 void bench_figure(const char *bench, const char *name, double value, const char *unit);
+
+/* Which way a value is better: the "better" field of the JSON results.
+ * BETTER_AUTO derives it from the unit (times lower, rates higher; for "x",
+ * "%" and sizes the target's direction if there is one, else "x" higher,
+ * "%" and sizes lower; an unknown unit gives null). */
+typedef enum { BETTER_AUTO, BETTER_LOWER, BETTER_HIGHER, BETTER_NONE } better_kind;
+/* Overrides it for the result reported last: call right after bench_report
+ * or bench_figure when the unit alone is ambiguous (BETTER_NONE: null, a
+ * figure with no better direction, such as a property of the input). */
+void bench_better(better_kind b);
 /* Progress to stderr ("[alloc] glibc rep 2/5"). */
 void bench_progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -2,6 +2,7 @@
  * bench_main.c — `mlane_bench`: MemoryLane's benchmarks, with baselines.
  *
  *   mlane_bench [--quick] [--reps N] [--filter LIST] [--json FILE|-] [--csv FILE|-]
+ *               [--swap-dir DIR]
  *
  * Prints a table to stdout while it runs (progress goes to stderr), and the
  * same results as JSON or CSV on request. Every line carries the baseline it
@@ -9,11 +10,14 @@
  * on a shared machine mean little.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,6 +29,7 @@ typedef struct result {
     char bench[32], name[64], unit[16], baseline[48], note[96];
     double value, base_value, ratio, target;
     target_kind kind;
+    better_kind better; /* BETTER_AUTO: from the unit (see better_of) */
     bool has_baseline;
 } result;
 
@@ -131,6 +136,36 @@ void bench_figure(const char *bench, const char *name, double value, const char 
     print_row(r);
 }
 
+void bench_better(better_kind b)
+{
+    if (nresults) results[nresults - 1].better = b;
+}
+
+/* Which way a value is better, from its unit: times lower, rates higher.
+ * "x", "%" and sizes say less, so a target (value / baseline at most or at
+ * least) decides when there is one, then a default: "x" (speedups, ratios)
+ * higher, "%" and sizes (fragmentation, RSS) lower. An unknown unit gives
+ * BETTER_NONE (JSON null) rather than a guess; a caller that knows better
+ * says so with bench_better(). */
+static better_kind better_of(const result *r)
+{
+    if (r->better != BETTER_AUTO) return r->better;
+    static const char *const lower[] = {"ns", "us", "\xc2\xb5s", "\xce\xbcs", "ms", "s"}; /* µs, μs */
+    static const char *const sizes[] = {"B", "KB", "MB", "GB", "KiB", "MiB", "GiB"};
+    const char *u = r->unit;
+    size_t n = strlen(u);
+    for (size_t i = 0; i < sizeof lower / sizeof lower[0]; i++)
+        if (!strcmp(u, lower[i])) return BETTER_LOWER;
+    if (n > 2 && !strcmp(u + n - 2, "/s")) return BETTER_HIGHER; /* GB/s, MB/s, op/s, ops/s */
+    bool x = !strcmp(u, "x"), pct = !strcmp(u, "%"), size = false;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        if (!strcmp(u, sizes[i])) size = true;
+    if (!x && !pct && !size) return BETTER_NONE;
+    if (r->has_baseline && r->kind == TARGET_AT_MOST) return BETTER_LOWER;
+    if (r->has_baseline && r->kind == TARGET_AT_LEAST) return BETTER_HIGHER;
+    return x ? BETTER_HIGHER : BETTER_LOWER;
+}
+
 static void machine(char *cpu, size_t len)
 {
     snprintf(cpu, len, "unknown");
@@ -192,6 +227,9 @@ static void write_json(FILE *f, const bench_opts *o)
         json_num(f, r->value);
         fprintf(f, ", \"unit\": ");
         json_str(f, r->unit);
+        better_kind b = better_of(r);
+        fprintf(f, ", \"better\": %s",
+                b == BETTER_LOWER ? "\"lower\"" : b == BETTER_HIGHER ? "\"higher\"" : "null");
         if (r->has_baseline) {
             fprintf(f, ", \"baseline\": ");
             json_str(f, r->baseline);
@@ -241,33 +279,24 @@ static void write_csv(FILE *f)
     }
 }
 
-/* --filter: a comma-separated list; a benchmark runs when its name contains
- * any item. */
-static bool selected(const char *filter, const char *name)
-{
-    for (const char *p = filter; *p;) {
-        size_t n = strcspn(p, ",");
-        for (const char *q = name; n && strlen(q) >= n; q++)
-            if (!strncmp(q, p, n)) return true;
-        p += n;
-        if (*p == ',') p++;
-    }
-    return false;
-}
-
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: mlane_bench [--quick] [--reps N] [--filter LIST] [--json FILE|-] [--csv FILE|-]\n"
+            "                   [--swap-dir DIR]\n"
             "  --quick        smaller workloads and fewer repetitions (about a minute)\n"
-            "  --reps N       repetitions per measurement, median reported (default 5, quick 3)\n"
+            "  --reps N       repetitions per measurement, median reported: 1 to 16\n"
+            "                 (default 5, quick 3)\n"
             "  --filter LIST  run only benchmarks whose name contains an item of the\n"
-            "                 comma-separated LIST\n"
-            "                 (alloc, get, compact, evict, pagein, prefetch, parallel,\n"
-            "                 store, scaling)\n"
+            "                 comma-separated LIST; every item must match a name:\n"
+            "                 alloc, get, compact, evict, pagein, prefetch, parallel,\n"
+            "                 store, scaling\n"
             "  --json FILE    also write results as JSON ('-' for stdout, after the table)\n"
-            "  --csv FILE     also write results as CSV\n"
-            "  --swap-dir DIR where paging benchmarks put swap files (default $TMPDIR or /var/tmp)\n");
+            "  --csv FILE     also write results as CSV ('-' for stdout)\n"
+            "                 (both files are opened before the first benchmark runs and\n"
+            "                 written when the last one ends)\n"
+            "  --swap-dir DIR where paging benchmarks put swap files (default $TMPDIR or /var/tmp);\n"
+            "                 must be an existing, writable directory\n");
 }
 
 typedef struct {
@@ -287,6 +316,170 @@ static const bench_entry benches[] = {
     {"store", bench_store, "larger-than-memory blob store: memorylane, rocksdb, mmap+cgroup, pread"},
     {"scaling", bench_scaling, "the blob store at 1x, 2x, 4x, 8x the memory budget"},
 };
+#define NBENCHES (sizeof benches / sizeof benches[0])
+
+/* Does the filter item p[0..n) select this benchmark? Case-sensitive; an
+ * item selects every benchmark whose name contains it (as --help says). */
+static bool item_selects(const char *p, size_t n, const char *name)
+{
+    for (const char *q = name; n && strlen(q) >= n; q++)
+        if (!strncmp(q, p, n)) return true;
+    return false;
+}
+
+/* --filter: a comma-separated list; a benchmark runs when an item selects
+ * it. */
+static bool selected(const char *filter, const char *name)
+{
+    for (const char *p = filter; *p;) {
+        size_t n = strcspn(p, ",");
+        if (item_selects(p, n, name)) return true;
+        p += n;
+        if (*p == ',') p++;
+    }
+    return false;
+}
+
+static void list_names(FILE *f)
+{
+    for (size_t i = 0; i < NBENCHES; i++) fprintf(f, "%s%s", i ? ", " : "", benches[i].name);
+    fputc('\n', f);
+}
+
+/* Every item of the filter must select some benchmark: an empty item (as in
+ * "", "get," or "a,,b") or one naming no benchmark is an error. */
+static bool check_filter(const char *filter)
+{
+    const char *p = filter;
+    for (;;) {
+        size_t n = strcspn(p, ",");
+        bool hit = false;
+        for (size_t i = 0; i < NBENCHES && !hit; i++) hit = item_selects(p, n, benches[i].name);
+        if (!hit) {
+            if (n) fprintf(stderr, "mlane_bench: --filter: no benchmark matches '%.*s'", (int)n, p);
+            else fprintf(stderr, "mlane_bench: --filter: empty item in '%s'", filter);
+            fprintf(stderr, "; the benchmarks are: ");
+            list_names(stderr);
+            return false;
+        }
+        p += n;
+        if (!*p) return true;
+        p++; /* past the ',' */
+    }
+}
+
+/* --reps: a whole decimal number in 1..REPS_MAX (the benchmarks cap their
+ * repetitions at 16 anyway; prefetch runs 2 x N, capped at 16). */
+#define REPS_MAX 16
+static bool parse_reps(const char *s, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || errno == ERANGE || v < 1 || v > REPS_MAX) {
+        fprintf(stderr, "mlane_bench: --reps: '%s' is not a number from 1 to %d\n", s, REPS_MAX);
+        return false;
+    }
+    *out = (int)v;
+    return true;
+}
+
+static bool check_swap_dir(const char *dir)
+{
+    struct stat st;
+    if (!*dir) {
+        fprintf(stderr, "mlane_bench: --swap-dir: empty directory name\n");
+        return false;
+    }
+    if (stat(dir, &st)) {
+        fprintf(stderr, "mlane_bench: --swap-dir %s: %s\n", dir, strerror(errno));
+        return false;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "mlane_bench: --swap-dir %s: %s\n", dir, strerror(ENOTDIR));
+        return false;
+    }
+    /* A file made and removed again: access() says yes to root on a
+     * read-only mount or in /sys. */
+    char probe[PATH_MAX];
+    int fd = -1;
+    if (snprintf(probe, sizeof probe, "%s/.mlane_bench-XXXXXX", dir) >= (int)sizeof probe)
+        errno = ENAMETOOLONG;
+    else if ((fd = mkstemp(probe)) >= 0) {
+        unlink(probe);
+        close(fd);
+        return true;
+    }
+    fprintf(stderr, "mlane_bench: --swap-dir %s: cannot create files there: %s\n", dir, strerror(errno));
+    return false;
+}
+
+/* An output file, opened before the benchmarks run so that a bad path fails
+ * at once. It is not truncated until the results are written, so a run that
+ * dies on the way leaves an existing file as it was. */
+typedef struct {
+    const char *path;
+    FILE *f;
+    bool regular; /* a regular file: truncated before writing */
+    bool created; /* by out_open: removed again if the run does not start */
+} outfile;
+
+static bool out_open(outfile *o, const char *path)
+{
+    o->path = path;
+    o->regular = false;
+    if (!strcmp(path, "-")) {
+        o->f = stdout;
+        return true;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    o->created = fd >= 0;
+    if (fd < 0 && errno == EEXIST) fd = open(path, O_WRONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) || !(o->f = fdopen(fd, "w"))) {
+        fprintf(stderr, "mlane_bench: cannot write %s: %s\n", path, strerror(errno));
+        if (fd >= 0) close(fd);
+        if (o->created) unlink(path);
+        return false;
+    }
+    o->regular = S_ISREG(st.st_mode);
+    return true;
+}
+
+/* Writes the results with `emit` and closes the file; false (with a
+ * message) on any write error. */
+static bool out_write(outfile *o, void (*emit)(FILE *, const bench_opts *), const bench_opts *opts)
+{
+    if (o->regular && ftruncate(fileno(o->f), 0)) {
+        fprintf(stderr, "mlane_bench: cannot write %s: %s\n", o->path, strerror(errno));
+        if (o->f != stdout) fclose(o->f);
+        return false;
+    }
+    errno = 0;
+    emit(o->f, opts);
+    bool ok = !ferror(o->f);
+    int err = ok ? 0 : errno ? errno : EIO;
+    if (fflush(o->f)) ok = false, err = errno;
+    if (o->f != stdout && fclose(o->f) && ok) ok = false, err = errno;
+    if (!ok)
+        fprintf(stderr, "mlane_bench: error writing %s: %s\n", o->f == stdout ? "stdout" : o->path,
+                strerror(err));
+    return ok;
+}
+
+static void write_csv_opts(FILE *f, const bench_opts *o)
+{
+    (void)o;
+    write_csv(f);
+}
+
+/* Bad usage: the message is already out; the synopsis follows. */
+static int bad_usage(void)
+{
+    fputc('\n', stderr);
+    usage(stderr);
+    return 2;
+}
 
 int main(int argc, char **argv)
 {
@@ -295,45 +488,65 @@ int main(int argc, char **argv)
     const char *json = NULL, *csv = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--quick")) o.quick = true;
-        else if (!strcmp(a, "--reps") && i + 1 < argc) o.reps = atoi(argv[++i]);
-        else if (!strcmp(a, "--filter") && i + 1 < argc) o.filter = argv[++i];
-        else if (!strcmp(a, "--json") && i + 1 < argc) json = argv[++i];
-        else if (!strcmp(a, "--csv") && i + 1 < argc) csv = argv[++i];
-        else if (!strcmp(a, "--swap-dir") && i + 1 < argc) o.swap_dir = argv[++i];
-        else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
+        }
+        if (!strcmp(a, "--quick")) {
+            o.quick = true;
+            continue;
+        }
+        bool takes_value = !strcmp(a, "--reps") || !strcmp(a, "--filter") || !strcmp(a, "--json") ||
+                           !strcmp(a, "--csv") || !strcmp(a, "--swap-dir");
+        if (!takes_value) {
+            fprintf(stderr, "mlane_bench: unknown argument '%s'\n", a);
+            return bad_usage();
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "mlane_bench: %s needs a value\n", a);
+            return bad_usage();
+        }
+        const char *v = argv[++i];
+        if (!strcmp(a, "--reps")) {
+            if (!parse_reps(v, &o.reps)) return bad_usage();
+        } else if (!strcmp(a, "--filter")) {
+            if (!check_filter(v)) return 2;
+            o.filter = v;
+        } else if (!strcmp(a, "--json")) {
+            json = v;
+        } else if (!strcmp(a, "--csv")) {
+            csv = v;
         } else {
-            fprintf(stderr, "mlane_bench: unknown argument '%s' (try --help)\n", a);
-            return 2;
+            if (!check_swap_dir(v)) return 2;
+            o.swap_dir = v;
         }
     }
     if (o.reps <= 0) o.reps = o.quick ? 3 : 5;
+
+    outfile jf = {0}, cf = {0};
+    if (json && !out_open(&jf, json)) return 2;
+    if (csv && !out_open(&cf, csv)) {
+        if (json && jf.f != stdout) {
+            fclose(jf.f);
+            if (jf.created) unlink(jf.path);
+        }
+        return 2;
+    }
+
     printf("%-10s %-34s %12s %-7s %-26s %12s %7s %-7s %s\n", "bench", "case", "value", "unit",
            "baseline", "base value", "ratio", "target", "");
-    for (size_t i = 0; i < sizeof benches / sizeof benches[0]; i++) {
+    for (size_t i = 0; i < NBENCHES; i++) {
         if (o.filter && !selected(o.filter, benches[i].name)) continue;
         fprintf(stderr, "[%s] %s\n", benches[i].name, benches[i].what);
         benches[i].fn(&o);
     }
-    if (json) {
-        FILE *f = strcmp(json, "-") ? fopen(json, "w") : stdout;
-        if (!f) {
-            fprintf(stderr, "mlane_bench: cannot write %s: %s\n", json, strerror(errno));
-            return 1;
-        }
-        write_json(f, &o);
-        if (f != stdout) fclose(f);
+    bool ok = true;
+    if (json && !out_write(&jf, write_json, &o)) ok = false;
+    if (csv && !out_write(&cf, write_csv_opts, &o)) ok = false;
+    errno = 0;
+    if (fflush(stdout) || ferror(stdout)) {
+        fprintf(stderr, "mlane_bench: error writing stdout: %s\n", strerror(errno ? errno : EIO));
+        ok = false;
     }
-    if (csv) {
-        FILE *f = strcmp(csv, "-") ? fopen(csv, "w") : stdout;
-        if (!f) {
-            fprintf(stderr, "mlane_bench: cannot write %s: %s\n", csv, strerror(errno));
-            return 1;
-        }
-        write_csv(f);
-        if (f != stdout) fclose(f);
-    }
-    return 0;
+    return ok ? 0 : 1;
 }
