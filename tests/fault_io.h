@@ -28,6 +28,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <vector>
 
 extern "C" {
 #include "paging/io.h"
@@ -68,6 +69,7 @@ struct FaultIO {
     // What happened.
     int writes = 0, reads = 0, injected = 0, opens = 0, submits = 0;
     std::string inner_name;
+    std::vector<int> asked;  // the engine kind each open asked for (ML_IO_WHICH_*)
 
     // Counters read while engines may be running.
     int Writes() {
@@ -117,6 +119,7 @@ struct FaultIO {
             return -EMFILE;
         }
         f->opens++;
+        f->asked.push_back(which);
         auto *w = new Wrap;
         w->f = f;
         std::set<int> rings = IoUringFds();

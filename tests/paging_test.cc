@@ -969,6 +969,33 @@ TEST_P(Faults, ABrokenEngineWithNoOtherToOpenFallsBackToPreadPwrite) {
     });
 }
 
+// Which engine does what: the batches (eviction here) run on the engine
+// io_engine names; a page-in on access, a lone read its thread waits for,
+// reads with pread/pwrite unless io_uring was asked for alone (it answers
+// sooner at queue depth 1). The engine kinds are what the pager asked its
+// factory for, whatever the machine could open.
+TEST(PagingEngines, LonePageInsReadWithPreadUnlessIoUringAlone) {
+    for (int engine : {0, 1, 2}) {
+        SCOPED_TRACE(engine);
+        FaultIO f;
+        ml_config c = PagingConfig(engine);
+        ml_arena *a = f.Create(&c);
+        ASSERT_NE(a, nullptr);
+        std::vector<Blob> bs;
+        std::vector<ml_handle> hs;
+        MakeMany(a, 2, 64 << 10, 2200, &bs, &hs);
+        ASSERT_EQ(ml_evict_many(a, hs.data(), hs.size()), 2);
+        ASSERT_EQ(f.asked.size(), 1u);  // the pager's own
+        EXPECT_EQ(f.asked[0], engine);
+        EXPECT_TRUE(GetMatches(a, bs[0]));
+        ASSERT_EQ(f.asked.size(), 2u);  // the reader's
+        EXPECT_EQ(f.asked[1], engine == 1 ? ML_IO_WHICH_URING : ML_IO_WHICH_SYNC);
+        EXPECT_TRUE(GetMatches(a, bs[1]));
+        EXPECT_EQ(f.asked.size(), 2u) << "the reader is reused";
+        ml_arena_destroy(a);
+    }
+}
+
 // The last corner of a broken engine: not even pread/pwrite can be opened
 // in its place, so it stays, with nothing counted in flight; and the
 // writes it lost are reported done after all, late, while the next batch

@@ -302,10 +302,13 @@ typedef struct ml_config {
      *  further pressure. false = straight to disk. Default true. */
     bool compressed_stage;
     /** I/O engine: 0 auto (io_uring, else pread/pwrite), 1 io_uring only,
-     *  2 pread/pwrite (checked only with paging on). Default 0. An engine
-     *  that fails as a whole is replaced by a fresh one of the same kind,
-     *  or, if none can be opened, by pread/pwrite even with 1 (the paging
-     *  statistics' `engine` says which runs). */
+     *  2 pread/pwrite (checked only with paging on). Default 0. It runs the
+     *  batches (eviction, ml_prefetch). A lone read that its thread waits
+     *  for (a page-in on access, ml_read of a cold blob) uses pread, which
+     *  answers sooner at queue depth 1, except with 1. An engine that fails
+     *  as a whole is replaced by a fresh one of the same kind, or, if none
+     *  can be opened, by pread/pwrite even with 1 (the paging statistics'
+     *  `engine` says which runs the batches). */
     int io_engine;
     /** Blobs smaller than this stay resident (not worth an I/O): the
      *  policies and ml_evict_many skip them (ml_evict and ml_compress do
