@@ -202,7 +202,7 @@ static int ml_open(store *s, wl *w)
     c.swap_size = (size_t)((w->total * 2 + ((size_t)1 << 20) - 1) & ~(((uint64_t)1 << 20) - 1));
     c.swap_dir = w->dir;
     c.enable_auto_compaction = true;
-    c.io_engine = 1;
+    c.io_engine = 0; /* the default */
     c.policy_check_interval_ms = 10; /* CLOCK bits folded, room kept ahead */
     int rc = ml_arena_create(&c, &s->a);
     if (rc) return rc;
