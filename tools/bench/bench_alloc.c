@@ -76,7 +76,7 @@ static double run_ml(const uint16_t *idx, const uint16_t *sz, size_t n)
     for (size_t i = 0; i < n; i++) {
         uint16_t k = idx[i];
         ml_free(a, live[k]);
-        ml_alloc(a, sz[i], &live[k]);
+        if (__builtin_expect(ml_alloc(a, sz[i], &live[k]) != 0, 0)) abort();
     }
     double t = bench_now() - t0;
     for (size_t i = 0; i < LIVE; i++) ml_free(a, live[i]);
