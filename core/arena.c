@@ -924,16 +924,25 @@ static int make_resident(ml_arena *a, ml_handle h, bool read_only, void **out)
     return 0;
 }
 
+/* Unclaimed: the address counts only if the meta word still says resident
+ * after it was read (an entry going cold says so before its address becomes
+ * its record's place: paging/pager.c, set_state_bits). */
 static int get_common(ml_arena *a, ml_handle h, void **out, bool read_only)
 {
-    ml_slot *s;
-    uint64_t m;
-    int rc = ml__lookup(a, h, &s, &m);
-    if (rc) return rc;
-    if (!(m & ML_M_RESIDENT)) return make_resident(a, h, read_only, out);
-    mark_access(s, m, read_only);
-    *out = (void *)(uintptr_t)__atomic_load_n(&s->addr, __ATOMIC_RELAXED);
-    return 0;
+    for (;;) {
+        ml_slot *s;
+        uint64_t m;
+        int rc = ml__lookup(a, h, &s, &m);
+        if (rc) return rc;
+        if (!(m & ML_M_RESIDENT)) return make_resident(a, h, read_only, out);
+        mark_access(s, m, read_only);
+        void *p = (void *)(uintptr_t)__atomic_load_n(&s->addr, __ATOMIC_ACQUIRE);
+        uint64_t again = ml__load_acq(&s->meta);
+        if (ml__same(h, again) && (again & ML_M_RESIDENT)) {
+            *out = p;
+            return 0;
+        }
+    }
 }
 
 static int get_slow(ml_arena *a, ml_handle h, void **out) { return get_common(a, h, out, false); }

@@ -452,17 +452,26 @@ static int check_record(ml_codec *codec, uint32_t idx, uint64_t m, uint64_t seq,
 
 /* New state (and address) of a claimed entry. A cold state never keeps the
  * clean-copy bits; a resident one gets exactly `bits` of them (and loses
- * ACCESSED when it becomes CLEAN: see the invariant in core/arena.h). */
+ * ACCESSED when it becomes CLEAN: see the invariant in core/arena.h).
+ *
+ * ml_get reads the meta word, then the address, then the meta word again,
+ * without a claim, and returns the address only if both reads say resident
+ * (core/arena.h). So the address is never something else than data while
+ * the word says resident: coming back, the address is stored first, then
+ * the word; going cold, the word first, then the address (a record in the
+ * lane, or a swap location, is never handed out as the entry's data). */
 static void set_state_bits(ml_arena *a, uint32_t idx, uint64_t addr, uint64_t state, uint64_t bits)
 {
     ml_slot *s = &a->slots[idx];
-    __atomic_store_n(&s->addr, addr, __ATOMIC_RELEASE);
+    bool resident = state == ML_STATE_SLOW;
+    if (resident) __atomic_store_n(&s->addr, addr, __ATOMIC_RELEASE);
     uint64_t cur = ml__load(&s->meta), want;
     do {
         want = (cur & ~(ML_M_STATE | ML_M_RESIDENT | ML_M_CLEAN | ML_M_HASCOPY)) | state |
-               (state == ML_STATE_SLOW ? ML_M_RESIDENT : 0) | ML_M_BLOB | bits;
+               (resident ? ML_M_RESIDENT : 0) | ML_M_BLOB | bits;
         if (bits & ML_M_CLEAN) want &= ~ML_M_ACCESSED;
-    } while (!__atomic_compare_exchange_n(&s->meta, &cur, want, true, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+    } while (!__atomic_compare_exchange_n(&s->meta, &cur, want, true, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
+    if (!resident) __atomic_store_n(&s->addr, addr, __ATOMIC_RELEASE);
 }
 
 static void set_state(ml_arena *a, uint32_t idx, uint64_t addr, uint64_t state)

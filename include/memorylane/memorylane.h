@@ -1248,7 +1248,9 @@ ML_API int ml_prefetch(ml_arena *arena, const ml_handle *handles, size_t n);
 /* ========================================================================= */
 
 /* ml_get is a macro over this inline function, so the common case costs one
- * load of the slot, one compare and one load of the address, with no call.
+ * load of the slot's meta word, one compare, one load of the address and
+ * the meta word again (an entry going cold changes its word before its
+ * address: both reads must say resident), with no call.
  * `(ml_get)(a, h)` or defining ML_NO_INLINE before including this header
  * calls the exported function instead (for FFI and function pointers). */
 typedef struct ml__slot {
@@ -1272,7 +1274,7 @@ typedef struct ml__arena_head {
 #define ML__ADDR(s) (*(const volatile uint64_t *)&(s)->addr)
 #else
 #define ML__META_HI(s) ((uint32_t)(__atomic_load_n(&(s)->meta, __ATOMIC_ACQUIRE) >> 32))
-#define ML__ADDR(s) __atomic_load_n(&(s)->addr, __ATOMIC_RELAXED)
+#define ML__ADDR(s) __atomic_load_n(&(s)->addr, __ATOMIC_ACQUIRE)
 #endif
 
 /** Slow path of the inline ml_get (bounds, stale handles, access bit, cold
@@ -1292,8 +1294,13 @@ static inline void *ml__get_fast(ml_arena *arena, ml_handle h)
      * would pass the compare (and reach freed memory). */
     if (__builtin_expect(arena != NULL && idx < hd->max_handles && hi >= 0xC0000000u, 1)) {
         ml__slot *s = &hd->slots[idx];
-        if (__builtin_expect(ML__META_HI(s) == hi, 1))
-            return (void *)(uintptr_t)ML__ADDR(s);
+        if (__builtin_expect(ML__META_HI(s) == hi, 1)) {
+            void *p = (void *)(uintptr_t)ML__ADDR(s);
+            /* Still resident after the address was read: an entry going
+             * cold stores its record's place only after its meta word says
+             * so. */
+            if (__builtin_expect(ML__META_HI(s) == hi, 1)) return p;
+        }
     }
     return NULL;
 }
@@ -1306,7 +1313,10 @@ static inline void *ml__get_inline(ml_arena *arena, ml_handle h)
      * address is never NULL, so the hit needs no second test. */
     if (__builtin_expect(arena != NULL && idx < hd->max_handles && hi >= 0xC0000000u, 1)) {
         ml__slot *s = &hd->slots[idx];
-        if (__builtin_expect(ML__META_HI(s) == hi, 1)) return (void *)(uintptr_t)ML__ADDR(s);
+        if (__builtin_expect(ML__META_HI(s) == hi, 1)) {
+            void *p = (void *)(uintptr_t)ML__ADDR(s);
+            if (__builtin_expect(ML__META_HI(s) == hi, 1)) return p; /* (as in ml__get_fast) */
+        }
     }
     return ml_get_slow(arena, h);
 }
