@@ -972,7 +972,10 @@ static int read_record(ml_io *io, uint64_t loc, char *dst, int buf_index, bool *
     if (rc) return rc;
     ml_io_cqe cq;
     int n;
-    while ((n = io->ops->reap(io, &cq, 1, 1)) == 0) {
+    /* Only this read's completion counts: any other can only be a late one
+     * of an engine that broke and had to stay (renew_engine). */
+    while ((n = io->ops->reap(io, &cq, 1, 1)) == 0 || (n > 0 && cq.tag != UINT64_MAX)) {
+        if (n > 0 && !io->inflight) return -EIO; /* ours is not coming */
     }
     if (n < 0) return n;
     if (cq.res != (long)len) {
