@@ -935,20 +935,31 @@ TEST_P(Faults, AnEngineThatBreaksMidBatchEndsItWithoutSpinning) {
 // is replaced by pread/pwrite, which needs nothing but memory, rather than
 // kept broken: the writes it lost fail, the rest of the batch and later
 // paging go on with the new engine, and the statistics say so.
+namespace {
+// Eight 64 KiB blobs in an arena whose engine (of kind which) takes every
+// write and never completes one, and after which no engine can be opened
+// through the factory. NULL if the arena cannot be made.
+ml_arena *BreakingEngineArena(FaultIO &f, int which, uint64_t seed, std::vector<Blob> *bs,
+                              std::vector<ml_handle> *hs) {
+    f.which = which;
+    f.lose_writes_from = 0;
+    f.fail_open_from = 1;  // the pager's engine opens; none after it
+    ml_config c = PagingConfig(which);
+    c.io_queue_depth = 2;
+    ml_arena *a = f.Create(&c);
+    if (a) MakeMany(a, 8, 64 << 10, seed, bs, hs);
+    return a;
+}
+}  // namespace
+
 TEST_P(Faults, ABrokenEngineWithNoOtherToOpenFallsBackToPreadPwrite) {
     int which = GetParam();
     InChildWithAlarm(20, [&] {
         FaultIO f;
-        f.which = which;
-        f.lose_writes_from = 0;
-        f.fail_open_from = 1; // the pager's engine opens; none after it
-        ml_config c = PagingConfig(which);
-        c.io_queue_depth = 2;
-        ml_arena *a = f.Create(&c);
-        if (!a) return 2;
         std::vector<Blob> bs;
         std::vector<ml_handle> hs;
-        MakeMany(a, 8, 64 << 10, 1600, &bs, &hs);
+        ml_arena *a = BreakingEngineArena(f, which, 1600, &bs, &hs);
+        if (!a) return 2;
         int n = ml_evict_many(a, hs.data(), hs.size()); // the lost writes fail; the rest go on, on the new engine
         if (n < 0 || n >= 8) return 3;
         if (strcmp(PStats(a).engine, "pread/pwrite") != 0) return 4;
@@ -1010,18 +1021,12 @@ TEST_P(Faults, LateCompletionsOfAKeptBrokenEngineFinishNoLaterWrite) {
     int which = GetParam();
     InChildWithAlarm(20, [&] {
         FaultIO f;
-        f.which = which;
-        f.lose_writes_from = 0;
         f.late_lost = true;
-        f.fail_open_from = 1;               // the pager's engine opens; none after it
         ml__io_fallback_open = NoFallback;  // nor pread/pwrite
-        ml_config c = PagingConfig(which);
-        c.io_queue_depth = 2;
-        ml_arena *a = f.Create(&c);
-        if (!a) return 2;
         std::vector<Blob> bs;
         std::vector<ml_handle> hs;
-        MakeMany(a, 8, 64 << 10, 2100, &bs, &hs);
+        ml_arena *a = BreakingEngineArena(f, which, 2100, &bs, &hs);
+        if (!a) return 2;
         if (ml_evict_many(a, hs.data(), hs.size()) != -EIO) return 3;
         if (strcmp(PStats(a).engine, "fault") != 0) return 4;  // kept
         for (const Blob &b : bs)

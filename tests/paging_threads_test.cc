@@ -1036,13 +1036,8 @@ namespace {
 constexpr uint32_t kRecordMagic = 0x31524c4du;  // "MLR1", paging/pager.c
 
 void GetRacingGoingCold(bool evict) {
-    ml_config c;
-    ml_config_init(&c);
-    c.fast_lane_size = 1 << 20;
+    ml_config c = TinyConfig(2);
     c.slow_lane_size = 8 << 20;
-    c.swap_size = 64 << 20;
-    c.max_handles = 1 << 16;
-    c.io_engine = 2;
     c.compressed_stage = true;
     ArenaGuard a(&c);
     const size_t n = 64 << 10;
