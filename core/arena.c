@@ -101,7 +101,6 @@ int ml__arena_create_with(const ml_config *cfg_in, const ml_prim *prim, ml_arena
     pthread_mutex_init(&a->tc_list_lock, NULL);
     pthread_mutex_init(&a->meta_lock, NULL);
     pthread_mutex_init(&a->events_lock, NULL);
-    pthread_mutex_init(&a->report_lock, NULL);
     a->free_head = ML_NIL32;
     for (unsigned i = 0; i < ML_MAX_GROUPS; i++) a->groups[i].head = ML_NIL32;
     a->epoch_ns = ml__coarse_ns();
@@ -150,8 +149,6 @@ void ml_arena_destroy(ml_arena *a)
     pthread_mutex_destroy(&a->table_lock);
     pthread_mutex_destroy(&a->tc_list_lock);
     pthread_mutex_destroy(&a->meta_lock);
-    pthread_mutex_destroy(&a->report_lock);
-    free(a->reports);
     ml__events_fini(a);
     free(a->swap_dir);
     free(a);

@@ -36,10 +36,8 @@
  *   6. table lock        free-slot list and table growth.
  *   7. meta lock         groups, tags (interning), group membership links.
  *
- * Leaves (nothing is taken while holding them): the events lock (the event
- * ring, core/events.c) and the report lock (the queue of move reports,
- * core/migrate.c; a report is queued under the moved entry's claim, often
- * under a lane lock too, and delivered with no lock held).
+ * Leaf (nothing is taken while holding it): the events lock (the event
+ * ring, core/events.c). Move reports are delivered with no lock held.
  *
  * Pins are not a lock: they are a count in the meta word that forbids moving
  * and freeing. Claims and pins exclude each other as follows: a claim for a
@@ -140,6 +138,7 @@ typedef struct ml_cold {
                               (pager lock + claim): an older record of the
                               same entry (a misdirected read, a lost write)
                               is refused */
+    uint64_t moves;        /* data moves reported (claim): a report's seq */
 } ml_cold;
 
 /* ---- thread caches ------------------------------------------------------------ */
@@ -257,14 +256,6 @@ struct ml_arena {
      * read the pair after it. */
     ml_move_fn move_fn;
     void *move_ctx;
-
-    /* Move reports (core/migrate.c): one queue per arena, in the order the
-     * moves were made, delivered by one thread at a time (report_lock, a
-     * leaf; `reporting` says a thread is delivering). */
-    pthread_mutex_t report_lock;
-    struct ml_move *reports;
-    size_t rep_head, rep_n, rep_cap;
-    bool reporting;
     ml_pressure_fn pressure_fn;
     void *pressure_ctx;
 
@@ -407,15 +398,15 @@ typedef struct ml_move {
     ml_handle h;
     void *old_addr, *new_addr;
     ml_lane from, to;
+    uint64_t seq; /* the entry's move number (ml_cold.moves), taken under its claim */
 } ml_move;
-/** Queue the report of a move just made, while the entry is still claimed
- *  (so that reports of one entry queue in the order its moves happened).
- *  Does nothing when no callback is registered. Any lock may be held: the
- *  report lock is a leaf. */
-void ml__report(ml_arena *a, const ml_move *m);
-/** Deliver queued reports, in order, unless another thread is delivering
- *  (it delivers this thread's too). No lock of the arena may be held. */
-void ml__reports_deliver(ml_arena *a);
+typedef struct ml_moves {
+    ml_move *v;
+    size_t n, cap;
+} ml_moves;
+void ml__moves_add(ml_moves *mv, const ml_move *m);
+/** Call the move callback for each recorded move, then empty the list. */
+void ml__moves_fire(ml_arena *a, ml_moves *mv);
 
 /** Move claimed slot idx (pins 0) to lane `to` with size new_size
  *  (realloc) or its own size; copies, rewrites the stub, frees the old

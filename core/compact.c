@@ -39,6 +39,7 @@ typedef struct budget {
     uint64_t max_bytes, max_ns, t0, bytes, ops;
     uint64_t scanned; /* blocks and extents looked at (for time checks) */
     ml_compact_result *res;
+    ml_moves *mv;
     bool stop;
     bool notify; /* a move callback is registered */
 } budget;
@@ -118,14 +119,15 @@ static bool claim_owner(ml_arena *a, ml_lane lane, uint32_t owner, const char *a
 
 /* Note a move for the move callback (only when one is registered: the
  * list costs memory and the walk a cache miss per entry). A compressed
- * entry's record is not the program's data: its moves are not reported. */
+ * entry's record is not the program's data: its moves are not reported.
+ * Caller holds the entry's claim (its move number is taken under it). */
 static void record(ml_arena *a, budget *b, uint32_t idx, void *from, void *to, ml_lane lane)
 {
     if (!b->notify) return;
     uint64_t m = ml__load(&a->slots[idx].meta);
     if (!(m & ML_M_RESIDENT)) return;
-    ml_move ev = {ml__handle_of(m, idx), from, to, lane, lane};
-    ml__report(a, &ev);
+    ml_move ev = {ml__handle_of(m, idx), from, to, lane, lane, ++ml__cold(a, idx, m)->moves};
+    ml__moves_add(b->mv, &ev);
 }
 
 /* ---- phase 1: evacuate the spans of one class ------------------------------- */
@@ -380,7 +382,8 @@ static void request_flush(ml_arena *a)
 static int step(ml_arena *a, ml_lane lane, uint64_t max_bytes, uint64_t max_ns, ml_compact_result *res)
 {
     ml_lane_t *l = &a->lanes[lane];
-    budget b = {.max_bytes = max_bytes, .max_ns = max_ns, .t0 = mono_ns(), .res = res,
+    ml_moves mv = {0};
+    budget b = {.max_bytes = max_bytes, .max_ns = max_ns, .t0 = mono_ns(), .res = res, .mv = &mv,
                 .notify = __atomic_load_n(&a->move_fn, __ATOMIC_ACQUIRE) != NULL};
     if (lane == ML_LANE_FAST) request_flush(a);
     pthread_mutex_lock(&l->lock);
@@ -406,7 +409,7 @@ static int step(ml_arena *a, ml_lane lane, uint64_t max_bytes, uint64_t max_ns, 
         finished = true;
     }
     pthread_mutex_unlock(&l->lock);
-    ml__reports_deliver(a);
+    ml__moves_fire(a, &mv);
     if (b.ops && ML_EVENT_ON(a) && (b.bytes || b.res->released_bytes))
         ml__event(a, ML_EVENT_COMPACT, ML_HANDLE_NULL, b.bytes, res->moved_entries, lane, lane);
     res->done = finished;

@@ -25,69 +25,35 @@
 #include "core/arena.h"
 #include "core/pager_iface.h"
 
-/* ---- move reports -------------------------------------------------------------
- *
- * A move is reported to the callback after every lock is released, so the
- * callback may call into the arena. Reports therefore wait, and they must
- * not overtake each other: an entry that compaction moved from p1 to p2
- * may be moved on to p3 by another thread (or by the callback itself)
- * before compaction's report goes out, and a program following its entries
- * through old -> new addresses must see p1 -> p2 before p2 -> p3. So each
- * move is queued while its entry is still claimed (the next move of that
- * entry needs the claim, so it queues later), and one thread at a time
- * delivers the queue in order: whoever finds no delivery under way after
- * queueing its own. A report queued meanwhile by another thread, or by a
- * callback (a move made inside it), is delivered by the thread already
- * delivering, after the report in hand. */
-
-void ml__report(ml_arena *a, const ml_move *m)
+void ml__moves_add(ml_moves *mv, const ml_move *m)
 {
-    if (!__atomic_load_n(&a->move_fn, __ATOMIC_RELAXED)) return;
-    pthread_mutex_lock(&a->report_lock);
-    if (a->rep_head + a->rep_n == a->rep_cap) {
-        if (a->rep_head) { /* slide the pending reports to the front */
-            memmove(a->reports, a->reports + a->rep_head, a->rep_n * sizeof *a->reports);
-            a->rep_head = 0;
-        }
-        if (a->rep_n == a->rep_cap) {
-            size_t cap = a->rep_cap ? a->rep_cap * 2 : 64;
-            ml_move *v = realloc(a->reports, cap * sizeof *v);
-            if (!v) { /* the move happened; only its report is lost */
-                pthread_mutex_unlock(&a->report_lock);
-                return;
-            }
-            a->reports = v;
-            a->rep_cap = cap;
-        }
+    if (mv->n == mv->cap) {
+        size_t cap = mv->cap ? mv->cap * 2 : 64;
+        ml_move *v = realloc(mv->v, cap * sizeof *v);
+        if (!v) return; /* the move happened; only its notification is lost */
+        mv->v = v;
+        mv->cap = cap;
     }
-    a->reports[a->rep_head + a->rep_n++] = *m;
-    pthread_mutex_unlock(&a->report_lock);
+    mv->v[mv->n++] = *m;
 }
 
-void ml__reports_deliver(ml_arena *a)
+void ml__moves_fire(ml_arena *a, ml_moves *mv)
 {
-    pthread_mutex_lock(&a->report_lock);
-    if (a->reporting || a->rep_n == 0) {
-        pthread_mutex_unlock(&a->report_lock);
-        return;
-    }
-    a->reporting = true;
-    while (a->rep_n) {
-        ml_move ev = a->reports[a->rep_head++];
-        if (--a->rep_n == 0) a->rep_head = 0;
-        pthread_mutex_unlock(&a->report_lock);
-        void *ctx;
-        ml_move_fn fn = ml__move_cb(a, &ctx);
-        if (fn) fn(ctx, ev.h, ev.old_addr, ev.new_addr, ev.from, ev.to);
-        pthread_mutex_lock(&a->report_lock);
-    }
-    a->reporting = false;
-    if (a->rep_cap > 4096) { /* a large burst: give its memory back */
-        free(a->reports);
-        a->reports = NULL;
-        a->rep_cap = 0;
-    }
-    pthread_mutex_unlock(&a->report_lock);
+    void *ctx;
+    ml_move_fn fn = mv->n ? ml__move_cb(a, &ctx) : NULL;
+    if (fn)
+        for (size_t i = 0; i < mv->n; i++)
+            fn(ctx, mv->v[i].h, mv->v[i].old_addr, mv->v[i].new_addr, mv->v[i].from, mv->v[i].to, mv->v[i].seq);
+    free(mv->v);
+    mv->v = NULL;
+    mv->n = mv->cap = 0;
+}
+
+static void fire_one(ml_arena *a, const ml_move *ev)
+{
+    void *ctx;
+    ml_move_fn fn = ml__move_cb(a, &ctx);
+    if (fn) fn(ctx, ev->h, ev->old_addr, ev->new_addr, ev->from, ev->to, ev->seq);
 }
 
 /* Usage counters follow the data: the moving thread's cache accounts for it. */
@@ -153,6 +119,7 @@ int ml__move_claimed(ml_arena *a, uint32_t idx, ml_lane to, size_t new_size, boo
     if (old.lane != to && ML_EVENT_ON(a))
         ml__event(a, ML_EVENT_MIGRATE, ml__handle_of(m, idx), new_size, 1, old.lane, to);
     ml_cold *c = ml__cold(a, idx, m);
+    uint64_t seq = ++c->moves;
     if (old.lane != to) {
         c->migrations++;
         c->last_migration_ns = ml__now(a);
@@ -165,6 +132,7 @@ int ml__move_claimed(ml_arena *a, uint32_t idx, ml_lane to, size_t new_size, boo
         ev->new_addr = np.addr;
         ev->from = old.lane;
         ev->to = to;
+        ev->seq = seq;
     }
     return 0;
 }
@@ -203,9 +171,8 @@ int ml_migrate(ml_arena *a, ml_handle h, ml_lane to)
     else if (m & ML_M_PINS) rc = -EBUSY;
     ml_move ev;
     if (rc == 0) rc = ml__move_claimed(a, idx, to, size, to == ML_LANE_SLOW, &ev);
-    if (rc == 0) ml__report(a, &ev);
     ml__unclaim(a, idx);
-    ml__reports_deliver(a);
+    if (rc == 0) fire_one(a, &ev);
     return rc;
 }
 
@@ -250,6 +217,7 @@ int ml_migrate_all(ml_arena *a, uint32_t min_age_ms, size_t *moved)
     if (!a) return -EINVAL;
     uint32_t n = __atomic_load_n(&a->slot_count, __ATOMIC_ACQUIRE);
     uint64_t now = ml__now(a), min_age = (uint64_t)min_age_ms * 1000000u;
+    ml_moves mv = {0};
     int rc = 0;
     size_t count = 0;
     for (uint32_t i = 0; i < n; i++) {
@@ -264,12 +232,12 @@ int ml_migrate_all(ml_arena *a, uint32_t min_age_ms, size_t *moved)
         }
         ml_move ev;
         rc = ml__move_claimed(a, i, ML_LANE_SLOW, a->slots[i].size, true, &ev);
-        if (rc == 0) ml__report(a, &ev);
         ml__unclaim(a, i);
         if (rc) break;
+        ml__moves_add(&mv, &ev);
         count++;
     }
-    ml__reports_deliver(a);
+    ml__moves_fire(a, &mv);
     if (moved) *moved = count;
     return rc;
 }
@@ -318,9 +286,8 @@ int ml_realloc(ml_arena *a, ml_handle h, size_t new_size)
         if (ml__slow_make_room(a, new_size) == 0) break;
         rc = ml__move_claimed(a, idx, ML_LANE_SLOW, new_size, false, &ev);
     }
-    if (rc == 0) ml__report(a, &ev);
     ml__unclaim(a, idx);
-    ml__reports_deliver(a);
+    if (rc == 0) fire_one(a, &ev);
     return rc;
 }
 
@@ -378,16 +345,17 @@ int ml__make_room_fast(ml_arena *a)
         claimed[n++] = o - 1;
     }
     pthread_mutex_unlock(&l->lock);
+    ml_moves mv = {0};
     int moved = 0;
     for (uint32_t i = 0; i < n; i++) {
         ml_move ev;
         if (ml__move_claimed(a, claimed[i], ML_LANE_SLOW, a->slots[claimed[i]].size, true, &ev) == 0) {
-            ml__report(a, &ev);
+            ml__moves_add(&mv, &ev);
             moved++;
         }
         ml__unclaim(a, claimed[i]);
     }
     free(claimed);
-    ml__reports_deliver(a);
+    ml__moves_fire(a, &mv);
     return moved;
 }

@@ -80,11 +80,11 @@ static void auto_compact(ml_arena *a)
     }
 }
 
-/* The arena whose cycle this thread is running, if any. A cycle delivers
- * move reports (its own, and any other thread queued meanwhile: see
- * ml__report) inside the cycle, so the callback runs inside it: a call to
- * ml_maintain from there, for the same arena, would wait for its own
- * cycle. It gets -EBUSY instead. */
+/* The arena whose cycle this thread is running, if any. A cycle reports
+ * its moves to the move callback during the cycle (each report numbered by
+ * its entry's move count: see ml_move_fn), so the callback runs inside the
+ * cycle: a call to ml_maintain from there, for the same arena, would wait
+ * for its own cycle. It gets -EBUSY instead. */
 static __thread const ml_arena *maintaining;
 
 int ml_maintain(ml_arena *a)

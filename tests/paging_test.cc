@@ -470,7 +470,7 @@ TEST_P(Engines, MigrationReallocAndCompactionOfColdEntries) {
     std::vector<std::pair<ml_handle, void *>> heard;
     ASSERT_EQ(ml_set_move_callback(
                   a,
-                  [](void *ctx, ml_handle h, void *, void *to, ml_lane, ml_lane) {
+                  [](void *ctx, ml_handle h, void *, void *to, ml_lane, ml_lane, uint64_t) {
                       ((std::vector<std::pair<ml_handle, void *>> *)ctx)->push_back({h, to});
                   },
                   &heard),

@@ -627,12 +627,12 @@ struct CbTag {
     int which;
     std::atomic<long> calls{0}, wrong{0};
 };
-void MoveA(void *ctx, ml_handle, void *, void *, ml_lane, ml_lane) {
+void MoveA(void *ctx, ml_handle, void *, void *, ml_lane, ml_lane, uint64_t) {
     CbTag *t = (CbTag *)ctx;
     t->calls++;
     if (t->which != 0) t->wrong++;
 }
-void MoveB(void *ctx, ml_handle, void *, void *, ml_lane, ml_lane) {
+void MoveB(void *ctx, ml_handle, void *, void *, ml_lane, ml_lane, uint64_t) {
     CbTag *t = (CbTag *)ctx;
     t->calls++;
     if (t->which != 1) t->wrong++;

@@ -701,25 +701,25 @@ ML_API int ml_migrate_all(ml_arena *arena, uint32_t min_age_ms, size_t *moved);
 ML_API int ml_maintain(ml_arena *arena);
 
 /** Called after an entry moved (compaction, migration, realloc; paging
- *  does not call it), after the move is complete and with no lock of the
- *  arena held, so fn may call any function but ml_arena_destroy.
- *  Order: an arena's reports arrive one at a time, in the order the moves
- *  were made, so the reports of one entry chain (each old_addr is the
- *  previous report's new_addr) and the last one names where it is. That is
- *  why a report may come from another thread than the move: one thread at
- *  a time delivers, and a move made while another thread is delivering
- *  (or inside fn itself) is reported by that thread, after the report in
- *  hand; the call that moved may then return before its report has run.
- *  Otherwise the moving thread reports before its call returns. Moves made
- *  by ml_maintain or the policy thread are reported during their
- *  maintenance cycle (unless another thread is delivering): ml_maintain
- *  called from fn then returns -EBUSY rather than wait for the cycle it is
- *  part of. old_addr is no longer valid memory for this entry. Only data is
- *  reported: compaction also moves the records of COMPRESSED entries, which
- *  have no data address until they come back, and those moves are not.
- *  Must not block for long: other threads' reports wait behind it. */
+ *  does not call it), on the thread that moved it, after the move is
+ *  complete and with no lock of the arena held, so fn may call any function
+ *  but ml_arena_destroy. Moves made by ml_maintain or the policy thread are
+ *  reported during their maintenance cycle: ml_maintain called from fn
+ *  then returns -EBUSY rather than wait for the cycle it is part of.
+ *  old_addr is no longer valid memory for this entry. Only data is reported: compaction also moves the records of
+ *  COMPRESSED entries, which have no data address until they come back,
+ *  and those moves are not. Must not block for long.
+ *
+ *  seq numbers the moves of one handle (1, 2, ...; taken while the entry
+ *  is held for the move). Reports of one handle can reach fn out of order:
+ *  compaction reports a step's moves when the step ends, and by then
+ *  another thread (or fn itself) may have moved the entry on and reported
+ *  that. Order them by seq: the report with the highest seq names where
+ *  the entry is, and each report's old_addr is the new_addr of the report
+ *  with the seq before it. (Delivering all reports in one order instead
+ *  would make one thread run other threads' callbacks, or wait for them.) */
 typedef void (*ml_move_fn)(void *ctx, ml_handle h, void *old_addr, void *new_addr,
-                           ml_lane from, ml_lane to);
+                           ml_lane from, ml_lane to, uint64_t seq);
 
 /** Register fn as the move callback, called with ctx as its first
  *  argument, or remove it with fn NULL.
