@@ -972,11 +972,14 @@ static int read_record(ml_io *io, uint64_t loc, char *dst, int buf_index, bool *
     if (rc) return rc;
     ml_io_cqe cq;
     int n;
-    /* Only this read's completion counts: any other can only be a late one
-     * of an engine that broke and had to stay (renew_engine). */
-    while ((n = io->ops->reap(io, &cq, 1, 1)) == 0 || (n > 0 && cq.tag != UINT64_MAX)) {
-        if (n > 0 && !io->inflight) return -EIO; /* ours is not coming */
-    }
+    /* Only this read's completion counts. Nothing else of ours is in the
+     * engine (a lone read), so any other can only be a late one of an
+     * engine that broke and had to stay (renew_engine), which was written
+     * off and never counted: reaping it took our read's count, so give
+     * that back and wait on. */
+    const unsigned ours = io->inflight;
+    while ((n = io->ops->reap(io, &cq, 1, 1)) > 0 && cq.tag != UINT64_MAX) io->inflight = ours;
+    if (n == 0) return -EIO; /* (cannot happen: ours is counted, so reap waits for one) */
     if (n < 0) return n;
     if (cq.res != (long)len) {
         *failed = true;

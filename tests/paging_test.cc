@@ -1055,6 +1055,36 @@ TEST_P(Faults, LateCompletionsOfAKeptBrokenEngineFinishNoLaterWrite) {
     });
 }
 
+// The same kept engine, later: writes work again, and the completions of
+// the writes it lost arrive while page-ins read through it (no reader
+// engine can be opened, so they use the pager's own). A lone read waits for
+// its own completion and ignores theirs; it used to give up with -EIO as
+// soon as one of theirs took the in-flight count to zero, with its read
+// still in the engine. (Found by a review of this change.)
+TEST_P(Faults, ALoneReadSkipsLateCompletionsOfAKeptBrokenEngine) {
+    int which = GetParam();
+    InChildWithAlarm(20, [&] {
+        FaultIO f;
+        f.late_lost = true;
+        ml__io_fallback_open = NoFallback;
+        std::vector<Blob> bs;
+        std::vector<ml_handle> hs;
+        ml_arena *a = BreakingEngineArena(f, which, 2300, &bs, &hs);
+        if (!a) return 2;
+        if (ml_evict_many(a, hs.data(), hs.size()) != -EIO) return 3;
+        if (strcmp(PStats(a).engine, "fault") != 0) return 4;  // kept
+        f.lose_writes_from = -1;  // writes work again; the lost ones are still pending
+        if (ml_evict_many(a, hs.data(), hs.size()) != 8) return 5;
+        f.DeliverLate();  // the next reap returns the late completions first
+        for (const Blob &b : bs)
+            if (!GetMatches(a, b)) return 6;
+        if (PStats(a).io_errors != 8) return 7;  // the first batch's eight, no more
+        if (ml__arena_check(a) != 0) return 8;
+        ml_arena_destroy(a);
+        return 0;
+    });
+}
+
 // ---- a submission the kernel refuses (io_uring) ----
 // io_uring_enter can fail, or take only part of the ring (-EAGAIN, -ENOMEM
 // under memory pressure), leaving requests in the submission ring. The
