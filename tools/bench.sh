@@ -75,5 +75,7 @@ if ! tools/bench/plot.sh "$stage/results.csv" "$stage/charts" >"$stage/plot.log"
     "no charts drawn (tools/bench/plot.sh failed; any charts in $out are older)" >&2
   exit 0
 fi
-mv -f "$stage/results.json" "$stage/results.csv" "$stage/charts"/* "$out/"
+shopt -s nullglob
+charts=("$stage/charts"/*)
+mv -f "$stage/results.json" "$stage/results.csv" "${charts[@]}" "$out/"
 echo "results: $out/results.json, $out/results.csv, charts in $out" >&2
