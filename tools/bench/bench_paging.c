@@ -8,9 +8,12 @@
  *  - zstd alone: ZSTD_compressCCtx level 1 on the same blobs, one thread;
  *  - the disk: io_uring with O_DIRECT writing 64 KiB blocks at the same
  *    queue depth to a new file in the same directory as the swap file;
- *  - page-in: pread (O_DIRECT) of the same record followed by
- *    ZSTD_decompressDCtx with one context kept for the run (as the library
- *    keeps its own: a fresh context per call costs about 8 us more), into
+ *  - page-in: pread (O_DIRECT) of the very record MemoryLane reads, from
+ *    its swap file through a descriptor of the benchmark's own (found in
+ *    /proc/self/fd; the record's place from ml_handle_info_get), followed
+ *    by ZSTD_decompressDCtx of its zstd frame with one context kept for the
+ *    run (as the library keeps its own: a fresh context per call costs
+ *    about 8 us more; the baseline checks no CRC), into
  *    the blob's own memory (each blob comes back to a place of its own, as
  *    MemoryLane's do: a page-in into one hot buffer would be a read that
  *    throws the data away), one at a time (queue depth 1), interleaved
@@ -22,6 +25,7 @@
  *    by one thread (page-ins of different handles run at the same time:
  *    the figure shows how well they scale).
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <liburing.h>
 #include <pthread.h>
@@ -206,33 +210,74 @@ void bench_evict(const bench_opts *o)
 
 /* ---- page-in latency ------------------------------------------------------------------- */
 
+/* A descriptor of its own (O_DIRECT, read-only) on the arena's swap file:
+ * the one open file in dir that has no name, opened by the library (the
+ * benchmark has none open while this runs). -1 if there is none. */
+static int open_swap_file(const char *dir)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return -1;
+    int found = -1, n = 0;
+    size_t dl = strlen(dir);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char p[300], link[4096];
+        snprintf(p, sizeof p, "/proc/self/fd/%s", e->d_name);
+        ssize_t k = readlink(p, link, sizeof link - 1);
+        if (k <= 0) continue;
+        link[k] = 0;
+        if (strncmp(link, dir, dl) == 0 && strstr(link, " (deleted)")) {
+            found = atoi(e->d_name);
+            n++;
+        }
+    }
+    closedir(d);
+    if (n != 1) return -1;
+    char p[64];
+    snprintf(p, sizeof p, "/proc/self/fd/%d", found);
+    return open(p, O_RDONLY | O_DIRECT | O_CLOEXEC);
+}
+
+/* The zstd frame in a MemoryLane swap record (after its header). */
+static const unsigned char *zstd_frame(const unsigned char *rec, size_t len, size_t *flen)
+{
+    static const unsigned char magic[4] = {0x28, 0xb5, 0x2f, 0xfd};
+    for (size_t k = 0; k + 4 <= len && k < 512; k++)
+        if (memcmp(rec + k, magic, 4) == 0) {
+            size_t f = ZSTD_findFrameCompressedSize(rec + k, len - k);
+            if (ZSTD_isError(f)) return NULL;
+            *flen = f;
+            return rec + k;
+        }
+    return NULL;
+}
+
 void bench_pagein(const bench_opts *o)
 {
     size_t n = o->quick ? 500 : 2000;
     int reps = o->reps > 16 ? 16 : o->reps;
-    bench_progress("page-in: %zu blobs, writing the baseline's records", n);
+    bench_progress("page-in: %zu blobs of 64 KiB", n);
     ml_arena *a = paging_arena(o, n * BLOB + (n * BLOB) / 2 + ((size_t)16 << 20));
     ml_handle *hs = fill(a, n, 5000);
-
-    /* The baseline's file: the same blobs compressed by zstd -1, each record
-     * padded to 4 KiB, read back with O_DIRECT. */
-    int fd = tmpfile_in(swap_dir(o), O_DIRECT);
-    size_t slot = ZSTD_compressBound(BLOB) + 4096;
-    slot = (slot + 4095) & ~(size_t)4095;
+    if (ml_evict_many(a, hs, n) != (int)n) fprintf(stderr, "mlane_bench: page-in: not all evicted\n");
+    /* The baseline reads the very records MemoryLane reads, from its swap
+     * file, through a descriptor of its own: the same bytes at the same
+     * place on the device, so that neither side's figure depends on where a
+     * file happens to lie. */
+    int fd = open_swap_file(swap_dir(o));
+    if (fd < 0) {
+        fprintf(stderr, "mlane_bench: page-in: cannot find the arena's swap file in %s\n", swap_dir(o));
+        ml_arena_destroy(a);
+        free(hs);
+        return;
+    }
     /* The baseline's blobs come back to n places, touched beforehand so that
      * it takes no page faults. */
-    unsigned char *src = malloc(BLOB), *rec, *outs = malloc(n * BLOB);
+    unsigned char *rec, *outs = malloc(n * BLOB);
     if (!outs) abort();
     memset(outs, 1, n * BLOB);
-    if (posix_memalign((void **)&rec, 4096, slot)) abort();
-    size_t *zlen = malloc(n * sizeof *zlen);
-    for (size_t i = 0; i < n; i++) {
-        gen_blob(5000 + i, src, BLOB);
-        memset(rec, 0, slot);
-        zlen[i] = ZSTD_compress(rec, slot, src, BLOB, 1);
-        size_t len = (zlen[i] + 4095) & ~(size_t)4095;
-        if (pwrite(fd, rec, len, (off_t)(i * slot)) != (ssize_t)len) abort();
-    }
+    size_t rec_cap = ZSTD_compressBound(BLOB) + 8192;
+    if (posix_memalign((void **)&rec, 4096, rec_cap)) abort();
     uint64_t *lm = malloc(n * sizeof *lm), *lb = malloc(n * sizeof *lb);
     size_t *order = malloc(n * sizeof *order);
     ZSTD_DCtx *dc = ZSTD_createDCtx();
@@ -241,7 +286,7 @@ void bench_pagein(const bench_opts *o)
     volatile unsigned char sink = 0;
     for (int r = 0; r < reps; r++) {
         bench_progress("page-in: rep %d/%d, %zu samples at queue depth 1", r + 1, reps, n);
-        if (ml_evict_many(a, hs, n) != (int)n) fprintf(stderr, "mlane_bench: page-in: not all evicted\n");
+        if (r > 0 && ml_evict_many(a, hs, n) != (int)n) fprintf(stderr, "mlane_bench: page-in: not all evicted\n");
         uint64_t s = 99 + (uint64_t)r;
         for (size_t i = 0; i < n; i++) order[i] = i;
         for (size_t i = n; i > 1; i--) {
@@ -251,8 +296,12 @@ void bench_pagein(const bench_opts *o)
         }
         for (size_t k = 0; k < n; k++) {
             size_t i = order[k];
+            ml_handle_info info; /* where the record is (asking changes nothing) */
+            if (ml_handle_info_get(a, hs[i], &info) != 0 || info.state != ML_STATE_EVICTED ||
+                info.stored_size > rec_cap)
+                abort();
             /* Each sample pairs the two, in turn first and second, so that
-             * neither always follows the other on the device. */
+             * neither always finds the record in the device's cache. */
             for (int side = 0; side < 2; side++) {
                 if ((side ^ (int)(k & 1)) == 0) {
                     double t0 = bench_now();
@@ -261,11 +310,12 @@ void bench_pagein(const bench_opts *o)
                     if (!p) abort();
                     sink ^= p[BLOB / 2];
                 } else {
-                    size_t len = (zlen[i] + 4095) & ~(size_t)4095;
                     unsigned char *out = outs + i * BLOB;
+                    size_t flen = 0;
                     double t0 = bench_now();
-                    if (pread(fd, rec, len, (off_t)(i * slot)) != (ssize_t)len) abort();
-                    size_t got = ZSTD_decompressDCtx(dc, out, BLOB, rec, zlen[i]);
+                    if (pread(fd, rec, info.stored_size, (off_t)info.offset) != (ssize_t)info.stored_size) abort();
+                    const unsigned char *f = zstd_frame(rec, info.stored_size, &flen);
+                    size_t got = f ? ZSTD_decompressDCtx(dc, out, BLOB, f, flen) : 0;
                     lb[k] = (uint64_t)((bench_now() - t0) * 1e9);
                     if (got != BLOB) abort();
                     sink ^= out[BLOB / 2];
@@ -290,10 +340,8 @@ void bench_pagein(const bench_opts *o)
                  NULL);
     ZSTD_freeDCtx(dc);
     close(fd);
-    free(src);
     free(rec);
     free(outs);
-    free(zlen);
     free(lm);
     free(lb);
     free(order);
