@@ -7,8 +7,9 @@
  * ~1.8:1 with zstd -1) whose total is a multiple of the memory budget
  * (4x for the comparison, 1x..8x for the scaling series). After loading
  * (not timed), a run of Zipf-distributed operations (theta 0.99, ranks
- * scattered over the keys by a hash): 90% reads, which touch every byte of
- * the value and check its first 64 bytes against the expected version, and
+ * scattered over the keys by a hash): 90% reads, which touch one byte of
+ * every 64 of the value (every cache line) and check its first 64 bytes
+ * against the expected version, and
  * 10% updates, which write a new version of the whole value.
  *
  * Systems (each runs in its own child process, so that peak resident sizes
