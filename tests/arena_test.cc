@@ -167,3 +167,11 @@ TEST(Alloc, ZeroedAllocationsAreZeroWhereverTheyCome) {
     }
     EXPECT_EQ(ml__arena_check(a), 0);
 }
+
+// ml_version names the version the header declares (install.sh writes the
+// same into memorylane.pc).
+TEST(Arena, VersionStringMatchesTheHeader) {
+    std::string want = std::to_string(ML_VERSION_MAJOR) + "." + std::to_string(ML_VERSION_MINOR) + "." +
+                       std::to_string(ML_VERSION_PATCH);
+    EXPECT_EQ(std::string(ml_version()), want);
+}
