@@ -11,7 +11,8 @@
  * more "inside" than what a program could print itself. The library's own
  * calls do hold one entry briefly: ml_read of a cold entry keeps it claimed
  * while its record is read and decompressed, so a program thread touching
- * that entry meanwhile waits that long (about the time of a page-in). It never writes, frees or moves memory; data is read with
+ * that entry meanwhile waits that long (about the time of a page-in). It
+ * never writes, frees or moves memory; data is read with
  * ml_read, which decompresses a copy of a cold handle and leaves it cold.
  *
  * Which libfuse API. The high-level (path) API of libfuse 3: the layout is a
@@ -931,21 +932,18 @@ static int node_attr(ml_debugfs *fs, const node *n, struct stat *st)
     return -ENOENT;
 }
 
-/* Whether the asking reader has data file `path` open only on handles
- * other than cur (freed ones: an ID names one live handle at most). */
-static bool stale_data_open(ml_debugfs *fs, const char *path, ml_handle cur)
+/* Whether the asking reader has data file `path` open (called when the
+ * path names no live handle: the one it has open was freed). */
+static bool data_open_by_reader(ml_debugfs *fs, const char *path)
 {
     pid_t pid = reader_of(fs);
     if (pid == 0) return false;
-    bool other = false, same = false;
+    bool open = false;
     pthread_mutex_lock(&fs->lock);
-    for (const open_file *of = fs->open; of; of = of->next)
-        if (of->is_data && of->pid == pid && of->path && !strcmp(of->path, path)) {
-            if (of->h.bits == cur.bits) same = true;
-            else other = true;
-        }
+    for (const open_file *of = fs->open; of && !open; of = of->next)
+        open = of->is_data && of->pid == pid && of->path && !strcmp(of->path, path);
     pthread_mutex_unlock(&fs->lock);
-    return other && !same;
+    return open;
 }
 
 static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
@@ -964,11 +962,10 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
     }
     node n;
     int rc = resolve(fs, path, &n);
-    /* fstat of an open data file comes as a getattr by path: if this
-     * reader holds the path open on a handle that is not the one the path
-     * names now (freed, its ID maybe reused), answer as its reads do. */
-    if (rc == -ENOENT && stale_data_open(fs, path, (ml_handle){0}))
-        return -ESTALE;
+    /* fstat of an open data file comes as a getattr by path: if the path
+     * names no live handle and this reader holds it open, its handle was
+     * freed: answer as its reads do. */
+    if (rc == -ENOENT && data_open_by_reader(fs, path)) return -ESTALE;
     if (rc) return rc;
     if (n.type == N_TEXT) {
         size_t size;

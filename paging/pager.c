@@ -1032,8 +1032,8 @@ static void put_reader(ml_pager *p, reader *r)
  * for pread/pwrite unless io_uring was asked for alone (io_engine 1): at
  * queue depth 1 a blocking pread answers sooner. On this machine (ext4 on
  * virtio) a 64 KiB O_DIRECT page-in took about 5 us longer through io_uring
- * (which hands such a read to a worker thread when it cannot issue it
- * without blocking). io_uring stays the engine of the batches (eviction,
+ * (why is not confirmed: io_uring had worker threads running, so it may
+ * hand such a read to one instead of issuing it inline). io_uring stays the engine of the batches (eviction,
  * prefetch), where queueing many requests at once is what counts. The
  * pager is started, so the swap file is open. */
 static int reader_open(ml_pager *p, reader *r)
