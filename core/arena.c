@@ -82,8 +82,9 @@ int ml__arena_create_with(const ml_config *cfg_in, const ml_prim *prim, ml_arena
     int rc = -ENOMEM;
     a->slots = ml__meta_map(cfg.max_handles * sizeof(ml_slot));
     a->cold = ml__meta_map(cfg.max_handles * sizeof(ml_cold));
+    a->locs = ml__meta_map(cfg.max_handles * sizeof(uint64_t));
     a->tags = ml__meta_map((size_t)ML_MAX_TAGS * ML_TAG_MAX);
-    if (!a->slots || !a->cold || !a->tags) goto fail;
+    if (!a->slots || !a->cold || !a->locs || !a->tags) goto fail;
 
     unsigned fast_classes = ml__size_class(cfg.threshold) + 1;
     unsigned slow_classes = ml__size_class(8192) + 1;
@@ -122,6 +123,7 @@ fail:
     ml__lane_fini(&a->lanes[ML_LANE_SLOW]);
     ml__lane_fini(&a->lanes[ML_LANE_FAST]);
     ml__meta_unmap(a->tags, (size_t)ML_MAX_TAGS * ML_TAG_MAX);
+    ml__meta_unmap(a->locs, cfg.max_handles * sizeof(uint64_t));
     ml__meta_unmap(a->cold, cfg.max_handles * sizeof(ml_cold));
     ml__meta_unmap(a->slots, cfg.max_handles * sizeof(ml_slot));
     free(a->swap_dir);
@@ -144,6 +146,7 @@ void ml_arena_destroy(ml_arena *a)
     ml__lane_fini(&a->lanes[ML_LANE_SLOW]);
     ml__lane_fini(&a->lanes[ML_LANE_FAST]);
     ml__meta_unmap(a->tags, (size_t)ML_MAX_TAGS * ML_TAG_MAX);
+    ml__meta_unmap(a->locs, a->cfg.max_handles * sizeof(uint64_t));
     ml__meta_unmap(a->cold, a->cfg.max_handles * sizeof(ml_cold));
     ml__meta_unmap(a->slots, a->cfg.max_handles * sizeof(ml_slot));
     pthread_mutex_destroy(&a->table_lock);
@@ -204,11 +207,11 @@ void ml__cold_peek(ml_arena *a, uint32_t idx, uint64_t m, ml_cold *out)
     cold_defaults(a, idx, ML_HI_GEN(ml__hi(m)), out);
 }
 
-void ml__locate(ml_arena *a, const ml_slot *s, uint64_t m, ml_loc *out)
+void ml__locate(ml_arena *a, uint32_t idx, uint64_t m, ml_loc *out)
 {
     ml_lane lane = (m & ML_M_STATE) == ML_STATE_FAST ? ML_LANE_FAST : ML_LANE_SLOW;
     ml_lane_t *l = &a->lanes[lane];
-    size_t off = (size_t)(__atomic_load_n(&s->addr, __ATOMIC_RELAXED) - (uint64_t)(uintptr_t)l->region.start);
+    size_t off = (size_t)(ml__lane_addr(a, idx, m) - (uint64_t)(uintptr_t)l->region.start);
     out->lane = lane;
     out->blob = (m & ML_M_BLOB) != 0;
     if (out->blob) {
@@ -690,7 +693,7 @@ static void release(ml_arena *a, uint32_t idx, uint64_t m)
     }
     if ((m & ML_M_HASCOPY) && ml__pager) ml__pager->drop_copy(a, idx, m);
     ml_loc loc;
-    ml__locate(a, s, m, &loc);
+    ml__locate(a, idx, m, &loc);
     ml_lane_t *l = &a->lanes[loc.lane];
     ml_tcache *tc = ml__tc_get(a);
     if (!loc.blob && loc.lane == ML_LANE_FAST && tc) {
@@ -921,25 +924,19 @@ static int make_resident(ml_arena *a, ml_handle h, bool read_only, void **out)
     return 0;
 }
 
-/* Unclaimed: the address counts only if the meta word still says resident
- * after it was read (an entry going cold says so before its address becomes
- * its record's place: paging/pager.c, set_state_bits). */
+/* Unclaimed: the meta word says resident, so the address read after it is
+ * the data's, then or later (a slot's addr never holds a cold entry's
+ * record: core/arena.h, "where a live entry keeps its bytes"). */
 static int get_common(ml_arena *a, ml_handle h, void **out, bool read_only)
 {
-    for (;;) {
-        ml_slot *s;
-        uint64_t m;
-        int rc = ml__lookup(a, h, &s, &m);
-        if (rc) return rc;
-        if (!(m & ML_M_RESIDENT)) return make_resident(a, h, read_only, out);
-        mark_access(s, m, read_only);
-        void *p = (void *)(uintptr_t)__atomic_load_n(&s->addr, __ATOMIC_ACQUIRE);
-        uint64_t again = ml__load_acq(&s->meta);
-        if (ml__same(h, again) && (again & ML_M_RESIDENT)) {
-            *out = p;
-            return 0;
-        }
-    }
+    ml_slot *s;
+    uint64_t m;
+    int rc = ml__lookup(a, h, &s, &m);
+    if (rc) return rc;
+    if (!(m & ML_M_RESIDENT)) return make_resident(a, h, read_only, out);
+    mark_access(s, m, read_only);
+    *out = (void *)(uintptr_t)__atomic_load_n(&s->addr, __ATOMIC_ACQUIRE);
+    return 0;
 }
 
 static int get_slow(ml_arena *a, ml_handle h, void **out) { return get_common(a, h, out, false); }

@@ -44,7 +44,8 @@
  * move or a free needs pins == 0; a pin waits while the slot is claimed.
  *
  * ml_get takes no lock: one load of the meta word, one compare against the
- * handle, one load of the address. The meta word and the address are
+ * handle, one load of the address (which only ever holds data: see "where a
+ * live entry keeps its bytes" below). The meta word and the address are
  * accessed with atomic operations only (relaxed on the hot path; the
  * publishing store of an allocation is a release), so concurrent readers
  * never race in the C11 sense, and ThreadSanitizer agrees.
@@ -214,6 +215,7 @@ struct ml_arena {
     uint32_t paired_max; /* most ML_TC_PAIRED entries a thread cache keeps */
 
     ml_cold *cold;
+    uint64_t *locs; /* per slot: where a cold entry's record is (ml__cold_loc) */
     ml_config cfg;
     const ml_prim *prim;
     uint64_t epoch_ns;   /* creation time, CLOCK_MONOTONIC_COARSE */
@@ -293,6 +295,39 @@ static inline uint32_t ml__idx(ml_handle h) { return (uint32_t)h.bits; }
  * held, once per operation that reports moves (or per pressure call). */
 ml_move_fn ml__move_cb(ml_arena *a, void **ctx);
 ml_pressure_fn ml__pressure_cb(ml_arena *a, void **ctx);
+
+/* ---- where a live entry keeps its bytes ----------------------------------------
+ * A slot's addr only ever holds the entry's data address: while the entry
+ * is cold it keeps the last one (stale: that space was released). Where a
+ * cold entry's record is lives apart, in locs[]: a place in SlowLane while
+ * COMPRESSED, a swap location (ml__swap_loc) while EVICTED. So the
+ * unlocked ml_get, which reads the meta word and then addr, can never hand
+ * out a record or a swap location: if the word it read said resident, the
+ * address it reads after is one the data had at or after that moment (an
+ * entry coming back stores its address before its word). locs[] is written
+ * by the claim holder before the meta word says cold, and read by claim
+ * holders (compaction's unclaimed look at an owner hint only counts it). */
+static inline uint64_t ml__cold_loc(const struct ml_arena *a, uint32_t idx)
+{
+    return __atomic_load_n(&a->locs[idx], __ATOMIC_RELAXED);
+}
+static inline void ml__set_cold_loc(struct ml_arena *a, uint32_t idx, uint64_t loc)
+{
+    __atomic_store_n(&a->locs[idx], loc, __ATOMIC_RELAXED);
+}
+/** The lane address of what live slot idx (meta m, not EVICTED) keeps in a
+ *  lane: its data while resident, its record while COMPRESSED. */
+static inline uint64_t ml__lane_addr(const struct ml_arena *a, uint32_t idx, uint64_t m)
+{
+    return (m & ML_M_RESIDENT) ? __atomic_load_n(&a->slots[idx].addr, __ATOMIC_RELAXED) : ml__cold_loc(a, idx);
+}
+/** Move what claimed slot idx (meta m, not EVICTED) keeps in a lane to addr
+ *  (compaction: data or a compressed record). */
+static inline void ml__set_lane_addr(struct ml_arena *a, uint32_t idx, uint64_t m, uint64_t addr)
+{
+    if (m & ML_M_RESIDENT) __atomic_store_n(&a->slots[idx].addr, addr, __ATOMIC_RELEASE);
+    else ml__set_cold_loc(a, idx, addr);
+}
 
 /** The span and block index of the FastLane block slot idx's addr names
  *  (the caller owns the slot: claimed, or freed by it and not yet reused). */
@@ -448,7 +483,8 @@ int ml__page_in_claimed(ml_arena *a, uint32_t idx, uint64_t m, bool read_only);
  *  0, 0 for no range). read_only: keep the swap record as a clean copy. */
 int ml__claim_resident(ml_arena *a, ml_handle h, bool read_only, size_t offset, size_t len, uint64_t *m);
 
-/** Where a resident block or blob lives, derived from its address. */
+/** Where a block or blob lives (the data of a resident entry, the record of
+ *  a compressed one), derived from its lane address (ml__lane_addr). */
 typedef struct ml_loc {
     ml_lane lane;
     bool blob;
@@ -457,8 +493,9 @@ typedef struct ml_loc {
     unsigned cls;   /* size class (spans) */
     size_t bytes;   /* bytes reserved: class size or blob extent */
 } ml_loc;
-/** Caller holds the claim, or otherwise owns the slot. */
-void ml__locate(ml_arena *a, const ml_slot *s, uint64_t m, ml_loc *out);
+/** Of live slot idx with meta m (not EVICTED). Caller holds the claim, or
+ *  otherwise owns the slot. */
+void ml__locate(ml_arena *a, uint32_t idx, uint64_t m, ml_loc *out);
 
 /* thread caches (core/tcache.c) */
 ml_tcache *ml__tc_get_slow(ml_arena *a);

@@ -106,11 +106,11 @@ static bool claim_owner(ml_arena *a, ml_lane lane, uint32_t owner, const char *a
     uint64_t m;
     if (!ml__try_claim_idx(a, idx, &m)) {
         uint64_t cur = ml__load_acq(&a->slots[idx].meta);
-        if (in_lane(cur, lane) && ml__load(&a->slots[idx].addr) == (uint64_t)(uintptr_t)addr)
+        if (in_lane(cur, lane) && ml__lane_addr(a, idx, cur) == (uint64_t)(uintptr_t)addr)
             b->res->skipped_pinned++;
         return false;
     }
-    if (!in_lane(m, lane) || ml__load(&a->slots[idx].addr) != (uint64_t)(uintptr_t)addr) {
+    if (!in_lane(m, lane) || ml__lane_addr(a, idx, m) != (uint64_t)(uintptr_t)addr) {
         ml__unclaim(a, idx);
         return false;
     }
@@ -195,7 +195,7 @@ static bool evacuate_class(ml_arena *a, ml_lane lane, unsigned cls, budget *b)
             char *to = ml__block_addr(l, spans[lo], di);
             memcpy(to, from, a->slots[idx].size);
             ml__owner_store(&l->spans[spans[lo]].owner[di], idx + 1);
-            __atomic_store_n(&a->slots[idx].addr, (uint64_t)(uintptr_t)to, __ATOMIC_RELEASE);
+            ml__set_lane_addr(a, idx, ml__load(&a->slots[idx].meta), (uint64_t)(uintptr_t)to);
             record(a, b, idx, from, to, lane);
             ml__unclaim(a, idx);
             copied(b, l, csize);
@@ -283,7 +283,7 @@ static bool slide(ml_arena *a, ml_lane lane, budget *b)
             uint32_t ns = ml__ext_slide_down(&l->ext, s);
             char *to = base + (size_t)ns * unit;
             memmove(to, from, bytes);
-            __atomic_store_n(&a->slots[owner - 1].addr, (uint64_t)(uintptr_t)to, __ATOMIC_RELEASE);
+            ml__set_lane_addr(a, owner - 1, ml__load(&a->slots[owner - 1].meta), (uint64_t)(uintptr_t)to);
             record(a, b, owner - 1, from, to, lane);
             ml__unclaim(a, owner - 1);
             copied(b, l, bytes);
@@ -305,9 +305,9 @@ static bool slide(ml_arena *a, ml_lane lane, budget *b)
             memmove(to, from, bytes);
             size_t delta = (size_t)(from - to);
             for (uint32_t i = 0; i < n; i++) {
-                char *old = (char *)(uintptr_t)ml__load(&a->slots[idx[i]].addr);
-                __atomic_store_n(&a->slots[idx[i]].addr, (uint64_t)(uintptr_t)(old - delta),
-                                 __ATOMIC_RELEASE);
+                uint64_t mi = ml__load(&a->slots[idx[i]].meta);
+                char *old = (char *)(uintptr_t)ml__lane_addr(a, idx[i], mi);
+                ml__set_lane_addr(a, idx[i], mi, (uint64_t)(uintptr_t)(old - delta));
                 record(a, b, idx[i], old, old - delta, lane);
                 ml__unclaim(a, idx[i]);
                 b->res->moved_entries++;

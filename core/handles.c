@@ -12,7 +12,8 @@
  * allocation will carry. Freeing bumps it, so every copy of the old handle
  * is stale from that instant. A slot that has issued ML_GEN_MAX is retired
  * instead of reused: a stale handle can never validate again, at the cost of
- * one table slot (32 + 40 bytes) per 4 million (2^22 - 2) reuses of that slot.
+ * one table slot (32 + 88 bytes: the slot, its cold half and its cold
+ * location) per 4 million (2^22 - 2) reuses of that slot.
  *
  * Telling stale from forged: generations only grow, so a handle whose
  * generation is below the slot's current one was issued and freed

@@ -27,7 +27,7 @@ static void fill_info(ml_arena *a, uint32_t idx, uint64_t m, ml_handle_info *out
     ml__cold_peek(a, idx, m, &c);
     ml_loc loc = {ML_LANE_SLOW, true, 0, 0, ML_CLASS_NONE, 0};
     bool evicted = (m & ML_M_STATE) == ML_STATE_EVICTED;
-    if (!evicted) ml__locate(a, s, m, &loc);
+    if (!evicted) ml__locate(a, idx, m, &loc);
     memset(out, 0, sizeof *out);
     out->handle = ml__handle_of(m, idx);
     out->id = ml_handle_id(out->handle);
@@ -38,12 +38,12 @@ static void fill_info(ml_arena *a, uint32_t idx, uint64_t m, ml_handle_info *out
     out->size = s->size;
     out->alloc_size = loc.bytes;
     out->align = (size_t)1 << ((m & ML_M_ALIGN) >> ML_M_ALIGN_SHIFT);
-    uint64_t addr = __atomic_load_n(&s->addr, __ATOMIC_RELAXED);
     if (evicted) {
-        out->offset = (size_t)(ml__swap_off(addr) * ML_PAGE_SIZE);
-        out->stored_size = (size_t)(ml__swap_len(addr) * ML_PAGE_SIZE);
+        uint64_t sl = ml__cold_loc(a, idx);
+        out->offset = (size_t)(ml__swap_off(sl) * ML_PAGE_SIZE);
+        out->stored_size = (size_t)(ml__swap_len(sl) * ML_PAGE_SIZE);
     } else {
-        out->offset = (size_t)(addr - (uint64_t)(uintptr_t)ml__lane_base(&a->lanes[loc.lane]));
+        out->offset = (size_t)(ml__lane_addr(a, idx, m) - (uint64_t)(uintptr_t)ml__lane_base(&a->lanes[loc.lane]));
         if (!(m & ML_M_RESIDENT)) out->stored_size = loc.bytes; /* compressed record */
     }
     out->pins = (uint32_t)((m & ML_M_PINS) >> ML_M_PIN_SHIFT);
@@ -327,7 +327,7 @@ int ml__arena_check(ml_arena *a)
         if (!ml__meta_live(m) || (m & ML_M_STATE) == ML_STATE_EVICTED) continue;
         const ml_slot *s = &a->slots[i];
         ml_loc loc;
-        ml__locate(a, s, m, &loc);
+        ml__locate(a, i, m, &loc);
         ml_lane_t *l = &a->lanes[loc.lane];
         char *expect;
         if (loc.blob) {
@@ -345,7 +345,7 @@ int ml__arena_check(ml_arena *a)
             live_blocks[loc.lane]++;
             expect = ml__block_addr(l, loc.span, loc.index);
         }
-        if ((uint64_t)(uintptr_t)expect != ml__load(&s->addr)) rc = -4;
+        if ((uint64_t)(uintptr_t)expect != ml__lane_addr(a, i, m)) rc = -4;
         if ((uintptr_t)expect & (((uintptr_t)1 << ((m & ML_M_ALIGN) >> ML_M_ALIGN_SHIFT)) - 1)) rc = -5;
         if (s->size > loc.bytes && (m & ML_M_RESIDENT)) rc = -6;
     }

@@ -91,7 +91,7 @@ int ml__move_claimed(ml_arena *a, uint32_t idx, ml_lane to, size_t new_size, boo
     drop_copy(a, idx);
     uint64_t m = ml__load(&s->meta);
     ml_loc old;
-    ml__locate(a, s, m, &old);
+    ml__locate(a, idx, m, &old);
     size_t size = s->size;
     size_t align = (size_t)1 << ((m & ML_M_ALIGN) >> ML_M_ALIGN_SHIFT);
     ml_place np;
@@ -251,7 +251,7 @@ int ml_realloc(ml_arena *a, ml_handle h, size_t new_size)
     uint32_t idx = ml__idx(h);
     ml_slot *s = &a->slots[idx];
     ml_loc loc;
-    ml__locate(a, s, m, &loc);
+    ml__locate(a, idx, m, &loc);
     size_t size = s->size;
     /* Its lane for the new size, as for an allocation: FastLane only with a
      * class for the size at the entry's alignment (threshold 1000 has none

@@ -450,33 +450,33 @@ static int check_record(ml_codec *codec, uint32_t idx, uint64_t m, uint64_t seq,
 
 /* ---- stub updates (entry claimed) ------------------------------------------ */
 
-/* New state (and address) of a claimed entry. A cold state never keeps the
+/* New state (and place) of a claimed entry. A cold state never keeps the
  * clean-copy bits; a resident one gets exactly `bits` of them (and loses
  * ACCESSED when it becomes CLEAN: see the invariant in core/arena.h).
  *
- * ml_get reads the meta word, then the address, then the meta word again,
- * without a claim, and returns the address only if both reads say resident
- * (core/arena.h). So the address is never something else than data while
- * the word says resident: coming back, the address is stored first, then
- * the word; going cold, the word first, then the address (a record in the
- * lane, or a swap location, is never handed out as the entry's data). */
-static void set_state_bits(ml_arena *a, uint32_t idx, uint64_t addr, uint64_t state, uint64_t bits)
+ * `where` is the data's new address for a resident state; for a cold one,
+ * the record's place in the lane or its swap location, which goes to the
+ * slot's cold location (ml__set_cold_loc), never to its addr: ml_get reads
+ * the meta word, then addr, without a claim (core/arena.h, "where a live
+ * entry keeps its bytes"). Coming back, the address is stored before the
+ * word. */
+static void set_state_bits(ml_arena *a, uint32_t idx, uint64_t where, uint64_t state, uint64_t bits)
 {
     ml_slot *s = &a->slots[idx];
     bool resident = state == ML_STATE_SLOW;
-    if (resident) __atomic_store_n(&s->addr, addr, __ATOMIC_RELEASE);
+    if (resident) __atomic_store_n(&s->addr, where, __ATOMIC_RELEASE);
+    else ml__set_cold_loc(a, idx, where);
     uint64_t cur = ml__load(&s->meta), want;
     do {
         want = (cur & ~(ML_M_STATE | ML_M_RESIDENT | ML_M_CLEAN | ML_M_HASCOPY)) | state |
                (resident ? ML_M_RESIDENT : 0) | ML_M_BLOB | bits;
         if (bits & ML_M_CLEAN) want &= ~ML_M_ACCESSED;
     } while (!__atomic_compare_exchange_n(&s->meta, &cur, want, true, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
-    if (!resident) __atomic_store_n(&s->addr, addr, __ATOMIC_RELEASE);
 }
 
-static void set_state(ml_arena *a, uint32_t idx, uint64_t addr, uint64_t state)
+static void set_state(ml_arena *a, uint32_t idx, uint64_t where, uint64_t state)
 {
-    set_state_bits(a, idx, addr, state, 0);
+    set_state_bits(a, idx, where, state, 0);
 }
 
 /* Release the swap record kept for claimed slot idx. Caller holds the pager
@@ -523,14 +523,14 @@ static bool reclaim_copies(ml_pager *p, uint32_t blocks)
 static size_t lane_bytes_of(ml_arena *a, uint32_t idx, uint64_t m)
 {
     ml_loc loc;
-    ml__locate(a, &a->slots[idx], m, &loc);
+    ml__locate(a, idx, m, &loc);
     return loc.bytes;
 }
 
 static void free_lane_blob(ml_arena *a, uint32_t idx, uint64_t m)
 {
     ml_loc loc;
-    ml__locate(a, &a->slots[idx], m, &loc);
+    ml__locate(a, idx, m, &loc);
     ml_lane_t *l = &a->lanes[ML_LANE_SLOW];
     pthread_mutex_lock(&l->lock);
     ml__lane_blob_free(l, loc.span);
@@ -665,7 +665,7 @@ static void finish(ml_pager *p, victim *v, long res)
     size_t size = a->slots[v->idx].size;
     bool was_compressed = (m & ML_M_STATE) == ML_STATE_COMPRESSED;
     size_t lane_bytes = lane_bytes_of(a, v->idx, m);
-    char *old = (char *)(uintptr_t)ml__load(&a->slots[v->idx].addr);
+    char *old = (char *)(uintptr_t)ml__lane_addr(a, v->idx, m); /* data, or a compressed record */
     set_state(a, v->idx, ml__swap_loc((uint64_t)v->blk, (uint64_t)v->len / ML_SWAP_BLOCK), ML_STATE_EVICTED);
     /* Only now, with the record safely on disk, may the lane space go; that
      * happens for the whole batch at the end of evict_many (release_old). */
@@ -856,7 +856,7 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
         }
         if ((m & ML_M_STATE) == ML_STATE_COMPRESSED) {
             /* The record exists already, page-aligned in the lane. */
-            rec = (const char *)(uintptr_t)ml__load(&s->addr);
+            rec = (const char *)(uintptr_t)ml__cold_loc(a, v->idx);
             v->len = (long)lane_bytes_of(a, v->idx, m);
         } else {
             size_t cap = sizeof(rec_hdr) + ml__codec_bound(s->size) + ML_SWAP_BLOCK;
@@ -1061,7 +1061,7 @@ static void installed(ml_pager *p, uint32_t idx, uint64_t m, const ml_place *pl,
 {
     ml_arena *a = p->a;
     size_t size = a->slots[idx].size;
-    uint64_t loc = ml__load(&a->slots[idx].addr);
+    uint64_t loc = ml__cold_loc(a, idx);
     bool evicted = (m & ML_M_STATE) == ML_STATE_EVICTED;
     size_t rec_bytes = evicted ? 0 : lane_bytes_of(a, idx, m);
     keep_copy = keep_copy && evicted;
@@ -1190,7 +1190,7 @@ static int page_in_locked(ml_pager *p, uint32_t idx, bool keep_copy, bool *no_pl
     if ((m & ML_M_STATE) == ML_STATE_EVICTED) rc = ensure_started(p);
     bool io_failed = false, bad = false;
     if (rc == 0)
-        rc = decode_cold(p, p->codec, &p->io, p->bufs, idx, m, size, ml__load(&a->slots[idx].addr), pl.addr,
+        rc = decode_cold(p, p->codec, &p->io, p->bufs, idx, m, size, ml__cold_loc(a, idx), pl.addr,
                          &io_failed, &bad);
     page_in_end(p, idx, m, &pl, keep_copy, rc, io_failed, bad, 0, true);
     return rc;
@@ -1221,7 +1221,7 @@ static int page_in(ml_arena *a, uint32_t idx, bool keep_copy)
             return 0;
         }
         size = a->slots[idx].size;
-        loc = ml__load(&a->slots[idx].addr);
+        loc = ml__cold_loc(a, idx);
         rc = place_back(p, idx, m, size, &pl, true);
         if (rc != -EAGAIN) break;
         pthread_mutex_unlock(&p->lock);
@@ -1353,7 +1353,7 @@ static int read_cold(ml_arena *a, uint32_t idx, size_t off, void *dst, size_t le
      * the claim ml_read holds keeps the record. */
     size_t cap = size;
     char *buf = rc_take_buf(p, size, &cap);
-    uint64_t loc = ml__load(&a->slots[idx].addr);
+    uint64_t loc = ml__cold_loc(a, idx);
     int rc = (m & ML_M_STATE) == ML_STATE_EVICTED ? ensure_started(p) : 0;
     pthread_mutex_unlock(&p->lock);
     if (rc == 0 && !buf && !(buf = malloc(size))) rc = -ENOMEM;
@@ -1386,7 +1386,7 @@ static void drop(ml_arena *a, uint32_t idx, uint64_t m)
     ml_pager *p = pager_of(a);
     lock_as_waiter(p);
     size_t size = a->slots[idx].size;
-    uint64_t loc = ml__load(&a->slots[idx].addr);
+    uint64_t loc = ml__cold_loc(a, idx);
     if ((m & ML_M_STATE) == ML_STATE_EVICTED) {
         ml__swap_free(&p->swap, ml__swap_off(loc));
         p->st.now_evicted--;
@@ -2041,7 +2041,7 @@ static void prefetch_pass(ml_arena *a, ml_pager *p, const ml_handle *hs, size_t 
     for (size_t k = 0; k < nc; k++) {
         uint32_t idx = cold[k];
         uint64_t m = ml__load(&a->slots[idx].meta);
-        uint64_t loc = ml__load(&a->slots[idx].addr);
+        uint64_t loc = ml__cold_loc(a, idx);
         if ((m & ML_M_STATE) == ML_STATE_COMPRESSED || (size_t)ml__swap_len(loc) * ML_SWAP_BLOCK > BUF_BYTES) {
             p->chunk += a->slots[idx].size;
             if (p->chunk >= EVICT_CHUNK) {
@@ -2085,7 +2085,7 @@ static void prefetch_pass(ml_arena *a, ml_pager *p, const ml_handle *hs, size_t 
             ch[cn].m = m;
             ch[cn].seq = a->cold[idx].rec_seq;
             ch[cn].size = a->slots[idx].size;
-            uint64_t loc = ml__load(&a->slots[idx].addr);
+            uint64_t loc = ml__cold_loc(a, idx);
             ch[cn].off = ml__swap_off(loc) * ML_SWAP_BLOCK;
             ch[cn].len = (size_t)ml__swap_len(loc) * ML_SWAP_BLOCK;
             cn++;

@@ -1026,12 +1026,14 @@ TEST(PagingThreads, AllocWaitingForAnIdleEvictionPlacesAfterIt) {
 
 // ml_get takes no claim: it reads the meta word and the address. An entry
 // going cold (compressed into a record in the lane, or evicted to a swap
-// location) used to store its new place first and clear RESIDENT after, so
-// an ml_get between the two returned the record's address (a write through
-// it corrupted the record: the entry was lost) or the swap location as a
-// pointer. Now the word goes first and ml_get reads it again after the
-// address. (Found by a review of the pager; failed within milliseconds for
-// compress, seconds for evict.)
+// location) used to store its new place in the slot's address field first
+// and clear RESIDENT after, so an ml_get between the two returned the
+// record's address (a write through it corrupted the record: the entry was
+// lost) or the swap location as a pointer. (Found by a review of the pager;
+// failed within milliseconds for compress, seconds for evict.) The address
+// field now only ever holds data: a cold entry's place is kept apart
+// (core/arena.h). Storing it in the address field again, after the word,
+// fails the evict case within a second.
 namespace {
 constexpr uint32_t kRecordMagic = 0x31524c4du;  // "MLR1", paging/pager.c
 

@@ -91,6 +91,11 @@
  * lost. A pin taken while an entry is being moved waits for the move and
  * returns the new location. ml_free of a pinned handle fails with -EBUSY.
  * Once freed, a handle never becomes valid again (see ml_handle).
+ * An ml_get that overlaps a relocation or a free of the same handle in
+ * another thread may return a pointer that is already invalid when it
+ * returns (the entry's old place; after a free, the place of whatever the
+ * slot holds next): only a pin, or the program's own ordering of the two
+ * calls, rules that out.
  */
 #ifndef MEMORYLANE_H
 #define MEMORYLANE_H
@@ -1250,14 +1255,16 @@ ML_API int ml_prefetch(ml_arena *arena, const ml_handle *handles, size_t n);
 /* ========================================================================= */
 
 /* ml_get is a macro over this inline function, so the common case costs one
- * load of the slot's meta word, one compare, one load of the address and
- * the meta word again (an entry going cold changes its word before its
- * address: both reads must say resident), with no call.
+ * load of the slot's meta word, one compare and one load of the address,
+ * with no call. The address field only ever holds the data's address (a
+ * cold entry keeps its record's place elsewhere), and an entry coming back
+ * stores its address before its meta word, so an address read after a
+ * word that said resident is the data's.
  * `(ml_get)(a, h)` or defining ML_NO_INLINE before including this header
  * calls the exported function instead (for FFI and function pointers). */
 typedef struct ml__slot {
     uint64_t meta;       /* generation | arena tag | born lane | state bits */
-    uint64_t addr;       /* data address while resident */
+    uint64_t addr;       /* data address (cold: the last one, stale) */
     uint64_t size;       /* bytes requested */
     uint64_t created_ns; /* creation time */
 } ml__slot;
@@ -1296,13 +1303,7 @@ static inline void *ml__get_fast(ml_arena *arena, ml_handle h)
      * would pass the compare (and reach freed memory). */
     if (__builtin_expect(arena != NULL && idx < hd->max_handles && hi >= 0xC0000000u, 1)) {
         ml__slot *s = &hd->slots[idx];
-        if (__builtin_expect(ML__META_HI(s) == hi, 1)) {
-            void *p = (void *)(uintptr_t)ML__ADDR(s);
-            /* Still resident after the address was read: an entry going
-             * cold stores its record's place only after its meta word says
-             * so. */
-            if (__builtin_expect(ML__META_HI(s) == hi, 1)) return p;
-        }
+        if (__builtin_expect(ML__META_HI(s) == hi, 1)) return (void *)(uintptr_t)ML__ADDR(s);
     }
     return NULL;
 }
@@ -1315,10 +1316,7 @@ static inline void *ml__get_inline(ml_arena *arena, ml_handle h)
      * address is never NULL, so the hit needs no second test. */
     if (__builtin_expect(arena != NULL && idx < hd->max_handles && hi >= 0xC0000000u, 1)) {
         ml__slot *s = &hd->slots[idx];
-        if (__builtin_expect(ML__META_HI(s) == hi, 1)) {
-            void *p = (void *)(uintptr_t)ML__ADDR(s);
-            if (__builtin_expect(ML__META_HI(s) == hi, 1)) return p; /* (as in ml__get_fast) */
-        }
+        if (__builtin_expect(ML__META_HI(s) == hi, 1)) return (void *)(uintptr_t)ML__ADDR(s);
     }
     return ml_get_slow(arena, h);
 }
