@@ -104,7 +104,10 @@
 #define ML_M_TAGGED (1ull << 15)   /* cold tag holds a reference to a tag
                                       (freeing it gives the reference back) */
 /* Invariant: CLEAN implies ACCESSED is clear, so the inline ml_get never
- * returns a writable pointer without the slow path clearing CLEAN first. */
+ * returns a writable pointer without the slow path clearing CLEAN first
+ * (except to a get that overlaps an eviction and a read-only page-in of the
+ * same handle: it read the word before them and the address after; see
+ * "pointer validity" in memorylane.h). */
 #define ML_M_PIN_SHIFT 16
 #define ML_M_PIN_ONE (1ull << ML_M_PIN_SHIFT)
 #define ML_M_PINS (0xffffull << ML_M_PIN_SHIFT)

@@ -91,11 +91,16 @@
  * lost. A pin taken while an entry is being moved waits for the move and
  * returns the new location. ml_free of a pinned handle fails with -EBUSY.
  * Once freed, a handle never becomes valid again (see ml_handle).
- * An ml_get that overlaps a relocation or a free of the same handle in
- * another thread may return a pointer that is already invalid when it
- * returns (the entry's old place; after a free, the place of whatever the
- * slot holds next): only a pin, or the program's own ordering of the two
- * calls, rules that out.
+ * A call that overlaps a relocation or a free of the same handle in another
+ * thread (ml_get and its kin above) can succeed and return a pointer that
+ * is already invalid when it returns: the entry's old place; its new place
+ * while the library still counts the entry unmodified since a read-only
+ * page-in (a write through it can be lost at the next eviction); after a
+ * free, the place of whatever the slot holds next. A pointer got just
+ * before the overlap would be invalid a moment later all the same, so the
+ * library does not spend time on the hot path to narrow that window: a
+ * program whose gets may overlap relocations of the same handle must pin
+ * (with the policy thread running, any get may).
  */
 #ifndef MEMORYLANE_H
 #define MEMORYLANE_H
