@@ -895,7 +895,10 @@ int ml__claim_resident(ml_arena *a, ml_handle h, bool read_only, size_t offset, 
         if (offset > size || len > size - offset) rc = -EINVAL;
         else rc = ml__page_in_claimed(a, idx, m, read_only);
         if (rc == 0) {
-            *m_out = ml__load(&a->slots[idx].meta);
+            /* Acquire: a pin may have been released since the claim (ML_CLAIM_ANY
+             * claims pinned entries too), and a caller that sees no pins must
+             * see the writes made through them before it moves the bytes. */
+            *m_out = ml__load_acq(&a->slots[idx].meta);
             return 0;
         }
         ml__unclaim(a, idx);

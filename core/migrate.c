@@ -211,6 +211,11 @@ int ml_migrate_cost(ml_arena *a, ml_handle h, ml_lane to, ml_move_cost *out)
     return 0;
 }
 
+/* Age at `now` of something created at `born`: 0 if it was created after
+ * `now` was read (another thread allocated meanwhile, on a later tick of
+ * the coarse clock), never a wrapped-around huge age. */
+static inline uint64_t age_at(uint64_t now, uint64_t born) { return born < now ? now - born : 0; }
+
 int ml_migrate_all(ml_arena *a, uint32_t min_age_ms, size_t *moved)
 {
     if (moved) *moved = 0;
@@ -223,10 +228,10 @@ int ml_migrate_all(ml_arena *a, uint32_t min_age_ms, size_t *moved)
     for (uint32_t i = 0; i < n; i++) {
         uint64_t m = ml__load_acq(&a->slots[i].meta);
         if ((m & ML_M_STATE) != ML_STATE_FAST) continue;
-        if (now - ml__load(&a->slots[i].created_ns) < min_age) continue;
+        if (age_at(now, ml__load(&a->slots[i].created_ns)) < min_age) continue;
         if (!ml__try_claim_idx(a, i, &m)) continue; /* pinned, busy or freed */
         /* Re-check under the claim: the slot may have been reused. */
-        if ((m & ML_M_STATE) != ML_STATE_FAST || now - a->slots[i].created_ns < min_age) {
+        if ((m & ML_M_STATE) != ML_STATE_FAST || age_at(now, a->slots[i].created_ns) < min_age) {
             ml__unclaim(a, i);
             continue;
         }
@@ -313,7 +318,7 @@ int ml__make_room_fast(ml_arena *a)
         for (uint32_t b = 0; b < sp->bump; b++) {
             uint32_t o = ml__owner_load(&sp->owner[b]);
             if (!o || (o & ML_OWNER_FREE)) continue;
-            sum += (double)(now - ml__load(&a->slots[o - 1].created_ns));
+            sum += (double)age_at(now, ml__load(&a->slots[o - 1].created_ns));
             live++;
         }
         if (live && sum / live > best_age) {

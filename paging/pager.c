@@ -1473,7 +1473,8 @@ static size_t pick(ml_pager *p, size_t bytes, uint64_t idle_ns, uint32_t keep, v
     for (size_t k = 0; k < nclaimed; k++) {
         uint32_t i = cs[k].idx;
         uint64_t m = ml__load(&a->slots[i].meta);
-        bool take = vs != NULL && (bytes ? got < bytes : now - cs[k].last >= idle_ns);
+        /* (an entry created after `now` was read is not idle at all) */
+        bool take = vs != NULL && (bytes ? got < bytes : cs[k].last < now && now - cs[k].last >= idle_ns);
         if (!take) {
             ml__unclaim(a, i);
             continue;
