@@ -267,7 +267,11 @@ int ml_realloc(ml_arena *a, ml_handle h, size_t new_size)
      * entry stays in its lane unless it would waste most of its place. */
     bool grew_past = loc.lane == ML_LANE_FAST && want == ML_LANE_SLOW;
     bool wasteful = new_size < loc.bytes / 4 && loc.bytes > ML_PAGE_SIZE;
-    if (new_size <= loc.bytes && !grew_past && !wasteful) {
+    /* A shrink that would waste most of its place moves only to save
+     * space: pinned, or with no room elsewhere, it stays where it is. */
+    bool can_stay = new_size <= loc.bytes && !grew_past;
+    if (can_stay && (!wasteful || (m & ML_M_PINS))) {
+    in_place:
         drop_copy(a, idx); /* the bytes change */
         __atomic_store_n(&s->size, new_size, __ATOMIC_RELAXED);
         ml__unclaim(a, idx);
@@ -285,6 +289,7 @@ int ml_realloc(ml_arena *a, ml_handle h, size_t new_size)
         to = ML_LANE_SLOW;
         rc = ml__move_claimed(a, idx, ML_LANE_SLOW, new_size, false, &ev);
     }
+    if (rc && can_stay) goto in_place; /* (nothing moved: the data is where it was) */
     /* SlowLane full: cold blobs can leave it, as for ml_alloc (this entry is
      * claimed, so it is not among them). */
     for (int round = 0; rc == -ENOMEM && to == ML_LANE_SLOW && round < 8; round++) {

@@ -606,6 +606,39 @@ TEST(Realloc, GrowShrinkAndCrossTheThreshold) {
     EXPECT_EQ(st.lane[0].requested + st.lane[1].requested, 40u);
 }
 
+// A shrink to under a quarter of a large place moves the entry to save
+// space, but never fails: pinned, or with no room where it would go, it
+// shrinks in place.
+TEST(Realloc, AShrinkNeverFailsForWantOfRoom) {
+    ml_config c = NoAuto();
+    c.fast_lane_size = 1 << 20;
+    c.failover_to_slow = false;
+    ArenaGuard a(&c);
+    Obj big{ML_HANDLE_NULL, 64 << 10, 3};
+    ASSERT_EQ(ml_alloc(a, big.size, &big.h), 0);
+    Fill(a, big);
+    void *p;
+    ASSERT_EQ(ml_pin(a, big.h, &p), 0);
+    EXPECT_EQ(ml_realloc(a, big.h, 10000), 0) << "pinned, to under a quarter: in place";
+    EXPECT_EQ(ml_get(a, big.h), p);
+    ASSERT_EQ(ml_unpin(a, big.h), 0);
+    // FastLane full (and no failover): the shrink to 100 bytes, which
+    // belongs in FastLane, stays in SlowLane.
+    std::vector<ml_handle> fill;
+    for (ml_handle h; ml_alloc(a, 256, &h) == 0;) fill.push_back(h);
+    ASSERT_FALSE(fill.empty());
+    EXPECT_EQ(ml_realloc(a, big.h, 100), 0);
+    EXPECT_EQ(ml_handle_state(a, big.h), ML_STATE_SLOW);
+    std::vector<unsigned char> buf(100);
+    ASSERT_EQ(ml_read(a, big.h, 0, buf.data(), buf.size()), 100);
+    for (size_t i = 0; i < buf.size(); i++) ASSERT_EQ(buf[i], PatternByte(3, i));
+    // With room again it moves on the next shrink that wastes its place.
+    for (auto h : fill) ASSERT_EQ(ml_free(a, h), 0);
+    EXPECT_EQ(ml_realloc(a, big.h, 90), 0);
+    EXPECT_EQ(ml_handle_state(a, big.h), ML_STATE_FAST);
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
 namespace {
 struct MoveLog {
     std::atomic<int> moves{0};

@@ -577,15 +577,17 @@ ML_API int ml_write(ml_arena *arena, ml_handle h, size_t offset,
  * entry is there or grows past the threshold (it is then migrated: it
  * counts in its history), else in FastLane (SlowLane when FastLane is full
  * and failover_to_slow is set). An entry that shrinks to under a quarter
- * of a place larger than a page moves to the lane new_size belongs to.
+ * of a place larger than a page moves to the lane new_size belongs to, to
+ * save space; when it is pinned or no place can be had there, it shrinks
+ * in place instead (a shrink never fails for want of room).
  * Contents up to min(old, new) size are kept; new bytes are not zeroed.
  * A relocation point for this handle; also for other SlowLane blobs when
  * it brings a cold handle back or finds SlowLane full (it may compress or
  * evict them to make room).
  * @return 0; -EINVAL (bad handle, arena NULL, new_size 0 or larger than
  *         the effective slow_lane_max_size, see ml_alloc), -ESTALE, -EBUSY
- *         (pinned and a move would be needed), -ENOMEM (no room: size and
- *         data unchanged), and for a cold handle ml_try_get's paging
+ *         (pinned and growing past its place), -ENOMEM (growing, and no
+ *         room: size and data unchanged), and for a cold handle ml_try_get's paging
  *         errors (-ENOMEM, -EIO, -EBADMSG).
  * Thread-safe.
  */
