@@ -226,8 +226,9 @@ int ml_group_free_all(ml_arena *a, ml_group g, size_t *freed)
     long claimed = 0;
     int rc = 0;
     for (size_t i = 0; i < got; i++) {
-        if (ms[i] & ML_M_PINS) rc = -EBUSY;
-        if (rc || group_of(a, ml__idx(v[i]), ms[i]) != g) {
+        bool member = group_of(a, ml__idx(v[i]), ms[i]) == g; /* (it may have left meanwhile) */
+        if (member && (ms[i] & ML_M_PINS)) rc = -EBUSY;
+        if (rc || !member) {
             ml__unclaim(a, ml__idx(v[i])); /* left the group meanwhile, or we give up */
             continue;
         }
