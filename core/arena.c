@@ -550,6 +550,9 @@ static int alloc_slow(ml_arena *a, ml_tcache *tc, size_t size, size_t align, ml_
         a->gone_requested[lane] += (int64_t)size;
         pthread_mutex_unlock(&a->tc_list_lock);
     }
+    /* (before the group link: a link that fails frees the handle, and its
+     * FREE event must follow this one) */
+    if (ML_EVENT_ON(a)) ml__event(a, ML_EVENT_ALLOC, h, size, 1, lane, lane);
     if (grouped) {
         rc = ml__group_link(a, idx, group);
         if (rc) {
@@ -559,7 +562,6 @@ static int alloc_slow(ml_arena *a, ml_tcache *tc, size_t size, size_t align, ml_
         }
         ml__unclaim(a, idx);
     }
-    if (ML_EVENT_ON(a)) ml__event(a, ML_EVENT_ALLOC, h, size, 1, lane, lane);
     *out = h;
     return 0;
 }
