@@ -25,6 +25,14 @@
 #include "core/arena.h"
 #include "core/pager_iface.h"
 
+/* ---- fork ------------------------------------------------------------------ */
+
+/* Bumped in every child: an arena made before the fork is the parent's. */
+static uint64_t g_fork_gen;
+static void forked_child(void) { __atomic_fetch_add(&g_fork_gen, 1, __ATOMIC_RELAXED); }
+__attribute__((constructor)) static void watch_forks(void) { pthread_atfork(NULL, NULL, forked_child); }
+bool ml__inherited(const ml_arena *a) { return __atomic_load_n(&g_fork_gen, __ATOMIC_RELAXED) != a->fork_gen; }
+
 uint64_t ml__coarse_ns(void)
 {
     struct timespec ts;
@@ -78,6 +86,7 @@ int ml__arena_create_with(const ml_config *cfg_in, const ml_prim *prim, ml_arena
     /* A thread may keep 1/256 of the table paired (at least ML_TC_SLOTS). */
     a->paired_max = (uint32_t)(cfg.max_handles / 256 > ML_TC_SLOTS ? cfg.max_handles / 256 : ML_TC_SLOTS);
     a->max_handles = cfg.max_handles;
+    a->fork_gen = __atomic_load_n(&g_fork_gen, __ATOMIC_RELAXED);
 
     int rc = -ENOMEM;
     a->slots = ml__meta_map(cfg.max_handles * sizeof(ml_slot));
@@ -886,16 +895,22 @@ static inline void mark_access(ml_slot *s, uint64_t m, bool read_only)
     } while (!__atomic_compare_exchange_n(&s->meta, &m, want, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
 }
 
-int ml__claim_resident(ml_arena *a, ml_handle h, bool read_only, size_t offset, size_t len, uint64_t *m_out)
+int ml__claim_resident(ml_arena *a, ml_handle h, bool read_only, size_t offset, size_t len, uint64_t *m_out,
+                       ml_move *pagein)
 {
     uint32_t idx = ml__idx(h);
+    if (pagein) pagein->seq = 0;
     for (int round = 0;; round++) {
         uint64_t m;
         int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
         if (rc) return rc;
         size_t size = a->slots[idx].size;
+        /* A cold entry's address is where its data last was (core/arena.h). */
+        uint64_t last = ml__load(&a->slots[idx].addr);
         if (offset > size || len > size - offset) rc = -EINVAL;
         else rc = ml__page_in_claimed(a, idx, m, read_only);
+        if (rc == 0 && pagein && !(m & ML_M_RESIDENT))
+            ml__pagein_report(a, idx, ml__load(&a->slots[idx].meta), last, pagein);
         if (rc == 0) {
             /* Acquire: a pin may have been released since the claim (ML_CLAIM_ANY
              * claims pinned entries too), and a caller that sees no pins must
@@ -919,13 +934,15 @@ int ml__claim_resident(ml_arena *a, ml_handle h, bool read_only, size_t offset, 
 static int make_resident(ml_arena *a, ml_handle h, bool read_only, void **out)
 {
     uint64_t m;
-    int rc = ml__claim_resident(a, h, read_only, 0, 0, &m);
+    ml_move back;
+    int rc = ml__claim_resident(a, h, read_only, 0, 0, &m, &back);
     if (rc) return rc;
     uint32_t idx = ml__idx(h);
     ml_slot *s = &a->slots[idx];
     mark_access(s, m, read_only);
     if (out) *out = (void *)(uintptr_t)__atomic_load_n(&s->addr, __ATOMIC_RELAXED);
     ml__unclaim(a, idx);
+    ml__fire_move(a, &back);
     return 0;
 }
 
@@ -1085,13 +1102,15 @@ int ml_write(ml_arena *a, ml_handle h, size_t offset, const void *buf, size_t le
 {
     if (!a || (!buf && len)) return -EINVAL;
     uint64_t m;
-    int rc = ml__claim_resident(a, h, false, offset, len, &m);
+    ml_move back;
+    int rc = ml__claim_resident(a, h, false, offset, len, &m, &back);
     if (rc) return rc;
     uint32_t idx = ml__idx(h);
     char *p = (char *)(uintptr_t)__atomic_load_n(&a->slots[idx].addr, __ATOMIC_RELAXED);
     if (len) memcpy(p + offset, buf, len);
     mark_access(&a->slots[idx], ml__load(&a->slots[idx].meta), false); /* also ends a clean copy */
     ml__unclaim(a, idx);
+    ml__fire_move(a, &back);
     return 0;
 }
 

@@ -219,6 +219,7 @@ struct ml_arena {
 
     ml_cold *cold;
     uint64_t *locs; /* per slot: where a cold entry's record is (ml__cold_loc) */
+    uint64_t fork_gen; /* the process's fork count when made (ml__inherited) */
     ml_config cfg;
     const ml_prim *prim;
     uint64_t epoch_ns;   /* creation time, CLOCK_MONOTONIC_COARSE */
@@ -407,6 +408,10 @@ int ml__alloc(ml_arena *a, size_t size, size_t align, ml_group group, ml_handle 
 /** The cold stub of claimed slot idx (meta m), initialised for m's
  *  generation if it still holds an older one. */
 ml_cold *ml__cold(ml_arena *a, uint32_t idx, uint64_t m);
+/** Is this a forked child's copy of an arena its parent made? Its swap file
+ *  and io_uring ring are the parent's (paging/pager.c refuses them) and its
+ *  policy thread does not exist here. */
+bool ml__inherited(const ml_arena *a);
 /** Home position of a tag name in the tag hash. */
 uint32_t ml__tag_home(const char *tag);
 /** Give back one reference to tag ID id (meta lock not held). */
@@ -436,7 +441,8 @@ typedef struct ml_move {
     ml_handle h;
     void *old_addr, *new_addr;
     ml_lane from, to;
-    uint64_t seq; /* the entry's move number (ml_cold.moves), taken under its claim */
+    uint64_t seq; /* the entry's move number (ml_cold.moves), taken under its
+                     claim; 0: not numbered (no callback was set), not reported */
 } ml_move;
 typedef struct ml_moves {
     ml_move *v;
@@ -445,6 +451,16 @@ typedef struct ml_moves {
 void ml__moves_add(ml_moves *mv, const ml_move *m);
 /** Call the move callback for each recorded move, then empty the list. */
 void ml__moves_fire(ml_arena *a, ml_moves *mv);
+/** Call the move callback for one move (none when ev->seq is 0). No lock
+ *  or claim held. */
+void ml__fire_move(ml_arena *a, const ml_move *ev);
+/** The next move number of claimed slot idx (meta m): 0, and none taken,
+ *  when no move callback is set (moves are numbered only to be reported). */
+uint64_t ml__next_seq(ml_arena *a, uint32_t idx, uint64_t m);
+/** The report of claimed slot idx's page-in: it was cold with its data
+ *  last at `old` (the slot's stale address), and is resident now (meta m).
+ *  False, with nothing numbered, when no move callback is set. */
+bool ml__pagein_report(ml_arena *a, uint32_t idx, uint64_t m, uint64_t old, ml_move *ev);
 
 /** Move claimed slot idx (pins 0) to lane `to` with size new_size
  *  (realloc) or its own size; copies, rewrites the stub, frees the old
@@ -483,8 +499,12 @@ int ml__page_in_claimed(ml_arena *a, uint32_t idx, uint64_t m, bool read_only);
  *  be found, give the claim back, compact SlowLane once and try again. On
  *  0 the claim is held and *m is the meta word. -EINVAL, without paging
  *  anything in, when [offset, offset + len) is not inside the entry (pass
- *  0, 0 for no range). read_only: keep the swap record as a clean copy. */
-int ml__claim_resident(ml_arena *a, ml_handle h, bool read_only, size_t offset, size_t len, uint64_t *m);
+ *  0, 0 for no range). read_only: keep the swap record as a clean copy.
+ *  pagein (may be NULL): the page-in's move report, for the caller to fire
+ *  (ml__fire_move) once it holds no claim; its seq is 0 when there is none
+ *  (it was resident, or no move callback is set). */
+int ml__claim_resident(ml_arena *a, ml_handle h, bool read_only, size_t offset, size_t len, uint64_t *m,
+                       ml_move *pagein);
 
 /** Where a block or blob lives (the data of a resident entry, the record of
  *  a compressed one), derived from its lane address (ml__lane_addr). */

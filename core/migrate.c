@@ -43,17 +43,37 @@ void ml__moves_fire(ml_arena *a, ml_moves *mv)
     ml_move_fn fn = mv->n ? ml__move_cb(a, &ctx) : NULL;
     if (fn)
         for (size_t i = 0; i < mv->n; i++)
-            fn(ctx, mv->v[i].h, mv->v[i].old_addr, mv->v[i].new_addr, mv->v[i].from, mv->v[i].to, mv->v[i].seq);
+            if (mv->v[i].seq)
+                fn(ctx, mv->v[i].h, mv->v[i].old_addr, mv->v[i].new_addr, mv->v[i].from, mv->v[i].to,
+                   mv->v[i].seq);
     free(mv->v);
     mv->v = NULL;
     mv->n = mv->cap = 0;
 }
 
-static void fire_one(ml_arena *a, const ml_move *ev)
+void ml__fire_move(ml_arena *a, const ml_move *ev)
 {
     void *ctx;
-    ml_move_fn fn = ml__move_cb(a, &ctx);
+    ml_move_fn fn = ev->seq ? ml__move_cb(a, &ctx) : NULL;
     if (fn) fn(ctx, ev->h, ev->old_addr, ev->new_addr, ev->from, ev->to, ev->seq);
+}
+
+uint64_t ml__next_seq(ml_arena *a, uint32_t idx, uint64_t m)
+{
+    if (!__atomic_load_n(&a->move_fn, __ATOMIC_ACQUIRE)) return 0;
+    return ++ml__cold(a, idx, m)->moves;
+}
+
+bool ml__pagein_report(ml_arena *a, uint32_t idx, uint64_t m, uint64_t old, ml_move *ev)
+{
+    uint64_t seq = ml__next_seq(a, idx, m);
+    if (!seq) return false;
+    ev->h = ml__handle_of(m, idx);
+    ev->old_addr = (void *)(uintptr_t)old;
+    ev->new_addr = (void *)(uintptr_t)ml__load(&a->slots[idx].addr);
+    ev->from = ev->to = ML_LANE_SLOW; /* (a cold entry's record is SlowLane's or the swap file's) */
+    ev->seq = seq;
+    return true;
 }
 
 /* Usage counters follow the data: the moving thread's cache accounts for it. */
@@ -118,8 +138,8 @@ int ml__move_claimed(ml_arena *a, uint32_t idx, ml_lane to, size_t new_size, boo
 
     if (old.lane != to && ML_EVENT_ON(a))
         ml__event(a, ML_EVENT_MIGRATE, ml__handle_of(m, idx), new_size, 1, old.lane, to);
+    uint64_t seq = ml__next_seq(a, idx, m);
     ml_cold *c = ml__cold(a, idx, m);
-    uint64_t seq = ++c->moves;
     if (old.lane != to) {
         c->migrations++;
         c->last_migration_ns = ml__now(a);
@@ -155,13 +175,14 @@ int ml_migrate(ml_arena *a, ml_handle h, ml_lane to)
     uint32_t idx = ml__idx(h);
     ml_lane from = (m & ML_M_STATE) == ML_STATE_FAST ? ML_LANE_FAST : ML_LANE_SLOW;
     size_t size = a->slots[idx].size;
+    ml_move back = {.seq = 0};
     if (!(m & ML_M_RESIDENT) && to == ML_LANE_FAST && !(m & ML_M_PINS) && fits_fast(a, size, m)) {
         /* A cold entry comes back into SlowLane first, as on any access
          * (compacting SlowLane if its free space is in pieces), and moves
          * on from there. Between the claims another thread may have
          * changed it: everything is read again. */
         ml__unclaim(a, idx);
-        rc = ml__claim_resident(a, h, false, 0, 0, &m);
+        rc = ml__claim_resident(a, h, false, 0, 0, &m, &back);
         if (rc) return rc;
         from = (m & ML_M_STATE) == ML_STATE_FAST ? ML_LANE_FAST : ML_LANE_SLOW;
         size = a->slots[idx].size;
@@ -172,7 +193,8 @@ int ml_migrate(ml_arena *a, ml_handle h, ml_lane to)
     ml_move ev;
     if (rc == 0) rc = ml__move_claimed(a, idx, to, size, to == ML_LANE_SLOW, &ev);
     ml__unclaim(a, idx);
-    if (rc == 0) fire_one(a, &ev);
+    ml__fire_move(a, &back); /* (it came back: reported first, by its seq too) */
+    if (rc == 0) ml__fire_move(a, &ev);
     return rc;
 }
 
@@ -251,7 +273,8 @@ int ml_realloc(ml_arena *a, ml_handle h, size_t new_size)
 {
     if (!a || new_size == 0 || new_size > a->cfg.slow_lane_max_size) return -EINVAL;
     uint64_t m;
-    int rc = ml__claim_resident(a, h, false, 0, 0, &m);
+    ml_move back;
+    int rc = ml__claim_resident(a, h, false, 0, 0, &m, &back);
     if (rc) return rc;
     uint32_t idx = ml__idx(h);
     ml_slot *s = &a->slots[idx];
@@ -276,10 +299,12 @@ int ml_realloc(ml_arena *a, ml_handle h, size_t new_size)
         __atomic_store_n(&s->size, new_size, __ATOMIC_RELAXED);
         ml__unclaim(a, idx);
         count_move(a, loc.lane, loc.lane, 0, 0, size, new_size);
+        ml__fire_move(a, &back);
         return 0;
     }
     if (m & ML_M_PINS) {
         ml__unclaim(a, idx);
+        ml__fire_move(a, &back);
         return -EBUSY;
     }
     ml_lane to = grew_past ? ML_LANE_SLOW : (loc.lane == ML_LANE_SLOW && !wasteful ? ML_LANE_SLOW : want);
@@ -297,7 +322,8 @@ int ml_realloc(ml_arena *a, ml_handle h, size_t new_size)
         rc = ml__move_claimed(a, idx, ML_LANE_SLOW, new_size, false, &ev);
     }
     ml__unclaim(a, idx);
-    if (rc == 0) fire_one(a, &ev);
+    ml__fire_move(a, &back);
+    if (rc == 0) ml__fire_move(a, &ev);
     return rc;
 }
 

@@ -149,6 +149,10 @@ int ml__policy_start(ml_arena *a)
 
 void ml__policy_stop(ml_arena *a)
 {
+    /* In a forked child the thread is the parent's: there is none to stop,
+     * and the copy of its condition variable still counts it waiting
+     * (destroying that would wait for it forever). */
+    if (ml__inherited(a)) return;
     if (a->policy_running) {
         pthread_mutex_lock(&a->policy_lock);
         a->policy_stop = true;

@@ -278,8 +278,20 @@ static void register_bufs(ml_pager *p)
  * tried again: a transient one (out of file descriptors, of memory) does
  * not turn paging to disk off for good, and a lasting one (no access to
  * swap_dir) costs one attempt per period. */
+/* fork(): a child inherits the swap file's descriptor and the io_uring
+ * ring, whose memory the kernel shares with the parent, but its own copy of
+ * their bookkeeping (which blocks are free, what is in flight). One
+ * submission from the child corrupts the parent's ring (the parent then
+ * waits forever), one write overwrites a record the parent still needs. So
+ * in a child nothing of an inherited arena touches them: everything that
+ * needs the disk fails with -ENOTSUP (resident and compressed entries work
+ * on, in the child's copy of memory), and destroying the arena there leaves
+ * them alone (ml__inherited, core/arena.c). */
+static bool inherited(const ml_pager *p) { return ml__inherited(p->a); }
+
 static int ensure_started(ml_pager *p)
 {
+    if (inherited(p)) return -ENOTSUP;
     if (p->started) return 0;
     if (p->start_err && mono_ns() - p->start_err_ns < (uint64_t)START_RETRY_MS * 1000000) return p->start_err;
     const ml_config *c = &p->a->cfg;
@@ -359,18 +371,22 @@ static void detach(ml_arena *a)
 {
     ml_pager *p = pager_of(a);
     if (!p) return;
+    /* In a forked child the engines are the parent's (ensure_started): an
+     * engine's destroy would wait for the parent's I/O. Their memory stays
+     * (the child's copy), their descriptors go with the child. */
+    bool mine = !inherited(p);
     /* Every reader is back in the list: page-ins end before destroy. */
     while (p->rd_free) {
         reader *r = p->rd_free;
         p->rd_free = r->next;
-        if (r->io) r->io->ops->destroy(r->io);
+        if (r->io && mine) r->io->ops->destroy(r->io);
         free(r->buf);
         ml__codec_free(r->codec);
         free(r);
     }
     pthread_cond_destroy(&p->rd_cond);
     pthread_mutex_destroy(&p->rd_lock);
-    if (p->io) p->io->ops->destroy(p->io); /* waits for anything in flight */
+    if (p->io && mine) p->io->ops->destroy(p->io); /* waits for anything in flight */
     ml__codec_free(p->codec);
     free(p->bufs);
     free(p->scratch);
@@ -2013,10 +2029,12 @@ static void prefetch_pass(ml_arena *a, ml_pager *p, const ml_handle *hs, size_t 
     uint32_t *cold = malloc((n ? 3 * n : 1) * sizeof *cold);
     ml_handle *hv = malloc((n ? n : 1) * sizeof *hv);
     uint64_t *ms = malloc((n ? n : 1) * sizeof *ms);
-    if (!cold || !hv || !ms) {
+    uint64_t *last = malloc((n ? n : 1) * sizeof *last); /* where each cold one's data last was */
+    if (!cold || !hv || !ms || !last) {
         free(cold);
         free(hv);
         free(ms);
+        free(last);
         if (!*first_err_out) *first_err_out = -ENOMEM;
         return;
     }
@@ -2030,7 +2048,10 @@ static void prefetch_pass(ml_arena *a, ml_pager *p, const ml_handle *hs, size_t 
         if (only && (ms[i] & ML_M_RESIDENT)) held[nheld++] = idx;
         else if ((ms[i] & ML_M_RESIDENT) || (only && !bsearch(&idx, only, nonly, sizeof *only, cmp_u32)))
             ml__unclaim(a, idx);
-        else cold[nc++] = idx;
+        else {
+            last[nc] = ml__load(&a->slots[idx].addr);
+            cold[nc++] = idx;
+        }
     }
     free(hv);
     free(ms);
@@ -2097,8 +2118,18 @@ static void prefetch_pass(ml_arena *a, ml_pager *p, const ml_handle *hs, size_t 
     free(ch);
     p->st.pagein_ns += mono_ns() - t0 - handed;
     pthread_mutex_unlock(&p->lock);
-    for (size_t i = 0; i < nc; i++) ml__unclaim(a, cold[i]);
+    /* The ones that came back are moves: numbered under their claims,
+     * reported once none is held. */
+    ml_moves mv = {0};
+    for (size_t i = 0; i < nc; i++) {
+        uint64_t m = ml__load(&a->slots[cold[i]].meta);
+        ml_move ev;
+        if ((m & ML_M_RESIDENT) && ml__pagein_report(a, cold[i], m, last[i], &ev)) ml__moves_add(&mv, &ev);
+        ml__unclaim(a, cold[i]);
+    }
     for (size_t i = 0; i < nheld; i++) ml__unclaim(a, held[i]);
+    ml__moves_fire(a, &mv);
+    free(last);
     free(cold);
     *brought_out += brought;
     if (!*first_err_out) *first_err_out = first_err;

@@ -1792,3 +1792,51 @@ TEST_P(Engines, PrefetchRetryKeepsWhatItsFirstPassBroughtBack) {
     for (auto &b : bs) EXPECT_TRUE(ReadMatches(a, b));
     EXPECT_EQ(ml__arena_check(a), 0);
 }
+
+// fork(): the child inherits the swap file's descriptor and the io_uring
+// ring (shared memory with the parent) but only a copy of their bookkeeping.
+// An adopter's review: a child that paged in and evicted made its parent's
+// next eviction wait forever (io_uring), or overwrote the parent's record
+// (pread/pwrite: the parent's entry was lost, -EBADMSG). Now the child may
+// use resident data, and everything that needs the disk says -ENOTSUP; the
+// parent goes on as if nothing happened.
+TEST(PagingFork, AForkedChildLeavesItsParentsSwapFileAlone) {
+    for (int engine : {0, 2}) {
+        SCOPED_TRACE(engine ? "pread/pwrite" : "default engine");
+        ml_config c = SmallConfig();
+        c.io_engine = engine;
+        c.policy_check_interval_ms = 20;  // a thread the child does not have
+        ArenaGuard a(&c);
+        const size_t n = 64 << 10;
+        ml_handle x, y;
+        ASSERT_EQ(ml_alloc(a, n, &x), 0);
+        ASSERT_EQ(ml_alloc(a, n, &y), 0);
+        ASSERT_TRUE(WritePatternPinned(a, x, n, 1));
+        ASSERT_TRUE(WritePatternPinned(a, y, n, 2));
+        ASSERT_EQ(ml_evict(a, x), 0);
+        fflush(nullptr);
+        pid_t pid = fork();
+        ASSERT_GE(pid, 0);
+        if (pid == 0) {
+            alarm(20);  // a hang is a failure, not a stuck suite
+            int code = 0;
+            void *p;
+            if (ml_try_get(a, x, &p) != -ENOTSUP) code |= 1;
+            if (ml_evict(a, y) != -ENOTSUP) code |= 2;
+            if (!PatternPinnedIntact(a, y, n, 2)) code |= 4;  // resident data is the child's copy
+            unsigned char b;
+            if (ml_read(a, x, 0, &b, 1) != -ENOTSUP) code |= 8;
+            ml_arena_destroy(a.a);  // returns: no parent's thread or I/O to wait for
+            _exit(code);
+        }
+        int st = 0;
+        ASSERT_EQ(waitpid(pid, &st, 0), pid);
+        ASSERT_TRUE(WIFEXITED(st)) << "the child died of signal " << (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+        EXPECT_EQ(WEXITSTATUS(st), 0) << "1: get, 2: evict, 4: resident data, 8: cold read";
+        EXPECT_TRUE(PatternPinnedIntact(a, x, n, 1));
+        EXPECT_EQ(ml_evict(a, y), 0);
+        EXPECT_TRUE(PatternPinnedIntact(a, y, n, 2));
+        EXPECT_EQ(ml_evict(a, x), 0);
+        EXPECT_TRUE(PatternPinnedIntact(a, x, n, 1));
+    }
+}

@@ -62,6 +62,15 @@
  * functions have a finer rule (callbacks, ml_debugfs_unmount): their
  * comments say so.
  *
+ * fork(): a child may go on using an arena its parent made only if no
+ * other thread of the parent was inside the library at the fork (as for
+ * any library with locks), and then only its memory: the swap file and the
+ * io_uring ring stay the parent's, so in the child everything that needs
+ * them fails with -ENOTSUP (evicting; bringing back, or ml_read of, an
+ * evicted entry) while resident and compressed entries work on in the
+ * child's copy; ml_arena_destroy there releases the copy without touching
+ * the parent's I/O or its policy thread. The parent is not affected.
+ *
  * ---------------------------------------------------------------------------
  * Pointer validity (the one rule)
  * ---------------------------------------------------------------------------
@@ -447,7 +456,9 @@ ML_API void *ml_get(ml_arena *arena, ml_handle h);
  * @return 0; -EINVAL (never issued, foreign, null; arena or out NULL),
  *         -ESTALE (freed), -ENOMEM/-EIO/-EBADMSG (a cold handle could not
  *         be brought back: it stays cold and intact; -ENOMEM only after
- *         eviction and one SlowLane compaction found no place for it).
+ *         eviction and one SlowLane compaction found no place for it),
+ *         -ENOTSUP (an evicted handle, in a forked child: see fork at the
+ *         top).
  * Thread-safe; like ml_get, a relocation point when it brings a cold
  * handle back.
  */
@@ -714,24 +725,32 @@ ML_API int ml_migrate_all(ml_arena *arena, uint32_t min_age_ms, size_t *moved);
  */
 ML_API int ml_maintain(ml_arena *arena);
 
-/** Called after an entry moved (compaction, migration, realloc; paging
- *  does not call it), on the thread that moved it, after the move is
- *  complete and with no lock of the arena held, so fn may call any function
- *  but ml_arena_destroy. Moves made by ml_maintain or the policy thread are
- *  reported during their maintenance cycle: ml_maintain called from fn
- *  then returns -EBUSY rather than wait for the cycle it is part of.
- *  old_addr is no longer valid memory for this entry. Only data is reported: compaction also moves the records of
- *  COMPRESSED entries, which have no data address until they come back,
- *  and those moves are not. Must not block for long.
+/** Called after an entry moved (compaction, migration, realloc, and a cold
+ *  entry coming back: any access, ml_prefetch), on the thread that moved
+ *  it, after the move is complete and with no lock of the arena held, so fn
+ *  may call any function but ml_arena_destroy. Moves made by ml_maintain or
+ *  the policy thread are reported during their maintenance cycle:
+ *  ml_maintain called from fn then returns -EBUSY rather than wait for the
+ *  cycle it is part of. old_addr is no longer valid memory for this entry.
+ *  Only data is reported: going cold is not a move (the entry has no data
+ *  address until it comes back, and its last place stays the end of its
+ *  chain, invalid meanwhile); coming back is, from that last place to the
+ *  new one (from = to = ML_LANE_SLOW); compaction also moves the records of
+ *  COMPRESSED entries, and those moves are not reported. Must not block for
+ *  long.
  *
- *  seq numbers the moves of one handle (1, 2, ...; taken while the entry
- *  is held for the move). Reports of one handle can reach fn out of order:
- *  compaction reports a step's moves when the step ends, and by then
+ *  seq numbers the reported moves of one handle (1, 2, ...; taken while the
+ *  entry is held for the move): moves made while no callback is set are
+ *  neither reported nor numbered (a callback set or cleared while moves are
+ *  under way may leave a gap). Reports of one handle can reach fn out of
+ *  order: compaction reports a step's moves when the step ends, and by then
  *  another thread (or fn itself) may have moved the entry on and reported
  *  that. Order them by seq: the report with the highest seq names where
- *  the entry is, and each report's old_addr is the new_addr of the report
- *  with the seq before it. (Delivering all reports in one order instead
- *  would make one thread run other threads' callbacks, or wait for them.) */
+ *  the entry is (or, while it is cold, where it last was), and each
+ *  report's old_addr is the new_addr of the report with the seq before it.
+ *  (Delivering all reports in one order instead would make one thread run
+ *  other threads' callbacks, or wait for them.) A report is lost, the move
+ *  made all the same, only when the library cannot get memory to queue it. */
 typedef void (*ml_move_fn)(void *ctx, ml_handle h, void *old_addr, void *new_addr,
                            ml_lane from, ml_lane to, uint64_t seq);
 
@@ -1201,8 +1220,8 @@ ML_API int ml_paging_stats_get(ml_arena *arena, ml_paging_stats *out);
  *         off), -ESTALE, -EBUSY (pinned), -EALREADY (already evicted),
  *         -ENOSPC (swap budget full), -EIO (compression or write failed;
  *         a failed write may pass on the system's code instead), -ENOMEM
- *         (no memory for the record): on any error the entry stays where
- *         it was, intact. The first eviction opens the swap file and the
+ *         (no memory for the record), -ENOTSUP (in a forked child: see fork
+ *         at the top): on any error the entry stays where it was, intact. The first eviction opens the swap file and the
  *         I/O engine and passes on their errors (-ENOSYS/-EPERM with
  *         io_engine = 1 where io_uring is unavailable; -EACCES, -ENOENT,
  *         -ENOTDIR for swap_dir, -EMFILE); such an error is returned
