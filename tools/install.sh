@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # tools/install.sh PREFIX — install MemoryLane for programs built outside Bazel:
 #   PREFIX/include/memorylane/*.h
-#   PREFIX/lib/libmemorylane.a  PREFIX/lib/libmemorylane.so
-#   PREFIX/lib/libmemorylane_debugfs.so (the FUSE debug view: -lmemorylane_debugfs)
-#   PREFIX/lib/pkgconfig/memorylane.pc
+#   PREFIX/lib/libmemorylane.a
+#   PREFIX/lib/libmemorylane.so -> libmemorylane.so.0.2 -> libmemorylane.so.0.2.0
+#   PREFIX/lib/libmemorylane_debugfs.so (the FUSE debug view: -lmemorylane_debugfs,
+#     or pkg-config memorylane-debugfs), versioned the same way
+#   PREFIX/lib/pkgconfig/memorylane.pc, memorylane-debugfs.pc
+# (Before 1.0 a minor version may change the API: the soname carries it.)
 # Then:  cc app.c $(PKG_CONFIG_PATH=PREFIX/lib/pkgconfig pkg-config --cflags --libs memorylane)
 # The archive instead of the shared library (its objects are position
 # independent: for a PIE, the default, or a shared library of your own):
@@ -16,7 +19,7 @@ if [ $# -ne 1 ] || [ "$1" = "--help" ]; then
   exit 2
 fi
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-"$root/tools/setup.sh"
+"$root/tools/setup.sh" --lib   # what building the library needs, not the tests' or benchmarks'
 mkdir -p "$1"
 prefix=$(cd "$1" && pwd)
 cd "$root"
@@ -29,8 +32,16 @@ bin=$(bazel info --config=opt bazel-bin 2>/dev/null)
 
 mkdir -p "$prefix/include/memorylane" "$prefix/lib/pkgconfig"
 install -m 0644 include/memorylane/*.h "$prefix/include/memorylane/"
-install -m 0755 "$bin/libmemorylane.so" "$prefix/lib/libmemorylane.so"
-install -m 0755 "$bin/libmemorylane_debugfs.so" "$prefix/lib/libmemorylane_debugfs.so"
+version=$(sed -n 's/.*return "\([0-9.]*\)".*/\1/p' core/config.c | head -1)
+soversion=${version%.*}  # MAJOR.MINOR
+for lib in libmemorylane libmemorylane_debugfs; do
+  install -m 0755 "$bin/$lib.so" "$prefix/lib/$lib.so.$version"
+  ln -sf "$lib.so.$version" "$prefix/lib/$lib.so.$soversion"
+  ln -sf "$lib.so.$soversion" "$prefix/lib/$lib.so"
+done
+# Bazel links the debug view with a search path into its own output tree
+# first; installed, it finds libmemorylane beside itself only.
+chrpath -r '$ORIGIN' "$prefix/lib/libmemorylane_debugfs.so.$version" >/dev/null
 
 # One static archive from the modules' position-independent archives
 # (alwayslink archives are .lo; the .pic ones are what the .so was linked
@@ -54,7 +65,6 @@ trap 'rm -rf "$tmp"' EXIT
 } | ar -M
 install -m 0644 "$tmp/libmemorylane.a" "$prefix/lib/libmemorylane.a"
 
-version=$(sed -n 's/.*return "\([0-9.]*\)".*/\1/p' core/config.c | head -1)
 cat > "$prefix/lib/pkgconfig/memorylane.pc" <<PC
 prefix=$prefix
 libdir=\${prefix}/lib
@@ -65,6 +75,19 @@ Description: Memory behind stable, generation-checked handles: lanes, compaction
 Version: $version
 Libs: -L\${libdir} -Wl,-rpath,\${libdir} -lmemorylane
 Libs.private: -lpthread -lzstd -luring
+Cflags: -I\${includedir}
+PC
+cat > "$prefix/lib/pkgconfig/memorylane-debugfs.pc" <<PC
+prefix=$prefix
+libdir=\${prefix}/lib
+includedir=\${prefix}/include
+
+Name: memorylane-debugfs
+Description: MemoryLane's debug view: a live heap as a FUSE filesystem
+Version: $version
+Requires: memorylane = $version
+Requires.private: fuse3
+Libs: -L\${libdir} -Wl,-rpath,\${libdir} -lmemorylane_debugfs
 Cflags: -I\${includedir}
 PC
 echo "installed MemoryLane $version under $prefix"

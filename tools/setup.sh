@@ -2,18 +2,26 @@
 # tools/setup.sh — install what MemoryLane needs on Debian 12, if missing.
 # Called by tools/mlane and tools/test.sh; safe to run again (does nothing
 # when everything is there). Needs root or sudo only when it installs.
+#   tools/setup.sh         everything: library, tests, benchmarks
+#   tools/setup.sh --lib   only what building and installing the library
+#                          needs (tools/install.sh)
 set -euo pipefail
 
 PKGS=(
   gcc g++ pkg-config ca-certificates
   bazel-bootstrap bazel-bootstrap-source   # Bazel 4.2 + offline rule repositories
-  libgtest-dev libgmock-dev                # tests
   libzstd-dev liburing-dev                 # paging
   libfuse3-dev fuse3                       # debug view
-  libjemalloc-dev libmimalloc-dev          # benchmark baselines
-  librocksdb-dev gnuplot-nox               # store benchmark baseline, charts
-  bsdextrautils util-linux                 # hexdump, mountpoint (end-to-end test)
+  chrpath                                  # install.sh: the debug view's search path
 )
+if [ "${1:-}" != --lib ]; then
+  PKGS+=(
+    libgtest-dev libgmock-dev              # tests
+    libjemalloc-dev libmimalloc-dev        # benchmark baselines
+    librocksdb-dev gnuplot-nox             # store benchmark baseline, charts
+    bsdextrautils util-linux               # hexdump, mountpoint (end-to-end test)
+  )
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do
