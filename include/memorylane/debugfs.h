@@ -156,7 +156,7 @@ ML_API int ml_debugfs_mount(ml_arena *arena, const char *mountpoint,
  * waiting for requests in progress to be answered, so that no thread is
  * left blocked and no stale mount stays behind. NULL is ignored. Safe to
  * call while another process is reading the view. If a file stays open (or
- * a working directory inside) for a grace period, the connection is
+ * a working directory inside) for a grace period (500 ms), the connection is
  * aborted (its holders get errors from then on) and the mount, still held,
  * is detached. It first waits (within the same grace period) for the
  * releases of directories just closed, which the kernel sends after close

@@ -329,7 +329,9 @@ typedef struct ml_config {
      *  answers sooner at queue depth 1, except with 1. An engine that fails
      *  as a whole is replaced by a fresh one of the same kind, or, if none
      *  can be opened, by pread/pwrite even with 1 (the paging statistics'
-     *  `engine` says which runs the batches). */
+     *  `engine` says which runs the batches). Under valgrind use 2:
+     *  valgrind cannot see what io_uring reads into memory and reports
+     *  every byte of a record read that way as uninitialised. */
     int io_engine;
     /** Blobs smaller than this stay resident (not worth an I/O): the
      *  policies and ml_evict_many skip them (ml_evict and ml_compress do
