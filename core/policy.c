@@ -131,6 +131,38 @@ static void *policy_main(void *p)
     return NULL;
 }
 
+/* fork(): the atfork handlers hold every policy thread out of its cycle
+ * across a fork (they wait for a cycle under way to end), so that a child
+ * never inherits a lock or a claim that a cycle held: the thread itself does
+ * not follow into the child, and nothing would ever release them. The
+ * arenas with a policy thread are listed under g_forkable, taken only here
+ * and by ml__policy_start/stop, before any other lock of the library. */
+static pthread_mutex_t g_forkable = PTHREAD_MUTEX_INITIALIZER;
+static ml_arena *g_policy_arenas;
+
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&g_forkable);
+    for (ml_arena *a = g_policy_arenas; a; a = a->policy_next) {
+        pthread_mutex_lock(&a->maintain_lock);
+        pthread_mutex_lock(&a->policy_lock);
+    }
+}
+
+static void fork_release(void) /* in the parent, and in the child */
+{
+    for (ml_arena *a = g_policy_arenas; a; a = a->policy_next) {
+        pthread_mutex_unlock(&a->policy_lock);
+        pthread_mutex_unlock(&a->maintain_lock);
+    }
+    pthread_mutex_unlock(&g_forkable);
+}
+
+__attribute__((constructor)) static void hold_cycles_across_forks(void)
+{
+    pthread_atfork(fork_prepare, fork_release, fork_release);
+}
+
 int ml__policy_start(ml_arena *a)
 {
     pthread_condattr_t ca;
@@ -142,13 +174,29 @@ int ml__policy_start(ml_arena *a)
     pthread_mutex_init(&a->maintain_lock, NULL);
     a->policy_stop = false;
     if (a->cfg.policy_check_interval_ms == 0) return 0;
-    if (pthread_create(&a->policy_thread, NULL, policy_main, a) != 0) return -ENOMEM;
+    pthread_mutex_lock(&g_forkable);
+    if (pthread_create(&a->policy_thread, NULL, policy_main, a) != 0) {
+        pthread_mutex_unlock(&g_forkable);
+        return -ENOMEM;
+    }
     a->policy_running = true;
+    a->policy_prev = NULL;
+    a->policy_next = g_policy_arenas;
+    if (g_policy_arenas) g_policy_arenas->policy_prev = a;
+    g_policy_arenas = a;
+    pthread_mutex_unlock(&g_forkable);
     return 0;
 }
 
 void ml__policy_stop(ml_arena *a)
 {
+    if (a->policy_running) {
+        pthread_mutex_lock(&g_forkable);
+        if (a->policy_prev) a->policy_prev->policy_next = a->policy_next;
+        else g_policy_arenas = a->policy_next;
+        if (a->policy_next) a->policy_next->policy_prev = a->policy_prev;
+        pthread_mutex_unlock(&g_forkable);
+    }
     /* In a forked child the thread is the parent's: there is none to stop,
      * and the copy of its condition variable still counts it waiting
      * (destroying that would wait for it forever). */

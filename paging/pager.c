@@ -2086,9 +2086,15 @@ static void prefetch_pass(ml_arena *a, ml_pager *p, const ml_handle *hs, size_t 
      * and decoded into place (by this thread or a decoder thread: zstd is
      * the bottleneck), after which its buffer takes the next read. */
     const size_t chunk = 256;
-    pf *ch = malloc(chunk * sizeof *ch);
-    decoders *dec = nr > 2 * (size_t)p->nbufs ? decoders_start(p) : NULL;
-    for (size_t k0 = 0; k0 < nr && ch && ensure_started(p) == 0; k0 += chunk) {
+    pf *ch = nr ? malloc(chunk * sizeof *ch) : NULL;
+    int start_rc = !nr ? 0 : !ch ? -ENOMEM : ensure_started(p);
+    if (start_rc && !first_err) first_err = start_rc; /* (those stay cold, intact) */
+    decoders *dec = !start_rc && nr > 2 * (size_t)p->nbufs ? decoders_start(p) : NULL;
+    for (size_t k0 = 0; k0 < nr && !start_rc; k0 += chunk) {
+        if (k0 && (start_rc = ensure_started(p)) != 0) { /* (an engine lost on the way) */
+            if (!first_err) first_err = start_rc;
+            break;
+        }
         /* Between chunks nothing is in flight and every buffer is free:
          * let waiting page-ins in, so that a long prefetch holds them up
          * for one chunk at most. (Only here: evictions made to place this

@@ -63,13 +63,16 @@
  * comments say so.
  *
  * fork(): a child may go on using an arena its parent made only if no
- * other thread of the parent was inside the library at the fork (as for
- * any library with locks), and then only its memory: the swap file and the
- * io_uring ring stay the parent's, so in the child everything that needs
- * them fails with -ENOTSUP (evicting; bringing back, or ml_read of, an
- * evicted entry) while resident and compressed entries work on in the
- * child's copy; ml_arena_destroy there releases the copy without touching
- * the parent's I/O or its policy thread. The parent is not affected.
+ * thread of the program was inside the library at the fork (as for any
+ * library with locks; the library holds its own policy threads out of
+ * their cycles across a fork, but not the debug view's threads: unmount it
+ * first), and then only its memory: the swap file and the io_uring ring
+ * stay the parent's, so in the child everything that needs them fails with
+ * -ENOTSUP (evicting; bringing back an evicted entry; ml_read of one,
+ * unless a copy of it is cached) while resident and compressed entries
+ * work on in the child's copy; ml_arena_destroy there releases the copy
+ * without touching the parent's I/O or its policy thread. Not from inside
+ * a move or pressure callback. The parent is not affected.
  *
  * ---------------------------------------------------------------------------
  * Pointer validity (the one rule)
@@ -743,8 +746,11 @@ ML_API int ml_maintain(ml_arena *arena);
  *
  *  seq numbers the reported moves of one handle (1, 2, ...; taken while the
  *  entry is held for the move): moves made while no callback is set are
- *  neither reported nor numbered (a callback set or cleared while moves are
- *  under way may leave a gap). Reports of one handle can reach fn out of
+ *  neither reported nor numbered, so a chain does not carry across a time
+ *  without a callback: a program that sets one again must take its entries'
+ *  places afresh (ml_get or ml_handle_info_get) and follow the reports from
+ *  there. (A callback set or cleared while moves are under way may leave a
+ *  gap.) Reports of one handle can reach fn out of
  *  order: compaction reports a step's moves when the step ends, and by then
  *  another thread (or fn itself) may have moved the entry on and reported
  *  that. Order them by seq: the report with the highest seq names where
