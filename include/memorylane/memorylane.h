@@ -132,12 +132,13 @@ extern "C" {
 #endif
 
 #define ML_VERSION_MAJOR 0
-#define ML_VERSION_MINOR 2
+#define ML_VERSION_MINOR 3
 #define ML_VERSION_PATCH 0
 
 /** Library version as "MAJOR.MINOR.PATCH" (the ML_VERSION_* macros of the
  *  header it was built with). Before 1.0 a minor version may change the
- *  API: 0.2 added seq to ml_move_fn. Thread-safe. */
+ *  API: 0.2 added seq to ml_move_fn; 0.3 reports page-ins as moves and
+ *  numbers only the moves it reports. Thread-safe. */
 ML_API const char *ml_version(void);
 
 /* ========================================================================= */
