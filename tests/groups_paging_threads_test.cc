@@ -138,28 +138,7 @@ TEST(GroupsPagingThreads, GroupsAndTagsOnColdEntriesUnderThePolicyThread) {
             if (!In(rc, {0, -ESTALE})) report("final free", rc);
         }
     };
-    std::thread killer([&] {
-        std::mt19937_64 rng(3);
-        while (!stop) {
-            int k = (int)(rng() % 3);
-            ml_group g = gids[k];
-            if (rng() % 2) {
-                size_t n;
-                int rc = ml_group_free_all(a, g, &n);
-                if (!In(rc, {0, -EBUSY})) report("free_all", rc);
-            } else {
-                int rc = ml_group_destroy(a, g);
-                if (!In(rc, {0, -EBUSY})) report("destroy", rc);
-                if (rc == 0) {
-                    ml_group ng;
-                    rc = ml_group_create(a, names[k], &ng);
-                    if (rc != 0) report("recreate", rc);
-                    gids[k] = ng;
-                }
-            }
-            std::this_thread::sleep_for(std::chrono::milliseconds(3));
-        }
-    });
+    std::thread killer([&] { ChurnGroups(a, gids, names, 3, 3, std::chrono::milliseconds(3), stop, report); });
     std::thread walker([&] {
         while (!stop) {
             ml_foreach(

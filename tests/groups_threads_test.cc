@@ -13,6 +13,21 @@
 
 #include "test_util.h"
 
+namespace {
+// 200k small entries, every other one freed: a walk over the table takes
+// longer than a tick of the coarse clock, and the freed slots are reused by
+// the allocations a test makes meanwhile.
+void ManySlotsHalfFree(ml_arena *a) {
+    std::vector<ml_handle> keep;
+    for (int i = 0; i < 200000; i++) {
+        ml_handle h;
+        ASSERT_EQ(ml_alloc(a, 32, &h), 0);
+        keep.push_back(h);
+    }
+    for (size_t i = 0; i < keep.size(); i += 2) ASSERT_EQ(ml_free(a, keep[i]), 0);
+}
+}  // namespace
+
 // ml_migrate_all(min_age_ms) must migrate only entries at least min_age_ms
 // old. With an hour as the minimum, nothing allocated during the test may
 // move, even while other threads allocate into reused slots.
@@ -21,16 +36,7 @@ TEST(MigrateAll, NeverMovesEntriesYoungerThanMinAge) {
     c.fast_lane_size = 32 << 20;
     c.slow_lane_size = 64 << 20;
     ArenaGuard a(&c);
-    // Many live slots, so that one walk takes longer than a coarse-clock tick.
-    std::vector<ml_handle> keep;
-    for (int i = 0; i < 200000; i++) {
-        ml_handle h;
-        ASSERT_EQ(ml_alloc(a, 32, &h), 0);
-        keep.push_back(h);
-    }
-    // Free every other one: their slots are reused by the churn below.
-    std::vector<ml_handle> freed;
-    for (size_t i = 0; i < keep.size(); i += 2) ASSERT_EQ(ml_free(a, keep[i]), 0);
+    ASSERT_NO_FATAL_FAILURE(ManySlotsHalfFree(a));
     std::atomic<bool> stop{false};
     std::thread churn([&] {
         std::vector<ml_handle> mine;
@@ -66,13 +72,7 @@ TEST(Policy, PromotesNothingYoungerThanPromoteAge) {
     c.policy_check_interval_ms = 1;
     c.promote_age_ms = 3600 * 1000;
     ArenaGuard a(&c);
-    std::vector<ml_handle> keep;
-    for (int i = 0; i < 200000; i++) {
-        ml_handle h;
-        ASSERT_EQ(ml_alloc(a, 32, &h), 0);
-        keep.push_back(h);
-    }
-    for (size_t i = 0; i < keep.size(); i += 2) ASSERT_EQ(ml_free(a, keep[i]), 0);
+    ASSERT_NO_FATAL_FAILURE(ManySlotsHalfFree(a));
     std::vector<ml_handle> mine;
     std::mt19937_64 rng(7);
     auto t0 = std::chrono::steady_clock::now();
@@ -93,6 +93,25 @@ TEST(Policy, PromotesNothingYoungerThanPromoteAge) {
 }
 
 namespace {
+// An unpaged arena whose policy thread promotes and compacts all the time.
+ml_config BusyPolicy(size_t fast_lane, uint32_t promote_ms, uint32_t budget_us) {
+    ml_config c = SmallUnpagedConfig();
+    c.fast_lane_size = fast_lane;
+    c.slow_lane_size = 16 << 20;
+    c.policy_check_interval_ms = 1;
+    c.promote_age_ms = promote_ms;
+    c.compaction_threshold = 0.05;
+    c.compaction_budget_us = budget_us;
+    return c;
+}
+// Operations per thread: fewer under the sanitizers, which run far slower.
+constexpr int Ops(int sanitized, int plain) {
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+    return (void)plain, sanitized;
+#else
+    return (void)sanitized, plain;
+#endif
+}
 bool In(int rc, std::initializer_list<int> ok) {
     for (int x : ok)
         if (rc == x) return true;
@@ -107,19 +126,9 @@ bool In(int rc, std::initializer_list<int> ok) {
 // header allows, and at the end the arena's invariants must hold and the
 // groups' counts must match their members.
 TEST(GroupsThreads, GroupsAndTagsUnderConcurrentFreesMovesAndDestroys) {
-    ml_config c = SmallUnpagedConfig();
-    c.fast_lane_size = 4 << 20;
-    c.slow_lane_size = 16 << 20;
-    c.policy_check_interval_ms = 1;
-    c.promote_age_ms = 3;
-    c.compaction_threshold = 0.05;
-    c.compaction_budget_us = 300;
+    ml_config c = BusyPolicy(4 << 20, 3, 300);
     ArenaGuard a(&c);
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-    const int kOps = 8000;
-#else
-    const int kOps = 400000;
-#endif
+    const int kOps = Ops(8000, 400000);
     const char *names[4] = {"ga", "gb", "gc", "gd"};
     std::atomic<ml_group> gids[4];
     for (int i = 0; i < 4; i++) {
@@ -189,28 +198,7 @@ TEST(GroupsThreads, GroupsAndTagsUnderConcurrentFreesMovesAndDestroys) {
             if (!In(rc, {0, -ESTALE})) report("final free", rc);
         }
     };
-    std::thread killer([&] {
-        std::mt19937_64 rng(99);
-        while (!stop) {
-            int k = (int)(rng() % 4);
-            ml_group g = gids[k];
-            if (rng() % 2) {
-                size_t n;
-                int rc = ml_group_free_all(a, g, &n);
-                if (!In(rc, {0, -EBUSY})) report("free_all", rc);
-            } else {
-                int rc = ml_group_destroy(a, g);
-                if (!In(rc, {0, -EBUSY})) report("destroy", rc);
-                if (rc == 0) {
-                    ml_group ng;
-                    rc = ml_group_create(a, names[k], &ng);
-                    if (rc != 0) report("recreate", rc);
-                    gids[k] = ng;
-                }
-            }
-            std::this_thread::sleep_for(std::chrono::microseconds(2000));
-        }
-    });
+    std::thread killer([&] { ChurnGroups(a, gids, names, 4, 99, std::chrono::microseconds(2000), stop, report); });
     std::thread walker([&] {
         while (!stop) {
             ml_foreach(
@@ -269,19 +257,9 @@ TEST(GroupsThreads, GroupsAndTagsUnderConcurrentFreesMovesAndDestroys) {
 // realloc (across the threshold, both ways), migrate and compact the same
 // handles, and the policy thread relocates too.
 TEST(GroupsThreads, WritesSurviveConcurrentReallocMigrateAndCompaction) {
-    ml_config c = SmallUnpagedConfig();
-    c.fast_lane_size = 2 << 20;
-    c.slow_lane_size = 16 << 20;
-    c.policy_check_interval_ms = 1;
-    c.promote_age_ms = 2;
-    c.compaction_threshold = 0.05;
-    c.compaction_budget_us = 200;
+    ml_config c = BusyPolicy(2 << 20, 2, 200);
     ArenaGuard a(&c);
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-    const int kOps = 20000;
-#else
-    const int kOps = 300000;
-#endif
+    const int kOps = Ops(20000, 300000);
     const int kH = 64;
     std::vector<ml_handle> hs(kH);
     std::vector<std::atomic<uint64_t>> last(kH);

@@ -5,8 +5,12 @@
 #include <dirent.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <fstream>
+#include <random>
 #include <string>
+#include <thread>
 
 extern "C" {
 #include "core/arena.h"
@@ -93,6 +97,35 @@ inline ml_paging_stats PStats(ml_arena *a) {
     ml_paging_stats st;
     EXPECT_EQ(ml_paging_stats_get(a, &st), 0);
     return st;
+}
+
+// The churn that the groups tests run beside their workers: until stop,
+// every `pause` one of n groups at random is freed whole, or destroyed and
+// created again under its name (gids[k] then names the new one). Codes the
+// header does not allow go to report(what, rc).
+template <class Report>
+void ChurnGroups(ml_arena *a, std::atomic<ml_group> *gids, const char *const *names, int n, uint64_t seed,
+                 std::chrono::microseconds pause, const std::atomic<bool> &stop, Report report) {
+    std::mt19937_64 rng(seed);
+    while (!stop) {
+        int k = (int)(rng() % (uint64_t)n);
+        ml_group g = gids[k];
+        if (rng() % 2) {
+            size_t freed;
+            int rc = ml_group_free_all(a, g, &freed);
+            if (rc != 0 && rc != -EBUSY) report("free_all", rc);
+        } else {
+            int rc = ml_group_destroy(a, g);
+            if (rc != 0 && rc != -EBUSY) report("destroy", rc);
+            if (rc == 0) {
+                ml_group ng;
+                rc = ml_group_create(a, names[k], &ng);
+                if (rc != 0) report("recreate", rc);
+                gids[k] = ng;
+            }
+        }
+        std::this_thread::sleep_for(pause);
+    }
 }
 
 #endif
