@@ -268,7 +268,6 @@ struct ml_arena {
     /* Background policy thread (core/policy.c). */
     pthread_t policy_thread;
     bool policy_running;
-    struct ml_arena *policy_prev, *policy_next; /* arenas with a policy thread (g_forkable) */
     bool policy_stop;            /* policy_lock */
     pthread_mutex_t policy_lock;
     pthread_cond_t policy_cond;

@@ -87,12 +87,62 @@ static void auto_compact(ml_arena *a)
  * for its own cycle. It gets -EBUSY instead. */
 static __thread const ml_arena *maintaining;
 
+/* fork(): a cycle holds locks and claims (the policy thread's, any time),
+ * and a child forked in the middle of one would inherit them held forever:
+ * the thread does not follow into the child. So fork() waits, in the
+ * prepare handler, until no cycle of any arena is under way, and no new one
+ * starts until it is done. Cycles are counted from outside every lock (a
+ * cycle that a callback starts inside another is part of that one), so the
+ * wait needs no lock a cycle may hold, whatever the callbacks do. A fork
+ * from inside a cycle (a callback) waits for the others only: its own locks
+ * unwind in the child with its stack. */
+static pthread_mutex_t g_cycles_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_cycles_cv = PTHREAD_COND_INITIALIZER;
+static unsigned g_cycles;  /* outermost cycles under way */
+static bool g_forking;     /* a fork waits: no new cycle */
+
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&g_cycles_mu);
+    g_forking = true;
+    unsigned mine = maintaining ? 1 : 0;
+    while (g_cycles > mine) pthread_cond_wait(&g_cycles_cv, &g_cycles_mu);
+    /* held across the fork: the child's copy is then unlocked by us */
+}
+
+static void fork_parent(void)
+{
+    g_forking = false;
+    pthread_cond_broadcast(&g_cycles_cv);
+    pthread_mutex_unlock(&g_cycles_mu);
+}
+
+static void fork_child(void)
+{
+    /* The waiters on the copy of the condition variable are the parent's. */
+    pthread_cond_init(&g_cycles_cv, NULL);
+    g_cycles = maintaining ? 1 : 0;
+    g_forking = false;
+    pthread_mutex_unlock(&g_cycles_mu);
+}
+
+__attribute__((constructor)) static void hold_cycles_across_forks(void)
+{
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
 int ml_maintain(ml_arena *a)
 {
     if (!a) return -EINVAL;
     if (maintaining == a) return -EBUSY;
-    pthread_mutex_lock(&a->maintain_lock);
     const ml_arena *outer = maintaining; /* a callback may maintain another arena */
+    if (!outer) {
+        pthread_mutex_lock(&g_cycles_mu);
+        while (g_forking) pthread_cond_wait(&g_cycles_cv, &g_cycles_mu);
+        g_cycles++;
+        pthread_mutex_unlock(&g_cycles_mu);
+    }
+    pthread_mutex_lock(&a->maintain_lock);
     maintaining = a;
     fold_access_bits(a);
     if (a->cfg.promote_age_ms) {
@@ -105,6 +155,11 @@ int ml_maintain(ml_arena *a)
     __atomic_fetch_add(&a->maintenance_cycles, 1, __ATOMIC_RELAXED);
     maintaining = outer;
     pthread_mutex_unlock(&a->maintain_lock);
+    if (!outer) {
+        pthread_mutex_lock(&g_cycles_mu);
+        if (--g_cycles == 0 && g_forking) pthread_cond_broadcast(&g_cycles_cv);
+        pthread_mutex_unlock(&g_cycles_mu);
+    }
     return 0;
 }
 
@@ -131,38 +186,6 @@ static void *policy_main(void *p)
     return NULL;
 }
 
-/* fork(): the atfork handlers hold every policy thread out of its cycle
- * across a fork (they wait for a cycle under way to end), so that a child
- * never inherits a lock or a claim that a cycle held: the thread itself does
- * not follow into the child, and nothing would ever release them. The
- * arenas with a policy thread are listed under g_forkable, taken only here
- * and by ml__policy_start/stop, before any other lock of the library. */
-static pthread_mutex_t g_forkable = PTHREAD_MUTEX_INITIALIZER;
-static ml_arena *g_policy_arenas;
-
-static void fork_prepare(void)
-{
-    pthread_mutex_lock(&g_forkable);
-    for (ml_arena *a = g_policy_arenas; a; a = a->policy_next) {
-        pthread_mutex_lock(&a->maintain_lock);
-        pthread_mutex_lock(&a->policy_lock);
-    }
-}
-
-static void fork_release(void) /* in the parent, and in the child */
-{
-    for (ml_arena *a = g_policy_arenas; a; a = a->policy_next) {
-        pthread_mutex_unlock(&a->policy_lock);
-        pthread_mutex_unlock(&a->maintain_lock);
-    }
-    pthread_mutex_unlock(&g_forkable);
-}
-
-__attribute__((constructor)) static void hold_cycles_across_forks(void)
-{
-    pthread_atfork(fork_prepare, fork_release, fork_release);
-}
-
 int ml__policy_start(ml_arena *a)
 {
     pthread_condattr_t ca;
@@ -174,29 +197,13 @@ int ml__policy_start(ml_arena *a)
     pthread_mutex_init(&a->maintain_lock, NULL);
     a->policy_stop = false;
     if (a->cfg.policy_check_interval_ms == 0) return 0;
-    pthread_mutex_lock(&g_forkable);
-    if (pthread_create(&a->policy_thread, NULL, policy_main, a) != 0) {
-        pthread_mutex_unlock(&g_forkable);
-        return -ENOMEM;
-    }
+    if (pthread_create(&a->policy_thread, NULL, policy_main, a) != 0) return -ENOMEM;
     a->policy_running = true;
-    a->policy_prev = NULL;
-    a->policy_next = g_policy_arenas;
-    if (g_policy_arenas) g_policy_arenas->policy_prev = a;
-    g_policy_arenas = a;
-    pthread_mutex_unlock(&g_forkable);
     return 0;
 }
 
 void ml__policy_stop(ml_arena *a)
 {
-    if (a->policy_running) {
-        pthread_mutex_lock(&g_forkable);
-        if (a->policy_prev) a->policy_prev->policy_next = a->policy_next;
-        else g_policy_arenas = a->policy_next;
-        if (a->policy_next) a->policy_next->policy_prev = a->policy_prev;
-        pthread_mutex_unlock(&g_forkable);
-    }
     /* In a forked child the thread is the parent's: there is none to stop,
      * and the copy of its condition variable still counts it waiting
      * (destroying that would wait for it forever). */

@@ -680,6 +680,9 @@ class PagingModel {
         if (before == ML_STATE_FAST && to == ML_LANE_SLOW && e.data.size() > 16) to = ML_LANE_FAST;
         bool here = (before == ML_STATE_FAST) == (to == ML_LANE_FAST);
         int rc = ml_migrate(a_, h, to);
+        // Moved: a block of a size class, in either lane, whatever it was
+        // (a cold blob small enough comes back and moves to FastLane).
+        if (rc == 0) e.blob = kNotBlob;
         ml_state after = StateOf(h, e);
         // Precedence: already there, then too large for FastLane, then pinned.
         if (here) {
@@ -695,7 +698,6 @@ class PagingModel {
         } else {
             ASSERT_EQ(rc, 0) << Where() << " " << ml_strerror(rc);
             ASSERT_EQ(after, to == ML_LANE_FAST ? ML_STATE_FAST : ML_STATE_SLOW) << Where();
-            e.blob = kNotBlob;  // a block of a size class, in either lane
             t_.migrates++;
         }
     }

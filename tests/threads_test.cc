@@ -1,6 +1,10 @@
 // Multi-threaded tests (run under --config=tsan by tools/test.sh): threads
 // allocate, write, read, pin and free concurrently while other threads take
 // snapshots the way the debug view does. Afterwards every byte is checked.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -707,4 +711,76 @@ TEST(Threads, FreesFromALaterThreadExitDestructorLeaveNoCacheBehind) {
     EXPECT_EQ(got.size(), 1024u) << "slots stranded in the exited thread's cache";
     for (auto h : got) ASSERT_EQ(ml_free(a, h), 0);
     EXPECT_EQ(ml__arena_check(a), 0);
+}
+
+// fork() waits for the maintenance cycles under way (a child must not
+// inherit their locks). A first version did that by taking every arena's
+// maintain lock in turn, and deadlocked the parent's fork when a move
+// callback, inside a cycle of one arena, maintained or created another
+// (found by review). Each scenario runs in a child process of the test with
+// an alarm, so that a hang fails it instead of hanging the suite.
+namespace {
+ml_arena *g_fa, *g_fb;
+std::atomic<int> g_in_cb{0};
+int g_cb_kind;
+void SlowCallback(void *, ml_handle, void *, void *, ml_lane, ml_lane, uint64_t) {
+    if (g_in_cb.exchange(1)) return;
+    usleep(200000);  // the main thread forks meanwhile
+    if (g_cb_kind == 0) {
+        ml_maintain(g_fb);  // allowed from a callback
+    } else {
+        ml_config c;
+        ml_config_init(&c);
+        c.fast_lane_size = c.slow_lane_size = 1 << 20;
+        c.policy_check_interval_ms = 60000;
+        ml_arena *x;
+        if (ml_arena_create(&c, &x) == 0) ml_arena_destroy(x);
+    }
+}
+void HungAlarm(int) { _exit(3); }
+
+// Returns the scenario process's exit code: 0 fine, 3 hung, else a failure.
+int ForkDuringACallbackThat(int kind) {
+    fflush(nullptr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGALRM, HungAlarm);
+        alarm(20);
+        g_cb_kind = kind;
+        ml_config c;
+        ml_config_init(&c);
+        c.fast_lane_size = c.slow_lane_size = 1 << 20;
+        c.enable_paging = false;
+        c.policy_check_interval_ms = 60000;  // policy threads that stay idle
+        c.promote_age_ms = 1;                // so that ml_maintain moves, and reports
+        if (ml_arena_create(&c, &g_fa) || ml_arena_create(&c, &g_fb)) _exit(1);
+        ml_set_move_callback(g_fa, SlowCallback, nullptr);
+        for (int i = 0; i < 100; i++) {
+            ml_handle h;
+            if (ml_alloc(g_fa, 64, &h)) _exit(1);
+        }
+        usleep(10000);
+        std::thread t([] { ml_maintain(g_fa); });
+        while (!g_in_cb) usleep(1000);
+        pid_t grandchild = fork();  // during the callback
+        if (grandchild == 0) _exit(0);
+        int st = 0;
+        if (waitpid(grandchild, &st, 0) != grandchild || !WIFEXITED(st) || WEXITSTATUS(st)) _exit(2);
+        t.join();
+        ml_arena_destroy(g_fa);
+        ml_arena_destroy(g_fb);
+        _exit(0);
+    }
+    int st = 0;
+    if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st)) return 100;
+    return WEXITSTATUS(st);
+}
+}  // namespace
+
+TEST(Fork, ForkWhileACallbackMaintainsAnotherArenaDoesNotDeadlock) {
+    EXPECT_EQ(ForkDuringACallbackThat(0), 0) << "3: fork() hung";
+}
+
+TEST(Fork, ForkWhileACallbackCreatesAnArenaDoesNotDeadlock) {
+    EXPECT_EQ(ForkDuringACallbackThat(1), 0) << "3: fork() hung";
 }
