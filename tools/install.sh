@@ -34,22 +34,27 @@ mkdir -p "$prefix/include/memorylane" "$prefix/lib/pkgconfig"
 install -m 0644 include/memorylane/*.h "$prefix/include/memorylane/"
 version=$(sed -n 's/.*return "\([0-9.]*\)".*/\1/p' core/config.c | head -1)
 soversion=${version%.*}  # MAJOR.MINOR
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+# Bazel links the debug view with a search path into its own output tree
+# first; installed, it finds libmemorylane beside itself only. (On a copy:
+# a failure leaves nothing half installed.)
+cp "$bin/libmemorylane_debugfs.so" "$tmp/libmemorylane_debugfs.so"
+chmod u+w "$tmp/libmemorylane_debugfs.so"
+chrpath -r '$ORIGIN' "$tmp/libmemorylane_debugfs.so" >/dev/null
 for lib in libmemorylane libmemorylane_debugfs; do
-  install -m 0755 "$bin/$lib.so" "$prefix/lib/$lib.so.$version"
+  src="$bin/$lib.so"
+  [ "$lib" = libmemorylane_debugfs ] && src="$tmp/$lib.so"
+  install -m 0755 "$src" "$prefix/lib/$lib.so.$version"
   ln -sf "$lib.so.$version" "$prefix/lib/$lib.so.$soversion"
   ln -sf "$lib.so.$soversion" "$prefix/lib/$lib.so"
 done
-# Bazel links the debug view with a search path into its own output tree
-# first; installed, it finds libmemorylane beside itself only.
-chrpath -r '$ORIGIN' "$prefix/lib/libmemorylane_debugfs.so.$version" >/dev/null
 
 # One static archive from the modules' position-independent archives
 # (alwayslink archives are .lo; the .pic ones are what the .so was linked
 # from), so that the archive can also go into a shared library of the
 # program's own (the other objects are only PIE code: fine in a program,
 # refused in a shared library).
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 {
   echo "create $tmp/libmemorylane.a"
   for l in "${libs[@]}"; do
@@ -65,8 +70,10 @@ trap 'rm -rf "$tmp"' EXIT
 } | ar -M
 install -m 0644 "$tmp/libmemorylane.a" "$prefix/lib/libmemorylane.a"
 
+# pkg-config splits its output at blanks: a prefix that has some is escaped.
+pcprefix=${prefix// /\\ }
 cat > "$prefix/lib/pkgconfig/memorylane.pc" <<PC
-prefix=$prefix
+prefix=$pcprefix
 libdir=\${prefix}/lib
 includedir=\${prefix}/include
 
@@ -77,8 +84,9 @@ Libs: -L\${libdir} -Wl,-rpath,\${libdir} -lmemorylane
 Libs.private: -lpthread -lzstd -luring
 Cflags: -I\${includedir}
 PC
+# Shared library only (no archive of the debug view): no static flags.
 cat > "$prefix/lib/pkgconfig/memorylane-debugfs.pc" <<PC
-prefix=$prefix
+prefix=$pcprefix
 libdir=\${prefix}/lib
 includedir=\${prefix}/include
 
@@ -86,7 +94,6 @@ Name: memorylane-debugfs
 Description: MemoryLane's debug view: a live heap as a FUSE filesystem
 Version: $version
 Requires: memorylane = $version
-Requires.private: fuse3
 Libs: -L\${libdir} -Wl,-rpath,\${libdir} -lmemorylane_debugfs
 Cflags: -I\${includedir}
 PC
