@@ -38,6 +38,9 @@
  *
  * Leaf (nothing is taken while holding it): the events lock (the event
  * ring, core/events.c). Move reports are delivered with no lock held.
+ * Outside all of them: the fork gate (core/policy.c, g_cycles_mu), taken
+ * at a maintenance cycle's entry and exit with no other lock held, and
+ * held by the atfork prepare handler across a fork.
  *
  * Pins are not a lock: they are a count in the meta word that forbids moving
  * and freeing. Claims and pins exclude each other as follows: a claim for a
