@@ -25,14 +25,6 @@
 #include "core/arena.h"
 #include "core/pager_iface.h"
 
-/* ---- fork ------------------------------------------------------------------ */
-
-/* Bumped in every child: an arena made before the fork is the parent's. */
-static uint64_t g_fork_gen;
-static void forked_child(void) { __atomic_fetch_add(&g_fork_gen, 1, __ATOMIC_RELAXED); }
-__attribute__((constructor)) static void watch_forks(void) { pthread_atfork(NULL, NULL, forked_child); }
-bool ml__inherited(const ml_arena *a) { return __atomic_load_n(&g_fork_gen, __ATOMIC_RELAXED) != a->fork_gen; }
-
 uint64_t ml__coarse_ns(void)
 {
     struct timespec ts;
@@ -86,7 +78,7 @@ int ml__arena_create_with(const ml_config *cfg_in, const ml_prim *prim, ml_arena
     /* A thread may keep 1/256 of the table paired (at least ML_TC_SLOTS). */
     a->paired_max = (uint32_t)(cfg.max_handles / 256 > ML_TC_SLOTS ? cfg.max_handles / 256 : ML_TC_SLOTS);
     a->max_handles = cfg.max_handles;
-    a->fork_gen = __atomic_load_n(&g_fork_gen, __ATOMIC_RELAXED);
+    a->fork_gen = ml__fork_gen();
 
     int rc = -ENOMEM;
     a->slots = ml__meta_map(cfg.max_handles * sizeof(ml_slot));

@@ -415,6 +415,8 @@ ml_cold *ml__cold(ml_arena *a, uint32_t idx, uint64_t m);
  *  and io_uring ring are the parent's (paging/pager.c refuses them) and its
  *  policy thread does not exist here. */
 bool ml__inherited(const ml_arena *a);
+/** This process's fork count (core/policy.c), for ml__inherited. */
+uint64_t ml__fork_gen(void);
 /** Home position of a tag name in the tag hash. */
 uint32_t ml__tag_home(const char *tag);
 /** Give back one reference to tag ID id (meta lock not held). */

@@ -97,6 +97,8 @@ static __thread const ml_arena *maintaining;
  * from inside a cycle (a callback) waits for the others only: its own locks
  * unwind in the child with its stack. */
 static pthread_mutex_t g_cycles_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t g_fork_gen; /* forks this process came out of: an arena made
+                               at another count is a parent's (ml__inherited) */
 static pthread_cond_t g_cycles_cv = PTHREAD_COND_INITIALIZER;
 static unsigned g_cycles;  /* outermost cycles under way */
 static bool g_forking;     /* a fork waits: no new cycle */
@@ -119,6 +121,7 @@ static void fork_parent(void)
 
 static void fork_child(void)
 {
+    __atomic_fetch_add(&g_fork_gen, 1, __ATOMIC_RELAXED);
     /* The waiters on the copy of the condition variable are the parent's. */
     pthread_cond_init(&g_cycles_cv, NULL);
     g_cycles = maintaining ? 1 : 0;
@@ -130,6 +133,9 @@ __attribute__((constructor)) static void hold_cycles_across_forks(void)
 {
     pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
+
+uint64_t ml__fork_gen(void) { return __atomic_load_n(&g_fork_gen, __ATOMIC_RELAXED); }
+bool ml__inherited(const ml_arena *a) { return ml__fork_gen() != a->fork_gen; }
 
 int ml_maintain(ml_arena *a)
 {

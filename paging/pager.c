@@ -286,12 +286,10 @@ static void register_bufs(ml_pager *p)
  * in a child nothing of an inherited arena touches them: everything that
  * needs the disk fails with -ENOTSUP (resident and compressed entries work
  * on, in the child's copy of memory), and destroying the arena there leaves
- * them alone (ml__inherited, core/arena.c). */
-static bool inherited(const ml_pager *p) { return ml__inherited(p->a); }
-
+ * them alone (ml__inherited, core/policy.c). */
 static int ensure_started(ml_pager *p)
 {
-    if (inherited(p)) return -ENOTSUP;
+    if (ml__inherited(p->a)) return -ENOTSUP;
     if (p->started) return 0;
     if (p->start_err && mono_ns() - p->start_err_ns < (uint64_t)START_RETRY_MS * 1000000) return p->start_err;
     const ml_config *c = &p->a->cfg;
@@ -374,7 +372,7 @@ static void detach(ml_arena *a)
     /* In a forked child the engines are the parent's (ensure_started): an
      * engine's destroy would wait for the parent's I/O. Their memory stays
      * (the child's copy), their descriptors go with the child. */
-    bool mine = !inherited(p);
+    bool mine = !ml__inherited(p->a);
     /* Every reader is back in the list: page-ins end before destroy. */
     while (p->rd_free) {
         reader *r = p->rd_free;
