@@ -513,9 +513,16 @@ static int place_with_remedies(ml_arena *a, size_t size, size_t align, uint32_t 
     }
 }
 
+/* The meta bits a handle allocated with these ml_alloc_ex flags is
+ * published with: one pin (as a write pin: accessed) for ML_ALLOC_PINNED. */
+static inline uint64_t pin_bits(unsigned flags)
+{
+    return (flags & ML_ALLOC_PINNED) ? ML_M_PIN_ONE | ML_M_ACCESSED : 0;
+}
+
 /* The general path: SlowLane, groups, or FastLane when its cache path failed. */
-static int alloc_slow(ml_arena *a, ml_tcache *tc, size_t size, size_t align, ml_group group, bool zero,
-                      ml_handle *out)
+static int alloc_slow(ml_arena *a, ml_tcache *tc, size_t size, size_t align, ml_group group, unsigned flags,
+                      ml_handle *out, void **ptr)
 {
     uint32_t idx;
     bool have_slot = tc ? tc_pop_slot(a, tc, &idx) : ml__table_take(a, &idx, 1) == 1;
@@ -539,9 +546,9 @@ static int alloc_slow(ml_arena *a, ml_tcache *tc, size_t size, size_t align, ml_
         return rc;
     }
     tc = ml__tc_get(a);
-    if (zero) memset(pl.addr, 0, size);
+    if (flags & ML_ALLOC_ZEROED) memset(pl.addr, 0, size);
     bool grouped = group != ML_GROUP_NONE;
-    uint64_t extra = (pl.blob ? ML_M_BLOB : 0) | (grouped ? ML_M_LOCKED | ML_M_GROUPED : 0);
+    uint64_t extra = (pl.blob ? ML_M_BLOB : 0) | (grouped ? ML_M_LOCKED | ML_M_GROUPED : 0) | pin_bits(flags);
     ml_handle h = publish(a, idx, lane, born, pl.addr, size, align, extra, ml__now(a));
     if (tc) count_alloc(tc, lane, pl.bytes, size);
     else {
@@ -563,17 +570,25 @@ static int alloc_slow(ml_arena *a, ml_tcache *tc, size_t size, size_t align, ml_
         }
         ml__unclaim(a, idx);
     }
+    if (ptr) *ptr = pl.addr;
     *out = h;
     return 0;
 }
 
-/* ml__alloc; with zero, the bytes are zeroed before the handle is
- * published, so nothing (the debug view, an eviction) sees them otherwise. */
-static int alloc_general(ml_arena *a, size_t size, size_t align, ml_group group, bool zero, ml_handle *out)
+/* ml__alloc with ml_alloc_ex's flags; with ML_ALLOC_ZEROED, the bytes are
+ * zeroed before the handle is published, so nothing (the debug view, an
+ * eviction) sees them otherwise; with ML_ALLOC_PINNED the handle is
+ * published pinned, so no relocation can come between its birth and the
+ * program's first write. ptr (optional) receives the data's address. */
+static int alloc_general(ml_arena *a, size_t size, size_t align, ml_group group, unsigned flags,
+                         ml_handle *out, void **ptr)
 {
     if (!a || !out || size == 0) return -EINVAL;
     if ((align & (align - 1)) || align > ML_PAGE_SIZE || align == 0) return -EINVAL;
     if (size > a->cfg.slow_lane_max_size) return -EINVAL;
+    /* (a group destroyed after this check makes the link fail, and then
+     * nothing is allocated either) */
+    if (group != ML_GROUP_NONE && !ml__group_exists(a, group)) return -ENOENT;
     if (align < 16) align = 16;
     ml_tcache *tc = ml__tc_get(a);
     if (__builtin_expect(size <= a->cfg.threshold && group == ML_GROUP_NONE && tc != NULL, 1)) {
@@ -586,8 +601,10 @@ static int alloc_general(ml_arena *a, size_t size, size_t align, ml_group group,
                 uint32_t n = tc->cls[cls].n;
                 if (n || (tc_refill_blocks(a, tc, cls) && (n = tc->cls[cls].n) != 0)) {
                     char *p = tc_take_block(a, tc, cls, n, idx);
-                    if (zero) memset(p, 0, size);
-                    *out = publish(a, idx, ML_LANE_FAST, ML_LANE_FAST, p, size, align, 0, ml__now(a));
+                    if (flags & ML_ALLOC_ZEROED) memset(p, 0, size);
+                    *out = publish(a, idx, ML_LANE_FAST, ML_LANE_FAST, p, size, align, pin_bits(flags),
+                                   ml__now(a));
+                    if (ptr) *ptr = p;
                     count_alloc(tc, ML_LANE_FAST, ml__class_size[cls], size);
                     if (ML_EVENT_ON(a)) ml__event(a, ML_EVENT_ALLOC, *out, size, 1, ML_LANE_FAST, ML_LANE_FAST);
                     return 0;
@@ -596,12 +613,12 @@ static int alloc_general(ml_arena *a, size_t size, size_t align, ml_group group,
             }
         }
     }
-    return alloc_slow(a, tc, size, align, group, zero, out);
+    return alloc_slow(a, tc, size, align, group, flags, out, ptr);
 }
 
 int ml__alloc(ml_arena *a, size_t size, size_t align, ml_group group, ml_handle *out)
 {
-    return alloc_general(a, size, align, group, false, out);
+    return alloc_general(a, size, align, group, 0, out, NULL);
 }
 
 /* ml_alloc's fast path: a FastLane size with both a free slot and a free
@@ -656,7 +673,15 @@ int ml_alloc_aligned(ml_arena *a, size_t size, size_t align, ml_handle *out)
 
 int ml_alloc_zeroed(ml_arena *a, size_t size, ml_handle *out)
 {
-    return alloc_general(a, size, 16, ML_GROUP_NONE, true, out);
+    return alloc_general(a, size, 16, ML_GROUP_NONE, ML_ALLOC_ZEROED, out, NULL);
+}
+
+int ml_alloc_ex(ml_arena *a, size_t size, size_t align, ml_group group, unsigned flags, ml_handle *out,
+                void **ptr)
+{
+    if (ptr) *ptr = NULL;
+    if (!a || !out || (flags & ~(unsigned)(ML_ALLOC_ZEROED | ML_ALLOC_PINNED))) return -EINVAL;
+    return alloc_general(a, size, align ? align : 16, group, flags, out, ptr);
 }
 
 /* ---- free ------------------------------------------------------------------- */

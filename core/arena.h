@@ -407,6 +407,7 @@ void ml__pause(unsigned *spins);
 void ml__free_claimed(ml_arena *a, uint32_t idx);
 /** Allocation with everything: group (0 = none), alignment (power of 2). */
 int ml__alloc(ml_arena *a, size_t size, size_t align, ml_group group, ml_handle *out);
+bool ml__group_exists(ml_arena *a, ml_group g); /* takes meta_lock */
 
 /** The cold stub of claimed slot idx (meta m), initialised for m's
  *  generation if it still holds an older one. */

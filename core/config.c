@@ -14,7 +14,7 @@
 
 #define MiB ((size_t)1 << 20)
 
-const char *ml_version(void) { return "0.3.0"; }
+const char *ml_version(void) { return "0.4.0"; }
 
 void ml_config_init(ml_config *cfg)
 {
@@ -110,7 +110,8 @@ const char *ml_strerror(int err)
     case EIO: return "I/O error";
     case EBADMSG: return "corrupted or mismatched record";
     case ENOTSUP: return "not supported";
-    case EALREADY: return "already done (already there, already cold, or does not compress)";
+    case EALREADY: return "already done (already there, or already cold)";
+    case EMSGSIZE: return "does not compress (its compressed form would be no smaller)";
     /* Codes passed on from the system (swap file, I/O engine, FUSE mount). */
     case EPERM: return "operation not permitted";
     case EACCES: return "permission denied";

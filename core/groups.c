@@ -154,14 +154,17 @@ static ml_group group_of(ml_arena *a, uint32_t idx, uint64_t m)
     return (m & ML_M_GROUPED) ? a->cold[idx].group : ML_GROUP_NONE;
 }
 
-int ml_group_alloc(ml_arena *a, ml_group g, size_t size, size_t align, ml_handle *out)
+bool ml__group_exists(ml_arena *a, ml_group g)
 {
-    if (!a || !out) return -EINVAL;
-    if (g == ML_GROUP_NONE) return ml__alloc(a, size, align ? align : 16, 0, out);
     pthread_mutex_lock(&a->meta_lock);
     bool exists = group_get(a, g) != NULL;
     pthread_mutex_unlock(&a->meta_lock);
-    if (!exists) return -ENOENT;
+    return exists;
+}
+
+int ml_group_alloc(ml_arena *a, ml_group g, size_t size, size_t align, ml_handle *out)
+{
+    if (!a || !out) return -EINVAL;
     return ml__alloc(a, size, align ? align : 16, g, out);
 }
 

@@ -563,7 +563,7 @@ static bool eligible(const ml_arena *a, uint32_t idx, uint64_t m)
 /* ---- compress in RAM ------------------------------------------------------- */
 
 /* Resident blob -> COMPRESSED record in SlowLane. Caller holds the claim
- * and the pager lock. -EALREADY when it does not compress (left as is). */
+ * and the pager lock. -EMSGSIZE when it does not compress (left as is). */
 static int compress_one(ml_pager *p, uint32_t idx)
 {
     ml_arena *a = p->a;
@@ -593,7 +593,7 @@ static int compress_one(ml_pager *p, uint32_t idx)
     long len = make_record(p, idx, m, src, size, buf, cap, false);
     int rc = 0;
     if (len < 0) rc = (int)len;
-    else if (((const rec_hdr *)buf)->codec == ML_CODEC_RAW) rc = -EALREADY; /* no gain in RAM */
+    else if (((const rec_hdr *)buf)->codec == ML_CODEC_RAW) rc = -EMSGSIZE; /* no gain in RAM */
     ml_place pl;
     if (rc == 0 && (rc = ml__place(a, ML_LANE_SLOW, (size_t)len, ML_PAGE_SIZE, idx + 1, ML_PLACE_INTERNAL | ML_PLACE_BLOB, &pl)) == 0) {
         memcpy(pl.addr, buf, (size_t)len);
@@ -1506,7 +1506,7 @@ static size_t pick(ml_pager *p, size_t bytes, uint64_t idle_ns, uint32_t keep, v
 static bool compress_victim(ml_pager *p, victim *v)
 {
     int rc = compress_one(p, v->idx);
-    v->raw = rc == -EALREADY;
+    v->raw = rc == -EMSGSIZE;
     /* Compressed or not, nothing is half done: a yieldable batch may let
      * waiting page-ins in here, every EVICT_CHUNK bytes of work. */
     p->chunk += p->a->slots[v->idx].size;

@@ -853,7 +853,7 @@ TEST_F(BadInput, GenerationWrapRetiresTheSlotForGood) {
 TEST(Errors, EveryDocumentedCodeHasAName) {
     const int documented[] = {EINVAL, ESTALE, ENOMEM,  EBUSY,  EOVERFLOW, ENOENT, EEXIST, ENOSPC,
                               EIO,    EBADMSG, ENOTSUP, EALREADY, EPERM, EACCES, ENODEV, ENOTDIR,
-                              ENOSYS, EMFILE, EROFS, ENOTEMPTY};
+                              ENOSYS, EMFILE, EROFS, ENOTEMPTY, EMSGSIZE};
     std::set<std::string> names;
     for (int e : documented) {
         std::string n = ml_strerror(-e);

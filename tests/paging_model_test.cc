@@ -435,7 +435,7 @@ class PagingModel {
                 ASSERT_EQ(rc, -EALREADY) << Where();
             } else if (!e.text) {
                 // Incompressible: no gain in RAM, stays resident.
-                ASSERT_EQ(rc, -EALREADY) << Where();
+                ASSERT_EQ(rc, -EMSGSIZE) << Where();
             } else if (rc == -ENOMEM) {
                 t_.enomem_compress++;  // no room for the record (documented): stays resident
             } else {

@@ -55,7 +55,9 @@ nm -D --defined-only "$tmp/prefix/lib/libmemorylane.so" | awk '$2 ~ /[TDB]/ {pri
   grep -v '^ml_[a-z]' && { echo "libmemorylane.so exports non-API symbols" >&2; exit 1; } || true
 # Versioned sonames, and a program with the debug view through its own
 # pkg-config module: it must find both libraries where they were installed.
-readelf -d "$tmp/prefix/lib/libmemorylane.so" | grep -q 'SONAME.*\[libmemorylane\.so\.0\.3\]'
+soversion=$(sed -n 's/.*return "\([0-9]*\.[0-9]*\)\.[0-9]*".*/\1/p' core/config.c | head -1)
+readelf -d "$tmp/prefix/lib/libmemorylane.so" | grep -q "SONAME.*\[libmemorylane\.so\.$soversion\]"
+readelf -d "$tmp/prefix/lib/libmemorylane_debugfs.so" | grep -q "SONAME.*\[libmemorylane_debugfs\.so\.$soversion\]"
 readelf -d "$tmp/prefix/lib/libmemorylane_debugfs.so" | grep -q 'RUNPATH.*\[\$ORIGIN\]'
 printf '#include <stdio.h>\n#include "memorylane/debugfs.h"\nint main(void) { return ml_debugfs_mountpoint(NULL) != NULL || printf("%%s\\n", ml_version()) < 0; }\n' > "$tmp/dbg.c"
 PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig" cc -Wall -Werror "$tmp/dbg.c" -o "$tmp/dbg" \

@@ -32,7 +32,9 @@
  *   -ENOSPC     a fixed table is full (groups, tags), or the swap budget
  *               (swap_size) is full                             (paging)
  *   -EALREADY   the entry is already where it was asked to go (migration,
- *               paging), or does not compress (ml_compress)
+ *               paging)
+ *   -EMSGSIZE   the data does not compress: its compressed form would be
+ *               no smaller (ml_compress; before 0.4, -EALREADY)
  *   -EIO        an I/O operation failed                         (paging)
  *   -EBADMSG    a record read back from disk is corrupted/stale  (paging)
  *
@@ -86,7 +88,8 @@
  *   - the arena's background policy thread, when policy_check_interval_ms
  *     is non-zero (it may relocate at any moment: with it running, use pins
  *     for any pointer you keep);
- *   - an allocation (ml_alloc, ml_alloc_aligned, ml_group_alloc) that finds
+ *   - an allocation (ml_alloc, ml_alloc_aligned, ml_alloc_zeroed,
+ *     ml_alloc_ex, ml_group_alloc) that finds
  *     the arena full: before it gives up it may migrate FastLane's oldest
  *     entries to SlowLane, compact either lane, and compress or evict cold
  *     SlowLane blobs (and it calls the pressure callback, where set);
@@ -132,13 +135,15 @@ extern "C" {
 #endif
 
 #define ML_VERSION_MAJOR 0
-#define ML_VERSION_MINOR 3
+#define ML_VERSION_MINOR 4
 #define ML_VERSION_PATCH 0
 
 /** Library version as "MAJOR.MINOR.PATCH" (the ML_VERSION_* macros of the
  *  header it was built with). Before 1.0 a minor version may change the
  *  API: 0.2 added seq to ml_move_fn; 0.3 reports page-ins as moves and
- *  numbers only the moves it reports. Thread-safe. */
+ *  numbers only the moves it reports; 0.4 added ml_alloc_ex and returns
+ *  -EMSGSIZE, not -EALREADY, from ml_compress for data that does not
+ *  compress. Thread-safe. */
 ML_API const char *ml_version(void);
 
 /* ========================================================================= */
@@ -163,6 +168,10 @@ ML_API const char *ml_version(void);
 typedef struct ml_handle {
     uint64_t bits;
 } ml_handle;
+
+/** A group ID; 0 (ML_GROUP_NONE) means "no group". */
+typedef uint32_t ml_group;
+#define ML_GROUP_NONE ((ml_group)0)
 
 /** The null handle: never valid. ml_alloc never returns it. */
 #ifdef __cplusplus
@@ -433,6 +442,44 @@ ML_API int ml_alloc_zeroed(ml_arena *arena, size_t size, ml_handle *out);
  */
 ML_API int ml_alloc_aligned(ml_arena *arena, size_t size, size_t align,
                             ml_handle *out);
+
+/** ml_alloc_ex flags. */
+#define ML_ALLOC_ZEROED 0x1u /**< zero the bytes, as ml_alloc_zeroed */
+#define ML_ALLOC_PINNED 0x2u /**< hand the handle out pinned (see below) */
+
+/**
+ * Allocate with every option at once (as jemalloc's mallocx): alignment,
+ * group, zeroing and pinning.
+ *
+ * ML_ALLOC_PINNED hands the handle out already pinned once (as by ml_pin),
+ * with *ptr valid until the matching ml_unpin. This is how to fill a new
+ * allocation while relocations may run (the policy thread, other threads'
+ * allocations on a full arena): with ml_alloc then ml_pin, the new entry
+ * can be moved, compressed or evicted between the two calls, and an
+ * eviction of a blob nobody has written yet is wasted I/O. A pinned entry
+ * is never relocated, so unpin it when it is filled; ml_free of it fails
+ * with -EBUSY until then.
+ *
+ * @param size   bytes, as ml_alloc.
+ * @param align  0 for the default (16), or a power of two up to the page
+ *               size (4096), as ml_alloc_aligned.
+ * @param group  ML_GROUP_NONE, or the group to allocate into (as
+ *               ml_group_alloc).
+ * @param flags  0 or an OR of ML_ALLOC_ZEROED and ML_ALLOC_PINNED.
+ * @param out    receives the handle; untouched on failure.
+ * @param ptr    NULL, or receives the data's address (NULL on failure).
+ *               Without ML_ALLOC_PINNED it is valid until the next
+ *               relocation point, as a pointer from ml_get.
+ * @return 0; as ml_alloc (-EINVAL, -ENOMEM); -EINVAL also for an align
+ *         that is not 0 or a power of two up to 4096, and for unknown
+ *         flags; -ENOENT when the group does not exist (or is destroyed
+ *         meanwhile: nothing is allocated). On failure nothing is
+ *         allocated and nothing is pinned.
+ * Thread-safe; a relocation point when the arena is full, as ml_alloc.
+ */
+ML_API int ml_alloc_ex(ml_arena *arena, size_t size, size_t align,
+                       ml_group group, unsigned flags, ml_handle *out,
+                       void **ptr);
 
 /**
  * Free an allocation. The handle (and every copy of it) becomes stale.
@@ -772,8 +819,8 @@ typedef void (*ml_move_fn)(void *ctx, ml_handle h, void *old_addr, void *new_add
  *  @return 0; -EINVAL (arena NULL). */
 ML_API int ml_set_move_callback(ml_arena *arena, ml_move_fn fn, void *ctx);
 
-/** Called when an allocation (ml_alloc, ml_alloc_aligned, ml_group_alloc)
- *  of `size` bytes is about to fail with -ENOMEM after every built-in
+/** Called when an allocation (ml_alloc, ml_alloc_aligned, ml_alloc_zeroed,
+ *  ml_alloc_ex, ml_group_alloc) of `size` bytes is about to fail with -ENOMEM after every built-in
  *  remedy, on the allocating thread, at most once per allocation (ml_realloc
  *  and page-ins never call it). No lock is held, so it may free handles
  *  (any function but ml_arena_destroy is allowed). Return non-zero if it
@@ -793,10 +840,6 @@ ML_API int ml_set_pressure_callback(ml_arena *arena, ml_pressure_fn fn, void *ct
 
 #define ML_TAG_MAX 64   /**< tag buffer size, including the NUL */
 #define ML_NAME_MAX 64  /**< group name buffer size, including the NUL */
-
-/** A group ID; 0 (ML_GROUP_NONE) means "no group". */
-typedef uint32_t ml_group;
-#define ML_GROUP_NONE ((ml_group)0)
 
 /**
  * A snapshot of one handle. Times are nanoseconds since the arena was
@@ -1260,9 +1303,10 @@ ML_API int ml_evict_many(ml_arena *arena, const ml_handle *handles, size_t n);
  * the compressed record. Needs no swap file. min_evict_size does not
  * apply. A relocation point for h.
  * @return 0; -EINVAL (bad handle, arena NULL, not a SlowLane blob, paging
- *         off), -ESTALE, -EBUSY (pinned), -EALREADY (already cold, or the
- *         data does not compress: it stays resident), -ENOMEM (no memory,
- *         or no SlowLane room for the record), -EIO (compression failed).
+ *         off), -ESTALE, -EBUSY (pinned), -EALREADY (already cold),
+ *         -EMSGSIZE (the data does not compress: it stays resident; an
+ *         ml_evict of it stores it as it is), -ENOMEM (no memory, or no
+ *         SlowLane room for the record), -EIO (compression failed).
  * Thread-safe.
  */
 ML_API int ml_compress(ml_arena *arena, ml_handle h);
