@@ -37,6 +37,7 @@
 
 typedef struct budget {
     uint64_t max_bytes, max_ns, t0, bytes, ops;
+    uint64_t t_first; /* when the first copy of the step began (0: none yet) */
     uint64_t scanned; /* blocks and extents looked at (for time checks) */
     ml_compact_result *res;
     ml_moves *mv;
@@ -52,17 +53,31 @@ static uint64_t mono_ns(void)
 }
 
 /* May a copy of `next` more bytes start? The time it would take is
- * estimated at 4 GB/s (slower than any memmove here, so the estimate errs
- * long), and a tenth of the budget is kept for the work around the copies
- * (claims, bookkeeping), so that a step ends within its budget. The first
- * copy of a step always goes ahead, so that every step makes progress. */
+ * estimated from what this step's copies have cost per byte so far (claims
+ * and bookkeeping included), and never below 4 GB/s: a copy into pages the
+ * kernel has to fault in first (never written, or handed back by an
+ * earlier pass) runs several times slower than memmove. A tenth of the
+ * budget is kept for the work around the copies, so that a step ends
+ * within its budget. The first copy of a step always goes ahead, so that
+ * every step makes progress. */
 static bool may_copy(budget *b, size_t next)
 {
     if (b->stop) return false;
     if (b->max_bytes && b->bytes && b->bytes + next > b->max_bytes) return (b->stop = true, false);
-    if (b->max_ns && b->ops) {
-        uint64_t el = mono_ns() - b->t0;
-        if (el + next / 4 > b->max_ns - b->max_ns / 10) return (b->stop = true, false);
+    if (b->max_ns) {
+        uint64_t now = mono_ns();
+        if (!b->ops) {
+            b->t_first = now;
+            return true;
+        }
+        uint64_t el = now - b->t0, est = next / 4;
+        if (b->bytes && b->t_first) {
+            /* ns per byte so far, times next (in 128-bit: a slow first
+             * copy of a large blob must not wrap the estimate) */
+            unsigned __int128 seen = (unsigned __int128)(now - b->t_first) * next / b->bytes;
+            if (seen > est) est = seen > UINT64_MAX / 2 ? UINT64_MAX / 2 : (uint64_t)seen;
+        }
+        if (el + est > b->max_ns - b->max_ns / 10) return (b->stop = true, false);
     }
     return true;
 }
@@ -138,6 +153,7 @@ static bool evacuate_class(ml_arena *a, ml_lane lane, unsigned cls, budget *b)
     ml_lane_t *l = &a->lanes[lane];
     uint32_t *spans = NULL;
     size_t n = 0, cap = 0;
+    l->compact_walks++;
     for (uint32_t s = 0; s < l->ext.cap; s += ml__ext_len(&l->ext, s)) {
         if (ml__ext_kind(&l->ext, s) != ML_EXT_SPAN || l->spans[s].cls != cls) continue;
         if (n == cap) {
@@ -346,16 +362,39 @@ static bool purge_tail(ml_lane_t *l, budget *b)
      * between bounded steps waits for the next pass, so a pass always ends. */
     if (l->compact_cursor == UINT32_MAX) l->compact_cursor = l->ext.clean_from > last ? l->ext.clean_from - last : 0;
     while (l->compact_cursor > 0 && l->ext.clean_from > last) {
-        /* Dropping 1 MiB of pages takes up to ~100 us: budget for it. */
-        if (b->max_ns && b->ops && mono_ns() - b->t0 + 100000 > b->max_ns - b->max_ns / 10) return false;
         uint32_t to = l->ext.clean_from;
         uint32_t n = to - last < chunk ? to - last : chunk;
         if (n > l->compact_cursor) n = l->compact_cursor;
+        if (b->max_ns) {
+            /* Hand back what fits in the time left, at what it has cost
+             * lately (100 us a MiB until measured; it ranged from 100 to
+             * 200 us here); when the step has done nothing yet, at least
+             * 256 KiB (some 25-50 us), so that every step makes progress
+             * that counts. */
+            uint64_t per_mib = l->purge_ns_per_mib ? l->purge_ns_per_mib : 100000;
+            uint64_t per_unit = (per_mib * unit >> 20) + 1;
+            uint64_t el = mono_ns() - b->t0, usable = b->max_ns - b->max_ns / 10;
+            uint64_t fit = el < usable ? (usable - el) / per_unit : 0;
+            if (fit == 0 && b->ops) return false;
+            uint64_t least = ((size_t)256 << 10) / unit ? ((size_t)256 << 10) / unit : 1;
+            if (!b->ops && fit < least) fit = least;
+            if (fit < n) n = (uint32_t)fit;
+        }
         uint32_t from = to - n;
         uint64_t t = mono_ns();
         int rc = ml__region_purge(&l->region, (size_t)from * unit, (size_t)n * unit);
-        b->res->release_ns += mono_ns() - t;
+        uint64_t took = mono_ns() - t;
+        b->res->release_ns += took;
         b->ops++;
+        /* Learn the cost from chunks of 256 KiB or more (a smaller one is
+         * mostly the call's fixed cost): at once when it rose, an eighth at
+         * a time when it fell (it varies from call to call; erring long
+         * keeps steps within budget). */
+        if ((size_t)n * unit >= ((size_t)256 << 10)) {
+            uint64_t seen = (uint64_t)((unsigned __int128)took * (1u << 20) / ((size_t)n * unit));
+            uint64_t was = l->purge_ns_per_mib;
+            l->purge_ns_per_mib = seen >= was ? seen : (7 * was + seen) / 8;
+        }
         if (rc != 0) return true; /* the pages stay; the next pass tries again */
         l->purged_bytes += (size_t)n * unit;
         b->res->released_bytes += (size_t)n * unit;
@@ -389,7 +428,22 @@ static int step(ml_arena *a, ml_lane lane, uint64_t max_bytes, uint64_t max_ns, 
     pthread_mutex_lock(&l->lock);
     bool finished = false;
     if (l->compact_phase == 0) {
+        /* Finding a class's spans walks every extent of the lane, so walk
+         * only for classes with two spans or more (one has nowhere to go),
+         * and start another walk only while the budget lasts: a step over
+         * a large lane ends within it even before its first copy. */
+        bool walked = false;
         while (l->compact_cursor < l->nclasses) {
+            if (l->cls_spans[l->compact_cursor] < 2) {
+                l->compact_skip = l->compact_block = 0; /* (a resume point in it is gone) */
+                l->compact_cursor++;
+                continue;
+            }
+            if (walked && b.max_ns && mono_ns() - b.t0 > b.max_ns - b.max_ns / 10) {
+                b.stop = true;
+                break;
+            }
+            walked = true;
             if (!evacuate_class(a, lane, l->compact_cursor, &b)) break;
             l->compact_cursor++;
         }

@@ -156,6 +156,7 @@ static uint32_t span_new(ml_lane_t *l, unsigned cls, bool internal)
     sp->cls = (uint16_t)cls;
     for (uint32_t u = 0; u < units; u++) l->unit_span[s + u] = s;
     l->span_count++;
+    l->cls_spans[cls]++;
     l->span_units_total += units;
     l->meta_bytes += (uint64_t)nblocks * sizeof *owner;
     partial_push(l, s);
@@ -167,6 +168,7 @@ static void span_release(ml_lane_t *l, uint32_t s)
     ml_span *sp = &l->spans[s];
     if (sp->in_partial) partial_remove(l, s);
     l->span_count--;
+    l->cls_spans[sp->cls]--;
     l->span_units_total -= sp->units;
     l->meta_bytes -= (uint64_t)sp->nblocks * sizeof *sp->owner;
     free(sp->owner);

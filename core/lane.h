@@ -91,6 +91,7 @@ typedef struct ml_lane_s {
     uint32_t *unit_span;              /* unit -> first unit of its span */
     uint64_t cls_magic[ML_NCLASSES];  /* 2^64 / class size, rounded up */
     uint32_t partial[ML_NCLASSES];    /* spans with free blocks */
+    uint32_t cls_spans[ML_NCLASSES];  /* spans of each class */
     /* statistics (lane lock) */
     uint64_t span_count, span_units_total;
     uint64_t blob_count, blob_units_total;
@@ -111,6 +112,10 @@ typedef struct ml_lane_s {
      * A hint: spans come and go between steps. */
     uint32_t compact_skip, compact_block;
     bool compact_moved;               /* this pass moved something */
+    uint64_t purge_ns_per_mib;        /* what handing 1 MiB back to the kernel
+                                         has cost lately (0: not yet known) */
+    uint64_t compact_walks;           /* walks over every extent looking for
+                                         a class's spans (tests read it) */
 } ml_lane_t;
 
 /* Is a compaction pass of l half done (left so by a bounded step)? Lock held. */

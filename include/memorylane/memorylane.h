@@ -699,10 +699,16 @@ ML_API int ml_compact(ml_arena *arena, ml_lane lane, ml_compact_result *res);
  * the previous step stopped. res->done tells that a whole pass finished
  * with nothing left to move. A relocation point.
  * Timing: the step checks the clock before each copy (estimating the copy
- * at 4 GB/s) and every 256 entries it looks at, and keeps a tenth of
- * max_ns for its bookkeeping, so on a CPU it is not preempted from it ends
- * within max_ns. Its first copy always goes ahead (every step progresses),
- * so a single blob that takes longer than max_ns to copy overruns. A step
+ * from what this step's copies have cost per byte, and never as faster
+ * than 4 GB/s), before each search of the lane for a size class's spans,
+ * every 256 entries it looks at, and before handing free pages back to the
+ * kernel (sized by what that has cost lately), and keeps a tenth of
+ * max_ns for its bookkeeping. So, on a CPU it is not preempted from, it
+ * ends within max_ns, give or take the variation of a single operation:
+ * handing back a MiB took 100-200 us here, and with a 100 us budget about
+ * one step in ten still ran 5-60% over (tools/bench: "100 us steps").
+ * Its first operation always goes ahead (every step progresses), so a
+ * single blob that takes longer than max_ns to copy overruns. A step
  * that finds nothing it may move (everything pinned) stops on time too, and
  * the next step goes on from where it stopped.
  * @param res  if not NULL, receives what this step did.
