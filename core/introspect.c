@@ -55,6 +55,7 @@ static void fill_info(ml_arena *a, uint32_t idx, uint64_t m, ml_handle_info *out
     out->last_migration_ns = c.last_migration_ns;
     out->last_from = (ml_lane)c.last_from;
     out->last_to = (ml_lane)c.last_to;
+    out->blob = !(m & ML_M_RESIDENT) || (m & ML_M_BLOB);
     *tag = c.tag;
 }
 

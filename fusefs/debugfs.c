@@ -618,6 +618,7 @@ static int render_info(ml_debugfs *fs, ml_handle h, sbuf *b)
     sb_printf(b, "last_to %s\n", i.migrations ? ml_lane_name(i.last_to) : "-");
     sb_printf(b, "offset %zu\n", i.offset);
     sb_printf(b, "stored_size %zu\n", i.stored_size);
+    sb_printf(b, "kind %s\n", i.blob ? "blob" : "block");
     sb_printf(b, "handle 0x%016" PRIx64 "\n", i.handle.bits);
     return 0;
 }

@@ -632,6 +632,7 @@ void ExpectInfoMatches(ml_arena *a, ml_handle h, const std::map<std::string, std
     EXPECT_EQ(at("last_migration"), std::to_string(i.last_migration_ns));
     EXPECT_EQ(at("offset"), std::to_string(i.offset));
     EXPECT_EQ(at("stored_size"), std::to_string(i.stored_size));
+    EXPECT_EQ(at("kind"), i.blob ? "blob" : "block");
     char bits[32];
     snprintf(bits, sizeof bits, "0x%016llx", (unsigned long long)i.handle.bits);
     EXPECT_EQ(at("handle"), bits);

@@ -360,6 +360,38 @@ TEST_P(Engines, PressureEvictsAndEverythingComesBack) {
     EXPECT_EQ(st.swap_used, 0u);
 }
 
+// Only blobs are paged: FastLane entries and SlowLane entries of 8192
+// bytes or less are blocks, refused with -EINVAL and left as they were;
+// ml_handle_info.blob says which is which.
+TEST_P(Engines, OnlyBlobsArePagedAndInfoSaysWhichAreBlobs) {
+    ml_config c = PagingConfig(GetParam());
+    ArenaGuard a(&c);
+    struct Case {
+        size_t size;
+        bool blob;
+    } cases[] = {{100, false}, {4096, false}, {5000, false}, {8192, false}, {8193, true}, {100000, true}};
+    for (const Case &k : cases) {
+        SCOPED_TRACE(k.size);
+        Blob b = Make(a, k.size, k.size);
+        ml_handle_info info;
+        ASSERT_EQ(ml_handle_info_get(a, b.h, &info), 0);
+        EXPECT_EQ(info.blob, k.blob);
+        EXPECT_EQ(info.lane, k.size <= c.threshold ? ML_LANE_FAST : ML_LANE_SLOW);
+        ml_state st = ml_handle_state(a, b.h);
+        if (!k.blob) {
+            EXPECT_EQ(ml_evict(a, b.h), -EINVAL);
+            EXPECT_EQ(ml_compress(a, b.h), -EINVAL);
+            EXPECT_EQ(ml_handle_state(a, b.h), st);
+        } else {
+            ASSERT_EQ(ml_evict(a, b.h), 0);
+            ASSERT_EQ(ml_handle_info_get(a, b.h, &info), 0);
+            EXPECT_TRUE(info.blob) << "cold";
+        }
+        EXPECT_TRUE(GetMatches(a, b));
+    }
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
 // A blob allocated pinned (ml_alloc_ex) is not evicted or moved by the
 // pressure of the allocations that follow, before the program has written
 // it: with ml_alloc and then ml_pin, it would go to disk unwritten first.

@@ -23,7 +23,9 @@
  *   paging/stats                paging counters and the I/O engine
  *   handles/<id>/state          one word: fast slow compressed evicted
  *   handles/<id>/info           lane size generation pins tag group created
- *                               last_access accesses migrations ...
+ *                               last_access accesses migrations ... kind
+ *                               (blob: paging may compress or evict it;
+ *                               block: it stays resident)
  *   handles/<id>/data           the bytes (size = the allocation's size)
  *   groups/<name>/<id>          one entry per member handle (a symlink to
  *                               ../../handles/<id>)

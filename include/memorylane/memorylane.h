@@ -883,6 +883,14 @@ typedef struct ml_handle_info {
     uint32_t migrations;       /**< moves between lanes */
     uint64_t last_migration_ns;/**< time of the last move between lanes */
     ml_lane last_from, last_to;/**< lanes of the last move (if migrations) */
+    bool blob;                 /**< the data is a blob: page-granular SlowLane
+                                    space of its own, the only kind of entry
+                                    paging compresses or evicts (a cold entry
+                                    is one). Every FastLane entry, and every
+                                    SlowLane entry of 8192 bytes or less, is
+                                    a block of a size class and is never
+                                    paged: ml_evict and ml_compress refuse it
+                                    with -EINVAL. */
 } ml_handle_info;
 
 /**
@@ -1203,7 +1211,10 @@ ML_API int ml_group_foreach(ml_arena *arena, ml_group_fn fn, void *ctx);
 /* ========================================================================= */
 
 /**
- * Paging moves cold SlowLane blobs out of the lane: COMPRESSED (zstd, kept
+ * Paging moves cold SlowLane blobs out of the lane (blobs are SlowLane
+ * entries of more than 8192 bytes; smaller ones are blocks of size
+ * classes, which stay resident, as FastLane's do: ml_handle_info.blob
+ * tells): COMPRESSED (zstd, kept
  * in RAM as a smaller SlowLane record) or EVICTED (the record written to the
  * swap file through io_uring with O_DIRECT). Each record carries the
  * handle's ID and generation, both lengths, the codec and CRC-32C checksums;
@@ -1274,7 +1285,9 @@ ML_API int ml_paging_stats_get(ml_arena *arena, ml_paging_stats *out);
  * Compress one SlowLane blob and write it to the swap file now (EVICTED). A
  * COMPRESSED entry's record is written as it is. min_evict_size does not
  * apply. A relocation point for h.
- * @return 0; -EINVAL (bad handle, arena NULL, not a SlowLane blob, paging
+ * @return 0; -EINVAL (bad handle, arena NULL, not a SlowLane blob (see
+ *         ml_handle_info.blob: FastLane entries and SlowLane entries of
+ *         8192 bytes or less are blocks, never paged), paging
  *         off), -ESTALE, -EBUSY (pinned), -EALREADY (already evicted),
  *         -ENOSPC (swap budget full), -EIO (compression or write failed;
  *         a failed write may pass on the system's code instead), -ENOMEM
@@ -1308,7 +1321,9 @@ ML_API int ml_evict_many(ml_arena *arena, const ml_handle *handles, size_t n);
  * Compress one SlowLane blob into RAM (COMPRESSED): its lane space shrinks to
  * the compressed record. Needs no swap file. min_evict_size does not
  * apply. A relocation point for h.
- * @return 0; -EINVAL (bad handle, arena NULL, not a SlowLane blob, paging
+ * @return 0; -EINVAL (bad handle, arena NULL, not a SlowLane blob (see
+ *         ml_handle_info.blob: FastLane entries and SlowLane entries of
+ *         8192 bytes or less are blocks, never paged), paging
  *         off), -ESTALE, -EBUSY (pinned), -EALREADY (already cold),
  *         -EMSGSIZE (the data does not compress: it stays resident; an
  *         ml_evict of it stores it as it is), -ENOMEM (no memory, or no
