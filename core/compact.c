@@ -434,7 +434,10 @@ static int step(ml_arena *a, ml_lane lane, uint64_t max_bytes, uint64_t max_ns, 
          * a large lane ends within it even before its first copy. */
         bool walked = false;
         while (l->compact_cursor < l->nclasses) {
+            /* The empty span a class keeps goes too: a compacted lane with
+             * nothing in it is one free range, and says 0 fragmentation. */
             if (l->cls_spans[l->compact_cursor] < 2) {
+                ml__lane_release_empty(l, l->compact_cursor);
                 l->compact_skip = l->compact_block = 0; /* (a resume point in it is gone) */
                 l->compact_cursor++;
                 continue;
@@ -445,6 +448,7 @@ static int step(ml_arena *a, ml_lane lane, uint64_t max_bytes, uint64_t max_ns, 
             }
             walked = true;
             if (!evacuate_class(a, lane, l->compact_cursor, &b)) break;
+            ml__lane_release_empty(l, l->compact_cursor);
             l->compact_cursor++;
         }
         if (l->compact_cursor >= l->nclasses) {

@@ -235,6 +235,19 @@ uint32_t ml__lane_span_slide(ml_lane_t *l, uint32_t s)
     return ns;
 }
 
+unsigned ml__lane_release_empty(ml_lane_t *l, unsigned cls)
+{
+    unsigned n = 0;
+    for (uint32_t s = l->partial[cls], next; s != ML_SPAN_NIL; s = next) {
+        next = l->spans[s].next;
+        if (l->spans[s].used == 0) {
+            span_release(l, s);
+            n++;
+        }
+    }
+    return n;
+}
+
 void ml__lane_block_put(ml_lane_t *l, uint32_t s, uint32_t idx)
 {
     ml_span *sp = &l->spans[s];

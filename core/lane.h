@@ -151,6 +151,11 @@ bool ml__span_take_block(ml_lane_t *l, uint32_t s, uint32_t *idx);
 /** Slide span s down over the free extent before it (bookkeeping only:
  *  span record, unit map, lists). Returns its new first unit. */
 uint32_t ml__lane_span_slide(ml_lane_t *l, uint32_t s);
+/** Release every span of class cls that holds no block (the one a class
+ *  keeps when it empties, so that it does not thrash, included: compaction
+ *  ends a class with it, so that an emptied lane is one free range).
+ *  Returns how many. */
+unsigned ml__lane_release_empty(ml_lane_t *l, unsigned cls);
 /** Take back a block handed out earlier (its owner entry is rewritten). */
 void ml__lane_block_put(ml_lane_t *l, uint32_t span, uint32_t idx);
 /** Allocate a blob of `bytes` (rounded to units). ML_EXT_NIL if no room. */

@@ -422,7 +422,8 @@ TEST(TypedHelpers, AllocGetSetOfT) {
     ml_handle_info i = Info(a, h);
     EXPECT_EQ(i.size, sizeof(Vec3));
     EXPECT_GE(i.align, alignof(Vec3));
-    EXPECT_EQ(ML_SET_T(a, h, Vec3, (Vec3{1.5, -2.0, 3.25})), 0);
+    // The value needs no parentheses around its commas (this compiles).
+    EXPECT_EQ(ML_SET_T(a, h, Vec3, Vec3{1.5, -2.0, 3.25}), 0);
     Vec3 *v = ML_GET_T(a, h, Vec3);
     ASSERT_NE(v, nullptr);
     EXPECT_EQ(v->x, 1.5);

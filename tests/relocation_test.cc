@@ -317,6 +317,41 @@ TEST(Compaction, StepsWalkTheLaneOnlyForClassesWithSpansToEmpty) {
     EXPECT_EQ(ml__arena_check(a), 0);
 }
 
+// A lane whose entries are all freed compacts to one free range: the empty
+// span each size class keeps (so that a class that empties and refills does
+// not thrash) goes too, and the lane reports no fragmentation. (It reported
+// 63-125 per mille, 16 empty spans, found by an adopter's review.)
+TEST(Compaction, AnEmptiedLaneCompactsToOneFreeRange) {
+    ml_config c = NoAuto();
+    c.fast_lane_size = 32 << 20;
+    c.slow_lane_size = 64 << 20;
+    ArenaGuard a(&c);
+    std::mt19937_64 rng(11);
+    std::vector<ml_handle> hs;
+    for (int i = 0; i < 8000; i++) {
+        size_t size = i % 10 == 0 ? 4097 + rng() % 30000 : 16 + rng() % 4080;
+        ml_handle h;
+        ASSERT_EQ(ml_alloc(a, size, &h), 0) << i;
+        hs.push_back(h);
+    }
+    for (const ml_handle &h : hs) ASSERT_EQ(ml_free(a, h), 0);
+    for (ml_lane lane : {ML_LANE_FAST, ML_LANE_SLOW}) {
+        SCOPED_TRACE(ml_lane_name(lane));
+        ASSERT_GT(LaneStats(a, lane).spans, 0u) << "the classes kept a span each";
+        ml_compact_result r;
+        ASSERT_EQ(ml_compact(a, lane, &r), 0);
+        ml_lane_stats st = LaneStats(a, lane);
+        EXPECT_EQ(st.spans, 0u);
+        EXPECT_EQ(st.used, 0u);
+        EXPECT_EQ(st.largest_free, st.free);
+        EXPECT_EQ(st.fragmentation_permille, 0u);
+    }
+    ml_handle h;
+    ASSERT_EQ(ml_alloc(a, 100, &h), 0) << "and allocates again";
+    EXPECT_EQ(ml_free(a, h), 0);
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
 // The free tail's pages are returned once: a second pass over a lane that
 // did nothing since returns nothing, counts nothing and records no event.
 TEST(Compaction, AnIdleLaneReturnsItsFreePagesOnce) {

@@ -40,12 +40,12 @@ out=${MLANE_BENCH_OUT:-$default_out}
 
 "$root/tools/setup.sh"
 cd "$root"
-bazel build --config=opt //tools/bench:mlane_bench >/dev/null 2>"$root/.bench-build.log" || {
+"$root/tools/bazelw" build --config=opt //tools/bench:mlane_bench >/dev/null 2>"$root/.bench-build.log" || {
   cat "$root/.bench-build.log" >&2
   exit 1
 }
 rm -f "$root/.bench-build.log"
-bin="$(bazel info --config=opt bazel-bin 2>/dev/null)/tools/bench/mlane_bench"
+bin="$("$root/tools/bazelw" info --config=opt bazel-bin 2>/dev/null)/tools/bench/mlane_bench"
 if $help; then
   sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
   echo

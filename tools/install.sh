@@ -26,9 +26,9 @@ cd "$root"
 
 # The libraries that make up //:memorylane (one archive per module).
 libs=(//core:core //paging:paging)
-bazel build --config=opt //:libmemorylane.so //:libmemorylane_debugfs.so "${libs[@]}" >/dev/null 2>&1 || \
-  bazel build --config=opt //:libmemorylane.so //:libmemorylane_debugfs.so "${libs[@]}"
-bin=$(bazel info --config=opt bazel-bin 2>/dev/null)
+"$root/tools/bazelw" build --config=opt //:libmemorylane.so //:libmemorylane_debugfs.so "${libs[@]}" >/dev/null 2>&1 || \
+  "$root/tools/bazelw" build --config=opt //:libmemorylane.so //:libmemorylane_debugfs.so "${libs[@]}"
+bin=$("$root/tools/bazelw" info --config=opt bazel-bin 2>/dev/null)
 
 mkdir -p "$prefix/include/memorylane" "$prefix/lib/pkgconfig"
 install -m 0644 include/memorylane/*.h "$prefix/include/memorylane/"

@@ -18,10 +18,10 @@ cache=${MEMORYLANE_CACHE:-$HOME/.cache/memorylane}
 step() { printf '\n==== %s\n' "$*"; }
 
 step "build everything (tools, benchmarks, libraries)"
-bazel build //...
+"$root/tools/bazelw" build //...
 
 step "tests"
-bazel test //tests/...
+"$root/tools/bazelw" test //tests/...
 
 if [ $quick = 1 ]; then exit 0; fi
 
@@ -42,6 +42,8 @@ test -s "$tmp/example.c"
 PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig" cc -Wall -Werror "$tmp/example.c" -o "$tmp/example" \
   $(PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig" pkg-config --cflags --libs memorylane)
 "$tmp/example"
+# The header is C99 too: the example, strict C99 and pedantic, compiles.
+cc -std=c99 -pedantic -Wall -Werror -c "$tmp/example.c" -o "$tmp/example99.o" -I"$tmp/prefix/include"
 # The same program linked with the archive, as a PIE (the compiler's default).
 cc -Wall -Werror "$tmp/example.c" -o "$tmp/example-a" -I"$tmp/prefix/include" \
   "$tmp/prefix/lib/libmemorylane.a" -lzstd -luring -lpthread

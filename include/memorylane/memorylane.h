@@ -611,10 +611,12 @@ ML_API int ml_write(ml_arena *arena, ml_handle h, size_t offset,
 
 /* ---- Typed helpers ------------------------------------------------------ */
 
-#ifdef __cplusplus
+#if defined(__cplusplus)
 #define ML__ALIGNOF(T) alignof(T)
-#else
+#elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
 #define ML__ALIGNOF(T) _Alignof(T)
+#else /* C99 and older: the GNU spelling, with no -pedantic warning */
+#define ML__ALIGNOF(T) __alignof__(T)
 #endif
 
 /** Allocate one T (size and alignment of T). Evaluates to ml_alloc's code. */
@@ -624,12 +626,14 @@ ML_API int ml_write(ml_arena *arena, ml_handle h, size_t offset,
 /** Pointer to T, or NULL when h is invalid or its size is below sizeof(T). */
 #define ML_GET_T(arena, h, T) ((T *)ml_get_sized((arena), (h), sizeof(T)))
 
-/** Store value (of type T) into the handle's data through ml_write.
+/** Store a value of type T into the handle's data through ml_write; the
+ *  value may be a compound literal with commas in it, unparenthesised:
+ *  ML_SET_T(a, h, monster, (monster){1.5f, 2.5f, 100}).
  *  Evaluates to ml_write's code: -EINVAL when the allocation is smaller
  *  than T. GNU C statement expression (gcc, clang). */
-#define ML_SET_T(arena, h, T, value)                                 \
+#define ML_SET_T(arena, h, T, ...)                                   \
     __extension__({                                                  \
-        T ml__set_v_ = (value);                                      \
+        T ml__set_v_ = (__VA_ARGS__);                                \
         ml_write((arena), (h), 0, &ml__set_v_, sizeof(T));           \
     })
 
@@ -810,7 +814,13 @@ ML_API int ml_maintain(ml_arena *arena);
  *  that. Order them by seq: the report with the highest seq names where
  *  the entry is (or, while it is cold, where it last was), and each
  *  report's old_addr is the new_addr of the report with the seq before it.
- *  (Delivering all reports in one order instead would make one thread run
+ *  The chain starts at the place the entry was born in (seq 0): take it
+ *  from ml_alloc_ex's ptr, the address at the allocation itself. A pointer
+ *  taken later (ml_get after ml_alloc) may already be a later place, and
+ *  the report of the move that took it there (seq 1, from the birth place)
+ *  can reach fn after the program recorded it: with the policy thread
+ *  running, keep the report with the highest seq, not the place recorded
+ *  last. (Delivering all reports in one order instead would make one thread run
  *  other threads' callbacks, or wait for them.) A report is lost, the move
  *  made all the same, only when the library cannot get memory to queue it. */
 typedef void (*ml_move_fn)(void *ctx, ml_handle h, void *old_addr, void *new_addr,
