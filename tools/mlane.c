@@ -358,8 +358,12 @@ static int demo(int argc, char **argv)
             object *as = &lv->assets[lv->n];
             as->size = ((size_t)64 << 10) + rnd() % ((size_t)960 << 10);
             as->key = key++;
-            if (ml_group_alloc(a, lv->group, as->size, 0, &as->h) == 0) {
-                fill(ml_get(a, as->h), as->size, as->key, true);
+            unsigned char *p;
+            /* Allocated pinned, as a program with a policy thread must:
+             * nothing can evict the asset before it is filled. */
+            if (ml_alloc_ex(a, as->size, 0, lv->group, ML_ALLOC_PINNED, &as->h, (void **)&p) == 0) {
+                fill(p, as->size, as->key, true);
+                ml_unpin(a, as->h);
                 ml_set_tag(a, as->h, kinds[rnd() % 4]);
                 lv->n++;
             } else {
