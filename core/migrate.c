@@ -264,6 +264,19 @@ int ml_migrate_all(ml_arena *a, uint32_t min_age_ms, size_t *moved)
         ml__moves_add(&mv, &ev);
         count++;
     }
+    if (count) {
+        /* The classes it emptied keep their last span (so that a class that
+         * empties and refills does not thrash), and this thread's cache
+         * keeps free blocks in others: those go back too, once per call, so
+         * that a FastLane emptied of old entries is free space in one
+         * piece, not a lane full of empty spans. */
+        ml_lane_t *fl = &a->lanes[ML_LANE_FAST];
+        ml_tcache *own = ml__tc_get(a); /* (its cached blocks hold spans) */
+        if (own) ml__tc_flush(a, own);
+        pthread_mutex_lock(&fl->lock);
+        for (unsigned c = 0; c < fl->nclasses; c++) ml__lane_release_empty(fl, c);
+        pthread_mutex_unlock(&fl->lock);
+    }
     ml__moves_fire(a, &mv);
     if (moved) *moved = count;
     return rc;

@@ -352,6 +352,31 @@ TEST(Compaction, AnEmptiedLaneCompactsToOneFreeRange) {
     EXPECT_EQ(ml__arena_check(a), 0);
 }
 
+// ml_migrate_all that empties FastLane leaves it free in one piece: the
+// empty span each class keeps goes back too (it reported about 499 per
+// mille fragmentation with nothing in it; an adopter's review).
+TEST(Migration, MigrateAllThatEmptiesFastLaneLeavesNoEmptySpans) {
+    ml_config c = NoAuto();
+    ArenaGuard a(&c);
+    std::mt19937_64 rng(12);
+    std::vector<Obj> objs;
+    for (int i = 0; i < 5000; i++) {
+        Obj o{ML_HANDLE_NULL, 16 + rng() % 1000, rng()};
+        ASSERT_EQ(ml_alloc(a, o.size, &o.h), 0);
+        Fill(a, o);
+        objs.push_back(o);
+    }
+    ASSERT_GT(LaneStats(a, ML_LANE_FAST).spans, 10u);
+    size_t moved = 0;
+    ASSERT_EQ(ml_migrate_all(a, 0, &moved), 0);
+    EXPECT_EQ(moved, objs.size());
+    ml_lane_stats st = LaneStats(a, ML_LANE_FAST);
+    EXPECT_EQ(st.spans, 0u);
+    EXPECT_EQ(st.fragmentation_permille, 0u);
+    for (const Obj &o : objs) ASSERT_TRUE(Intact(a, o));
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
 // The free tail's pages are returned once: a second pass over a lane that
 // did nothing since returns nothing, counts nothing and records no event.
 TEST(Compaction, AnIdleLaneReturnsItsFreePagesOnce) {
