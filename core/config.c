@@ -111,7 +111,7 @@ const char *ml_strerror(int err)
     case EBADMSG: return "corrupted or mismatched record";
     case ENOTSUP: return "not supported";
     case EALREADY: return "already done (already there, or already cold)";
-    case EMSGSIZE: return "does not compress (its compressed form would be no smaller)";
+    case EMSGSIZE: return "does not compress (zstd would save less than a tenth)";
     /* Codes passed on from the system (swap file, I/O engine, FUSE mount). */
     case EPERM: return "operation not permitted";
     case EACCES: return "permission denied";

@@ -33,8 +33,8 @@
  *               (swap_size) is full                             (paging)
  *   -EALREADY   the entry is already where it was asked to go (migration,
  *               paging)
- *   -EMSGSIZE   the data does not compress: its compressed form would be
- *               no smaller (ml_compress; before 0.4, -EALREADY)
+ *   -EMSGSIZE   the data does not compress: zstd saves less than a tenth
+ *               of it (ml_compress; before 0.4, -EALREADY)
  *   -EIO        an I/O operation failed                         (paging)
  *   -EBADMSG    a record read back from disk is corrupted/stale  (paging)
  *
@@ -896,10 +896,12 @@ typedef struct ml_handle_info {
     bool blob;                 /**< the data is a blob: page-granular SlowLane
                                     space of its own, the only kind of entry
                                     paging compresses or evicts (a cold entry
-                                    is one). Every FastLane entry, and every
-                                    SlowLane entry of 8192 bytes or less, is
-                                    a block of a size class and is never
-                                    paged: ml_evict and ml_compress refuse it
+                                    is one). Every FastLane entry is a block
+                                    of a size class, and so is a SlowLane
+                                    entry placed with 8192 bytes or less
+                                    (a blob that ml_realloc shrinks in place
+                                    stays a blob): blocks are never paged,
+                                    and ml_evict and ml_compress refuse them
                                     with -EINVAL. */
 } ml_handle_info;
 
@@ -1221,15 +1223,15 @@ ML_API int ml_group_foreach(ml_arena *arena, ml_group_fn fn, void *ctx);
 /* ========================================================================= */
 
 /**
- * Paging moves cold SlowLane blobs out of the lane (blobs are SlowLane
- * entries of more than 8192 bytes; smaller ones are blocks of size
- * classes, which stay resident, as FastLane's do: ml_handle_info.blob
+ * Paging moves cold SlowLane blobs out of the lane (SlowLane places an
+ * entry of more than 8192 bytes as a blob, a smaller one as a block of a
+ * size class, which stays resident, as FastLane's do: ml_handle_info.blob
  * tells): COMPRESSED (zstd, kept
  * in RAM as a smaller SlowLane record) or EVICTED (the record written to the
  * swap file through io_uring with O_DIRECT). Each record carries the
  * handle's ID and generation, both lengths, the codec and CRC-32C checksums;
  * a record that does not match is reported as -EBADMSG, never handed out.
- * A blob that barely compresses is stored raw. Lane memory is released only
+ * A blob that zstd shrinks by less than a tenth is stored raw. Lane memory is released only
  * after its record is safely written; on any I/O error the blob stays
  * resident and intact. Any access (ml_get, ml_try_get, ml_pin, ml_write,
  * migration to FastLane, realloc) brings a cold handle back first; ml_read
@@ -1335,8 +1337,9 @@ ML_API int ml_evict_many(ml_arena *arena, const ml_handle *handles, size_t n);
  *         ml_handle_info.blob: FastLane entries and SlowLane entries of
  *         8192 bytes or less are blocks, never paged), paging
  *         off), -ESTALE, -EBUSY (pinned), -EALREADY (already cold),
- *         -EMSGSIZE (the data does not compress: it stays resident; an
- *         ml_evict of it stores it as it is), -ENOMEM (no memory, or no
+ *         -EMSGSIZE (the data does not compress: zstd saves less than a
+ *         tenth of it; it stays resident, and an ml_evict of it stores it
+ *         as it is), -ENOMEM (no memory, or no
  *         SlowLane room for the record), -EIO (compression failed).
  * Thread-safe.
  */
