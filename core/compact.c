@@ -389,10 +389,13 @@ static bool purge_tail(ml_lane_t *l, budget *b)
         /* Learn the cost from chunks of 256 KiB or more (a smaller one is
          * mostly the call's fixed cost): at once when it rose, an eighth at
          * a time when it fell (it varies from call to call; erring long
-         * keeps steps within budget). */
+         * keeps steps within budget), but at most 4x in one go (a thread
+         * preempted during the call must not shrink the next forty steps'
+         * chunks to the minimum). */
         if ((size_t)n * unit >= ((size_t)256 << 10)) {
             uint64_t seen = (uint64_t)((unsigned __int128)took * (1u << 20) / ((size_t)n * unit));
             uint64_t was = l->purge_ns_per_mib;
+            if (was && seen > 4 * was) seen = 4 * was;
             l->purge_ns_per_mib = seen >= was ? seen : (7 * was + seen) / 8;
         }
         if (rc != 0) return true; /* the pages stay; the next pass tries again */

@@ -356,6 +356,7 @@ int ml__arena_check(ml_arena *a)
     for (int lane = 0; lane < 2 && !rc; lane++) {
         ml_lane_t *l = &a->lanes[lane];
         uint64_t handed_out = 0;
+        uint32_t per_class[ML_NCLASSES] = {0};
         for (uint32_t s = 0; s < l->ext.cap; s += ml__ext_len(&l->ext, s)) {
             if (ml__ext_kind(&l->ext, s) != ML_EXT_SPAN) continue;
             ml_span *sp = &l->spans[s];
@@ -363,9 +364,14 @@ int ml__arena_check(ml_arena *a)
             for (uint32_t b = 0; b < sp->bump; b++)
                 if (!(ml__owner_load(&sp->owner[b]) & ML_OWNER_FREE)) used++;
             if (used != sp->used) rc = -7;
+            /* a span with a free block is on its class's partial list */
+            if (sp->used < sp->nblocks && !sp->in_partial) rc = -21;
+            if (sp->cls < ML_NCLASSES) per_class[sp->cls]++;
             handed_out += used;
         }
         if (handed_out != live_blocks[lane] + (lane == ML_LANE_FAST ? cached : 0)) rc = -8;
+        for (unsigned c = 0; c < ML_NCLASSES && !rc; c++)
+            if (per_class[c] != l->cls_spans[c]) rc = -20; /* the per-class span counts */
     }
 
     for (int lane = 1; lane >= 0; lane--) pthread_mutex_unlock(&a->lanes[lane].lock);

@@ -712,7 +712,9 @@ ML_API int ml_compact(ml_arena *arena, ml_lane lane, ml_compact_result *res);
  * handing back a MiB took 100-200 us here, and with a 100 us budget about
  * one step in ten still ran 5-60% over (tools/bench: "100 us steps").
  * Its first operation always goes ahead (every step progresses), so a
- * single blob that takes longer than max_ns to copy overruns. A step
+ * single blob that takes longer than max_ns to copy overruns; a step that
+ * starts by handing pages back hands back at least 256 KiB (so with a
+ * budget of nearly nothing, a pass ends after a step per 256 KiB of tail). A step
  * that finds nothing it may move (everything pinned) stops on time too, and
  * the next step goes on from where it stopped.
  * @param res  if not NULL, receives what this step did.
