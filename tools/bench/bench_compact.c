@@ -88,13 +88,39 @@ static double memcpy_gbs(size_t bytes, size_t chunk, size_t lane_bytes)
     return (double)bytes / t / 1e9;
 }
 
+/* Bounded steps of budget_ms on a fresh copy of the heap until the pass is
+ * done: the longest step in wall and in thread CPU time (ms), and how many
+ * steps ran over the budget (in wall time when by_wall, else in CPU time). */
+typedef struct step_stats {
+    double worst_wall, worst_cpu, over, steps;
+} step_stats;
+
+static void run_steps(ml_lane lane, size_t lane_bytes, size_t lo, size_t hi, uint64_t seed, double budget_ms,
+                      bool by_wall, step_stats *st)
+{
+    size_t live;
+    ml_arena *a = fragmented(lane, lane_bytes, lo, hi, seed, &live);
+    ml_compact_result res;
+    for (int steps = 0; steps < 1000000; steps++) {
+        double s0 = bench_now(), c0 = cpu_now();
+        ml_compact_step(a, lane, 0, (uint64_t)(budget_ms * 1e6), &res);
+        double pause = (bench_now() - s0) * 1e3, cpu = (cpu_now() - c0) * 1e3;
+        if (pause > st->worst_wall) st->worst_wall = pause;
+        if (cpu > st->worst_cpu) st->worst_cpu = cpu;
+        st->over += (by_wall ? pause : cpu) > budget_ms;
+        st->steps++;
+        if (res.done) break;
+    }
+    ml_arena_destroy(a);
+}
+
 static void one_lane(const bench_opts *o, ml_lane lane, size_t lo, size_t hi, const char *label,
                      bool targets)
 {
     size_t lane_bytes = (size_t)64 << 20;
     int reps = o->reps > 16 ? 16 : o->reps;
-    double bw[16], base[16], whole[16], rel_ms[16], worst_pause = 0, worst_cpu = 0, over = 0, nsteps = 0, moved_mb = 0, frag_before = 0, frag_after = 0;
-    double small_worst = 0, small_cpu = 0, small_over = 0, small_steps = 0;
+    double bw[16], base[16], whole[16], rel_ms[16], moved_mb = 0, frag_before = 0, frag_after = 0;
+    step_stats ms = {0, 0, 0, 0}, us = {0, 0, 0, 0}; /* 1 ms and 100 us steps */
     for (int r = 0; r < reps; r++) {
         bench_progress("compact %s: full pass, rep %d/%d", label, r + 1, reps);
         size_t live;
@@ -119,34 +145,11 @@ static void one_lane(const bench_opts *o, ml_lane lane, size_t lo, size_t hi, co
         ml_arena_destroy(a);
 
         bench_progress("compact %s: 1 ms steps, rep %d/%d", label, r + 1, reps);
-        a = fragmented(lane, lane_bytes, lo, hi, 100 + (uint64_t)r, &live);
-        for (int steps = 0; steps < 100000; steps++) {
-            double s0 = bench_now(), c0 = cpu_now();
-            ml_compact_step(a, lane, 0, 1000000, &res);
-            double pause = (bench_now() - s0) * 1e3, cpu = (cpu_now() - c0) * 1e3;
-            if (pause > worst_pause) worst_pause = pause;
-            if (cpu > worst_cpu) worst_cpu = cpu;
-            over += pause > 1.0;
-            nsteps++;
-            if (res.done) break;
-        }
-        ml_arena_destroy(a);
-
+        run_steps(lane, lane_bytes, lo, hi, 100 + (uint64_t)r, 1.0, true, &ms);
         /* A frame-sized budget, 100 us: the work around the copies (finding
          * each class's spans, claims) must fit in it too. */
         bench_progress("compact %s: 100 us steps, rep %d/%d", label, r + 1, reps);
-        a = fragmented(lane, lane_bytes, lo, hi, 100 + (uint64_t)r, &live);
-        for (int steps = 0; steps < 1000000; steps++) {
-            double s0 = bench_now(), c0 = cpu_now();
-            ml_compact_step(a, lane, 0, 100000, &res);
-            double pause = (bench_now() - s0) * 1e3, cpu = (cpu_now() - c0) * 1e3;
-            if (pause > small_worst) small_worst = pause;
-            if (cpu > small_cpu) small_cpu = cpu;
-            small_over += cpu > 0.1;
-            small_steps++;
-            if (res.done) break;
-        }
-        ml_arena_destroy(a);
+        run_steps(lane, lane_bytes, lo, hi, 100 + (uint64_t)r, 0.1, false, &us);
     }
     char name[64];
     snprintf(name, sizeof name, "%s compaction bandwidth", label);
@@ -157,20 +160,20 @@ static void one_lane(const bench_opts *o, ml_lane lane, size_t lo, size_t hi, co
     snprintf(name, sizeof name, "%s page release", label);
     bench_figure("compact", name, bench_median(rel_ms, reps), "ms");
     snprintf(name, sizeof name, "%s longest 1 ms step", label);
-    bench_report("compact", name, worst_pause, "ms", "budget", 1.0, targets ? TARGET_AT_MOST : TARGET_NONE, 1.0,
+    bench_report("compact", name, ms.worst_wall, "ms", "budget", 1.0, targets ? TARGET_AT_MOST : TARGET_NONE, 1.0,
                  NULL);
     /* Wall time includes being preempted on a shared 2-core machine; the
      * thread's CPU time is what the step itself spent. */
     snprintf(name, sizeof name, "%s longest step, thread CPU", label);
-    bench_figure("compact", name, worst_cpu, "ms");
+    bench_figure("compact", name, ms.worst_cpu, "ms");
     snprintf(name, sizeof name, "%s steps over 1 ms", label);
-    bench_figure("compact", name, nsteps ? 100.0 * over / nsteps : 0, "%");
+    bench_figure("compact", name, ms.steps ? 100.0 * ms.over / ms.steps : 0, "%");
     snprintf(name, sizeof name, "%s longest 100 us step, thread CPU", label);
-    bench_figure("compact", name, small_cpu * 1e3, "us");
+    bench_figure("compact", name, us.worst_cpu * 1e3, "us");
     snprintf(name, sizeof name, "%s longest 100 us step, wall", label);
-    bench_figure("compact", name, small_worst * 1e3, "us");
+    bench_figure("compact", name, us.worst_wall * 1e3, "us");
     snprintf(name, sizeof name, "%s 100 us steps over in CPU time", label);
-    bench_figure("compact", name, small_steps ? 100.0 * small_over / small_steps : 0, "%");
+    bench_figure("compact", name, us.steps ? 100.0 * us.over / us.steps : 0, "%");
     snprintf(name, sizeof name, "%s moved per pass", label);
     bench_figure("compact", name, moved_mb, "MiB");
     bench_better(BETTER_NONE); /* the work, not a result */
