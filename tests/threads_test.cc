@@ -283,17 +283,22 @@ TEST(Threads, GetSizedRacesMigrationWithoutADataRace) {
     ml_handle h;
     ASSERT_EQ(ml_alloc(a, 200, &h), 0);
     std::atomic<bool> stop{false};
+    std::atomic<long> got{0};
     std::thread mover([&] {
-        for (int i = 0; i < 2000; i++) ml_migrate(a, h, i % 2 ? ML_LANE_FAST : ML_LANE_SLOW);
+        // At least 2000 moves, and on until the reader has had its share of
+        // them (on a loaded machine it may not run at all during the first
+        // 2000; a few seconds at most).
+        auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+        for (int i = 0; i < 2000 || (got < 100 && std::chrono::steady_clock::now() < end); i++)
+            ml_migrate(a, h, i % 2 ? ML_LANE_FAST : ML_LANE_SLOW);
         stop = true;
     });
-    long got = 0;
     while (!stop) {
-        got += ml_get_sized(a, h, 200) != nullptr;
+        if (ml_get_sized(a, h, 200) != nullptr) ++got;
         EXPECT_EQ(ml_get_sized(a, h, 201), nullptr);
     }
     mover.join();
-    EXPECT_GT(got, 0);
+    EXPECT_GT(got.load(), 0);
     EXPECT_EQ(ml__arena_check(a), 0);
 }
 
