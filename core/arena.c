@@ -78,6 +78,10 @@ int ml__arena_create_with(const ml_config *cfg_in, const ml_prim *prim, ml_arena
     /* A thread may keep 1/256 of the table paired (at least ML_TC_SLOTS). */
     a->paired_max = (uint32_t)(cfg.max_handles / 256 > ML_TC_SLOTS ? cfg.max_handles / 256 : ML_TC_SLOTS);
     a->max_handles = cfg.max_handles;
+    /* Debugging aids: the configuration's, plus the environment's. Under
+     * ML_DEBUG_MOVES every ml_get takes the slow path (get_limit 0). */
+    a->debug = cfg.debug | ml__debug_env();
+    a->get_limit = (a->debug & ML_DEBUG_MOVES) ? 0 : cfg.max_handles;
     a->fork_gen = ml__fork_gen();
 
     int rc = -ENOMEM;
@@ -98,6 +102,9 @@ int ml__arena_create_with(const ml_config *cfg_in, const ml_prim *prim, ml_arena
 
     a->lanes[ML_LANE_SLOW].reserve_frac = cfg.slow_lane_safety_margin;
     ml__lane_set_reserve(&a->lanes[ML_LANE_SLOW]);
+    rc = ml__debug_init(a);
+    if (rc) goto fail;
+    a->cfg.debug = a->debug; /* (ml_arena_config reports what is in effect) */
 
     pthread_mutex_init(&a->table_lock, NULL);
     pthread_mutex_init(&a->tc_list_lock, NULL);
@@ -121,6 +128,7 @@ int ml__arena_create_with(const ml_config *cfg_in, const ml_prim *prim, ml_arena
     return 0;
 
 fail:
+    ml__debug_fini(a);
     ml__lane_fini(&a->lanes[ML_LANE_SLOW]);
     ml__lane_fini(&a->lanes[ML_LANE_FAST]);
     ml__meta_unmap(a->tags, (size_t)ML_MAX_TAGS * ML_TAG_MAX);
@@ -144,6 +152,7 @@ void ml_arena_destroy(ml_arena *a)
     if (ml__pager) ml__pager->detach(a);
     ml__registry_remove(a);
     ml__tc_destroy_all(a);
+    ml__debug_fini(a);
     ml__lane_fini(&a->lanes[ML_LANE_SLOW]);
     ml__lane_fini(&a->lanes[ML_LANE_FAST]);
     ml__meta_unmap(a->tags, (size_t)ML_MAX_TAGS * ML_TAG_MAX);
@@ -332,8 +341,8 @@ void ml__release_place(ml_arena *a, ml_lane lane, char *addr, bool blob)
     pthread_mutex_unlock(&l->lock);
 }
 
-int ml__place(ml_arena *a, ml_lane lane, size_t size, size_t align, uint32_t owner, unsigned flags,
-              ml_place *out)
+static int place_once(ml_arena *a, ml_lane lane, size_t size, size_t align, uint32_t owner, unsigned flags,
+                      ml_place *out)
 {
     ml_lane_t *l = &a->lanes[lane];
     bool internal = (flags & ML_PLACE_INTERNAL) != 0;
@@ -372,6 +381,16 @@ int ml__place(ml_arena *a, ml_lane lane, size_t size, size_t align, uint32_t own
         if (attempt == 3 || ml__lane_grow(l, need) != 0) break;
     }
     pthread_mutex_unlock(&l->lock);
+    return rc;
+}
+
+int ml__place(ml_arena *a, ml_lane lane, size_t size, size_t align, uint32_t owner, unsigned flags,
+              ml_place *out)
+{
+    int rc = place_once(a, lane, size, align, owner, flags, out);
+    /* Debug mode: what the quarantine holds goes back before anything
+     * fails for want of room (core/debug.c). */
+    if (rc == -ENOMEM && a->dbg && ml__debug_drain(a)) rc = place_once(a, lane, size, align, owner, flags, out);
     return rc;
 }
 
@@ -547,6 +566,7 @@ static int alloc_slow(ml_arena *a, ml_tcache *tc, size_t size, size_t align, ml_
     }
     tc = ml__tc_get(a);
     if (flags & ML_ALLOC_ZEROED) memset(pl.addr, 0, size);
+    else ml__debug_fill_new(a, pl.addr, size);
     bool grouped = group != ML_GROUP_NONE;
     uint64_t extra = (pl.blob ? ML_M_BLOB : 0) | (grouped ? ML_M_LOCKED | ML_M_GROUPED : 0) | pin_bits(flags);
     ml_handle h = publish(a, idx, lane, born, pl.addr, size, align, extra, ml__now(a));
@@ -590,6 +610,9 @@ static int alloc_general(ml_arena *a, size_t size, size_t align, ml_group group,
      * nothing is allocated either) */
     if (group != ML_GROUP_NONE && !ml__group_exists(a, group)) return -ENOENT;
     if (align < 16) align = 16;
+    /* (debug mode: every allocation is a relocation point, as one that
+     * finds the arena full is) */
+    ML_DEBUG_POINT(a, ML_DEBUG_ALL_LANES, UINT32_MAX);
     ml_tcache *tc = ml__tc_get(a);
     if (__builtin_expect(size <= a->cfg.threshold && group == ML_GROUP_NONE && tc != NULL, 1)) {
         ml_lane_t *l = &a->lanes[ML_LANE_FAST];
@@ -681,7 +704,9 @@ int ml_alloc_ex(ml_arena *a, size_t size, size_t align, ml_group group, unsigned
 {
     if (ptr) *ptr = NULL;
     if (!a || !out || (flags & ~(unsigned)(ML_ALLOC_ZEROED | ML_ALLOC_PINNED))) return -EINVAL;
-    return alloc_general(a, size, align ? align : 16, group, flags, out, ptr);
+    int rc = alloc_general(a, size, align ? align : 16, group, flags, out, ptr);
+    if (rc == 0 && ptr) ML_DEBUG_EXPOSE(a, ml__idx(*out));
+    return rc;
 }
 
 /* ---- free ------------------------------------------------------------------- */
@@ -731,7 +756,7 @@ static void release(ml_arena *a, uint32_t idx, uint64_t m)
         if (__builtin_expect(n == ML_TC_BLOCKS, 0)) n = tc_spill(a, tc, loc.cls);
         tc->cls[loc.cls].b[n] = ((uint64_t)loc.span << 32) | loc.index;
         __atomic_store_n(&tc->cls[loc.cls].n, n + 1, __ATOMIC_RELAXED);
-    } else {
+    } else if (!ml__debug_hold(a, &loc)) {
         pthread_mutex_lock(&l->lock);
         if (loc.blob) ml__lane_blob_free(l, loc.span);
         else ml__lane_block_put(l, loc.span, loc.index);
@@ -957,10 +982,22 @@ static int make_resident(ml_arena *a, ml_handle h, bool read_only, void **out)
     uint32_t idx = ml__idx(h);
     ml_slot *s = &a->slots[idx];
     mark_access(s, m, read_only);
-    if (out) *out = (void *)(uintptr_t)__atomic_load_n(&s->addr, __ATOMIC_RELAXED);
+    if (out) {
+        *out = (void *)(uintptr_t)__atomic_load_n(&s->addr, __ATOMIC_RELAXED);
+        ML_DEBUG_EXPOSE(a, idx);
+    }
     ml__unclaim(a, idx);
     ml__fire_move(a, &back);
     return 0;
+}
+
+/* Debug mode (ML_DEBUG_MOVES): an access to a SlowLane blob, with paging
+ * on, is a relocation point for the other SlowLane entries, as bringing a
+ * cold blob back may be. */
+static inline void access_point(ml_arena *a, ml_handle h, uint64_t m)
+{
+    if (__builtin_expect(a->debug & ML_DEBUG_MOVES, 0) && a->cfg.enable_paging && (m & ML_M_BLOB))
+        ml__debug_point(a, 1u << ML_LANE_SLOW, ml__idx(h));
 }
 
 /* Unclaimed: the meta word says resident, so the address read after it is
@@ -972,9 +1009,14 @@ static int get_common(ml_arena *a, ml_handle h, void **out, bool read_only)
     uint64_t m;
     int rc = ml__lookup(a, h, &s, &m);
     if (rc) return rc;
+    if (__builtin_expect(a->debug != 0, 0)) {
+        access_point(a, h, m);
+        if ((rc = ml__lookup(a, h, &s, &m)) != 0) return rc; /* (freed meanwhile) */
+    }
     if (!(m & ML_M_RESIDENT)) return make_resident(a, h, read_only, out);
     mark_access(s, m, read_only);
     *out = (void *)(uintptr_t)__atomic_load_n(&s->addr, __ATOMIC_ACQUIRE);
+    ML_DEBUG_EXPOSE(a, ml__idx(h));
     return 0;
 }
 
@@ -1043,6 +1085,10 @@ static int pin_common(ml_arena *a, ml_handle h, void **out, bool read_only)
     uint64_t m;
     int rc = ml__lookup(a, h, &s, &m);
     if (rc) return rc;
+    if (__builtin_expect(a->debug != 0, 0)) {
+        access_point(a, h, m);
+        if ((rc = ml__lookup(a, h, &s, &m)) != 0) return rc;
+    }
     unsigned spins = 0;
     for (;;) {
         if ((rc = ml__check(a, h, m)) != 0) return rc;
@@ -1063,6 +1109,7 @@ static int pin_common(ml_arena *a, ml_handle h, void **out, bool read_only)
             break;
     }
     if (out) *out = (void *)(uintptr_t)__atomic_load_n(&s->addr, __ATOMIC_RELAXED);
+    ML_DEBUG_EXPOSE(a, ml__idx(h)); /* (moves once unpinned) */
     return 0;
 }
 
@@ -1119,6 +1166,10 @@ int ml_write(ml_arena *a, ml_handle h, size_t offset, const void *buf, size_t le
 {
     if (!a || (!buf && len)) return -EINVAL;
     uint64_t m;
+    if (__builtin_expect(a->debug != 0, 0)) {
+        ml_slot *s;
+        if (ml__lookup(a, h, &s, &m) == 0) access_point(a, h, m);
+    }
     ml_move back;
     int rc = ml__claim_resident(a, h, false, offset, len, &m, &back);
     if (rc) return rc;

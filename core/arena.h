@@ -212,6 +212,7 @@ typedef struct ml_group_rec {
 struct ml_arena {
     /* Read by the inline ml_get: must stay first (ml__arena_head). */
     ml_slot *slots;
+    uint64_t get_limit; /* max_handles, or 0 under ML_DEBUG_MOVES */
     uint64_t max_handles;
     /* Read on every handle check. */
     uint32_t slot_count; /* atomic: slots initialised so far */
@@ -287,7 +288,53 @@ struct ml_arena {
     struct ml_arena *reg_next;   /* g_registry list */
     void *pager;                 /* paging/'s state, NULL without paging */
     char *swap_dir;              /* our copy of cfg.swap_dir */
+    /* Debugging aids (core/debug.c): cfg.debug with the environment's
+     * flags added, and their state (NULL when debug is 0). */
+    unsigned debug;
+    struct ml_debug *dbg;
 };
+
+/* ---- debugging aids (core/debug.c) ------------------------------------------------ */
+struct ml_loc;
+typedef struct ml_debug ml_debug;
+/** Flags from MEMORYLANE_DEBUG ("poison", "moves", both comma-separated, or
+ *  a number); 0 when unset or unreadable. */
+unsigned ml__debug_env(void);
+/** Set up a->dbg for a->debug (at creation, single-threaded). -ENOMEM. */
+int ml__debug_init(ml_arena *a);
+/** Unpoison what the quarantine holds and free a->dbg (at destroy, before
+ *  the lanes are unmapped). */
+void ml__debug_fini(ml_arena *a);
+/** ML_DEBUG_POISON: take a place being given up (described by loc) into
+ *  the quarantine instead of its lane: filled with 0xDF,
+ *  poisoned for AddressSanitizer. Returns false when not in debug mode (the
+ *  caller gives the place back itself). Takes the lane lock; the caller
+ *  holds none. */
+bool ml__debug_hold(ml_arena *a, const struct ml_loc *loc);
+/** Give everything the quarantine holds back to the lanes; true if it held
+ *  anything. */
+bool ml__debug_drain(ml_arena *a);
+/** ML_DEBUG_POISON: fill a new allocation's bytes with 0xD0. */
+void ml__debug_fill_new(ml_arena *a, void *p, size_t size);
+/** debug_moves and debug_quarantine_bytes of ml_stats (0 without debug). */
+void ml__debug_stats(ml_arena *a, uint64_t *moves, uint64_t *held_bytes);
+/** Blocks of a lane the quarantine holds (the heap check counts them). */
+uint32_t ml__debug_held_blocks(ml_arena *a, ml_lane lane);
+/** ML_DEBUG_MOVES: note that slot idx's address was handed out. */
+void ml__debug_expose(ml_arena *a, uint32_t idx);
+/** ML_DEBUG_MOVES: a relocation point. Move the exposed entries (of the
+ *  lanes in lane_mask, 1 << ml_lane; all but slot `except`, UINT32_MAX for
+ *  none). The caller holds no claim and no lock. */
+void ml__debug_point(ml_arena *a, unsigned lane_mask, uint32_t except);
+#define ML_DEBUG_ALL_LANES 3u
+#define ML_DEBUG_POINT(a, mask, except)                                                  \
+    do {                                                                                 \
+        if (__builtin_expect((a)->debug & ML_DEBUG_MOVES, 0)) ml__debug_point((a), (mask), (except)); \
+    } while (0)
+#define ML_DEBUG_EXPOSE(a, idx)                                                   \
+    do {                                                                          \
+        if (__builtin_expect((a)->debug & ML_DEBUG_MOVES, 0)) ml__debug_expose((a), (idx)); \
+    } while (0)
 
 /* ---- helpers shared by the core's files ------------------------------------------ */
 

@@ -485,6 +485,7 @@ int ml_compact_step(ml_arena *a, ml_lane lane, uint64_t max_bytes, uint64_t max_
     ml_compact_result local;
     if (!res) res = &local;
     memset(res, 0, sizeof *res);
+    ML_DEBUG_POINT(a, ML_DEBUG_ALL_LANES, UINT32_MAX);
     return step(a, lane, max_bytes, max_ns, res);
 }
 
@@ -494,6 +495,7 @@ int ml_compact(ml_arena *a, ml_lane lane, ml_compact_result *res)
     ml_compact_result local;
     if (!res) res = &local;
     memset(res, 0, sizeof *res);
+    ML_DEBUG_POINT(a, ML_DEBUG_ALL_LANES, UINT32_MAX);
     /* Finish a pass left half done by bounded steps, then do a whole one. */
     ml_lane_t *l = &a->lanes[lane];
     pthread_mutex_lock(&l->lock);

@@ -14,7 +14,7 @@
 
 #define MiB ((size_t)1 << 20)
 
-const char *ml_version(void) { return "0.4.0"; }
+const char *ml_version(void) { return "0.5.0"; }
 
 void ml_config_init(ml_config *cfg)
 {
@@ -47,6 +47,7 @@ void ml_config_init(ml_config *cfg)
     cfg->compressed_stage = true;
     cfg->io_engine = 0;
     cfg->min_evict_size = 16 << 10;
+    cfg->debug = 0;
 }
 
 #define FAIL(msg)                  \
@@ -80,6 +81,7 @@ int ml_config_check(const ml_config *c, const char **reason)
         FAIL("slow_lane_usage_threshold + slow_lane_safety_margin must not exceed 1");
     if (c->max_handles < 1024 || c->max_handles > ((size_t)1 << 30))
         FAIL("max_handles must be 1024..2^30");
+    if (c->debug & ~(ML_DEBUG_POISON | ML_DEBUG_MOVES)) FAIL("debug has flags other than ML_DEBUG_*");
     if (c->enable_paging) {
         if (c->swap_size < ((size_t)1 << 20) || c->swap_size / 4096 > 0x3fffffffu)
             FAIL("swap_size must be at least 1 MiB and below 4 TiB");

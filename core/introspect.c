@@ -221,6 +221,7 @@ int ml_stats_get(ml_arena *a, ml_stats *out)
     pthread_mutex_unlock(&a->meta_lock);
     size_t slots = out->handles_capacity;
     out->metadata_bytes = meta + slots * (sizeof(ml_slot) + sizeof(ml_cold));
+    ml__debug_stats(a, &out->debug_moves, &out->debug_quarantine_bytes);
     return 0;
 }
 
@@ -369,7 +370,10 @@ int ml__arena_check(ml_arena *a)
             if (sp->cls < ML_NCLASSES) per_class[sp->cls]++;
             handed_out += used;
         }
-        if (handed_out != live_blocks[lane] + (lane == ML_LANE_FAST ? cached : 0)) rc = -8;
+        /* (and blocks the debug quarantine holds) */
+        if (handed_out != live_blocks[lane] + (lane == ML_LANE_FAST ? cached : 0) +
+                              ml__debug_held_blocks(a, (ml_lane)lane))
+            rc = -8;
         for (unsigned c = 0; c < ML_NCLASSES && !rc; c++)
             if (per_class[c] != l->cls_spans[c]) rc = -20; /* the per-class span counts */
     }

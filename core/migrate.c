@@ -130,10 +130,12 @@ int ml__move_claimed(ml_arena *a, uint32_t idx, ml_lane to, size_t new_size, boo
                                           __ATOMIC_RELAXED));
 
     ml_lane_t *ol = &a->lanes[old.lane];
-    pthread_mutex_lock(&ol->lock);
-    if (old.blob) ml__lane_blob_free(ol, old.span);
-    else ml__lane_block_put(ol, old.span, old.index);
-    pthread_mutex_unlock(&ol->lock);
+    if (!ml__debug_hold(a, &old)) {
+        pthread_mutex_lock(&ol->lock);
+        if (old.blob) ml__lane_blob_free(ol, old.span);
+        else ml__lane_block_put(ol, old.span, old.index);
+        pthread_mutex_unlock(&ol->lock);
+    }
     count_move(a, old.lane, to, old.bytes, np.bytes, size, new_size);
 
     if (old.lane != to && ML_EVENT_ON(a))
@@ -169,6 +171,7 @@ static bool fits_fast(const ml_arena *a, size_t size, uint64_t m)
 int ml_migrate(ml_arena *a, ml_handle h, ml_lane to)
 {
     if (!a || (to != ML_LANE_FAST && to != ML_LANE_SLOW)) return -EINVAL;
+    ML_DEBUG_POINT(a, 1u << ML_LANE_SLOW, ml__idx(h));
     uint64_t m;
     int rc = ml__claim(a, h, ML_CLAIM_ANY, &m);
     if (rc) return rc;
@@ -242,6 +245,7 @@ int ml_migrate_all(ml_arena *a, uint32_t min_age_ms, size_t *moved)
 {
     if (moved) *moved = 0;
     if (!a) return -EINVAL;
+    ML_DEBUG_POINT(a, ML_DEBUG_ALL_LANES, UINT32_MAX);
     uint32_t n = __atomic_load_n(&a->slot_count, __ATOMIC_ACQUIRE);
     uint64_t now = ml__now(a), min_age = (uint64_t)min_age_ms * 1000000u;
     ml_moves mv = {0};
@@ -285,6 +289,7 @@ int ml_migrate_all(ml_arena *a, uint32_t min_age_ms, size_t *moved)
 int ml_realloc(ml_arena *a, ml_handle h, size_t new_size)
 {
     if (!a || new_size == 0 || new_size > a->cfg.slow_lane_max_size) return -EINVAL;
+    ML_DEBUG_POINT(a, 1u << ML_LANE_SLOW, ml__idx(h));
     uint64_t m;
     ml_move back;
     int rc = ml__claim_resident(a, h, false, 0, 0, &m, &back);

@@ -150,6 +150,7 @@ int ml_maintain(ml_arena *a)
     }
     pthread_mutex_lock(&a->maintain_lock);
     maintaining = a;
+    ML_DEBUG_POINT(a, ML_DEBUG_ALL_LANES, UINT32_MAX);
     fold_access_bits(a);
     if (a->cfg.promote_age_ms) {
         size_t moved = 0;

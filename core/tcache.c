@@ -153,7 +153,9 @@ ml_tcache *ml__tc_get_slow(ml_arena *a)
             return e.tc;
         }
     }
-    if (tls_exiting) return NULL;
+    /* No cache in debug mode: every allocation and free takes the shared
+     * path, where freed places go to the quarantine (core/debug.c). */
+    if (tls_exiting || a->debug) return NULL;
     if (!tls_key_set) {
         pthread_once(&g_key_once, key_init);
         pthread_setspecific(g_key, (void *)1);

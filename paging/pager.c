@@ -1666,6 +1666,7 @@ static int claim_victim(ml_arena *a, ml_handle h, uint64_t *m)
 
 int ml_evict(ml_arena *a, ml_handle h)
 {
+    if (a) ML_DEBUG_POINT(a, 1u << ML_LANE_SLOW, ml__idx(h));
     uint64_t m;
     int rc = claim_victim(a, h, &m);
     if (rc) return rc;
@@ -1689,6 +1690,7 @@ int ml_evict(ml_arena *a, ml_handle h)
 int ml_evict_many(ml_arena *a, const ml_handle *hs, size_t n)
 {
     if (!a || (!hs && n) || !pager_of(a)) return -EINVAL;
+    ML_DEBUG_POINT(a, 1u << ML_LANE_SLOW, UINT32_MAX);
     ml_pager *p = pager_of(a);
     victim *vs = calloc(n ? n : 1, sizeof *vs);
     ml_handle *hv = malloc((n ? n : 1) * sizeof *hv);
@@ -1730,6 +1732,7 @@ int ml_evict_many(ml_arena *a, const ml_handle *hs, size_t n)
 
 int ml_compress(ml_arena *a, ml_handle h)
 {
+    if (a) ML_DEBUG_POINT(a, 1u << ML_LANE_SLOW, ml__idx(h));
     uint64_t m;
     int rc = claim_victim(a, h, &m);
     if (rc) return rc;
@@ -2144,6 +2147,7 @@ int ml_prefetch(ml_arena *a, const ml_handle *hs, size_t n)
     if (!a || (!hs && n)) return -EINVAL;
     ml_pager *p = pager_of(a);
     if (!p) return 0;
+    ML_DEBUG_POINT(a, 1u << ML_LANE_SLOW, UINT32_MAX);
     int brought = 0, first_err = 0;
     uint32_t *no_room = malloc((n ? 2 * n : 1) * sizeof *no_room);
     if (!no_room) return -ENOMEM;

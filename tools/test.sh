@@ -66,6 +66,18 @@ PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig" cc -Wall -Werror "$tmp/dbg.c" -o "$t
   $(PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig" pkg-config --cflags --libs memorylane-debugfs)
 "$tmp/dbg" >/dev/null
 
+# The README's stale-pointer example: silent as it is, stopped by
+# AddressSanitizer under MEMORYLANE_DEBUG=moves, with the installed library.
+awk '/<!-- stale-example:begin -->/{f=1;next} /<!-- stale-example:end -->/{f=0} f' README.md |
+  sed '/^```/d' > "$tmp/stale.c"
+PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig" cc -g -fsanitize=address "$tmp/stale.c" -o "$tmp/stale" \
+  $(PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig" pkg-config --cflags --libs memorylane)
+"$tmp/stale" | grep -qx "kept too long"
+if MEMORYLANE_DEBUG=moves "$tmp/stale" > "$tmp/stale.out" 2>&1; then
+  echo "the stale pointer went unnoticed under MEMORYLANE_DEBUG=moves" >&2; exit 1
+fi
+grep -q "use-after-poison" "$tmp/stale.out" || { cat "$tmp/stale.out" >&2; exit 1; }
+
 step "demo smoke run"
 tools/mlane demo --seconds 2 --quiet
 

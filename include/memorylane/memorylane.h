@@ -116,6 +116,10 @@
  * library does not spend time on the hot path to narrow that window: a
  * program whose gets may overlap relocations of the same handle must pin
  * (with the policy thread running, any get may).
+ * To find pointers kept too long: ML_DEBUG_MOVES (ml_config.debug, or the
+ * environment's MEMORYLANE_DEBUG=moves) moves, at every relocation point,
+ * every entry whose address was handed out, and poisons the old place; see
+ * "Debugging pointer mistakes" at ml_config.
  */
 #ifndef MEMORYLANE_H
 #define MEMORYLANE_H
@@ -135,7 +139,7 @@ extern "C" {
 #endif
 
 #define ML_VERSION_MAJOR 0
-#define ML_VERSION_MINOR 4
+#define ML_VERSION_MINOR 5
 #define ML_VERSION_PATCH 0
 
 /** Library version as "MAJOR.MINOR.PATCH" (the ML_VERSION_* macros of the
@@ -350,7 +354,59 @@ typedef struct ml_config {
      *  policies and ml_evict_many skip them (ml_evict and ml_compress do
      *  not). Bytes, >= 4096 (checked only with paging on). Default 16 KiB. */
     size_t min_evict_size;
+
+    /* ---- debugging ---- */
+    /** Debugging aids, ML_DEBUG_* flags (see "Debugging pointer mistakes"
+     *  below); the environment variable MEMORYLANE_DEBUG adds to them at
+     *  ml_arena_create. For finding bugs, not for production: they slow
+     *  every call down. Unknown bits are -EINVAL. Default 0. */
+    unsigned debug;
 } ml_config;
+
+/**
+ * ---------------------------------------------------------------------------
+ * Debugging pointer mistakes
+ * ---------------------------------------------------------------------------
+ * Two mistakes go unnoticed with a moving allocator until memory runs short:
+ * using a pointer after a relocation point (see "Pointer validity"), and
+ * using a pointer after ml_free. These flags make both show at once.
+ *
+ * ML_DEBUG_POISON: a freed entry's place, and the old place of every entry
+ * the library moves with a copy (migration, ml_realloc, the moves below;
+ * not compaction's slides, nor eviction, which hands pages to the kernel),
+ * is filled with 0xDF bytes and held back from reuse (a quarantine of up
+ * to an eighth of each lane, at least 256 KiB; the oldest go back first,
+ * and all of it when an allocation finds no room). In a program built with
+ * -fsanitize=address, the held places are also poisoned, so a read or write
+ * through a stale pointer stops the program with AddressSanitizer's
+ * "use-after-poison" report and the stack of the access (this needs no
+ * special build of the library: it finds AddressSanitizer's interface at
+ * run time). New allocations that are not zeroed are filled with 0xD0, so
+ * reading bytes never written is not hidden by whatever was there before.
+ * Thread caches are off, so every allocation and free takes the shared
+ * path. Held places count as used in ml_stats_get (their total is
+ * debug_quarantine_bytes there).
+ *
+ * ML_DEBUG_MOVES (implies ML_DEBUG_POISON): every relocation point moves
+ * every entry whose address was handed out (ml_get and its kin, ml_pin
+ * once unpinned, ml_alloc_ex's ptr) since its last move, as if memory
+ * were short at each of them: every allocation, the explicit relocation
+ * calls, and, with paging on, every access to a SlowLane blob (which moves
+ * the other SlowLane entries, as bringing a cold blob back may). A pointer
+ * kept across one then points at poisoned bytes. Pinned entries stay
+ * (they move after ml_unpin, at the next relocation point); an entry
+ * another thread holds at that moment, or for which its lane has no room,
+ * stays too, and is tried again at the next point. ml_get never takes its
+ * inline fast path. The move callback hears every move, with old and new
+ * address. A program correct only because it knows its arena never
+ * fills, or that no handle is ever cold, will fail under this flag: that
+ * is what it is for. ml_stats_get counts the moves (debug_moves).
+ *
+ * MEMORYLANE_DEBUG takes "poison", "moves" or "poison,moves" (or a
+ * number: the flags), and is read by every ml_arena_create.
+ */
+#define ML_DEBUG_POISON 0x1u
+#define ML_DEBUG_MOVES 0x2u
 
 /** Fill cfg with the defaults listed above (NULL is ignored). Thread-safe:
  *  it touches nothing but *cfg. */
@@ -1000,7 +1056,9 @@ ML_API int ml_foreach(ml_arena *arena, ml_foreach_fn fn, void *ctx);
     X(enomem, "allocations that returned -ENOMEM")                             \
     X(groups, "groups")                                                        \
     X(tags, "distinct tags held by live handles")                              \
-    X(metadata_bytes, "bytes of bookkeeping outside the lanes")
+    X(metadata_bytes, "bytes of bookkeeping outside the lanes")             \
+    X(debug_moves, "entries moved at relocation points by ML_DEBUG_MOVES")     \
+    X(debug_quarantine_bytes, "freed or moved-from bytes held poisoned")
 
 #define ML__STAT_FIELD(name, desc) uint64_t name;
 
@@ -1386,7 +1444,7 @@ typedef struct ml__slot {
 
 typedef struct ml__arena_head {
     ml__slot *slots;
-    uint64_t max_handles;
+    uint64_t get_limit; /* max_handles; 0 sends every ml_get to the slow path */
 } ml__arena_head;
 
 /* On x86-64 every load is an acquire load: a volatile load is enough and,
@@ -1416,7 +1474,7 @@ static inline void *ml__get_fast(ml_arena *arena, ml_handle h)
      * while live, resident and accessed. Test them on the handle too, or a
      * forged value equal to the meta word of a free or not-yet-accessed slot
      * would pass the compare (and reach freed memory). */
-    if (__builtin_expect(arena != NULL && idx < hd->max_handles && hi >= 0xC0000000u, 1)) {
+    if (__builtin_expect(arena != NULL && idx < hd->get_limit && hi >= 0xC0000000u, 1)) {
         ml__slot *s = &hd->slots[idx];
         if (__builtin_expect(ML__META_HI(s) == hi, 1)) return (void *)(uintptr_t)ML__ADDR(s);
     }
@@ -1429,7 +1487,7 @@ static inline void *ml__get_inline(ml_arena *arena, ml_handle h)
     uint32_t idx = (uint32_t)h.bits, hi = (uint32_t)(h.bits >> 32);
     /* The misses jump straight to the slow path: a live, resident slot's
      * address is never NULL, so the hit needs no second test. */
-    if (__builtin_expect(arena != NULL && idx < hd->max_handles && hi >= 0xC0000000u, 1)) {
+    if (__builtin_expect(arena != NULL && idx < hd->get_limit && hi >= 0xC0000000u, 1)) {
         ml__slot *s = &hd->slots[idx];
         if (__builtin_expect(ML__META_HI(s) == hi, 1)) return (void *)(uintptr_t)ML__ADDR(s);
     }
