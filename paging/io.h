@@ -55,6 +55,13 @@ struct ml_io {
     unsigned inflight; /* queued or submitted, not yet reaped */
 };
 
+/** pread/pwrite of len bytes, looping over partial transfers: the bytes
+ *  moved (fewer only at end of file), or -errno. */
+long ml__io_full_rw(int fd, void *buf, size_t len, uint64_t off, int writing);
+/** Most bytes one io_uring submission asks for (1 GiB); the rest of a
+ *  larger request goes with ml__io_full_rw. Test hook: tests lower it. */
+extern size_t ml__io_uring_max_part;
+
 /** Open an engine on fd. io_uring: -ENOSYS/-EPERM/... when unavailable. */
 int ml__io_uring_open(int fd, unsigned depth, ml_io **out);
 int ml__io_sync_open(int fd, unsigned depth, ml_io **out);

@@ -24,7 +24,7 @@ static int push(sync_io *s, uint64_t tag, long res)
     return 0;
 }
 
-static long full_rw(int fd, void *buf, size_t len, uint64_t off, int writing)
+long ml__io_full_rw(int fd, void *buf, size_t len, uint64_t off, int writing)
 {
     size_t done = 0;
     while (done < len) {
@@ -45,7 +45,7 @@ static int s_write(ml_io *io, const void *buf, size_t len, uint64_t off, int bi,
     (void)bi;
     sync_io *s = (sync_io *)io;
     if (s->count == io->depth) return -EAGAIN;
-    return push(s, tag, full_rw(io->fd, (void *)buf, len, off, 1));
+    return push(s, tag, ml__io_full_rw(io->fd, (void *)buf, len, off, 1));
 }
 
 static int s_read(ml_io *io, void *buf, size_t len, uint64_t off, int bi, uint64_t tag)
@@ -53,7 +53,7 @@ static int s_read(ml_io *io, void *buf, size_t len, uint64_t off, int bi, uint64
     (void)bi;
     sync_io *s = (sync_io *)io;
     if (s->count == io->depth) return -EAGAIN;
-    return push(s, tag, full_rw(io->fd, buf, len, off, 0));
+    return push(s, tag, ml__io_full_rw(io->fd, buf, len, off, 0));
 }
 
 static int s_submit(ml_io *io)

@@ -5,8 +5,20 @@
  * in one io_uring_submit per batch; with registered buffers, writes and reads
  * use the fixed-buffer opcodes so the kernel skips pinning pages per request.
  * Completions are reaped in batches. Errors come back per request in cqe->res
- * as -errno; a short transfer comes back as a smaller count, which the pager
- * treats as a failure.
+ * as -errno.
+ *
+ * Short transfers. The kernel moves at most MAX_RW_COUNT (2 GiB less a
+ * page) per read or write, and may stop early for other reasons (a signal,
+ * a device limit), so a completion can carry fewer bytes than asked; and a
+ * submission entry's length has 32 bits. A request asks the ring for at
+ * most ml__io_uring_max_part bytes (1 GiB), and when its completion comes
+ * back short, the reap finishes it with pread/pwrite from where it stopped
+ * (ml__io_full_rw, looping as the other engine does) before reporting it
+ * whole, or with the error or end of file that stopped it. Short transfers
+ * happen only for records over 1 GiB, or rarely: finishing them in the
+ * reap (which the pager serialises anyway) keeps the ring's bookkeeping to
+ * one entry per request. Requests are kept in a table of `depth` entries;
+ * a submission entry carries its request's index.
  */
 #include <errno.h>
 #include <liburing.h>
@@ -19,40 +31,77 @@
 #define SUBMIT_TRIES 4        /* submissions of one batch before it is taken back */
 #define SUBMIT_BACKOFF_US 50  /* first pause between them; doubles */
 
+size_t ml__io_uring_max_part = (size_t)1 << 30;
+
+typedef struct {
+    char *buf;
+    size_t len;
+    uint64_t off, tag;
+    int bi;
+    bool writing;
+    uint32_t next_free;
+} u_req;
+
+#define REQ_NIL UINT32_MAX
+/* A submission entry of ours carries REQ_MARK | its request's index; any
+ * other (tests queue their own through ml__io_uring_ring) is reported with
+ * its user_data as the tag, as it is. */
+#define REQ_MARK (1ull << 63)
+
 typedef struct {
     ml_io io;
     struct io_uring ring;
     unsigned nbufs;
+    u_req *reqs; /* [depth] */
+    uint32_t free_head;
 } uring_io;
 
-static int u_write(ml_io *io, const void *buf, size_t len, uint64_t off, int bi, uint64_t tag)
+/* Queue the part of request i not yet done. Caller made sure of an entry. */
+static void prep_part(uring_io *u, uint32_t i, struct io_uring_sqe *sqe)
+{
+    u_req *r = &u->reqs[i];
+    size_t n = r->len < ml__io_uring_max_part ? r->len : ml__io_uring_max_part;
+    char *b = r->buf;
+    uint64_t off = r->off;
+    bool fixed = r->bi >= 0 && (unsigned)r->bi < u->nbufs;
+    if (r->writing) {
+        if (fixed) io_uring_prep_write_fixed(sqe, u->io.fd, b, (unsigned)n, off, r->bi);
+        else io_uring_prep_write(sqe, u->io.fd, b, (unsigned)n, off);
+    } else {
+        if (fixed) io_uring_prep_read_fixed(sqe, u->io.fd, b, (unsigned)n, off, r->bi);
+        else io_uring_prep_read(sqe, u->io.fd, b, (unsigned)n, off);
+    }
+    io_uring_sqe_set_data64(sqe, REQ_MARK | i);
+}
+
+static void req_put(uring_io *u, uint32_t i)
+{
+    u->reqs[i].next_free = u->free_head;
+    u->free_head = i;
+}
+
+static int u_queue(ml_io *io, void *buf, size_t len, uint64_t off, int bi, uint64_t tag, bool writing)
 {
     uring_io *u = (uring_io *)io;
-    if (io->inflight >= io->depth) return -EAGAIN;
+    if (io->inflight >= io->depth || u->free_head == REQ_NIL) return -EAGAIN;
     struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
     if (!sqe) return -EAGAIN;
-    if (bi >= 0 && (unsigned)bi < u->nbufs)
-        io_uring_prep_write_fixed(sqe, io->fd, buf, (unsigned)len, off, bi);
-    else
-        io_uring_prep_write(sqe, io->fd, buf, (unsigned)len, off);
-    io_uring_sqe_set_data64(sqe, tag);
+    uint32_t i = u->free_head;
+    u->free_head = u->reqs[i].next_free;
+    u->reqs[i] = (u_req){(char *)buf, len, off, tag, bi, writing, REQ_NIL};
+    prep_part(u, i, sqe);
     io->inflight++;
     return 0;
 }
 
+static int u_write(ml_io *io, const void *buf, size_t len, uint64_t off, int bi, uint64_t tag)
+{
+    return u_queue(io, (void *)buf, len, off, bi, tag, true);
+}
+
 static int u_read(ml_io *io, void *buf, size_t len, uint64_t off, int bi, uint64_t tag)
 {
-    uring_io *u = (uring_io *)io;
-    if (io->inflight >= io->depth) return -EAGAIN;
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
-    if (!sqe) return -EAGAIN;
-    if (bi >= 0 && (unsigned)bi < u->nbufs)
-        io_uring_prep_read_fixed(sqe, io->fd, buf, (unsigned)len, off, bi);
-    else
-        io_uring_prep_read(sqe, io->fd, buf, (unsigned)len, off);
-    io_uring_sqe_set_data64(sqe, tag);
-    io->inflight++;
-    return 0;
+    return u_queue(io, buf, len, off, bi, tag, false);
 }
 
 /* Requests left in the submission ring after a failed or partial
@@ -67,6 +116,10 @@ static unsigned u_retract(uring_io *u)
     struct io_uring_sq *sq = &u->ring.sq;
     unsigned head = io_uring_smp_load_acquire(sq->khead);
     unsigned n = sq->sqe_tail - head;
+    for (unsigned k = head; k != sq->sqe_tail; k++) {
+        uint64_t d = sq->sqes[k & *sq->kring_mask].user_data;
+        if (d & REQ_MARK) req_put(u, (uint32_t)d);
+    }
     sq->sqe_tail = sq->sqe_head = head;
     io_uring_smp_store_release(sq->ktail, head);
     u->io.inflight -= n;
@@ -113,9 +166,28 @@ static int u_reap(ml_io *io, ml_io_cqe *out, unsigned max, unsigned min)
         if (r == -EINTR) continue;
         if (r == -EAGAIN) break; /* nothing more ready */
         if (r < 0) return n ? (int)n : r;
-        out[n].tag = io_uring_cqe_get_data64(cqe);
-        out[n].res = cqe->res;
+        uint64_t d = io_uring_cqe_get_data64(cqe);
+        int res = cqe->res;
         io_uring_cqe_seen(&u->ring, cqe);
+        if (!(d & REQ_MARK)) { /* (a test's own entry) */
+            out[n].tag = d;
+            out[n].res = res;
+            if (io->inflight) io->inflight--;
+            n++;
+            continue;
+        }
+        uint32_t i = (uint32_t)d;
+        u_req *q = &u->reqs[i];
+        long got = res;
+        if (res > 0 && (size_t)res < q->len) {
+            /* Short: the rest goes with pread/pwrite (see the top). */
+            long more = ml__io_full_rw(io->fd, q->buf + res, q->len - (size_t)res, q->off + (uint64_t)res,
+                                       q->writing);
+            got = more < 0 ? more : res + more;
+        }
+        out[n].tag = q->tag;
+        out[n].res = got;
+        req_put(u, i);
         if (io->inflight) io->inflight--; /* (0: a late one the pager wrote off) */
         n++;
     }
@@ -144,6 +216,7 @@ static void u_destroy(ml_io *io)
         io->inflight--;
     }
     io_uring_queue_exit(&u->ring);
+    free(u->reqs);
     free(u);
 }
 
@@ -161,6 +234,14 @@ int ml__io_uring_open(int fd, unsigned depth, ml_io **out)
         free(u);
         return r;
     }
+    u->reqs = calloc(depth, sizeof *u->reqs);
+    if (!u->reqs) {
+        io_uring_queue_exit(&u->ring);
+        free(u);
+        return -ENOMEM;
+    }
+    u->free_head = REQ_NIL;
+    for (uint32_t i = depth; i-- > 0;) req_put(u, i);
     u->io = (ml_io){&uring_ops, fd, depth, 0};
     *out = &u->io;
     return 0;
