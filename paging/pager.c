@@ -601,9 +601,13 @@ static int compress_one(ml_pager *p, uint32_t idx)
         char *old = (char *)src;
         set_state(a, idx, (uint64_t)(uintptr_t)pl.addr, ML_STATE_COMPRESSED);
         ml_lane_t *l = &a->lanes[ML_LANE_SLOW];
-        pthread_mutex_lock(&l->lock);
-        ml__lane_blob_free(l, (uint32_t)((size_t)(old - ml__lane_base(l)) >> l->unit_shift));
-        pthread_mutex_unlock(&l->lock);
+        ml_loc oloc = {.lane = ML_LANE_SLOW, .blob = true, .bytes = old_bytes,
+                       .span = (uint32_t)((size_t)(old - ml__lane_base(l)) >> l->unit_shift)};
+        if (!ml__debug_hold(a, &oloc)) {
+            pthread_mutex_lock(&l->lock);
+            ml__lane_blob_free(l, oloc.span);
+            pthread_mutex_unlock(&l->lock);
+        }
         ml__account(a, ML_LANE_SLOW, (int64_t)pl.bytes - (int64_t)old_bytes, 0);
         if (ML_EVENT_ON(a)) ml__event(a, ML_EVENT_COMPRESS, ml__handle_of(m, idx), size, 1, ML_LANE_SLOW, ML_LANE_SLOW);
         p->st.compressed++;
@@ -782,6 +786,20 @@ static void release_old(ml_pager *p, victim *vs, size_t n)
 {
     ml_arena *a = p->a;
     ml_lane_t *l = &a->lanes[ML_LANE_SLOW];
+    if (a->dbg) {
+        /* Debug mode: the old places go to the quarantine, poisoned. */
+        int64_t held = 0;
+        for (size_t i = 0; i < n; i++)
+            if (vs[i].result == 0 && vs[i].old) {
+                ml_loc loc = {.lane = ML_LANE_SLOW, .blob = true, .bytes = vs[i].old_bytes,
+                              .span = (uint32_t)((size_t)(vs[i].old - ml__lane_base(l)) >> l->unit_shift)};
+                ml__debug_hold(a, &loc);
+                held += (int64_t)vs[i].old_bytes;
+                vs[i].old = NULL;
+            }
+        if (held) ml__account(a, ML_LANE_SLOW, -held, 0);
+        return;
+    }
     victim **v = malloc((n ? n : 1) * sizeof *v);
     size_t k = 0;
     int64_t bytes = 0;

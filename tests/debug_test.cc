@@ -131,6 +131,26 @@ TEST(DebugPoison, FreedPlacesArePoisonedAndHeldBack) {
     EXPECT_EQ(ml__arena_check(a), 0);
 }
 
+// Eviction and compression give up a blob's place too: poisoned as well.
+TEST(DebugPoison, EvictedAndCompressedBlobsLeavePoisonBehind) {
+    ml_config c = DebugConfig(ML_DEBUG_POISON, true);
+    ArenaGuard a(&c);
+    for (bool evict : {true, false}) {
+        SCOPED_TRACE(evict);
+        ml_handle h;
+        ASSERT_EQ(ml_alloc(a, 64 << 10, &h), 0);
+        char *p = (char *)ml_get(a, h);
+        for (size_t i = 0; i < (64 << 10); i++) p[i] = (char)('a' + i % 7); // compresses
+        ASSERT_EQ(evict ? ml_evict(a, h) : ml_compress(a, h), 0);
+        EXPECT_TRUE(Poisoned(p, 64 << 10));
+        const char *q = (const char *)ml_get(a, h);
+        ASSERT_NE(q, nullptr);
+        for (size_t i = 0; i < (64 << 10); i++) ASSERT_EQ(q[i], (char)('a' + i % 7)) << i;
+        ASSERT_EQ(ml_free(a, h), 0);
+    }
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
 // The quarantine must not cost memory the program needs: allocating the
 // lane full many times over, freeing as it goes, never runs out, and a
 // full lane still fills to the last block.

@@ -372,9 +372,9 @@ typedef struct ml_config {
  * using a pointer after ml_free. These flags make both show at once.
  *
  * ML_DEBUG_POISON: a freed entry's place, and the old place of every entry
- * the library moves with a copy (migration, ml_realloc, the moves below;
- * not compaction's slides, nor eviction, which hands pages to the kernel),
- * is filled with 0xDF bytes and held back from reuse (a quarantine of up
+ * the library moves with a copy (migration, ml_realloc, compression,
+ * eviction, the moves below; not compaction's slides, whose old places are
+ * mostly other entries' new ones), is filled with 0xDF bytes and held back from reuse (a quarantine of up
  * to an eighth of each lane, at least 256 KiB; the oldest go back first,
  * and all of it when an allocation finds no room). In a program built with
  * -fsanitize=address, the held places are also poisoned, so a read or write
