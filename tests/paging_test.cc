@@ -85,6 +85,20 @@ bool ReadMatches(ml_arena *a, const Blob &b) {
 }
 
 // Checks through ml_get (pages in).
+// A blob of `size` random bytes (zstd cannot shrink them); their copy in
+// *copy.
+ml_handle RandomBlob(ml_arena *a, size_t size, uint64_t seed, std::vector<unsigned char> *copy) {
+    ml_handle h = ML_HANDLE_NULL;
+    EXPECT_EQ(ml_alloc(a, size, &h), 0);
+    unsigned char *p = (unsigned char *)ml_get(a, h);
+    EXPECT_NE(p, nullptr);
+    std::mt19937_64 r(seed);
+    copy->resize(size);
+    for (size_t i = 0; i < size; i++) (*copy)[i] = (unsigned char)r();
+    if (p) memcpy(p, copy->data(), size);
+    return h;
+}
+
 bool GetMatches(ml_arena *a, const Blob &b) {
     std::vector<unsigned char> want(b.size);
     Content(b.seed, want.data(), b.size);
@@ -325,18 +339,14 @@ TEST_P(Engines, CompressedStageInRamAndBack) {
 TEST_P(Engines, IncompressibleDataIsStoredRaw) {
     ml_config c = PagingConfig(GetParam());
     ArenaGuard a(&c);
-    ml_handle h;
-    ASSERT_EQ(ml_alloc(a, 64 << 10, &h), 0);
-    unsigned char *p = (unsigned char *)ml_get(a, h);
-    std::mt19937_64 r(3);
-    for (size_t i = 0; i < (64 << 10); i++) p[i] = (unsigned char)r();
-    std::vector<unsigned char> copy(p, p + (64 << 10));
+    std::vector<unsigned char> copy;
+    ml_handle h = RandomBlob(a, 64 << 10, 3, &copy);
     EXPECT_EQ(ml_compress(a, h), -EMSGSIZE) << "no gain in RAM: stays resident";
     EXPECT_EQ(ml_handle_state(a, h), ML_STATE_SLOW);
     EXPECT_EQ(PStats(a).stored_raw, 0u) << "the failed attempt stored nothing";
     ASSERT_EQ(ml_evict(a, h), 0);
     EXPECT_EQ(PStats(a).stored_raw, 1u);
-    p = (unsigned char *)ml_get(a, h);
+    const unsigned char *p = (const unsigned char *)ml_get(a, h);
     ASSERT_NE(p, nullptr);
     EXPECT_EQ(memcmp(p, copy.data(), copy.size()), 0);
 }
@@ -350,12 +360,8 @@ TEST_P(Engines, IncompressibleDataIsStoredRaw) {
 TEST_P(Engines, AFailedCompressDoesNotOrphanTheCleanCopy) {
     ml_config c = PagingConfig(GetParam());
     ArenaGuard a(&c);
-    ml_handle h;
-    ASSERT_EQ(ml_alloc(a, 64 << 10, &h), 0);
-    unsigned char *p = (unsigned char *)ml_get(a, h);
-    std::mt19937_64 r(9);
-    for (size_t i = 0; i < (64 << 10); i++) p[i] = (unsigned char)r();
-    std::vector<unsigned char> copy(p, p + (64 << 10));
+    std::vector<unsigned char> copy;
+    ml_handle h = RandomBlob(a, 64 << 10, 9, &copy);
     ASSERT_EQ(ml_evict(a, h), 0);
     ASSERT_NE(ml_get_ro(a, h), nullptr); // back, the record kept as a clean copy
     EXPECT_EQ(PStats(a).now_clean_copies, 1u);
@@ -1300,12 +1306,9 @@ TEST(IoUringEngine, BlobsLargerThanOnePartAreEvictedAndComeBack) {
     std::vector<Blob> bs;
     bs.push_back(Make(a, 1 << 20, 1));
     bs.push_back(Make(a, (300 << 10) + 5, 2));
-    ml_handle raw; // does not compress: a record as large as the blob
-    ASSERT_EQ(ml_alloc(a, 1 << 20, &raw), 0);
-    unsigned char *p = (unsigned char *)ml_get(a, raw);
-    std::mt19937_64 rng(5);
-    for (size_t i = 0; i < (1 << 20); i++) p[i] = (unsigned char)rng();
-    std::vector<unsigned char> raw_copy(p, p + (1 << 20));
+    std::vector<unsigned char> raw_copy; // does not compress: a record as large as the blob
+    ml_handle raw = RandomBlob(a, 1 << 20, 5, &raw_copy);
+    unsigned char *p;
     for (int round = 0; round < 2; round++) {
         SCOPED_TRACE(round);
         for (auto &b : bs) ASSERT_EQ(ml_evict(a, b.h), 0);
