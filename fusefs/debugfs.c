@@ -164,6 +164,8 @@ typedef struct open_file {
     size_t len;
     char *path;    /* text: its path, and the reader (process) that opened it */
     pid_t pid;
+    bool closed;   /* text: its reader closed it (the flush came); the
+                      release, sent in the background, may come later */
     char **names;  /* directory: the listing taken at offset 0 */
     struct stat *attrs; /* and, under cache_ms, each entry's attributes */
     size_t nents;
@@ -858,9 +860,10 @@ static void memo_free(ml_debugfs *fs)
 }
 
 /* The size of text file `path` as the asking reader sees it: its own open
- * snapshot (the newest), else what it was just told (if no open has taken
- * that rendering yet), else rendered now. Reader 0 (a caller outside our
- * pid namespace) gets no memory. */
+ * snapshot (the newest it still holds: not one it has closed, whose
+ * release may still be on the way), else what it was just told (if no
+ * open has taken that rendering yet), else rendered now. Reader 0 (a
+ * caller outside our pid namespace) gets no memory. */
 static int text_size(ml_debugfs *fs, const char *path, const node *n, size_t *size)
 {
     pid_t pid = reader_of(fs);
@@ -868,17 +871,14 @@ static int text_size(ml_debugfs *fs, const char *path, const node *n, size_t *si
         bool known = false;
         pthread_mutex_lock(&fs->lock);
         for (const open_file *of = fs->open; of && !known; of = of->next)
-            if (!of->is_data && of->path && of->pid == pid && of->h.bits == n->h.bits && !strcmp(of->path, path)) {
+            if (!of->is_data && !of->closed && of->path && of->pid == pid && of->h.bits == n->h.bits &&
+                !strcmp(of->path, path)) {
+                /* (Its size only: the next open renders afresh. Handing
+                 * the snapshot on to it, as this once did, kept a reader
+                 * that fstat()s what it opens, as stdio does, on one
+                 * rendering for as long as it came back within MEMO_MS.) */
                 *size = of->len;
                 known = true;
-                /* Its next open gets these bytes too: the reader may have
-                 * closed it already, its release still on the way (with
-                 * several serving threads it can be served after this). */
-                char *copy = malloc(of->len ? of->len : 1);
-                if (copy) {
-                    if (of->len) memcpy(copy, of->text, of->len);
-                    memo_put(fs, path, pid, n->h, copy, of->len);
-                }
             }
         const struct memo *m = known ? NULL : memo_find(fs, path, pid, n->h);
         if (m && !m->opened) {
@@ -1293,6 +1293,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
     open_file_link(fs, of);
     fi->fh = (uint64_t)(uintptr_t)of;
     fi->direct_io = 1;
+    fi->noflush = of->is_data; /* (see op_flush) */
     fi->keep_cache = 0;
     return 0;
 }
@@ -1369,6 +1370,26 @@ static void open_file_free(ml_debugfs *fs, open_file *of)
     free(of);
 }
 
+/* close(2) of a text file sends a flush and waits for it (data files ask
+ * for none: noflush), while the release comes later, in the background,
+ * and with several serving threads can be served after the reader's next
+ * lookup. From the flush on, the reader's stat and open see the file as it
+ * is now, and agree with each other (the open takes what the stat
+ * measured), not this snapshot. (A dup of the descriptor closed alone
+ * flushes too: an fstat through the one left then sees the file as now.) */
+static int op_flush(const char *path, struct fuse_file_info *fi)
+{
+    (void)path;
+    ml_debugfs *fs = current_fs();
+    open_file *of = (open_file *)(uintptr_t)fi->fh;
+    if (of && !of->is_data) {
+        pthread_mutex_lock(&fs->lock);
+        of->closed = true;
+        pthread_mutex_unlock(&fs->lock);
+    }
+    return 0;
+}
+
 static int op_release(const char *path, struct fuse_file_info *fi)
 {
     test_hook("release", path);
@@ -1427,6 +1448,7 @@ static const struct fuse_operations debugfs_ops = {
     .releasedir = op_releasedir,
     .open = op_open,
     .read = op_read,
+    .flush = op_flush,
     .release = op_release,
     .mknod = op_mknod,
     .mkdir = op_mkdir,
