@@ -930,10 +930,10 @@ static inline void mark_access(ml_slot *s, uint64_t m, bool read_only)
         } while (!__atomic_compare_exchange_n(&s->meta, &m, want, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
         return;
     }
-    if ((m & (ML_M_ACCESSED | ML_M_CLEAN)) == ML_M_ACCESSED) return;
+    if ((m & (ML_M_ACCESSED | ML_M_CLEAN | ML_M_NOCOMP)) == ML_M_ACCESSED) return;
     do {
         if ((ml__hi(m) & ML_HI_ID_MASK) != id) return;
-        want = (m | ML_M_ACCESSED) & ~ML_M_CLEAN;
+        want = (m | ML_M_ACCESSED) & ~(ML_M_CLEAN | ML_M_NOCOMP);
     } while (!__atomic_compare_exchange_n(&s->meta, &m, want, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
 }
 
@@ -1104,7 +1104,7 @@ static int pin_common(ml_arena *a, ml_handle h, void **out, bool read_only)
         }
         if (((m & ML_M_PINS) >> ML_M_PIN_SHIFT) == ML_PIN_MAX) return -EOVERFLOW;
         uint64_t want = read_only ? (m + ML_M_PIN_ONE) | ML_M_REFERENCED
-                                  : ((m + ML_M_PIN_ONE) | ML_M_ACCESSED) & ~ML_M_CLEAN;
+                                  : ((m + ML_M_PIN_ONE) | ML_M_ACCESSED) & ~(ML_M_CLEAN | ML_M_NOCOMP);
         if (__atomic_compare_exchange_n(&s->meta, &m, want, true, __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE))
             break;
     }

@@ -91,6 +91,13 @@
 
 /* ---- meta word (low half) ---------------------------------------------------- */
 #define ML_M_STATE 0x7ull          /* ml_state of a live slot; 0 when free */
+#define ML_M_NOCOMP (1ull << 3)    /* resident, and zstd found it would save
+                                      less than a tenth, with no writable
+                                      access since: the policies do not try
+                                      again (an eviction stores it raw). A
+                                      hint: set with ACCESSED cleared, so
+                                      the next writable access takes the
+                                      slow path, which clears it. */
 #define ML_M_RESIDENT ((uint64_t)ML_HI_RESIDENT << 32) /* state is FAST or SLOW */
 #define ML_M_ACCESSED ((uint64_t)ML_HI_ACCESSED << 32) /* CLOCK bit (maintenance) */
 #define ML_M_LOCKED (1ull << 5)    /* claimed */

@@ -108,7 +108,7 @@ const char *ml_strerror(int err)
     case EOVERFLOW: return "too many pins on one handle";
     case ENOENT: return "no such name, ID, file or directory";
     case EEXIST: return "name already exists";
-    case ENOSPC: return "no space (a fixed table or the swap budget is full)";
+    case ENOSPC: return "no space (a fixed table, the swap budget or the swap file's disk is full)";
     case EIO: return "I/O error";
     case EBADMSG: return "corrupted or mismatched record";
     case ENOTSUP: return "not supported";

@@ -88,6 +88,7 @@
 #define REC_VERSION 2
 #define BUF_BYTES ((size_t)128 << 10) /* larger records get their own buffer */
 #define START_RETRY_MS 100            /* a failed start of the swap file is tried again after this */
+#define DISK_FULL_RETRY_MS 1000       /* after a write found the disk full, writes wait this long */
 #define RC_WAYS 4                     /* cold copies ml_read keeps decoded */
 #define RC_BYTES ((size_t)32 << 20)   /* ... while they hold at most this (the newest always stays) */
 #define MAX_BUFS 64
@@ -116,6 +117,8 @@ typedef struct ml_pager {
     bool started;
     int start_err;      /* why the last start failed (0: it did not) ... */
     uint64_t start_err_ns; /* ... and when: it is tried again START_RETRY_MS later */
+    uint64_t disk_full_ns;   /* when a write last found the disk full (0: none since) ... */
+    uint64_t disk_full_used; /* ... and swap.used then (disk_full_now) */
     ml_swap swap;
     uint64_t rec_seq;   /* records made so far (pager lock): their sequence numbers */
     ml_io *io;
@@ -482,7 +485,7 @@ static void set_state_bits(ml_arena *a, uint32_t idx, uint64_t where, uint64_t s
     else ml__set_cold_loc(a, idx, where);
     uint64_t cur = ml__load(&s->meta), want;
     do {
-        want = (cur & ~(ML_M_STATE | ML_M_RESIDENT | ML_M_CLEAN | ML_M_HASCOPY)) | state |
+        want = (cur & ~(ML_M_STATE | ML_M_RESIDENT | ML_M_CLEAN | ML_M_HASCOPY | ML_M_NOCOMP)) | state |
                (resident ? ML_M_RESIDENT : 0) | ML_M_BLOB | bits;
         if (bits & ML_M_CLEAN) want &= ~ML_M_ACCESSED;
     } while (!__atomic_compare_exchange_n(&s->meta, &cur, want, true, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
@@ -593,7 +596,10 @@ static int compress_one(ml_pager *p, uint32_t idx)
     long len = make_record(p, idx, m, src, size, buf, cap, false);
     int rc = 0;
     if (len < 0) rc = (int)len;
-    else if (((const rec_hdr *)buf)->codec == ML_CODEC_RAW) rc = -EMSGSIZE; /* no gain in RAM */
+    else if (((const rec_hdr *)buf)->codec == ML_CODEC_RAW) { /* no gain in RAM */
+        rc = -EMSGSIZE;
+        p->st.compress_poor++;
+    }
     ml_place pl;
     if (rc == 0 && (rc = ml__place(a, ML_LANE_SLOW, (size_t)len, ML_PAGE_SIZE, idx + 1, ML_PLACE_INTERNAL | ML_PLACE_BLOB, &pl)) == 0) {
         memcpy(pl.addr, buf, (size_t)len);
@@ -663,6 +669,23 @@ static void give_back_early(ml_arena *a, victim *v)
     }
 }
 
+/* A write found the disk (or the user's quota) full: for the next
+ * DISK_FULL_RETRY_MS, or until the swap file gives up a record (whose
+ * extent can take another without the file growing), an eviction to disk
+ * fails at once with -ENOSPC instead of compressing a record that cannot
+ * be written: without this, every allocation short of room recompressed
+ * the same victims (tens of ms each) only to fail again. Caller holds the
+ * pager lock. */
+static bool disk_full_now(ml_pager *p)
+{
+    if (!p->disk_full_ns) return false;
+    if (p->swap.used < p->disk_full_used || mono_ns() - p->disk_full_ns >= (uint64_t)DISK_FULL_RETRY_MS * 1000000) {
+        p->disk_full_ns = 0;
+        return false;
+    }
+    return true;
+}
+
 static void finish(ml_pager *p, victim *v, long res)
 {
     ml_arena *a = p->a;
@@ -677,6 +700,10 @@ static void finish(ml_pager *p, victim *v, long res)
         p->st.io_errors++;
         ml__swap_free(&p->swap, (uint64_t)v->blk);
         v->result = res < 0 ? (int)res : -EIO;
+        if (res == -ENOSPC || res == -EDQUOT) {
+            p->disk_full_ns = mono_ns();
+            p->disk_full_used = p->swap.used;
+        }
         return;
     }
     uint64_t m = ml__load(&a->slots[v->idx].meta);
@@ -885,6 +912,11 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
             drop_copy_locked(p, v->idx);
             __atomic_fetch_and(&s->meta, ~(ML_M_HASCOPY | ML_M_CLEAN), __ATOMIC_RELAXED);
             m = v->m = ml__load(&s->meta);
+        }
+        if (disk_full_now(p)) {
+            p->st.disk_full++;
+            v->result = -ENOSPC;
+            continue;
         }
         if ((m & ML_M_STATE) == ML_STATE_COMPRESSED) {
             /* The record exists already, page-aligned in the lane. */
@@ -1511,7 +1543,7 @@ static size_t pick(ml_pager *p, size_t bytes, uint64_t idle_ns, uint32_t keep, v
             ml__unclaim(a, i);
             continue;
         }
-        vs[nv++] = (victim){.idx = i, .m = m, .buf = -1, .blk = -1};
+        vs[nv++] = (victim){.idx = i, .m = m, .buf = -1, .blk = -1, .raw = (m & ML_M_NOCOMP) != 0};
         got += lane_bytes_of(a, i, m);
     }
     free(cs);
@@ -1520,11 +1552,25 @@ static size_t pick(ml_pager *p, size_t bytes, uint64_t idle_ns, uint32_t keep, v
 }
 
 /* compress_one for a victim of the policies; one that does not compress is
- * marked so that its eviction stores it raw without trying zstd again. */
+ * marked so that its eviction stores it raw without trying zstd again, and
+ * the entry (ML_M_NOCOMP) so that the policies do not try it again until it
+ * is written: without that, a SlowLane full of incompressible blobs had
+ * every allocation short of room run zstd over the same victims. */
 static bool compress_victim(ml_pager *p, victim *v)
 {
+    ml_slot *s = &p->a->slots[v->idx];
+    if (ml__load(&s->meta) & ML_M_NOCOMP) {
+        v->raw = true;
+        return false;
+    }
     int rc = compress_one(p, v->idx);
     v->raw = rc == -EMSGSIZE;
+    if (v->raw) {
+        uint64_t cur = ml__load(&s->meta);
+        while (!__atomic_compare_exchange_n(&s->meta, &cur, (cur | ML_M_NOCOMP) & ~ML_M_ACCESSED, true,
+                                            __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+        }
+    }
     /* Compressed or not, nothing is half done: a yieldable batch may let
      * waiting page-ins in here, every EVICT_CHUNK bytes of work. */
     p->chunk += p->a->slots[v->idx].size;

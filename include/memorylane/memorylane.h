@@ -30,7 +30,7 @@
  *   -ENOENT     no such name or ID (groups, ml_handle_from_id)
  *   -EEXIST     a group of that name exists already
  *   -ENOSPC     a fixed table is full (groups, tags), or the swap budget
- *               (swap_size) is full                             (paging)
+ *               (swap_size) or the swap file's disk is full     (paging)
  *   -EALREADY   the entry is already where it was asked to go (migration,
  *               paging)
  *   -EMSGSIZE   the data does not compress: zstd saves less than a tenth
@@ -1316,7 +1316,9 @@ ML_API int ml_group_foreach(ml_arena *arena, ml_group_fn fn, void *ctx);
     X(compressed, "entries compressed into RAM (compressed stage)")            \
     X(stored_raw, "records stored uncompressed (compressed too poorly)")       \
     X(compress_failed, "compression errors (entry stayed resident)")           \
+    X(compress_poor, "compressions that would save under a tenth (not tried again by the policies until the entry is written)") \
     X(budget_full, "evictions refused because the swap budget was full")      \
+    X(disk_full, "evictions refused at once after a write found the disk full") \
     X(copies_reclaimed, "clean copies released to make room in the swap budget") \
     X(io_errors, "reads or writes that failed (nothing lost)")                 \
     X(checksum_failures, "records rejected: checksum, identity or length")     \
@@ -1361,8 +1363,12 @@ ML_API int ml_paging_stats_get(ml_arena *arena, ml_paging_stats *out);
  *         ml_handle_info.blob: FastLane entries and SlowLane entries of
  *         8192 bytes or less are blocks, never paged), paging
  *         off), -ESTALE, -EBUSY (pinned), -EALREADY (already evicted),
- *         -ENOSPC (swap budget full), -EIO (compression or write failed;
- *         a failed write may pass on the system's code instead), -ENOMEM
+ *         -ENOSPC (swap budget full, or the disk: after a write found the
+ *         disk full, evictions to disk fail at once with -ENOSPC for a
+ *         second, or until a record leaves the swap file, instead of
+ *         compressing what cannot be written; paging statistics:
+ *         disk_full), -EIO (compression or write failed; a failed write
+ *         may pass on the system's code instead), -ENOMEM
  *         (no memory for the record), -ENOTSUP (in a forked child: see fork
  *         at the top): on any error the entry stays where it was, intact. The first eviction opens the swap file and the
  *         I/O engine and passes on their errors (-ENOSYS/-EPERM with
