@@ -149,6 +149,17 @@ typedef struct ml_debugfs_options {
  *         -ENOMEM.
  * Thread-safe. The arena must outlive the mount: unmount before
  * ml_arena_destroy.
+ *
+ * Reading the view from the program that serves it works, but a program
+ * killed while one of its own threads waits for an answer from the view
+ * cannot finish dying: the kernel waits for the answer, and the thread
+ * that would give it is gone. The process stays a zombie, `ls` on the
+ * mount hangs, and `fusermount3 -u` says "busy". Only aborting the FUSE
+ * connection ends it: as root, `umount -f MOUNTPOINT`, or
+ * `echo 1 > /sys/fs/fuse/connections/N/abort` (mount fusectl there first:
+ * `mount -t fusectl none /sys/fs/fuse/connections`; N is the mount's
+ * device minor, `stat -c %d MOUNTPOINT` gives it), then `fusermount3 -u`.
+ * Read the view from another process where a kill is likely.
  */
 ML_API int ml_debugfs_mount(ml_arena *arena, const char *mountpoint,
                             const ml_debugfs_options *options, ml_debugfs **out);

@@ -856,7 +856,9 @@ ML_API int ml_maintain(ml_arena *arena);
  *  Only data is reported: going cold is not a move (the entry has no data
  *  address until it comes back, and its last place stays the end of its
  *  chain, invalid meanwhile); coming back is, from that last place to the
- *  new one (from = to = ML_LANE_SLOW); compaction also moves the records of
+ *  new one (from = to = ML_LANE_SLOW; the new place is often the old one
+ *  again, old_addr == new_addr, when nothing took its lane space
+ *  meanwhile); compaction also moves the records of
  *  COMPRESSED entries, and those moves are not reported. Must not block for
  *  long.
  *
