@@ -453,6 +453,9 @@ size_t ml__slow_make_room(ml_arena *a, size_t size)
     /* Ordinary placements leave the reserve free: room must exceed it. */
     size_t freed = ml__pager->make_room(a, ml__align_up(size, ML_PAGE_SIZE) + reserve);
     if (freed) return freed;
+    /* Debug mode: what eviction gave up sits in the quarantine, still
+     * allocated (so the pager saw nothing freed): give it back. */
+    if (ml__debug_drain(a)) return 1;
     /* Nothing left to move out, but another thread (the policy thread
      * evicting, a free) may have made the room while this one waited for
      * the pager: then the caller's next placement finds it. */

@@ -37,10 +37,14 @@
  * for the next point. Entries no longer resident (compressed or evicted
  * meanwhile) are dropped: their place is gone already.
  *
- * Locking: dbg->lock guards the ring, the bitmap and the list; it is taken
- * alone (never while a lane lock or a claim is held by this file's code;
- * callers of ml__debug_hold hold a claim, which comes before it in the lock
- * order, and nothing under dbg->lock claims or locks a lane).
+ * Locking: dbg->lock guards the ring, the bitmap and the list. It is a
+ * leaf: nothing is locked or claimed while it is held (callers may hold a
+ * claim, the pager lock, or, in the heap check, the lane locks).
+ *
+ * Re-entrancy: a point moves entries and then fires the move callback,
+ * which may call anything, relocation points included; a point reached
+ * from inside another on the same thread does nothing (thread-local
+ * flag), or each level would move again what the one above exposed.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -155,7 +159,9 @@ static void give_back(ml_arena *a, const ml_held *v, uint32_t n)
 static uint32_t take_oldest(ml_debug *d, ml_held *out, uint32_t max, bool all)
 {
     uint32_t k = 0;
-    while (k < max && d->n) {
+    /* (Over the shares, the newest place stays all the same: one larger
+     * than its lane's share is held until the next comes.) */
+    while (k < max && d->n > (all ? 0u : 1u)) {
         const ml_held *h = &d->ring[d->head];
         ml_lane lane = h->loc.lane;
         bool over = d->held_bytes[ML_LANE_FAST] > d->share[ML_LANE_FAST] ||
@@ -293,10 +299,13 @@ void ml__debug_expose(ml_arena *a, uint32_t idx)
     pthread_mutex_unlock(&d->lock);
 }
 
+static __thread bool in_point;
+
 void ml__debug_point(ml_arena *a, unsigned lane_mask, uint32_t except)
 {
     ml_debug *d = a->dbg;
-    if (!d || !d->bits) return;
+    if (!d || !d->bits || in_point) return;
+    in_point = true;
     pthread_mutex_lock(&d->lock);
     uint32_t *v = d->list;
     size_t n = d->nlist;
@@ -341,4 +350,5 @@ void ml__debug_point(ml_arena *a, unsigned lane_mask, uint32_t except)
     }
     free(v);
     ml__moves_fire(a, &mv);
+    in_point = false;
 }

@@ -38,15 +38,19 @@ typedef struct {
     size_t len;
     uint64_t off, tag;
     int bi;
-    bool writing;
+    bool writing, used;
+    uint32_t gen;       /* bumped each time the entry is given up */
     uint32_t next_free;
 } u_req;
 
 #define REQ_NIL UINT32_MAX
-/* A submission entry of ours carries REQ_MARK | its request's index; any
- * other (tests queue their own through ml__io_uring_ring) is reported with
- * its user_data as the tag, as it is. */
+/* A submission entry of ours carries REQ_MARK | its request's generation
+ * (31 bits) << 32 | its index; any other (tests queue their own through
+ * ml__io_uring_ring) is reported with its user_data as the tag, as it is.
+ * A completion whose generation is not its entry's is a request the pager
+ * wrote off (below): it is dropped. */
 #define REQ_MARK (1ull << 63)
+#define REQ_GEN(d) ((uint32_t)((d) >> 32) & 0x7fffffffu)
 
 typedef struct {
     ml_io io;
@@ -54,6 +58,7 @@ typedef struct {
     unsigned nbufs;
     u_req *reqs; /* [depth] */
     uint32_t free_head;
+    uint32_t nused; /* entries in use: requests queued or in the kernel */
 } uring_io;
 
 /* Queue the part of request i not yet done. Caller made sure of an entry. */
@@ -71,24 +76,43 @@ static void prep_part(uring_io *u, uint32_t i, struct io_uring_sqe *sqe)
         if (fixed) io_uring_prep_read_fixed(sqe, u->io.fd, b, (unsigned)n, off, r->bi);
         else io_uring_prep_read(sqe, u->io.fd, b, (unsigned)n, off);
     }
-    io_uring_sqe_set_data64(sqe, REQ_MARK | i);
+    io_uring_sqe_set_data64(sqe, REQ_MARK | (uint64_t)(r->gen & 0x7fffffffu) << 32 | i);
 }
 
 static void req_put(uring_io *u, uint32_t i)
 {
+    if (u->reqs[i].used) u->nused--;
+    u->reqs[i].used = false;
+    u->reqs[i].gen++;
     u->reqs[i].next_free = u->free_head;
     u->free_head = i;
+}
+
+/* The pager writes requests off when its engine failed as a whole and no
+ * other could be opened: it sets the in-flight count to 0 (renew_engine),
+ * while the kernel may still hold them. Their entries are given up here
+ * at once (their generation moves on, so their completions, if they ever
+ * come, are dropped: never finished with pread/pwrite into buffers and
+ * extents the pager has reused, never reported against a new request),
+ * and the table has room for new requests again. */
+static void write_off_check(uring_io *u)
+{
+    if (u->io.inflight >= u->nused) return;
+    for (uint32_t i = 0; i < u->io.depth; i++)
+        if (u->reqs[i].used) req_put(u, i);
 }
 
 static int u_queue(ml_io *io, void *buf, size_t len, uint64_t off, int bi, uint64_t tag, bool writing)
 {
     uring_io *u = (uring_io *)io;
+    write_off_check(u);
     if (io->inflight >= io->depth || u->free_head == REQ_NIL) return -EAGAIN;
     struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
     if (!sqe) return -EAGAIN;
     uint32_t i = u->free_head;
     u->free_head = u->reqs[i].next_free;
-    u->reqs[i] = (u_req){(char *)buf, len, off, tag, bi, writing, REQ_NIL};
+    u->reqs[i] = (u_req){(char *)buf, len, off, tag, bi, writing, true, u->reqs[i].gen, REQ_NIL};
+    u->nused++;
     prep_part(u, i, sqe);
     io->inflight++;
     return 0;
@@ -118,7 +142,9 @@ static unsigned u_retract(uring_io *u)
     unsigned n = sq->sqe_tail - head;
     for (unsigned k = head; k != sq->sqe_tail; k++) {
         uint64_t d = sq->sqes[k & *sq->kring_mask].user_data;
-        if (d & REQ_MARK) req_put(u, (uint32_t)d);
+        uint32_t i = (uint32_t)d;
+        if ((d & REQ_MARK) && i < u->io.depth && u->reqs[i].used && REQ_GEN(d) == (u->reqs[i].gen & 0x7fffffffu))
+            req_put(u, i);
     }
     sq->sqe_tail = sq->sqe_head = head;
     io_uring_smp_store_release(sq->ktail, head);
@@ -158,6 +184,7 @@ static int u_submit_wait(ml_io *io, unsigned wait_nr) { return u_enter((uring_io
 static int u_reap(ml_io *io, ml_io_cqe *out, unsigned max, unsigned min)
 {
     uring_io *u = (uring_io *)io;
+    write_off_check(u);
     if (min > io->inflight) min = io->inflight;
     unsigned n = 0;
     while (n < max) {
@@ -178,6 +205,7 @@ static int u_reap(ml_io *io, ml_io_cqe *out, unsigned max, unsigned min)
         }
         uint32_t i = (uint32_t)d;
         u_req *q = &u->reqs[i];
+        if (i >= io->depth || !q->used || REQ_GEN(d) != (q->gen & 0x7fffffffu)) continue; /* written off */
         long got = res;
         if (res > 0 && (size_t)res < q->len) {
             /* Short: the rest goes with pread/pwrite (see the top). */

@@ -151,6 +151,45 @@ TEST(DebugPoison, EvictedAndCompressedBlobsLeavePoisonBehind) {
     EXPECT_EQ(ml__arena_check(a), 0);
 }
 
+// A freed place larger than its lane's share of the quarantine is held too
+// (it used to go straight back, unpoisoned, as the one over the share).
+TEST(DebugPoison, APlaceLargerThanTheShareIsHeldToo) {
+    ml_config c = DebugConfig(ML_DEBUG_POISON); // SlowLane 4 MiB: share 512 KiB
+    ArenaGuard a(&c);
+    ml_handle h, again;
+    ASSERT_EQ(ml_alloc(a, 1 << 20, &h), 0);
+    void *p = ml_get(a, h);
+    ASSERT_EQ(ml_free(a, h), 0);
+    EXPECT_TRUE(Poisoned(p, 1 << 20));
+    ASSERT_EQ(ml_alloc(a, 1 << 20, &again), 0);
+    EXPECT_NE(ml_get(a, again), p);
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
+// With paging on, eviction's old places go to the quarantine, still
+// allocated: an allocation that needs eviction to make room must get them
+// back, or it fails with -ENOMEM although the room is there (found in
+// review).
+TEST(DebugPoison, AllocationsThatNeedEvictionGetTheHeldPlacesBack) {
+    ml_config c = DebugConfig(ML_DEBUG_POISON, true);
+    c.slow_lane_safety_margin = 0.02;
+    ArenaGuard a(&c);
+    std::vector<ml_handle> hs;
+    for (int i = 0; i < 256; i++) { // 16 MiB through a 4 MiB SlowLane
+        ml_handle h;
+        int rc = ml_alloc(a, 64 << 10, &h);
+        ASSERT_EQ(rc, 0) << "blob " << i << ": " << ml_strerror(rc);
+        memset(ml_get(a, h), 'a' + i % 26, 64 << 10);
+        hs.push_back(h);
+    }
+    for (size_t i = 0; i < hs.size(); i += 37) {
+        const char *p = (const char *)ml_get(a, hs[i]);
+        ASSERT_NE(p, nullptr);
+        EXPECT_EQ(p[12345], (char)('a' + i % 26));
+    }
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
 // The quarantine must not cost memory the program needs: allocating the
 // lane full many times over, freeing as it goes, never runs out, and a
 // full lane still fills to the last block.
@@ -262,6 +301,44 @@ TEST(DebugMoves, EveryRelocationPointMovesAndPinsHold) {
     EXPECT_NE(after, pp);
     EXPECT_TRUE(Poisoned(pp, 100));
     EXPECT_EQ(memcmp(after, std::string(100, 'p').data(), 100), 0);
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
+// The move callback may call anything, relocation points included: a point
+// reached from inside another moves nothing, or each level would move
+// again what the one above exposed (2^k moves for k entries; found in
+// review).
+TEST(DebugMoves, APointInsideTheMoveCallbackMovesNothing) {
+    ml_config c = DebugConfig(ML_DEBUG_MOVES);
+    ArenaGuard a(&c);
+    struct Ctx {
+        ml_arena *a;
+        int calls = 0;
+    } ctx{a};
+    ASSERT_EQ(ml_set_move_callback(
+                  a,
+                  [](void *x, ml_handle h, void *, void *, ml_lane, ml_lane, uint64_t) {
+                      Ctx *k = static_cast<Ctx *>(x);
+                      k->calls++;
+                      EXPECT_NE(ml_get(k->a, h), nullptr); // exposes it again
+                      ml_handle t;
+                      ASSERT_EQ(ml_alloc(k->a, 24, &t), 0); // a point, nested
+                      ASSERT_EQ(ml_free(k->a, t), 0);
+                  },
+                  &ctx),
+              0);
+    std::vector<ml_handle> hs(12);
+    for (auto &h : hs) {
+        ASSERT_EQ(ml_alloc(a, 40, &h), 0);
+        ASSERT_NE(ml_get(a, h), nullptr);
+    }
+    ctx.calls = 0;
+    uint64_t before = DebugMoves(a);
+    ml_handle trigger;
+    ASSERT_EQ(ml_alloc(a, 40, &trigger), 0);
+    EXPECT_EQ(DebugMoves(a) - before, hs.size());
+    EXPECT_EQ(ctx.calls, (int)hs.size());
+    ASSERT_EQ(ml_set_move_callback(a, nullptr, nullptr), 0);
     EXPECT_EQ(ml__arena_check(a), 0);
 }
 

@@ -1353,6 +1353,44 @@ TEST(IoUringEngine, ARequestLargerThanOnePartIsMovedWhole) {
     close(fd);
 }
 
+// Requests the pager wrote off (its engine broke and no other could be
+// opened: renew_engine sets the in-flight count to 0) may still complete.
+// Their completions must be dropped: not reported against new requests,
+// and a short one not finished with pwrite into a buffer and an extent the
+// pager has reused; and their entries must not keep new requests out
+// (found in review).
+TEST(IoUringEngine, RequestsThePagerWroteOffAreDroppedWhenTheyComplete) {
+    MaxPartGuard part(4096); // the ring moves 4 KiB of the 8 KiB write: short
+    int fd = UnlinkedFile(64 << 10);
+    ASSERT_GE(fd, 0);
+    ml_io *io = nullptr;
+    ASSERT_EQ(ml__io_uring_open(fd, 2, &io), 0);
+    unsigned char *a = (unsigned char *)aligned_alloc(4096, 8192), *b = (unsigned char *)aligned_alloc(4096, 4096);
+    memset(a, 'A', 8192);
+    memset(b, 'B', 4096);
+    ASSERT_EQ(io->ops->write(io, a, 8192, 0, -1, 1), 0);
+    ASSERT_EQ(io->ops->submit(io), 0);
+    io->inflight = 0; // written off
+    usleep(20000);    // (the kernel completes it meanwhile)
+    ASSERT_EQ(io->ops->write(io, b, 4096, 32768, -1, 2), 0);
+    ASSERT_EQ(io->ops->write(io, b, 4096, 40960, -1, 3), 0) << "the written-off entry keeps no room";
+    ASSERT_EQ(io->ops->submit(io), 0);
+    std::map<uint64_t, long> got;
+    ml_io_cqe cq[4];
+    while (got.size() < 2) {
+        int k = io->ops->reap(io, cq, 4, 1);
+        ASSERT_GT(k, 0);
+        for (int i = 0; i < k; i++) got[cq[i].tag] = cq[i].res;
+    }
+    EXPECT_EQ(got, (std::map<uint64_t, long>{{2, 4096}, {3, 4096}}));
+    EXPECT_EQ(io->inflight, 0u);
+    EXPECT_EQ(PreadAt(fd, 4096, 4096), std::vector<unsigned char>(4096, 0)) << "the rest was not written";
+    io->ops->destroy(io);
+    free(a);
+    free(b);
+    close(fd);
+}
+
 TEST(IoUringEngine, BlobsLargerThanOnePartAreEvictedAndComeBack) {
     MaxPartGuard part(64 << 10);
     ml_config c = PagingConfig(1);

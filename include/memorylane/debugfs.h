@@ -157,8 +157,9 @@ typedef struct ml_debugfs_options {
  * mount hangs, and `fusermount3 -u` says "busy". Only aborting the FUSE
  * connection ends it: as root, `umount -f MOUNTPOINT`, or
  * `echo 1 > /sys/fs/fuse/connections/N/abort` (mount fusectl there first:
- * `mount -t fusectl none /sys/fs/fuse/connections`; N is the mount's
- * device minor, `stat -c %d MOUNTPOINT` gives it), then `fusermount3 -u`.
+ * `mount -t fusectl none /sys/fs/fuse/connections`; N is the minor number
+ * of the mount's device: `mountpoint -d MOUNTPOINT` prints MAJOR:MINOR),
+ * then `fusermount3 -u`.
  * Read the view from another process where a kill is likely.
  */
 ML_API int ml_debugfs_mount(ml_arena *arena, const char *mountpoint,

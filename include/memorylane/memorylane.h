@@ -384,8 +384,10 @@ typedef struct ml_config {
  * run time). New allocations that are not zeroed are filled with 0xD0, so
  * reading bytes never written is not hidden by whatever was there before.
  * Thread caches are off, so every allocation and free takes the shared
- * path. Held places count as used in ml_stats_get (their total is
- * debug_quarantine_bytes there).
+ * path. ml_stats_get counts held places as free (used and requested leave
+ * them out), although nothing is placed there until they go back (their
+ * total is debug_quarantine_bytes); the lane maps show them as blobs with
+ * no ID, or in their spans' used blocks.
  *
  * ML_DEBUG_MOVES (implies ML_DEBUG_POISON): every relocation point moves
  * every entry whose address was handed out (ml_get and its kin, ml_pin
@@ -396,7 +398,9 @@ typedef struct ml_config {
  * kept across one then points at poisoned bytes. Pinned entries stay
  * (they move after ml_unpin, at the next relocation point); an entry
  * another thread holds at that moment, or for which its lane has no room,
- * stays too, and is tried again at the next point. ml_get never takes its
+ * stays too, and is tried again at the next point. A relocation point
+ * reached from the move callback of another (on the same thread) moves
+ * nothing. ml_get never takes its
  * inline fast path. The move callback hears every move, with old and new
  * address. A program correct only because it knows its arena never
  * fills, or that no handle is ever cold, will fail under this flag: that
