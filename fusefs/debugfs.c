@@ -527,6 +527,8 @@ static int render_config(ml_debugfs *fs, sbuf *b)
     sb_printf(b, "compressed_stage %s\n", bool_word(c.compressed_stage));
     sb_printf(b, "io_engine %d\n", c.io_engine);
     sb_printf(b, "min_evict_size %zu\n", c.min_evict_size);
+    /* (as MEMORYLANE_DEBUG spells them; ML_DEBUG_MOVES implies poison) */
+    sb_printf(b, "debug %s\n", (c.debug & ML_DEBUG_MOVES) ? "poison,moves" : (c.debug & ML_DEBUG_POISON) ? "poison" : "none");
     return 0;
 }
 

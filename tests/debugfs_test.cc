@@ -1251,6 +1251,7 @@ TEST_F(DebugfsTest, ConfigListsEveryField) {
         {"compressed_stage", b(c.compressed_stage)},
         {"io_engine", std::to_string(c.io_engine)},
         {"min_evict_size", std::to_string(c.min_evict_size)},
+        {"debug", (c.debug & ML_DEBUG_MOVES) ? "poison,moves" : (c.debug & ML_DEBUG_POISON) ? "poison" : "none"},
     };
     EXPECT_EQ(kv, want);
     EXPECT_EQ(kv["swap_dir"], swap_dir_);
