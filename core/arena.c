@@ -994,13 +994,17 @@ static int make_resident(ml_arena *a, ml_handle h, bool read_only, void **out)
     return 0;
 }
 
-/* Debug mode (ML_DEBUG_MOVES): an access to a SlowLane blob, with paging
- * on, is a relocation point for the other SlowLane entries, as bringing a
- * cold blob back may be. */
-static inline void access_point(ml_arena *a, ml_handle h, uint64_t m)
+/* ml__lookup for an access. In debug mode (ML_DEBUG_MOVES) an access to a
+ * SlowLane blob, with paging on, is also a relocation point for the other
+ * SlowLane entries, as bringing a cold blob back may be; the handle is
+ * looked up again after it (it may have been freed meanwhile). */
+static int lookup_access(ml_arena *a, ml_handle h, ml_slot **s, uint64_t *m)
 {
-    if (__builtin_expect(a->debug & ML_DEBUG_MOVES, 0) && a->cfg.enable_paging && (m & ML_M_BLOB))
-        ml__debug_point(a, 1u << ML_LANE_SLOW, ml__idx(h));
+    int rc = ml__lookup(a, h, s, m);
+    if (rc || !__builtin_expect(a->debug & ML_DEBUG_MOVES, 0) || !a->cfg.enable_paging || !(*m & ML_M_BLOB))
+        return rc;
+    ml__debug_point(a, 1u << ML_LANE_SLOW, ml__idx(h));
+    return ml__lookup(a, h, s, m);
 }
 
 /* Unclaimed: the meta word says resident, so the address read after it is
@@ -1010,12 +1014,8 @@ static int get_common(ml_arena *a, ml_handle h, void **out, bool read_only)
 {
     ml_slot *s;
     uint64_t m;
-    int rc = ml__lookup(a, h, &s, &m);
+    int rc = lookup_access(a, h, &s, &m);
     if (rc) return rc;
-    if (__builtin_expect(a->debug != 0, 0)) {
-        access_point(a, h, m);
-        if ((rc = ml__lookup(a, h, &s, &m)) != 0) return rc; /* (freed meanwhile) */
-    }
     if (!(m & ML_M_RESIDENT)) return make_resident(a, h, read_only, out);
     mark_access(s, m, read_only);
     *out = (void *)(uintptr_t)__atomic_load_n(&s->addr, __ATOMIC_ACQUIRE);
@@ -1086,12 +1086,8 @@ static int pin_common(ml_arena *a, ml_handle h, void **out, bool read_only)
     if (!a) return -EINVAL;
     ml_slot *s;
     uint64_t m;
-    int rc = ml__lookup(a, h, &s, &m);
+    int rc = lookup_access(a, h, &s, &m);
     if (rc) return rc;
-    if (__builtin_expect(a->debug != 0, 0)) {
-        access_point(a, h, m);
-        if ((rc = ml__lookup(a, h, &s, &m)) != 0) return rc;
-    }
     unsigned spins = 0;
     for (;;) {
         if ((rc = ml__check(a, h, m)) != 0) return rc;
@@ -1169,9 +1165,9 @@ int ml_write(ml_arena *a, ml_handle h, size_t offset, const void *buf, size_t le
 {
     if (!a || (!buf && len)) return -EINVAL;
     uint64_t m;
-    if (__builtin_expect(a->debug != 0, 0)) {
+    if (__builtin_expect(a->debug != 0, 0)) { /* (its errors come from the claim below) */
         ml_slot *s;
-        if (ml__lookup(a, h, &s, &m) == 0) access_point(a, h, m);
+        (void)lookup_access(a, h, &s, &m);
     }
     ml_move back;
     int rc = ml__claim_resident(a, h, false, offset, len, &m, &back);

@@ -60,14 +60,10 @@ void __asan_unpoison_memory_region(void const volatile *addr, size_t size) __att
 #define ML_DBG_FREED_BYTE 0xDF
 #define ML_DBG_NEW_BYTE 0xD0
 
-typedef struct ml_held {
-    ml_loc loc;
-} ml_held;
-
 struct ml_debug {
     pthread_mutex_t lock;
     /* quarantine: a ring of held places, oldest at head */
-    ml_held *ring;
+    ml_loc *ring;
     uint32_t head, n;
     size_t held_bytes[2], share[2];
     uint32_t held_blocks[2];
@@ -141,10 +137,10 @@ static char *place_addr(ml_arena *a, const ml_loc *loc)
 }
 
 /* Give held places back to their lanes (taken off the ring already). */
-static void give_back(ml_arena *a, const ml_held *v, uint32_t n)
+static void give_back(ml_arena *a, const ml_loc *v, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++) {
-        const ml_loc *loc = &v[i].loc;
+        const ml_loc *loc = &v[i];
         ml_lane_t *l = &a->lanes[loc->lane];
         unpoison(place_addr(a, loc), loc->bytes);
         pthread_mutex_lock(&l->lock);
@@ -156,20 +152,20 @@ static void give_back(ml_arena *a, const ml_held *v, uint32_t n)
 
 /* Take the oldest places off the ring while `more` says so; the caller
  * holds d->lock and gives them back after dropping it. */
-static uint32_t take_oldest(ml_debug *d, ml_held *out, uint32_t max, bool all)
+static uint32_t take_oldest(ml_debug *d, ml_loc *out, uint32_t max, bool all)
 {
     uint32_t k = 0;
     /* (Over the shares, the newest place stays all the same: one larger
      * than its lane's share is held until the next comes.) */
     while (k < max && d->n > (all ? 0u : 1u)) {
-        const ml_held *h = &d->ring[d->head];
-        ml_lane lane = h->loc.lane;
+        const ml_loc *h = &d->ring[d->head];
+        ml_lane lane = h->lane;
         bool over = d->held_bytes[ML_LANE_FAST] > d->share[ML_LANE_FAST] ||
                     d->held_bytes[ML_LANE_SLOW] > d->share[ML_LANE_SLOW] || d->n >= ML_DBG_HELD;
         if (!all && !over) break;
         out[k++] = *h;
-        d->held_bytes[lane] -= h->loc.bytes;
-        if (!h->loc.blob) d->held_blocks[lane]--;
+        d->held_bytes[lane] -= h->bytes;
+        if (!h->blob) d->held_blocks[lane]--;
         d->head = (d->head + 1) % ML_DBG_HELD;
         d->n--;
     }
@@ -190,12 +186,12 @@ bool ml__debug_hold(ml_arena *a, const ml_loc *loc)
     memset(p, ML_DBG_FREED_BYTE, loc->bytes);
     poison(p, loc->bytes);
 
-    ml_held out[16];
+    ml_loc out[16];
     uint32_t k;
     pthread_mutex_lock(&d->lock);
     /* Room in the ring first (it holds at most ML_DBG_HELD). */
     k = d->n == ML_DBG_HELD ? take_oldest(d, out, 1, true) : 0;
-    d->ring[(d->head + d->n) % ML_DBG_HELD].loc = *loc;
+    d->ring[(d->head + d->n) % ML_DBG_HELD] = *loc;
     d->n++;
     d->held_bytes[loc->lane] += loc->bytes;
     if (!loc->blob) d->held_blocks[loc->lane]++;
@@ -216,7 +212,7 @@ bool ml__debug_drain(ml_arena *a)
     ml_debug *d = a->dbg;
     if (!d) return false;
     bool any = false;
-    ml_held out[64];
+    ml_loc out[64];
     uint32_t k;
     do {
         pthread_mutex_lock(&d->lock);
@@ -240,7 +236,7 @@ void ml__debug_fini(ml_arena *a)
     /* The lanes are about to be unmapped: their shadow must not stay
      * poisoned for whatever is mapped there next. */
     for (uint32_t i = 0; i < d->n; i++) {
-        const ml_loc *loc = &d->ring[(d->head + i) % ML_DBG_HELD].loc;
+        const ml_loc *loc = &d->ring[(d->head + i) % ML_DBG_HELD];
         unpoison(place_addr(a, loc), loc->bytes);
     }
     pthread_mutex_destroy(&d->lock);
