@@ -150,7 +150,8 @@ static void give_back(ml_arena *a, const ml_loc *v, uint32_t n)
     }
 }
 
-/* Take the oldest places off the ring while `more` says so; the caller
+/* Take the oldest places off the ring (at most max): all of them, or,
+ * with all false, while a lane's share or the ring is exceeded; the caller
  * holds d->lock and gives them back after dropping it. */
 static uint32_t take_oldest(ml_debug *d, ml_loc *out, uint32_t max, bool all)
 {

@@ -603,18 +603,16 @@ static int compress_one(ml_pager *p, uint32_t idx)
     ml_place pl;
     if (rc == 0 && (rc = ml__place(a, ML_LANE_SLOW, (size_t)len, ML_PAGE_SIZE, idx + 1, ML_PLACE_INTERNAL | ML_PLACE_BLOB, &pl)) == 0) {
         memcpy(pl.addr, buf, (size_t)len);
-        size_t old_bytes = lane_bytes_of(a, idx, m);
-        char *old = (char *)src;
+        ml_loc oloc; /* (the data's place, as it is resident: a blob) */
+        ml__locate(a, idx, m, &oloc);
         set_state(a, idx, (uint64_t)(uintptr_t)pl.addr, ML_STATE_COMPRESSED);
         ml_lane_t *l = &a->lanes[ML_LANE_SLOW];
-        ml_loc oloc = {.lane = ML_LANE_SLOW, .blob = true, .bytes = old_bytes,
-                       .span = (uint32_t)((size_t)(old - ml__lane_base(l)) >> l->unit_shift)};
         if (!ml__debug_hold(a, &oloc)) {
             pthread_mutex_lock(&l->lock);
             ml__lane_blob_free(l, oloc.span);
             pthread_mutex_unlock(&l->lock);
         }
-        ml__account(a, ML_LANE_SLOW, (int64_t)pl.bytes - (int64_t)old_bytes, 0);
+        ml__account(a, ML_LANE_SLOW, (int64_t)pl.bytes - (int64_t)oloc.bytes, 0);
         if (ML_EVENT_ON(a)) ml__event(a, ML_EVENT_COMPRESS, ml__handle_of(m, idx), size, 1, ML_LANE_SLOW, ML_LANE_SLOW);
         p->st.compressed++;
         p->st.now_compressed++;
