@@ -49,9 +49,12 @@ size_t ml__codec_bound(size_t n)
     return z > n ? z : n;
 }
 
+uint64_t ml__codec_encodes;
+
 long ml__codec_encode(ml_codec *c, const void *src, size_t n, void *dst, size_t cap,
                       double min_saving, int *codec)
 {
+    __atomic_fetch_add(&ml__codec_encodes, 1, __ATOMIC_RELAXED);
     size_t limit = (size_t)((double)n * (1.0 - min_saving));
     size_t z = ZSTD_compress2(c->cctx, dst, cap, src, n);
     if (ZSTD_isError(z)) return -EIO; /* cap >= bound: not a size problem */

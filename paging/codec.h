@@ -29,6 +29,10 @@ size_t ml__codec_bound(size_t n);
 long ml__codec_encode(ml_codec *c, const void *src, size_t n, void *dst, size_t cap,
                       double min_saving, int *codec);
 
+/** Calls of ml__codec_encode so far, all codecs of the process (relaxed;
+ *  for tests that check which paths compress). */
+extern uint64_t ml__codec_encodes;
+
 /** Decode exactly n bytes into dst. 0, or -EBADMSG when the input is not a
  *  valid encoding of n bytes. */
 int ml__codec_decode(ml_codec *c, int codec, const void *src, size_t len, void *dst, size_t n);

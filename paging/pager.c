@@ -119,6 +119,8 @@ typedef struct ml_pager {
     uint64_t start_err_ns; /* ... and when: it is tried again START_RETRY_MS later */
     uint64_t disk_full_ns;   /* when a write last found the disk full (0: none since) ... */
     uint64_t disk_full_used; /* ... and swap.used then (disk_full_now) */
+    uint64_t swap_full_ns;   /* when a record last found no room in the swap budget ... */
+    uint64_t swap_full_used; /* ... and swap.used then (swap_full_now) */
     ml_swap swap;
     uint64_t rec_seq;   /* records made so far (pager lock): their sequence numbers */
     ml_io *io;
@@ -684,6 +686,25 @@ static bool disk_full_now(ml_pager *p)
     return true;
 }
 
+/* A record found no room in the swap budget, and nothing was left to
+ * reclaim: for the next DISK_FULL_RETRY_MS, or until a record leaves the
+ * swap file or a clean copy (which could be reclaimed) appears, a victim
+ * that would have to be compressed first is refused at once with -ENOSPC,
+ * unless its record fits the largest free run whatever zstd makes of it.
+ * Without this, each allocation short of room compressed victims only to
+ * find no room for their records. Caller holds the pager lock. */
+static bool swap_full_now(ml_pager *p, size_t size)
+{
+    if (!p->swap_full_ns) return false;
+    if (p->swap.used < p->swap_full_used || p->st.now_clean_copies > 0 ||
+        mono_ns() - p->swap_full_ns >= (uint64_t)DISK_FULL_RETRY_MS * 1000000) {
+        p->swap_full_ns = 0;
+        return false;
+    }
+    size_t bound = ml__align_up(sizeof(rec_hdr) + ml__codec_bound(size), ML_SWAP_BLOCK) / ML_SWAP_BLOCK;
+    return !(bound <= UINT32_MAX && ml__swap_can_alloc(&p->swap, (uint32_t)bound));
+}
+
 static void finish(ml_pager *p, victim *v, long res)
 {
     ml_arena *a = p->a;
@@ -916,6 +937,11 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
             v->result = -ENOSPC;
             continue;
         }
+        if ((m & ML_M_STATE) != ML_STATE_COMPRESSED && swap_full_now(p, s->size)) {
+            p->st.budget_full++;
+            v->result = -ENOSPC;
+            continue;
+        }
         if ((m & ML_M_STATE) == ML_STATE_COMPRESSED) {
             /* The record exists already, page-aligned in the lane. */
             rec = (const char *)(uintptr_t)ml__cold_loc(a, v->idx);
@@ -969,6 +995,10 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
             v->blk = ml__swap_alloc(&p->swap, (uint32_t)(v->len / ML_SWAP_BLOCK));
         if (v->blk < 0) {
             p->st.budget_full++;
+            if (p->st.now_clean_copies == 0) {
+                p->swap_full_ns = mono_ns();
+                p->swap_full_used = p->swap.used;
+            }
             v->result = -ENOSPC;
             v->blk = -1;
             if (v->buf >= 0) p->busy[v->buf] = false;

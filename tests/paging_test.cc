@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "fault_io.h"
+#include "paging/codec.h"
 #include "test_util.h"
 
 namespace {
@@ -635,6 +636,58 @@ TEST(Paging, BudgetFullStopsEvictionAndKeepsData) {
     // a refused eviction counted its record in stored_raw).
     EXPECT_EQ(PStats(a).stored_raw, (uint64_t)(40 - refused));
     EXPECT_EQ(PStats(a).stored_raw, PStats(a).evicted);
+}
+
+// After a record found no room in the swap budget, and nothing was left to
+// reclaim, an eviction that would have to compress its victim first is
+// refused at once, without compressing, until a record leaves the file;
+// a victim whose record fits the free space whatever zstd makes of it is
+// still taken.
+TEST_P(Engines, AFullSwapBudgetRefusesWithoutCompressingAgain) {
+    ml_config c = PagingConfig(GetParam());
+    c.swap_size = 1 << 20;  // 256 blocks; a 240 KiB raw record takes 61
+    ArenaGuard a(&c);
+    const size_t big = 240 << 10;
+    std::vector<ml_handle> hs;
+    std::vector<std::vector<unsigned char>> copies;
+    int rc = 0;
+    for (int i = 0; i < 8 && rc == 0; i++) {
+        copies.emplace_back();
+        hs.push_back(RandomBlob(a, big, 500 + i, &copies.back()));
+        rc = ml_evict(a, hs.back());
+    }
+    ASSERT_EQ(rc, -ENOSPC);
+    ASSERT_EQ(hs.size(), 5u) << "four records fit";
+    const ml_handle refused = hs.back();
+    EXPECT_EQ(PStats(a).budget_full, 1u);
+    const uint64_t encodes = __atomic_load_n(&ml__codec_encodes, __ATOMIC_RELAXED);
+    for (int i = 0; i < 3; i++) EXPECT_EQ(ml_evict(a, refused), -ENOSPC);
+    EXPECT_EQ(__atomic_load_n(&ml__codec_encodes, __ATOMIC_RELAXED), encodes) << "compressed again";
+    EXPECT_EQ(PStats(a).budget_full, 4u);
+    EXPECT_EQ(ml_handle_state(a, refused), ML_STATE_SLOW);
+
+    // 48 KiB are free: a 16 KiB blob's record fits, however it compresses.
+    ml_paging_stats ps = PStats(a);
+    ASSERT_GE(ps.swap_capacity - ps.swap_used, 48u << 10);
+    std::vector<unsigned char> small_copy;
+    ml_handle small = RandomBlob(a, 16 << 10, 600, &small_copy);
+    EXPECT_EQ(ml_evict(a, small), 0);
+
+    // A record leaves the swap file: the refused blob goes out now.
+    ASSERT_EQ(ml_free(a, hs[0]), 0);
+    EXPECT_EQ(ml_evict(a, refused), 0);
+    EXPECT_GT(__atomic_load_n(&ml__codec_encodes, __ATOMIC_RELAXED), encodes);
+    EXPECT_EQ(ml_handle_state(a, refused), ML_STATE_EVICTED);
+
+    for (size_t i = 1; i < hs.size(); i++) {
+        const unsigned char *p = (const unsigned char *)ml_get(a, hs[i]);
+        ASSERT_NE(p, nullptr);
+        EXPECT_EQ(memcmp(p, copies[i].data(), big), 0) << i;
+    }
+    const unsigned char *p = (const unsigned char *)ml_get(a, small);
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(memcmp(p, small_copy.data(), small_copy.size()), 0);
+    EXPECT_EQ(ml__arena_check(a), 0);
 }
 
 TEST(Paging, NothingLeftBehindAfterDestroy) {

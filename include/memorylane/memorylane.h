@@ -315,7 +315,11 @@ typedef struct ml_config {
      *  its own copy of the string. Default NULL. */
     const char *swap_dir;
     /** Most bytes the swap file may hold; when full, eviction stops (and
-     *  says so in ml_paging_stats.budget_full). At least 1 MiB and below
+     *  says so in ml_paging_stats.budget_full): once a record has found no
+     *  room and no clean copy is left to give up, victims that would have
+     *  to be compressed are refused at once with -ENOSPC (unless their
+     *  record fits the largest free run however it compresses) for a
+     *  second, or until a record leaves the file. At least 1 MiB and below
      *  4 TiB (checked only with paging on). Default 1 GiB. */
     size_t swap_size;
     /** zstd level, 1 (fast) .. 19 (small) (checked only with paging on).
