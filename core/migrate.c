@@ -303,15 +303,18 @@ int ml_realloc(ml_arena *a, ml_handle h, size_t new_size)
      * class for the size at the entry's alignment (threshold 1000 has none
      * for 2048-aligned entries: those belong in SlowLane, not by failover). */
     ml_lane want = fits_fast(a, new_size, m) ? ML_LANE_FAST : ML_LANE_SLOW;
-    /* In place: it fits what is reserved, and it is not a small entry that
-     * has grown past the threshold (that one goes to SlowLane). A shrinking
-     * entry stays in its lane unless it would waste most of its place. */
+    /* In place when it fits what is reserved. Two entries that fit would
+     * rather move: a small entry grown past the threshold (to SlowLane,
+     * where an allocation of its new size would go), and a shrink that
+     * would waste most of its place. Both move only for the lane's sake:
+     * pinned, or with no room elsewhere, they stay where they are. */
     bool grew_past = loc.lane == ML_LANE_FAST && want == ML_LANE_SLOW;
     bool wasteful = new_size < loc.bytes / 4 && loc.bytes > ML_PAGE_SIZE;
-    /* A shrink that would waste most of its place moves only to save
-     * space: pinned, or with no room elsewhere, it stays where it is. */
-    bool can_stay = new_size <= loc.bytes && !grew_past;
-    if (can_stay && (!wasteful || (m & ML_M_PINS))) {
+    bool can_stay = new_size <= loc.bytes;
+    /* ML_DEBUG_MOVES: the entry moves whenever it can, within its lane, so
+     * that a pointer to it kept across the call meets poison. */
+    bool debug_move = (a->debug & ML_DEBUG_MOVES) != 0;
+    if (can_stay && (!(wasteful || grew_past || debug_move) || (m & ML_M_PINS))) {
     in_place:
         drop_copy(a, idx); /* the bytes change */
         __atomic_store_n(&s->size, new_size, __ATOMIC_RELAXED);

@@ -294,6 +294,22 @@ TEST(DebugMoves, EveryRelocationPointMovesAndPinsHold) {
     EXPECT_EQ(ml_get(a, h), ph);
     EXPECT_NE(ml_get(a, slow), psl);
     EXPECT_TRUE(Poisoned(psl, 30000));
+    // ml_realloc moves the entry it names, even when the new size fits its
+    // place (found by a bug hunt: it used to stay), and pins still hold.
+    for (ml_handle e : {h, slow}) {
+        void *p = ml_get(a, e);
+        ASSERT_NE(p, nullptr);
+        size_t size = 0;
+        ASSERT_EQ(ml_size(a, e, &size), 0);
+        memset(p, 'r', size);
+        ASSERT_EQ(ml_realloc(a, e, size - 1), 0);
+        EXPECT_TRUE(Poisoned(p, size));
+        void *now = ml_get(a, e);
+        EXPECT_NE(now, p);
+        EXPECT_EQ(memcmp(now, std::string(size - 1, 'r').data(), size - 1), 0);
+    }
+    ASSERT_EQ(ml_realloc(a, pinned, 100), 0);
+    EXPECT_EQ(ml_get(a, pinned), pp);
 
     ASSERT_EQ(ml_unpin(a, pinned), 0);
     ASSERT_EQ(ml_maintain(a), 0);

@@ -755,6 +755,46 @@ TEST(Realloc, AShrinkNeverFailsForWantOfRoom) {
     EXPECT_EQ(ml__arena_check(a), 0);
 }
 
+// A small entry grown past the threshold moves to SlowLane, where an
+// allocation of its new size would go, but when the new size still fits
+// its FastLane block it never fails for that: pinned, or with no room in
+// SlowLane, it grows in place (found by a seeded model: it returned -EBUSY
+// and -ENOMEM).
+TEST(Realloc, GrowingPastTheThresholdWithinItsBlockNeverFailsForWantOfRoom) {
+    ml_config c = NoAuto();
+    c.threshold = 100;
+    c.slow_lane_size = 256 << 10;
+    ArenaGuard a(&c);
+    Obj o{ML_HANDLE_NULL, 98, 21}; // a 112-byte block
+    ASSERT_EQ(ml_alloc(a, o.size, &o.h), 0);
+    Fill(a, o);
+    ml_handle_info info;
+    ASSERT_EQ(ml_handle_info_get(a, o.h, &info), 0);
+    ASSERT_EQ(info.alloc_size, 112u);
+    void *p;
+    ASSERT_EQ(ml_pin(a, o.h, &p), 0);
+    EXPECT_EQ(ml_realloc(a, o.h, 101), 0) << "pinned, and 101 bytes fit its 112";
+    EXPECT_EQ(ml_get(a, o.h), p);
+    EXPECT_EQ(ml_realloc(a, o.h, 113), -EBUSY) << "pinned, and past its block";
+    ASSERT_EQ(ml_unpin(a, o.h), 0);
+    // SlowLane full: it stays in its block.
+    std::vector<ml_handle> fill;
+    for (ml_handle h; ml_alloc(a, 4097, &h) == 0;) fill.push_back(h);
+    for (ml_handle h; ml_alloc(a, 200, &h) == 0;) fill.push_back(h);
+    ASSERT_FALSE(fill.empty());
+    EXPECT_EQ(ml_realloc(a, o.h, 105), 0);
+    EXPECT_EQ(ml_handle_state(a, o.h), ML_STATE_FAST);
+    EXPECT_EQ(ml_realloc(a, o.h, 113), -ENOMEM) << "past its block, with no room";
+    // With room, growing past the threshold moves it, as before.
+    for (auto h : fill) ASSERT_EQ(ml_free(a, h), 0);
+    EXPECT_EQ(ml_realloc(a, o.h, 106), 0);
+    EXPECT_EQ(ml_handle_state(a, o.h), ML_STATE_SLOW);
+    std::vector<unsigned char> buf(106);
+    ASSERT_EQ(ml_read(a, o.h, 0, buf.data(), buf.size()), 106);
+    for (size_t i = 0; i < 98; i++) ASSERT_EQ(buf[i], PatternByte(21, i));
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
 namespace {
 struct MoveLog {
     std::atomic<int> moves{0};

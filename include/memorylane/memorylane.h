@@ -398,8 +398,10 @@ typedef struct ml_config {
  * once unpinned, ml_alloc_ex's ptr) since its last move, as if memory
  * were short at each of them: every allocation, the explicit relocation
  * calls, and, with paging on, every access to a SlowLane blob (which moves
- * the other SlowLane entries, as bringing a cold blob back may). A pointer
- * kept across one then points at poisoned bytes. Pinned entries stay
+ * the other SlowLane entries, as bringing a cold blob back may);
+ * ml_realloc also moves the entry it resizes, even when the new size fits
+ * its place. A pointer kept across one then points at poisoned bytes.
+ * Pinned entries stay
  * (they move after ml_unpin, at the next relocation point); an entry
  * another thread holds at that moment, or for which its lane has no room,
  * stays too, and is tried again at the next point. A relocation point
@@ -708,10 +710,12 @@ ML_API int ml_write(ml_arena *arena, ml_handle h, size_t offset,
  * (keeping its alignment) to a place of the new size: in SlowLane when the
  * entry is there or grows past the threshold (it is then migrated: it
  * counts in its history), else in FastLane (SlowLane when FastLane is full
- * and failover_to_slow is set). An entry that shrinks to under a quarter
- * of a place larger than a page moves to the lane new_size belongs to, to
- * save space; when it is pinned or no place can be had there, it shrinks
- * in place instead (a shrink never fails for want of room).
+ * and failover_to_slow is set). Two entries that fit their place move all
+ * the same, to the lane new_size belongs to, unless they are pinned or no
+ * place can be had there (then they stay, and the call succeeds): a
+ * FastLane entry grown past the threshold within its block, and one that
+ * shrinks to under a quarter of a place larger than a page (so a realloc
+ * within the space reserved never fails for want of room).
  * Contents up to min(old, new) size are kept; new bytes are not zeroed.
  * A relocation point for this handle; also for other SlowLane blobs when
  * it brings a cold handle back or finds SlowLane full (it may compress or
