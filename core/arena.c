@@ -466,6 +466,14 @@ size_t ml__slow_make_room(ml_arena *a, size_t size)
     return room;
 }
 
+bool ml__slow_never_holds(const ml_arena *a, size_t size)
+{
+    const ml_lane_t *sl = &a->lanes[ML_LANE_SLOW];
+    uint64_t max_units = sl->region.max >> sl->unit_shift;
+    uint64_t reserve = (uint64_t)((double)max_units * sl->reserve_frac);
+    return (ml__align_up(size, (size_t)1 << sl->unit_shift) >> sl->unit_shift) > max_units - reserve;
+}
+
 /* Try to place an allocation, making room step by step: FastLane (growing
  * it), then migrating FastLane's oldest entries out, then SlowLane (by
  * failover for small sizes), then compaction, then the program's pressure
@@ -478,6 +486,12 @@ static int place_with_remedies(ml_arena *a, size_t size, size_t align, uint32_t 
      * allocation belongs in SlowLane, and that is not a failover. */
     bool small = size <= a->cfg.threshold &&
                  ml__size_class_aligned(size, align, a->lanes[ML_LANE_FAST].nclasses) != ML_CLASS_NONE;
+    if (!small && ml__slow_never_holds(a, size)) {
+        pthread_mutex_lock(&a->lanes[ML_LANE_SLOW].lock);
+        a->lanes[ML_LANE_SLOW].alloc_failures++;
+        pthread_mutex_unlock(&a->lanes[ML_LANE_SLOW].lock);
+        return -ENOMEM;
+    }
     bool pressure_tried = false;
     /* This thread's cached free blocks go back to the lane at the first
      * shortage, and again after the pressure callback: what it frees lands

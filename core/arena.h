@@ -538,6 +538,12 @@ int ml__compact_for_room(ml_arena *a, ml_lane lane);
  *  the lane has room now (made by another thread meanwhile): non-zero means
  *  "place again". 0 without paging. */
 size_t ml__slow_make_room(ml_arena *a, size_t size);
+
+/* True when SlowLane could not hold an entry of `size` bytes even empty
+ * and grown to its maximum, its scratch reserve left free: no remedy can
+ * make room for it, so callers fail at once instead of evicting and
+ * compacting everything first. */
+bool ml__slow_never_holds(const ml_arena *a, size_t size);
 /** Stop and join the policy thread, if running. */
 void ml__policy_stop(ml_arena *a);
 int ml__policy_start(ml_arena *a);

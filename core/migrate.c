@@ -329,6 +329,12 @@ int ml_realloc(ml_arena *a, ml_handle h, size_t new_size)
         return -EBUSY;
     }
     ml_lane to = grew_past ? ML_LANE_SLOW : (loc.lane == ML_LANE_SLOW && !wasteful ? ML_LANE_SLOW : want);
+    if (to == ML_LANE_SLOW && !can_stay && ml__slow_never_holds(a, new_size)) {
+        /* No remedy could make room: fail before evicting anything. */
+        ml__unclaim(a, idx);
+        ml__fire_move(a, &back);
+        return -ENOMEM;
+    }
     ml_move ev;
     rc = ml__move_claimed(a, idx, to, new_size, false, &ev);
     if (rc && to == ML_LANE_FAST && a->cfg.failover_to_slow) {

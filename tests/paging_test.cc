@@ -690,6 +690,38 @@ TEST_P(Engines, AFullSwapBudgetRefusesWithoutCompressingAgain) {
     EXPECT_EQ(ml__arena_check(a), 0);
 }
 
+// A size SlowLane could not hold even empty (its scratch reserve kept
+// free) fails at once: nothing is evicted or compressed for it, and the
+// pressure callback is not asked (an adopter's review: one such
+// allocation paged the whole warm heap out, then failed).
+TEST(Paging, ASizeNoRoomCouldHoldFailsWithoutEvictingAnything) {
+    ml_config c = PagingConfig(2);  // SlowLane 8 MiB, 10% reserve
+    ArenaGuard a(&c);
+    std::vector<Blob> bs;
+    for (int i = 0; i < 5; i++) bs.push_back(Make(a, 1 << 20, 900 + i));
+    int calls = 0;
+    ASSERT_EQ(ml_set_pressure_callback(
+                  a, [](void *ctx, ml_arena *, size_t) { return ++*(int *)ctx, 0; }, &calls),
+              0);
+    ml_stats st0;
+    ASSERT_EQ(ml_stats_get(a, &st0), 0);
+    const size_t never = (size_t)(7.5 * (1 << 20));
+    ml_handle h = ML_HANDLE_NULL;
+    EXPECT_EQ(ml_alloc(a, never, &h), -ENOMEM);
+    EXPECT_EQ(ml_realloc(a, bs[0].h, never), -ENOMEM);
+    EXPECT_EQ(PStats(a).evicted + PStats(a).compressed, 0u);
+    EXPECT_EQ(calls, 0);
+    for (const Blob &b : bs) EXPECT_EQ(ml_handle_state(a, b.h), ML_STATE_SLOW);
+    ml_stats st1;
+    ASSERT_EQ(ml_stats_get(a, &st1), 0);
+    EXPECT_EQ(st1.lane[ML_LANE_SLOW].alloc_failures, st0.lane[ML_LANE_SLOW].alloc_failures + 1);
+    // A size that fits once others leave still makes its room.
+    ASSERT_EQ(ml_alloc(a, 6 << 20, &h), 0);
+    EXPECT_GT(PStats(a).evicted + PStats(a).compressed, 0u);
+    for (const Blob &b : bs) EXPECT_TRUE(GetMatches(a, b));
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
 TEST(Paging, NothingLeftBehindAfterDestroy) {
     const char *tmp = getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/var/tmp";
     std::string tmpl = std::string(tmp) + "/ml-swap-test-XXXXXX";

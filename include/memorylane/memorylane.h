@@ -482,8 +482,10 @@ ML_API int ml_arena_config(const ml_arena *arena, ml_config *out);
  * @return 0; -EINVAL (arena or out NULL, size 0, size larger than the
  *         effective slow_lane_max_size: slow_lane_size, rounded, when that
  *         field is 0; see ml_arena_config), -ENOMEM (no room, or
- *         max_handles handles live; also for a size that only the SlowLane
- *         scratch reserve could hold).
+ *         max_handles handles live; also, at once, without making room
+ *         or calling the pressure callback, for a size that SlowLane could
+ *         not hold even empty and at slow_lane_max_size, its scratch
+ *         reserve, slow_lane_safety_margin, left free).
  * Thread-safe. A relocation point when the arena is full (see the top of
  * this header); it may then call the pressure callback.
  */
@@ -723,7 +725,8 @@ ML_API int ml_write(ml_arena *arena, ml_handle h, size_t offset,
  * @return 0; -EINVAL (bad handle, arena NULL, new_size 0 or larger than
  *         the effective slow_lane_max_size, see ml_alloc), -ESTALE, -EBUSY
  *         (pinned and growing past its place), -ENOMEM (growing, and no
- *         room: size and data unchanged), and for a cold handle ml_try_get's paging
+ *         room: size and data unchanged; at once, with nothing evicted,
+ *         for a size no room could hold: see ml_alloc), and for a cold handle ml_try_get's paging
  *         errors (-ENOMEM, -EIO, -EBADMSG).
  * Thread-safe.
  */
@@ -910,7 +913,8 @@ ML_API int ml_set_move_callback(ml_arena *arena, ml_move_fn fn, void *ctx);
 /** Called when an allocation (ml_alloc, ml_alloc_aligned, ml_alloc_zeroed,
  *  ml_alloc_ex, ml_group_alloc) of `size` bytes is about to fail with -ENOMEM after every built-in
  *  remedy, on the allocating thread, at most once per allocation (ml_realloc
- *  and page-ins never call it). No lock is held, so it may free handles
+ *  and page-ins never call it, nor does an allocation of a size no room
+ *  could hold: see ml_alloc). No lock is held, so it may free handles
  *  (any function but ml_arena_destroy is allowed). Return non-zero if it
  *  freed something: the remedies then run again, without a second call. */
 typedef int (*ml_pressure_fn)(void *ctx, ml_arena *arena, size_t size);
