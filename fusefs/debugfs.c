@@ -1646,11 +1646,13 @@ static int unmount_kernel(ml_debugfs *fs)
         if (r != -EBUSY || now_ms() >= deadline) break;
         usleep(UMOUNT_RETRY_US);
     }
-    if (abort_conn(fs)) return 0; /* 2. nobody can wait on us any more */
+    /* 2. Abort: nobody can wait on us any more. From here on the caller
+     * hears -EBUSY, which says readers were cut off, mount gone or not. */
+    if (abort_conn(fs)) return -EBUSY;
     deadline = now_ms() + UMOUNT_ABORTED_MS;
     for (;;) { /* readers now get errors and close their files */
         r = real_umount(fs);
-        if (r == 0 || r == -EINVAL) return 0;
+        if (r == 0 || r == -EINVAL) return -EBUSY;
         if (r != -EBUSY || now_ms() >= deadline) break;
         usleep(UMOUNT_RETRY_US);
     }
@@ -1908,8 +1910,8 @@ int ml_debugfs_unmount(ml_debugfs *fs)
     if (still_mounted(fs) == 0) close_device(fs); /* unknown: libfuse closes it and unmounts, as before */
     fuse_unmount(fs->fuse);
     /* What the caller is told matches what is left: 0 when libfuse's
-     * unmount removed a mount we could not; -EBUSY ("held, detached") never
-     * while it is still there. */
+     * unmount removed a mount we could not; -EBUSY ("held: readers cut
+     * off") never while it is still there. */
     bool gone = still_mounted(fs) != 1;
     if (rc && rc != -EBUSY && gone) rc = 0;
     else if (rc == -EBUSY && !gone) rc = -EPERM;

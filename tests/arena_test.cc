@@ -300,6 +300,33 @@ TEST(AllocEx, BadArgumentsAllocateNothing) {
 
 // ml_version names the version the header declares (install.sh writes the
 // same into memorylane.pc).
+// The layout the header promises, which programs that store handles among
+// other values rely on: both mark bits set, the generation in bits 32-53,
+// bit 61 for a handle born in SlowLane, the slot index in the low half.
+TEST(Handle, IssuedHandlesHaveTheDocumentedLayout) {
+    ArenaGuard a;
+    std::vector<ml_handle> hs;
+    for (size_t size : {16, 4096, 4097, 100000}) {
+        for (int i = 0; i < 50; i++) {
+            ml_handle h;
+            ASSERT_EQ(ml_alloc(a, size, &h), 0);
+            hs.push_back(h);
+        }
+    }
+    for (int i = 0; i < 50; i++) ASSERT_EQ(ml_free(a, hs[i]), 0); // reuse: later generations
+    for (int i = 0; i < 50; i++) ASSERT_EQ(ml_alloc(a, 16, &hs[i]), 0);
+    for (ml_handle h : hs) {
+        EXPECT_EQ(h.bits & ML_HANDLE_MARK_BITS, ML_HANDLE_MARK_BITS);
+        EXPECT_EQ(ml_handle_generation(h), (uint32_t)(h.bits >> 32) & 0x3FFFFFu);
+        ml_handle_info info;
+        ASSERT_EQ(ml_handle_info_get(a, h, &info), 0);
+        EXPECT_EQ((h.bits >> 61) & 1, ml_handle_id(h) < 0 ? 1u : 0u);
+        EXPECT_EQ(ml_handle_id(h) < 0, info.lane == ML_LANE_SLOW) << "none has moved";
+        EXPECT_EQ((uint64_t)(ml_handle_id(h) < 0 ? -ml_handle_id(h) : ml_handle_id(h)) - 1, h.bits & 0xFFFFFFFFu);
+    }
+    EXPECT_EQ(ML_HANDLE_NULL.bits & ML_HANDLE_MARK_BITS, 0u);
+}
+
 TEST(Arena, VersionStringMatchesTheHeader) {
     std::string want = std::to_string(ML_VERSION_MAJOR) + "." + std::to_string(ML_VERSION_MINOR) + "." +
                        std::to_string(ML_VERSION_PATCH);

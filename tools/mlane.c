@@ -421,7 +421,7 @@ static int demo(int argc, char **argv)
         rc = ml_debugfs_unmount(fs);
         if (rc == -EBUSY)
             fprintf(stderr, "mlane: the debug view was still in use (an open file or a working directory): "
-                            "its connection was aborted and the mount detached\n");
+                            "its connection was aborted (its readers got errors) and it was unmounted\n");
         else if (rc)
             fprintf(stderr, "mlane: unmount: %s\n", ml_strerror(rc));
     }

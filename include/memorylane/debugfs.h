@@ -179,8 +179,10 @@ ML_API int ml_debugfs_mount(ml_arena *arena, const char *mountpoint,
  * readdir, however long the listing). A directory
  * still open when the connection is aborted leaks that record all the same
  * (libfuse's high-level API offers no way to free it).
- * @return 0; -EBUSY (it was held: aborted and detached, nothing is left
- *         mounted); -EPERM (or another negative errno) if the unmount
+ * @return 0 (nothing held the view: a clean unmount); -EBUSY (something
+ *         held it through the grace period: the connection was aborted,
+ *         so its readers got errors, and the mount was removed, detached
+ *         if still held; nothing is left mounted); -EPERM (or another negative errno) if the unmount
  *         failed and the mount remains (without root: fusermount3 could
  *         not unmount it). The threads are stopped and fs is freed either way.
  * Call it once per mount: fs must not be used afterwards, so it must not

@@ -90,9 +90,12 @@
  *     for any pointer you keep);
  *   - an allocation (ml_alloc, ml_alloc_aligned, ml_alloc_zeroed,
  *     ml_alloc_ex, ml_group_alloc) that finds
- *     the arena full: before it gives up it may migrate FastLane's oldest
+ *     its lane full: before it gives up it may migrate FastLane's oldest
  *     entries to SlowLane, compact either lane, and compress or evict cold
- *     SlowLane blobs (and it calls the pressure callback, where set);
+ *     SlowLane blobs (and it calls the pressure callback, where set). A
+ *     full FastLane is enough, however empty SlowLane is (migrate_on_full):
+ *     in a program with several threads, any thread's small allocation may
+ *     move entries other threads hold unpinned pointers to;
  *   - ml_realloc that finds SlowLane full: it may compress or evict other
  *     cold blobs;
  *   - any access that brings a cold handle back (ml_get, ml_try_get,
@@ -168,7 +171,16 @@ ML_API const char *ml_version(void);
  * them (a new arena takes the next tag in turn that no live arena has).
  * Beyond that, two arenas may share a tag, and only the generation check
  * still tells their handles apart.
+ *
+ * Layout, which this major version keeps: bits 0-31 slot index, 32-53
+ * generation, 54-60 arena tag, 61 born in SlowLane, and bits 62 and 63
+ * always set in an issued handle. So a 64-bit word with either top bit
+ * clear is never a handle: a program that stores handles beside other
+ * values (an interpreter's tagged words) can tell them apart by those two
+ * bits (ML_HANDLE_MARK_BITS). No bit of an issued handle is free for the
+ * program's own use.
  */
+#define ML_HANDLE_MARK_BITS 0xC000000000000000ull
 typedef struct ml_handle {
     uint64_t bits;
 } ml_handle;
