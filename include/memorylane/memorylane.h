@@ -282,7 +282,13 @@ typedef struct ml_config {
      *  fragmentation passes compaction_threshold. Default true. */
     bool enable_auto_compaction;
     /** Fragmentation (see ml_lane_stats) above which auto-compaction runs,
-     *  0 < x <= 1. Default 0.5. */
+     *  0 < x <= 1. Default 0.5. The measure is how free space is split
+     *  (1 - largest free range / free bytes): the free blocks inside
+     *  FastLane's spans count as split, but a large free range (a lane
+     *  sized well above its use) keeps the figure low however empty the
+     *  spans are. After freeing many small objects all over (a garbage
+     *  collector's sweep), call ml_compact or ml_compact_step on FastLane
+     *  yourself to give their half-empty spans back. */
     double compaction_threshold;
     /** SlowLane usage fraction (used / capacity) above which cold blobs are
      *  compressed/evicted, 0 < x <= 1, and x + slow_lane_safety_margin
