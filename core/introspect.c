@@ -133,6 +133,19 @@ int ml_foreach(ml_arena *a, ml_foreach_fn fn, void *ctx)
     return 0;
 }
 
+int ml_foreach_handle(ml_arena *a, ml_foreach_handle_fn fn, void *ctx)
+{
+    if (!a || !fn) return -EINVAL;
+    uint32_t n = __atomic_load_n(&a->slot_count, __ATOMIC_ACQUIRE);
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t m = ml__load_acq(&a->slots[i].meta);
+        if (!ml__meta_live(m)) continue;
+        int rc = fn(ml__handle_of(m, i), ctx);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 void ml__lane_usage(ml_arena *a, ml_lane lane, uint64_t *used, uint64_t *requested,
                     int64_t *live, uint64_t *cached_blocks, uint64_t *allocs, uint64_t *frees)
 {

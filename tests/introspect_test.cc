@@ -259,6 +259,56 @@ TEST(Foreach, VisitsExactlyTheLiveHandlesInSlotOrder) {
     EXPECT_TRUE(All(a).empty());
 }
 
+// ml_foreach_handle visits the same handles as ml_foreach, in the same
+// order, stops on a non-zero return, lets its callback free, and refuses
+// NULL arguments.
+TEST(ForeachHandle, VisitsWhatForeachVisitsStopsAndMayFree) {
+    ml_config cfg = SmallConfig();
+    ArenaGuard a(&cfg);
+    std::vector<ml_handle> hs;
+    for (int i = 0; i < 300; i++) {
+        ml_handle h;
+        ASSERT_EQ(ml_alloc(a, i % 10 == 0 ? 20000 : 16 + i, &h), 0);
+        hs.push_back(h);
+    }
+    for (size_t i = 1; i < hs.size(); i += 3) ASSERT_EQ(ml_free(a, hs[i]), 0);
+    std::vector<uint64_t> want, got;
+    for (const ml_handle_info &i : All(a)) want.push_back(i.handle.bits);
+    ASSERT_EQ(ml_foreach_handle(
+                  a,
+                  [](ml_handle h, void *p) {
+                      static_cast<std::vector<uint64_t> *>(p)->push_back(h.bits);
+                      return 0;
+                  },
+                  &got),
+              0);
+    EXPECT_EQ(got, want);
+    EXPECT_EQ(got.size(), 200u);
+    int calls = 0;
+    EXPECT_EQ(ml_foreach_handle(
+                  a, [](ml_handle, void *p) { return ++*static_cast<int *>(p) == 7 ? 99 : 0; }, &calls),
+              99);
+    EXPECT_EQ(calls, 7);
+    struct Ctx {
+        ml_arena *a;
+        int errors = 0;
+    } ctx{a, 0};
+    EXPECT_EQ(ml_foreach_handle(
+                  a,
+                  [](ml_handle h, void *p) {
+                      Ctx *c = static_cast<Ctx *>(p);
+                      if (ml_free(c->a, h) != 0) c->errors++;
+                      return 0;
+                  },
+                  &ctx),
+              0);
+    EXPECT_EQ(ctx.errors, 0);
+    EXPECT_EQ(Stats(a).handles_live, 0u);
+    EXPECT_EQ(ml_foreach_handle(nullptr, [](ml_handle, void *) { return 0; }, nullptr), -EINVAL);
+    EXPECT_EQ(ml_foreach_handle(a, nullptr, nullptr), -EINVAL);
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
 TEST(Foreach, NonZeroReturnStopsTheWalkAndIsReturned) {
     ArenaGuard a;
     for (int i = 0; i < 20; i++) {

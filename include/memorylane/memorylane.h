@@ -1041,6 +1041,26 @@ typedef int (*ml_foreach_fn)(const ml_handle_info *info, void *ctx);
  */
 ML_API int ml_foreach(ml_arena *arena, ml_foreach_fn fn, void *ctx);
 
+/** ml_foreach_handle callback: return 0 to go on, anything else to stop. */
+typedef int (*ml_foreach_handle_fn)(ml_handle h, void *ctx);
+
+/**
+ * Call fn with each live handle, in slot order, and nothing else: no
+ * snapshot is taken and no entry is claimed, so a walk costs about one
+ * read of each slot (ml_foreach fills a whole ml_handle_info per handle,
+ * tens of nanoseconds each). For sweeps over many handles, such as a
+ * garbage collector's: ask ml_size, ml_handle_info_get or ml_read for the
+ * few that need more. No lock is held while fn runs, so fn may call any
+ * function on the arena but ml_arena_destroy, ml_free of the handle it is
+ * given included (handles allocated or freed meanwhile may or may not be
+ * visited; a handle fn is given may be freed by another thread before fn
+ * uses it, which then gets -ESTALE).
+ * @return 0 after visiting all; fn's non-zero value if it stopped the walk;
+ *         -EINVAL (NULL args).
+ * Thread-safe.
+ */
+ML_API int ml_foreach_handle(ml_arena *arena, ml_foreach_handle_fn fn, void *ctx);
+
 /**
  * Per-lane statistics: one list, many views. Each X(name, description)
  * is a uint64_t field of ml_lane_stats. Fragmentation is
