@@ -88,6 +88,8 @@
 #define REC_VERSION 2
 #define BUF_BYTES ((size_t)128 << 10) /* larger records get their own buffer */
 #define START_RETRY_MS 100            /* a failed start of the swap file is tried again after this */
+#define NOROOM_SLOTS 64             /* entries remembered as not fitting the swap budget */
+#define NOROOM_MS 1000              /* ... for at most this long */
 #define DISK_FULL_RETRY_MS 1000       /* after a write found the disk full, writes wait this long */
 #define RC_WAYS 4                     /* cold copies ml_read keeps decoded */
 #define RC_BYTES ((size_t)32 << 20)   /* ... while they hold at most this (the newest always stays) */
@@ -111,6 +113,11 @@ typedef struct rec_hdr {
 } rec_hdr;
 _Static_assert(sizeof(rec_hdr) == 64, "record header is 64 bytes");
 
+typedef struct noroom_rec {
+    uint32_t idx, gen, blocks; /* the entry, and the blocks its record needed */
+    uint64_t ns;               /* when (0: unused) */
+} noroom_rec;
+
 typedef struct ml_pager {
     ml_arena *a;
     pthread_mutex_t lock;
@@ -119,8 +126,8 @@ typedef struct ml_pager {
     uint64_t start_err_ns; /* ... and when: it is tried again START_RETRY_MS later */
     uint64_t disk_full_ns;   /* when a write last found the disk full (0: none since) ... */
     uint64_t disk_full_used; /* ... and swap.used then (disk_full_now) */
-    uint64_t swap_full_ns;   /* when a record last found no room in the swap budget ... */
-    uint64_t swap_full_used; /* ... and swap.used then (swap_full_now) */
+    noroom_rec noroom[NOROOM_SLOTS]; /* entries whose record found no room (noroom_known) */
+    unsigned noroom_next;
     ml_swap swap;
     uint64_t rec_seq;   /* records made so far (pager lock): their sequence numbers */
     ml_io *io;
@@ -686,23 +693,35 @@ static bool disk_full_now(ml_pager *p)
     return true;
 }
 
-/* A record found no room in the swap budget, and nothing was left to
- * reclaim: for the next DISK_FULL_RETRY_MS, or until a record leaves the
- * swap file or a clean copy (which could be reclaimed) appears, a victim
- * that would have to be compressed first is refused at once with -ENOSPC,
- * unless its record fits the largest free run whatever zstd makes of it.
- * Without this, each allocation short of room compressed victims only to
- * find no room for their records. Caller holds the pager lock. */
-static bool swap_full_now(ml_pager *p, size_t size)
+/* Entries whose record found no room in the swap budget lately, and how
+ * many blocks that record needed: while the largest free run of the file
+ * is still shorter, and no clean copy could be given up for room, the same
+ * entry is refused at once with -ENOSPC instead of being compressed again
+ * (for NOROOM_MS at most: a write may have changed what it compresses to).
+ * Other victims are tried as usual: one entry that does not fit says
+ * nothing about the next. Without this, an allocation short of room
+ * compressed the same victims over and over only to find no room for
+ * their records. Caller holds the pager lock. */
+static bool noroom_known(ml_pager *p, uint32_t idx, uint64_t m)
 {
-    if (!p->swap_full_ns) return false;
-    if (p->swap.used < p->swap_full_used || p->st.now_clean_copies > 0 ||
-        mono_ns() - p->swap_full_ns >= (uint64_t)DISK_FULL_RETRY_MS * 1000000) {
-        p->swap_full_ns = 0;
-        return false;
+    if (p->st.now_clean_copies > 0) return false;
+    uint64_t now = mono_ns();
+    for (unsigned i = 0; i < NOROOM_SLOTS; i++) {
+        const noroom_rec *r = &p->noroom[i];
+        if (r->ns && r->idx == idx && r->gen == ML_HI_GEN(ml__hi(m)) &&
+            now - r->ns < (uint64_t)NOROOM_MS * 1000000)
+            return !ml__swap_can_alloc(&p->swap, r->blocks);
     }
-    size_t bound = ml__align_up(sizeof(rec_hdr) + ml__codec_bound(size), ML_SWAP_BLOCK) / ML_SWAP_BLOCK;
-    return !(bound <= UINT32_MAX && ml__swap_can_alloc(&p->swap, (uint32_t)bound));
+    return false;
+}
+
+static void noroom_note(ml_pager *p, uint32_t idx, uint64_t m, uint32_t blocks)
+{
+    unsigned at = p->noroom_next;
+    for (unsigned i = 0; i < NOROOM_SLOTS; i++)
+        if (p->noroom[i].ns && p->noroom[i].idx == idx) at = i; /* one record per entry */
+    p->noroom[at] = (noroom_rec){.idx = idx, .gen = ML_HI_GEN(ml__hi(m)), .blocks = blocks, .ns = mono_ns()};
+    if (at == p->noroom_next) p->noroom_next = (at + 1) % NOROOM_SLOTS;
 }
 
 static void finish(ml_pager *p, victim *v, long res)
@@ -937,7 +956,7 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
             v->result = -ENOSPC;
             continue;
         }
-        if ((m & ML_M_STATE) != ML_STATE_COMPRESSED && swap_full_now(p, s->size)) {
+        if ((m & ML_M_STATE) != ML_STATE_COMPRESSED && noroom_known(p, v->idx, m)) {
             p->st.budget_full++;
             v->result = -ENOSPC;
             continue;
@@ -995,10 +1014,7 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
             v->blk = ml__swap_alloc(&p->swap, (uint32_t)(v->len / ML_SWAP_BLOCK));
         if (v->blk < 0) {
             p->st.budget_full++;
-            if (p->st.now_clean_copies == 0) {
-                p->swap_full_ns = mono_ns();
-                p->swap_full_used = p->swap.used;
-            }
+            noroom_note(p, v->idx, m, (uint32_t)(v->len / ML_SWAP_BLOCK));
             v->result = -ENOSPC;
             v->blk = -1;
             if (v->buf >= 0) p->busy[v->buf] = false;

@@ -142,7 +142,7 @@ extern "C" {
 #endif
 
 #define ML_VERSION_MAJOR 0
-#define ML_VERSION_MINOR 5
+#define ML_VERSION_MINOR 6
 #define ML_VERSION_PATCH 0
 
 /** Library version as "MAJOR.MINOR.PATCH" (the ML_VERSION_* macros of the
@@ -333,11 +333,11 @@ typedef struct ml_config {
      *  its own copy of the string. Default NULL. */
     const char *swap_dir;
     /** Most bytes the swap file may hold; when full, eviction stops (and
-     *  says so in ml_paging_stats.budget_full): once a record has found no
-     *  room and no clean copy is left to give up, victims that would have
-     *  to be compressed are refused at once with -ENOSPC (unless their
-     *  record fits the largest free run however it compresses) for a
-     *  second, or until a record leaves the file. At least 1 MiB and below
+     *  says so in ml_paging_stats.budget_full): an entry whose record has
+     *  found no room, with no clean copy left to give up, is refused at
+     *  once with -ENOSPC, without being compressed again, for up to a
+     *  second while the file's largest free run stays shorter than that
+     *  record (other entries are tried as usual). At least 1 MiB and below
      *  4 TiB (checked only with paging on). Default 1 GiB. */
     size_t swap_size;
     /** zstd level, 1 (fast) .. 19 (small) (checked only with paging on).
@@ -1419,8 +1419,10 @@ ML_API int ml_paging_stats_get(ml_arena *arena, ml_paging_stats *out);
  *         ml_handle_info.blob: FastLane entries and SlowLane entries of
  *         8192 bytes or less are blocks, never paged), paging
  *         off), -ESTALE, -EBUSY (pinned), -EALREADY (already evicted),
- *         -ENOSPC (swap budget full, or the disk: after a write found the
- *         disk full, evictions to disk fail at once with -ENOSPC for a
+ *         -ENOSPC (swap budget full: budget_full in the paging statistics,
+ *         and for up to a second the same entry is refused without being
+ *         compressed again, see swap_size; or the disk: after a write found
+ *         the disk full, evictions to disk fail at once with -ENOSPC for a
  *         second, or until a record leaves the swap file, instead of
  *         compressing what cannot be written; paging statistics:
  *         disk_full), -EIO (compression or write failed; a failed write
