@@ -471,7 +471,16 @@ bool ml__slow_never_holds(const ml_arena *a, size_t size)
     const ml_lane_t *sl = &a->lanes[ML_LANE_SLOW];
     uint64_t max_units = sl->region.max >> sl->unit_shift;
     uint64_t reserve = (uint64_t)((double)max_units * sl->reserve_frac);
-    return (ml__align_up(size, (size_t)1 << sl->unit_shift) >> sl->unit_shift) > max_units - reserve;
+    uint64_t need = ml__align_up(size, (size_t)1 << sl->unit_shift) >> sl->unit_shift;
+    /* A size SlowLane keeps in blocks of a class needs a whole span of the
+     * smallest class that can take it (any alignment). */
+    unsigned c0 = size <= ML_MAX_CLASS_SIZE ? ml__size_class(size) : ML_CLASS_NONE;
+    if (c0 != ML_CLASS_NONE && c0 < sl->nclasses) {
+        need = UINT64_MAX;
+        for (unsigned c = c0; c < sl->nclasses; c++)
+            if (sl->span_units[c] < need) need = sl->span_units[c];
+    }
+    return need > max_units - reserve;
 }
 
 /* Try to place an allocation, making room step by step: FastLane (growing

@@ -289,10 +289,17 @@ int ml_migrate_all(ml_arena *a, uint32_t min_age_ms, size_t *moved)
 int ml_realloc(ml_arena *a, ml_handle h, size_t new_size)
 {
     if (!a || new_size == 0 || new_size > a->cfg.slow_lane_max_size) return -EINVAL;
-    ML_DEBUG_POINT(a, 1u << ML_LANE_SLOW, ml__idx(h));
     uint64_t m;
+    ml_slot *slot;
+    int rc = ml__lookup(a, h, &slot, &m);
+    if (rc) return rc;
+    /* A blob size no room could hold fails before anything moves (a cold
+     * handle would be brought back first, making room for it): larger than
+     * any size class, no place the entry has can hold it either. */
+    if (new_size > ML_MAX_CLASS_SIZE && ml__slow_never_holds(a, new_size)) return -ENOMEM;
+    ML_DEBUG_POINT(a, 1u << ML_LANE_SLOW, ml__idx(h));
     ml_move back;
-    int rc = ml__claim_resident(a, h, false, 0, 0, &m, &back);
+    rc = ml__claim_resident(a, h, false, 0, 0, &m, &back);
     if (rc) return rc;
     uint32_t idx = ml__idx(h);
     ml_slot *s = &a->slots[idx];
@@ -329,22 +336,26 @@ int ml_realloc(ml_arena *a, ml_handle h, size_t new_size)
         return -EBUSY;
     }
     ml_lane to = grew_past ? ML_LANE_SLOW : (loc.lane == ML_LANE_SLOW && !wasteful ? ML_LANE_SLOW : want);
-    if (to == ML_LANE_SLOW && !can_stay && ml__slow_never_holds(a, new_size)) {
-        /* No remedy could make room: fail before evicting anything. */
+    /* A move made only for ML_DEBUG_MOVES stays in its lane, and makes no
+     * room: with none, the entry stays where it is. */
+    bool debug_only = can_stay && !grew_past && !wasteful;
+    /* No remedy could make room in SlowLane: fail before evicting anything. */
+    bool never = ml__slow_never_holds(a, new_size);
+    if (to == ML_LANE_SLOW && !can_stay && never) {
         ml__unclaim(a, idx);
         ml__fire_move(a, &back);
         return -ENOMEM;
     }
     ml_move ev;
     rc = ml__move_claimed(a, idx, to, new_size, false, &ev);
-    if (rc && to == ML_LANE_FAST && a->cfg.failover_to_slow) {
+    if (rc && to == ML_LANE_FAST && a->cfg.failover_to_slow && !debug_only) {
         to = ML_LANE_SLOW;
         rc = ml__move_claimed(a, idx, ML_LANE_SLOW, new_size, false, &ev);
     }
     if (rc && can_stay) goto in_place; /* (nothing moved: the data is where it was) */
     /* SlowLane full: cold blobs can leave it, as for ml_alloc (this entry is
      * claimed, so it is not among them). */
-    for (int round = 0; rc == -ENOMEM && to == ML_LANE_SLOW && round < 8; round++) {
+    for (int round = 0; rc == -ENOMEM && to == ML_LANE_SLOW && !never && round < 8; round++) {
         if (ml__slow_make_room(a, new_size) == 0) break;
         rc = ml__move_claimed(a, idx, ML_LANE_SLOW, new_size, false, &ev);
     }

@@ -320,6 +320,34 @@ TEST(DebugMoves, EveryRelocationPointMovesAndPinsHold) {
     EXPECT_EQ(ml__arena_check(a), 0);
 }
 
+// The move ML_DEBUG_MOVES adds to ml_realloc stays in the entry's lane and
+// makes no room: with FastLane full, a FastLane entry stays where it is
+// rather than fail over to SlowLane (from a review).
+TEST(DebugMoves, ReallocsDebugMoveStaysInItsLane) {
+    ml_config c = DebugConfig(ML_DEBUG_MOVES);
+    c.fast_lane_size = 64 << 10;
+    c.fast_lane_max_size = 64 << 10;
+    c.migrate_on_full = false;
+    c.failover_to_slow = true;
+    ArenaGuard a(&c);
+    ml_handle first;
+    ASSERT_EQ(ml_alloc(a, 64, &first), 0);
+    std::vector<ml_handle> fill;
+    for (int i = 0; i < 100000; i++) {
+        ml_handle h;
+        ASSERT_EQ(ml_alloc(a, 64, &h), 0);
+        fill.push_back(h);
+        if (ml_handle_state(a, h) == ML_STATE_SLOW) break; // FastLane is full
+    }
+    ASSERT_EQ(ml_handle_state(a, fill.back()), ML_STATE_SLOW);
+    ASSERT_EQ(ml_realloc(a, first, 63), 0);
+    ml_handle_info info;
+    ASSERT_EQ(ml_handle_info_get(a, first, &info), 0);
+    EXPECT_EQ(info.lane, ML_LANE_FAST);
+    EXPECT_EQ(info.migrations, 0u);
+    EXPECT_EQ(ml__arena_check(a), 0);
+}
+
 // The move callback may call anything, relocation points included: a point
 // reached from inside another moves nothing, or each level would move
 // again what the one above exposed (2^k moves for k entries; found in

@@ -767,6 +767,26 @@ TEST(Paging, ASizeNoRoomCouldHoldFailsWithoutEvictingAnything) {
     EXPECT_EQ(ml__arena_check(a), 0);
 }
 
+// ml_realloc of a cold handle to a size no room could hold fails before
+// the handle is brought back, so nothing is evicted to make room for it
+// (from a review).
+TEST(Paging, ReallocOfAColdHandleToASizeNoRoomCouldHoldMovesNothing) {
+    ml_config c = PagingConfig(2);
+    ArenaGuard a(&c);
+    Blob cold = Make(a, 1 << 20, 4000);
+    ASSERT_EQ(ml_evict(a, cold.h), 0);
+    std::vector<Blob> bs;
+    for (int i = 0; i < 7; i++) bs.push_back(Make(a, 1 << 20, 4001 + i));
+    ml_paging_stats p0 = PStats(a);
+    EXPECT_EQ(ml_realloc(a, cold.h, (size_t)(7.5 * (1 << 20))), -ENOMEM);
+    ml_paging_stats p1 = PStats(a);
+    EXPECT_EQ(p1.evicted + p1.compressed, p0.evicted + p0.compressed);
+    EXPECT_EQ(p1.page_ins, p0.page_ins);
+    EXPECT_EQ(ml_handle_state(a, cold.h), ML_STATE_EVICTED);
+    for (const Blob &b : bs) EXPECT_EQ(ml_handle_state(a, b.h), ML_STATE_SLOW);
+    EXPECT_TRUE(GetMatches(a, cold));
+}
+
 TEST(Paging, NothingLeftBehindAfterDestroy) {
     const char *tmp = getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/var/tmp";
     std::string tmpl = std::string(tmp) + "/ml-swap-test-XXXXXX";

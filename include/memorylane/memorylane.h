@@ -504,7 +504,7 @@ ML_API int ml_arena_config(const ml_arena *arena, ml_config *out);
  *         or calling the pressure callback, for a size that SlowLane could
  *         not hold even empty and at slow_lane_max_size, its scratch
  *         reserve, slow_lane_safety_margin, left free).
- * Thread-safe. A relocation point when the arena is full (see the top of
+ * Thread-safe. A relocation point when its lane is full (see the top of
  * this header); it may then call the pressure callback.
  */
 ML_API int ml_alloc(ml_arena *arena, size_t size, ml_handle *out);
@@ -524,7 +524,7 @@ ML_API int ml_alloc_zeroed(ml_arena *arena, size_t size, ml_handle *out);
  * data moves.
  * @return as ml_alloc; -EINVAL also when align is 0, not a power of two or
  *         larger than the page size.
- * Thread-safe; a relocation point when the arena is full, as ml_alloc.
+ * Thread-safe; a relocation point when its lane is full, as ml_alloc.
  */
 ML_API int ml_alloc_aligned(ml_arena *arena, size_t size, size_t align,
                             ml_handle *out);
@@ -561,7 +561,7 @@ ML_API int ml_alloc_aligned(ml_arena *arena, size_t size, size_t align,
  *         flags; -ENOENT when the group does not exist (or is destroyed
  *         meanwhile: nothing is allocated). On failure nothing is
  *         allocated and nothing is pinned.
- * Thread-safe; a relocation point when the arena is full, as ml_alloc.
+ * Thread-safe; a relocation point when its lane is full, as ml_alloc.
  */
 ML_API int ml_alloc_ex(ml_arena *arena, size_t size, size_t align,
                        ml_group group, unsigned flags, ml_handle *out,
@@ -1267,7 +1267,7 @@ ML_API int ml_group_find(ml_arena *arena, const char *name, ml_group *out);
  * ML_GROUP_NONE, an allocation in no group.
  * @return as ml_alloc_aligned; -ENOENT when the group does not exist (or
  *         is destroyed meanwhile: nothing is allocated).
- * Thread-safe; a relocation point when the arena is full, as ml_alloc.
+ * Thread-safe; a relocation point when its lane is full, as ml_alloc.
  */
 ML_API int ml_group_alloc(ml_arena *arena, ml_group g, size_t size,
                           size_t align, ml_handle *out);
