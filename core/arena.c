@@ -351,9 +351,12 @@ static int place_once(ml_arena *a, ml_lane lane, size_t size, size_t align, uint
     if (c == ML_CLASS_NONE && lane == ML_LANE_FAST) return -ENOMEM; /* no blobs there */
     int rc = -ENOMEM;
     pthread_mutex_lock(&l->lock);
-    /* Growing raises the SlowLane reserve with the capacity, so a growth
-     * sized for "size + today's reserve" can fall just short: grow again
-     * (each growth adds at least a quarter; the lane's maximum ends it). */
+    /* Growing raises the SlowLane reserve with the capacity: a growth is
+     * sized for the item and the reserve of the grown lane, (item + today's
+     * reserve) / (1 - reserve fraction), or, where that passes the lane's
+     * maximum, reaches the maximum (a size near the largest the lane can
+     * hold needs all of it). Another round covers what a growth still
+     * falls short by (each adds at least a quarter). */
     for (int attempt = 0; attempt < 4; attempt++) {
         if (c != ML_CLASS_NONE) {
             uint64_t b;
@@ -378,7 +381,8 @@ static int place_once(ml_arena *a, ml_lane lane, size_t size, size_t align, uint
         }
         size_t need = c != ML_CLASS_NONE ? (size_t)l->span_units[c] << l->unit_shift : size;
         need += (size_t)l->reserve_units << l->unit_shift;
-        if (attempt == 3 || ml__lane_grow(l, need) != 0) break;
+        if (l->reserve_frac > 0) need = (size_t)((double)need / (1.0 - l->reserve_frac)) + ml__lane_unit(l);
+        if (attempt == 3 || (ml__lane_grow(l, need) != 0 && ml__lane_grow_to_max(l) != 0)) break;
     }
     pthread_mutex_unlock(&l->lock);
     return rc;

@@ -310,6 +310,17 @@ int ml__lane_grow(ml_lane_t *l, size_t bytes)
     return 0;
 }
 
+int ml__lane_grow_to_max(ml_lane_t *l)
+{
+    if (l->region.size >= l->region.max) return -ENOMEM;
+    int rc = ml__region_grow(&l->region, l->region.max);
+    if (rc) return rc;
+    ml__ext_grow(&l->ext, (uint32_t)(l->region.max >> l->unit_shift));
+    l->grows++;
+    ml__lane_set_reserve(l);
+    return 0;
+}
+
 void ml__lane_set_reserve(ml_lane_t *l)
 {
     l->reserve_units = (uint32_t)((double)(l->region.size >> l->unit_shift) * l->reserve_frac);

@@ -164,6 +164,8 @@ void ml__lane_blob_free(ml_lane_t *l, uint32_t start);
 /** Grow the lane so that at least `bytes` more are free at its end (capped
  *  at its maximum). 0, or -ENOMEM when it cannot grow enough. */
 int ml__lane_grow(ml_lane_t *l, size_t bytes);
+/** Grow the lane to its maximum. 0, or -ENOMEM when it is there already. */
+int ml__lane_grow_to_max(ml_lane_t *l);
 /** Recompute reserve_units from reserve_frac and the current size. */
 void ml__lane_set_reserve(ml_lane_t *l);
 /** Statistics snapshot (caller holds the lock). */

@@ -304,11 +304,11 @@ int CountPressure(void *ctx, ml_arena *, size_t) { return ++*(int *)ctx, 0; }
 }  // namespace
 
 // The largest size SlowLane can hold (empty, at its maximum, its scratch
-// reserve left free) is placed; one byte more fails at once with -ENOMEM,
-// without asking the pressure callback (from a review; with a margin near
-// 0.5 and a lane that must grow 16-fold, the first try at the cap fails:
-// growth is sized for today's reserve, not the grown lane's, so that case
-// is left out and noted).
+// reserve left free) is placed at the first try, the lane growing to it
+// however far (growth used to be sized for today's reserve, not the grown
+// lane's: with a margin of 0.49 the first try failed); one byte more fails
+// at once with -ENOMEM, without asking the pressure callback (from a
+// review).
 TEST(Alloc, TheLargestSizeSlowLaneCanHoldIsPlacedAndOneByteMoreFailsAtOnce) {
     struct Case {
         size_t size, max;
@@ -319,6 +319,7 @@ TEST(Alloc, TheLargestSizeSlowLaneCanHoldIsPlacedAndOneByteMoreFailsAtOnce) {
         {8 << 20, 0, 0.49},       {1 << 20, 8 << 20, 0.1},   {64 << 10, 8 << 20, 0.1},
         {64 << 10, 8 << 20, 0.33}, {(1 << 20) + 12345, (8 << 20) + 777, 0.1},
         {64 << 10, 0, 0.1},       {64 << 10, (size_t)1 << 30, 0.1}, {1 << 20, (size_t)4 << 30, 0.3},
+        {64 << 10, 0, 0.49},      {64 << 10, (size_t)1 << 30, 0.49}, {64 << 10, (size_t)1 << 30, 0.3},
     };
     for (const Case &k : cases) {
         ml_config c;
