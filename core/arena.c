@@ -487,6 +487,13 @@ bool ml__slow_never_holds(const ml_arena *a, size_t size)
     return need > max_units - reserve;
 }
 
+static void count_alloc_failure(ml_arena *a, ml_lane lane)
+{
+    pthread_mutex_lock(&a->lanes[lane].lock);
+    a->lanes[lane].alloc_failures++;
+    pthread_mutex_unlock(&a->lanes[lane].lock);
+}
+
 /* Try to place an allocation, making room step by step: FastLane (growing
  * it), then migrating FastLane's oldest entries out, then SlowLane (by
  * failover for small sizes), then compaction, then the program's pressure
@@ -500,9 +507,7 @@ static int place_with_remedies(ml_arena *a, size_t size, size_t align, uint32_t 
     bool small = size <= a->cfg.threshold &&
                  ml__size_class_aligned(size, align, a->lanes[ML_LANE_FAST].nclasses) != ML_CLASS_NONE;
     if (!small && ml__slow_never_holds(a, size)) {
-        pthread_mutex_lock(&a->lanes[ML_LANE_SLOW].lock);
-        a->lanes[ML_LANE_SLOW].alloc_failures++;
-        pthread_mutex_unlock(&a->lanes[ML_LANE_SLOW].lock);
+        count_alloc_failure(a, ML_LANE_SLOW);
         return -ENOMEM;
     }
     bool pressure_tried = false;
@@ -555,9 +560,7 @@ static int place_with_remedies(ml_arena *a, size_t size, size_t align, uint32_t 
                 continue;
             }
         }
-        pthread_mutex_lock(&a->lanes[small ? ML_LANE_FAST : ML_LANE_SLOW].lock);
-        a->lanes[small ? ML_LANE_FAST : ML_LANE_SLOW].alloc_failures++;
-        pthread_mutex_unlock(&a->lanes[small ? ML_LANE_FAST : ML_LANE_SLOW].lock);
+        count_alloc_failure(a, small ? ML_LANE_FAST : ML_LANE_SLOW);
         return -ENOMEM;
     }
 }
