@@ -467,6 +467,10 @@ static int step(ml_arena *a, ml_lane lane, uint64_t max_bytes, uint64_t max_ns, 
         l->compact_phase = 0;
         l->compact_cursor = 0;
         l->compactions++;
+        /* What this pass could not empty (pinned or cached blocks) does not
+         * start the next one: see compaction_worth in policy.c. */
+        l->reclaim_floor = ml__lane_reclaimable(l);
+        l->reclaim_floor_ns = ml__coarse_ns();
         finished = true;
     }
     pthread_mutex_unlock(&l->lock);

@@ -371,6 +371,7 @@ int ml__arena_check(ml_arena *a)
         ml_lane_t *l = &a->lanes[lane];
         uint64_t handed_out = 0;
         uint32_t per_class[ML_NCLASSES] = {0};
+        uint64_t used_class[ML_NCLASSES] = {0};
         for (uint32_t s = 0; s < l->ext.cap; s += ml__ext_len(&l->ext, s)) {
             if (ml__ext_kind(&l->ext, s) != ML_EXT_SPAN) continue;
             ml_span *sp = &l->spans[s];
@@ -380,7 +381,7 @@ int ml__arena_check(ml_arena *a)
             if (used != sp->used) rc = -7;
             /* a span with a free block is on its class's partial list */
             if (sp->used < sp->nblocks && !sp->in_partial) rc = -21;
-            if (sp->cls < ML_NCLASSES) per_class[sp->cls]++;
+            if (sp->cls < ML_NCLASSES) per_class[sp->cls]++, used_class[sp->cls] += used;
             handed_out += used;
         }
         /* (and blocks the debug quarantine holds) */
@@ -389,6 +390,7 @@ int ml__arena_check(ml_arena *a)
             rc = -8;
         for (unsigned c = 0; c < ML_NCLASSES && !rc; c++)
             if (per_class[c] != l->cls_spans[c]) rc = -20; /* the per-class span counts */
+            else if (used_class[c] != l->cls_used[c]) rc = -22; /* and block counts */
     }
 
     for (int lane = 1; lane >= 0; lane--) pthread_mutex_unlock(&a->lanes[lane].lock);

@@ -199,6 +199,7 @@ unsigned ml__lane_blocks_take(ml_lane_t *l, unsigned cls, uint64_t *out, unsigne
         if (sp->used == sp->nblocks) partial_remove(l, s);
     }
     l->blocks_used_bytes += (uint64_t)got * csize;
+    l->cls_used[cls] += got;
     return got;
 }
 
@@ -215,6 +216,7 @@ bool ml__span_take_block(ml_lane_t *l, uint32_t s, uint32_t *idx)
     }
     ml__owner_store(&sp->owner[i], 0);
     sp->used++;
+    l->cls_used[sp->cls]++;
     l->blocks_used_bytes += ml__class_size[sp->cls];
     if (sp->used == sp->nblocks && sp->in_partial) partial_remove(l, s);
     *idx = i;
@@ -254,6 +256,7 @@ void ml__lane_block_put(ml_lane_t *l, uint32_t s, uint32_t idx)
     ml__owner_store(&sp->owner[idx], ML_OWNER_FREE | sp->free_head);
     sp->free_head = idx;
     sp->used--;
+    l->cls_used[sp->cls]--;
     l->blocks_used_bytes -= ml__class_size[sp->cls];
     if (sp->used == 0 && (sp->in_partial ? sp->prev != ML_SPAN_NIL || sp->next != ML_SPAN_NIL
                                          : l->partial[sp->cls] != ML_SPAN_NIL)) {
@@ -326,6 +329,19 @@ void ml__lane_set_reserve(ml_lane_t *l)
     l->reserve_units = (uint32_t)((double)(l->region.size >> l->unit_shift) * l->reserve_frac);
 }
 
+uint64_t ml__lane_reclaimable(const ml_lane_t *l)
+{
+    uint64_t bytes = 0;
+    for (unsigned c = 0; c < l->nclasses; c++) {
+        if (!l->cls_spans[c]) continue;
+        uint64_t span = (uint64_t)l->span_units[c] << l->unit_shift;
+        uint64_t per = span / ml__class_size[c]; /* as span_new counts them */
+        uint64_t free = (uint64_t)l->cls_spans[c] * per - l->cls_used[c];
+        bytes += free / per * span;
+    }
+    return bytes;
+}
+
 void ml__lane_stats(ml_lane_t *l, ml_lane_stats *s)
 {
     size_t unit = ml__lane_unit(l);
@@ -347,5 +363,6 @@ void ml__lane_stats(ml_lane_t *l, ml_lane_stats *s)
     s->migrated_in = l->migrated_in;
     s->migrated_out = l->migrated_out;
     s->reserve = (uint64_t)l->reserve_units * unit;
+    s->reclaimable = ml__lane_reclaimable(l);
     /* used/free/live/fragmentation need the thread caches: arena.c. */
 }

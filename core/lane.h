@@ -92,6 +92,7 @@ typedef struct ml_lane_s {
     uint64_t cls_magic[ML_NCLASSES];  /* 2^64 / class size, rounded up */
     uint32_t partial[ML_NCLASSES];    /* spans with free blocks */
     uint32_t cls_spans[ML_NCLASSES];  /* spans of each class */
+    uint64_t cls_used[ML_NCLASSES];   /* blocks handed out, by class */
     /* statistics (lane lock) */
     uint64_t span_count, span_units_total;
     uint64_t blob_count, blob_units_total;
@@ -112,6 +113,10 @@ typedef struct ml_lane_s {
      * A hint: spans come and go between steps. */
     uint32_t compact_skip, compact_block;
     bool compact_moved;               /* this pass moved something */
+    uint64_t reclaim_floor;           /* ml__lane_reclaimable when the last
+                                         pass ended, or less since: what
+                                         compaction could not give back */
+    uint64_t reclaim_floor_ns;        /* when that pass ended (ml__coarse_ns) */
     uint64_t purge_ns_per_mib;        /* what handing 1 MiB back to the kernel
                                          has cost lately (0: not yet known) */
     uint64_t compact_walks;           /* walks over every extent looking for
@@ -168,6 +173,11 @@ int ml__lane_grow(ml_lane_t *l, size_t bytes);
 int ml__lane_grow_to_max(ml_lane_t *l);
 /** Recompute reserve_units from reserve_frac and the current size. */
 void ml__lane_set_reserve(ml_lane_t *l);
+/** Bytes of spans a compaction pass could empty and give back: for each
+ *  class, its free blocks (thread-cached ones count as used) divided by the
+ *  blocks a span holds, in whole spans. At most: pinned or cached blocks
+ *  can keep a span. Lock held. */
+uint64_t ml__lane_reclaimable(const ml_lane_t *l);
 /** Statistics snapshot (caller holds the lock). */
 void ml__lane_stats(ml_lane_t *l, ml_lane_stats *s);
 

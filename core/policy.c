@@ -6,7 +6,8 @@
  *   1. fold access bits into last-access times and access counts (CLOCK:
  *      ml_get only sets a bit when it is clear; the cycle clears it);
  *   2. promote FastLane entries older than promote_age_ms to SlowLane;
- *   3. compact a lane whose fragmentation passes compaction_threshold,
+ *   3. compact a lane whose fragmentation, or whose span bytes a pass could
+ *      give back, passes compaction_threshold (compaction_worth),
  *      within compaction_budget_us (bounded steps continue next cycle);
  *   4. (paging) evict cold blobs by idle time and by pressure.
  * Cycles never overlap: ml_maintain called while the policy thread is in a
@@ -43,35 +44,46 @@ static void fold_access_bits(ml_arena *a)
     }
 }
 
-/* Fragmentation of a lane as the lane itself sees it (thread-cached blocks
- * count as used), in per-mille, and the free bytes it is measured over. */
-static unsigned lane_fragmentation(ml_lane_t *l, uint64_t *free_bytes)
+/* Is a compaction pass of lane l worth starting? Either measure passes
+ * compaction_threshold:
+ *  - fragmentation as the lane itself sees it (thread-cached blocks count
+ *    as used), 1 - largest free range / free bytes: holes between extents;
+ *  - the span bytes a pass could empty (ml__lane_reclaimable) over the span
+ *    bytes in use: blocks freed all over, a garbage collector's sweep. A
+ *    large free range beyond the spans keeps the first measure low however
+ *    empty they are, and only this one sees it. Counted above what the
+ *    last pass could not give back (pins, cached blocks: reclaim_floor), so
+ *    that a pass that cannot gain is not started again every cycle; after
+ *    RECLAIM_RETRY_NS the floor is forgotten (the pins may be gone), so a
+ *    lane whose spans stay pinned is tried once a second at most.
+ * Either way at least 4 units and 1% of the lane must be at stake. */
+#define RECLAIM_RETRY_NS 1000000000ull
+static bool compaction_worth(const ml_arena *a, ml_lane_t *l)
 {
-    pthread_mutex_lock(&l->lock);
-    size_t unit = ml__lane_unit(l);
+    uint64_t unit = ml__lane_unit(l), min = l->region.size / 100;
+    if (min < 4 * unit) min = 4 * unit;
+    double th = a->cfg.compaction_threshold;
     uint64_t used = l->blocks_used_bytes + l->blob_units_total * unit;
     uint64_t cap = l->region.size;
     uint64_t fr = cap > used ? cap - used : 0;
     uint64_t largest = (uint64_t)ml__ext_largest_free(&l->ext) * unit;
-    pthread_mutex_unlock(&l->lock);
-    *free_bytes = fr;
-    if (!fr) return 0;
-    return largest >= fr ? 0 : (unsigned)(1000 - largest * 1000 / fr);
+    if (fr >= min && largest < fr && (double)(fr - largest) > th * (double)fr) return true;
+    uint64_t rec = ml__lane_reclaimable(l);
+    if (rec < l->reclaim_floor) l->reclaim_floor = rec;
+    if (l->reclaim_floor && ml__coarse_ns() - l->reclaim_floor_ns >= RECLAIM_RETRY_NS) l->reclaim_floor = 0;
+    uint64_t gain = rec - l->reclaim_floor, spans = l->span_units_total * unit;
+    return gain >= min && (double)gain > th * (double)spans;
 }
 
 static void auto_compact(ml_arena *a)
 {
     for (int lane = 0; lane < 2; lane++) {
         ml_lane_t *l = &a->lanes[lane];
-        uint64_t fr;
-        unsigned frag = lane_fragmentation(l, &fr);
-        /* A pass left half done by a bounded step goes on regardless. */
         pthread_mutex_lock(&l->lock);
-        bool in_pass = ml__lane_in_pass(l);
+        /* A pass left half done by a bounded step goes on regardless. */
+        bool go = ml__lane_in_pass(l) || compaction_worth(a, l);
         pthread_mutex_unlock(&l->lock);
-        bool worth = (double)frag > a->cfg.compaction_threshold * 1000.0 &&
-                     fr >= 4 * ml__lane_unit(l) && fr >= l->region.size / 100;
-        if (!worth && !in_pass) continue;
+        if (!go) continue;
         ml_compact_result r;
         if (a->cfg.compaction_budget_us)
             ml_compact_step(a, (ml_lane)lane, 0, (uint64_t)a->cfg.compaction_budget_us * 1000u, &r);

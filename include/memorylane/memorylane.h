@@ -279,16 +279,23 @@ typedef struct ml_config {
      *  library's back (needs RLIMIT_MEMLOCK room). Default false. */
     bool lock_lanes;
     /** Run compaction from ml_maintain/the policy thread when a lane's
-     *  fragmentation passes compaction_threshold. Default true. */
+     *  fragmentation or reclaimable span bytes pass
+     *  compaction_threshold. Default true. */
     bool enable_auto_compaction;
-    /** Fragmentation (see ml_lane_stats) above which auto-compaction runs,
-     *  0 < x <= 1. Default 0.5. The measure is how free space is split
-     *  (1 - largest free range / free bytes): the free blocks inside
-     *  FastLane's spans count as split, but a large free range (a lane
-     *  sized well above its use) keeps the figure low however empty the
-     *  spans are. After freeing many small objects all over (a garbage
-     *  collector's sweep), call ml_compact or ml_compact_step on FastLane
-     *  yourself to give their half-empty spans back. */
+    /** Auto-compaction starts a pass on a lane when either measure passes
+     *  this fraction, 0 < x <= 1. Default 0.5.
+     *  - Fragmentation (see ml_lane_stats): how free space is split, 1 -
+     *    largest free range / free bytes. A large free range (a lane sized
+     *    well above its use) keeps it low however empty the spans are.
+     *  - Reclaimable span bytes (ml_lane_stats.reclaimable) over the bytes
+     *    in spans: what a garbage collector's sweep leaves behind, blocks
+     *    freed all over. Counted above what the last pass could not empty
+     *    (pinned entries, blocks in thread caches), which is forgotten
+     *    after a second, so a pass that cannot gain is not started every
+     *    cycle.
+     *  Either way at least 1% of the lane (and 4 of its units) must be at
+     *  stake. To give back spans a smaller sweep emptied, call ml_compact
+     *  or ml_compact_step yourself. */
     double compaction_threshold;
     /** SlowLane usage fraction (used / capacity) above which cold blobs are
      *  compressed/evicted, 0 < x <= 1, and x + slow_lane_safety_margin
@@ -869,7 +876,8 @@ ML_API int ml_migrate_all(ml_arena *arena, uint32_t min_age_ms, size_t *moved);
 /**
  * Run the policies once: fold access bits into per-handle access times and
  * counts; promote FastLane entries older than promote_age_ms; compact a
- * lane whose fragmentation passes compaction_threshold (within
+ * lane whose fragmentation or reclaimable span bytes pass
+ * compaction_threshold (see there; within
  * compaction_budget_us); and, with paging, evict by idle time and
  * pressure. A relocation point.
  * @return 0; -EINVAL (arena NULL); -EBUSY when called from the move
@@ -1066,7 +1074,11 @@ ML_API int ml_foreach_handle(ml_arena *arena, ml_foreach_handle_fn fn, void *ctx
  * is a uint64_t field of ml_lane_stats. Fragmentation is
  *   1 - largest_free / free        (0 when nothing is free),
  * in per-mille (0..1000): 0 means all free space is one contiguous block;
- * near 1000 means it is scattered in small holes. SlowLane's `live` and
+ * near 1000 means it is scattered in small holes. `reclaimable` is the
+ * span bytes a compaction pass could empty and give back: per size class,
+ * its free blocks divided by the blocks a span holds, in whole spans (blocks
+ * in thread caches count as used; pinned entries may keep some spans).
+ * SlowLane's `live` and
  * `requested` count its cold entries too (compressed or evicted), while
  * `used` counts only the lane space they hold (a compressed record's
  * pages; nothing for an evicted one), so with paging `requested` may
@@ -1080,6 +1092,7 @@ ML_API int ml_foreach_handle(ml_arena *arena, ml_foreach_handle_fn fn, void *ctx
     X(free, "capacity - used")                                                 \
     X(largest_free, "largest contiguous free range usable by any size")        \
     X(fragmentation_permille, "1000 * (1 - largest_free / free)")              \
+    X(reclaimable, "span bytes compaction could empty (free blocks, by class)") \
     X(live, "live allocations")                                                \
     X(allocs, "allocations made since creation")                               \
     X(frees, "allocations freed since creation")                               \
