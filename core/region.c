@@ -51,7 +51,9 @@ int ml__region_grow(ml_region *r, size_t new_size)
         r->prim->decommit(r->prim->ctx, p, len);
         return rc;
     }
-    r->size = new_size;
+    /* (atomic: eviction releases pages of its victims below the size
+     * without the lane lock, ml__region_release_lazy) */
+    __atomic_store_n(&r->size, new_size, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -67,7 +69,10 @@ int ml__region_purge(ml_region *r, size_t off, size_t len)
 int ml__region_release_lazy(ml_region *r, size_t off, size_t len)
 {
     if (len == 0 || r->locked) return 0;
-    if (off % ML_PAGE_SIZE || len % ML_PAGE_SIZE || off + len > r->size) return -EINVAL;
+    /* Called without the lane lock while the lane may grow: the size only
+     * grows, and the range is below what it was. */
+    if (off % ML_PAGE_SIZE || len % ML_PAGE_SIZE || off + len > __atomic_load_n(&r->size, __ATOMIC_RELAXED))
+        return -EINVAL;
     if (!r->prim->free_lazy) return r->prim->purge(r->prim->ctx, r->start + off, len);
     return r->prim->free_lazy(r->prim->ctx, r->start + off, len);
 }
