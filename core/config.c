@@ -14,7 +14,7 @@
 
 #define MiB ((size_t)1 << 20)
 
-const char *ml_version(void) { return "0.6.0"; }
+const char *ml_version(void) { return "0.7.0"; }
 
 void ml_config_init(ml_config *cfg)
 {

@@ -514,7 +514,7 @@ TEST(Compaction, AnIdleLaneReturnsItsFreePagesOnce) {
 // A program that dirties the free tail between bounded steps faster than
 // they purge it still sees passes end: a pass purges at most what was dirty
 // when its purge began. A 1 ns step hands back the least a step does,
-// 64 KiB (until 0.6: 256 KiB, and this test dirtied 8 MiB; until 0.4:
+// 64 KiB (0.4 to 0.6: 256 KiB, and this test dirtied 8 MiB; before 0.4:
 // 1 MiB and 32 MiB), so the tail is dirtied 32 times faster than it is
 // purged, as before.
 TEST(Compaction, BoundedPassesEndWhileTheTailIsDirtiedAgain) {

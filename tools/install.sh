@@ -2,7 +2,7 @@
 # tools/install.sh PREFIX — install MemoryLane for programs built outside Bazel:
 #   PREFIX/include/memorylane/*.h
 #   PREFIX/lib/libmemorylane.a
-#   PREFIX/lib/libmemorylane.so -> libmemorylane.so.0.6 -> libmemorylane.so.0.6.0
+#   PREFIX/lib/libmemorylane.so -> libmemorylane.so.0.7 -> libmemorylane.so.0.7.0
 #   PREFIX/lib/libmemorylane_debugfs.so (the FUSE debug view: -lmemorylane_debugfs,
 #     or pkg-config memorylane-debugfs), versioned the same way
 #   PREFIX/lib/pkgconfig/memorylane.pc, memorylane-debugfs.pc

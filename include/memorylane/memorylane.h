@@ -142,7 +142,7 @@ extern "C" {
 #endif
 
 #define ML_VERSION_MAJOR 0
-#define ML_VERSION_MINOR 6
+#define ML_VERSION_MINOR 7
 #define ML_VERSION_PATCH 0
 
 /** Library version as "MAJOR.MINOR.PATCH" (the ML_VERSION_* macros of the
