@@ -94,6 +94,8 @@
 #define RC_WAYS 4                     /* cold copies ml_read keeps decoded */
 #define RC_BYTES ((size_t)32 << 20)   /* ... while they hold at most this (the newest always stays) */
 #define MAX_BUFS 64
+#define OWN_INFLIGHT ((size_t)16 << 20) /* own buffers of large records a batch holds at most (one always) */
+#define RELEASE_CHUNK ((size_t)4 << 20) /* a batch gives back written victims' lane space by this much */
 #define REFUSALS_MAX 3 /* prefetch: submissions in a row not taken whole before a chunk gives up */
 
 typedef struct rec_hdr {
@@ -160,6 +162,8 @@ typedef struct ml_pager {
     bool yieldable;
     unsigned paused; /* batches that have handed the lock over just now */
     size_t chunk; /* bytes compressed since the batch last let waiters in */
+    size_t own_bytes;  /* own buffers of the batch's records in flight */
+    size_t unreleased; /* lane bytes of the batch's written victims not given back yet */
     /* Page-in readers (see "Locking" above): rd_lock guards the free list
      * and the count; a reader out of the list belongs to one thread. */
     pthread_mutex_t rd_lock;
@@ -640,7 +644,8 @@ typedef struct victim {
     uint32_t idx;
     uint64_t m;       /* meta when claimed */
     int buf;          /* bounce buffer, -1: written from the lane or own */
-    char *own;        /* large record: its own buffer */
+    char *own;        /* large record: its own buffer ... */
+    size_t own_cap;   /* ... of this many bytes (pager.own_bytes) */
     int64_t blk;      /* first swap block, -1 */
     long len;         /* record bytes */
     uint64_t stored;  /* payload bytes (for the counters) */
@@ -724,15 +729,22 @@ static void noroom_note(ml_pager *p, uint32_t idx, uint64_t m, uint32_t blocks)
     if (at == p->noroom_next) p->noroom_next = (at + 1) % NOROOM_SLOTS;
 }
 
+/* Free the victim's own record buffer, if it has one. */
+static void drop_own(ml_pager *p, victim *v)
+{
+    if (!v->own) return;
+    free(v->own);
+    v->own = NULL;
+    p->own_bytes -= v->own_cap;
+    v->own_cap = 0;
+}
+
 static void finish(ml_pager *p, victim *v, long res)
 {
     ml_arena *a = p->a;
     v->queued = false;
     if (v->buf >= 0) p->busy[v->buf] = false;
-    if (v->own) {
-        free(v->own);
-        v->own = NULL;
-    }
+    drop_own(p, v);
     if (res != v->len) {
         /* Failed or short: the entry stays where it is, intact. */
         p->st.io_errors++;
@@ -754,6 +766,7 @@ static void finish(ml_pager *p, victim *v, long res)
      * happens for the whole batch at the end of evict_many (release_old). */
     v->old = old;
     v->old_bytes = lane_bytes;
+    p->unreleased += lane_bytes;
     if (was_compressed) {
         p->st.now_compressed--;
         p->st.now_compressed_bytes -= size;
@@ -863,6 +876,7 @@ static void release_old(ml_pager *p, victim *vs, size_t n)
                 vs[i].old = NULL;
             }
         if (held) ml__account(a, ML_LANE_SLOW, -held, 0);
+        p->unreleased = 0;
         return;
     }
     victim **v = malloc((n ? n : 1) * sizeof *v);
@@ -891,6 +905,7 @@ static void release_old(ml_pager *p, victim *vs, size_t n)
         }
     pthread_mutex_unlock(&l->lock);
     if (bytes) ml__account(a, ML_LANE_SLOW, -bytes, 0);
+    p->unreleased = 0; /* (every victim written so far is below n) */
     free(v);
 }
 
@@ -900,6 +915,7 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
     ml_arena *a = p->a;
     uint64_t t0 = mono_ns(), handed = 0;
     unsigned unsubmitted = 0, group = p->io->depth / 4 ? p->io->depth / 4 : 1;
+    size_t unsubmitted_src = 0; /* bytes of blobs behind the writes not submitted yet */
     size_t chunk = 0; /* bytes since the batch last let waiters in */
     /* Its own serial: a batch run inside this one's hand-over (ml_evict
      * lets itself in) takes the next one. */
@@ -911,17 +927,25 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
              * idle), give back the lane space of what is written, let them
              * in. */
             if (unsubmitted) p->io->ops->submit(p->io);
-            unsubmitted = 0;
+            unsubmitted = 0, unsubmitted_src = 0;
             reap(p, vs, n, batch, p->io->inflight);
             fail_unfinished(p, vs, i);
             release_old(p, vs, i);
             handed += let_waiters_in(p);
             chunk = 0;
         }
+        /* Finish the writes that have completed (a look at the ring, no
+         * wait): their victims go back at once, so that an access to one
+         * waits for its own write rather than for a ring's worth of others
+         * to be compressed, and so do their buffers; their lane space goes
+         * back by RELEASE_CHUNK. */
+        if (p->io->inflight) reap(p, vs, n, batch, 0);
+        if (p->unreleased >= RELEASE_CHUNK) release_old(p, vs, i);
         chunk += a->slots[v->idx].size;
         ml_slot *s = &a->slots[v->idx];
         v->buf = -1;
         v->own = NULL;
+        v->own_cap = 0;
         v->blk = -1;
         v->queued = false;
         v->old = NULL;
@@ -936,6 +960,7 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
             p->st.now_clean_copies--;
             v->old = (char *)(uintptr_t)ml__load(&s->addr);
             v->old_bytes = lane_bytes_of(a, v->idx, m);
+            p->unreleased += v->old_bytes;
             set_state(a, v->idx, copy, ML_STATE_EVICTED);
             p->st.evicted++;
             p->st.evicted_clean++;
@@ -969,16 +994,29 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
             size_t cap = sizeof(rec_hdr) + ml__codec_bound(s->size) + ML_SWAP_BLOCK;
             char *dst;
             if (cap > BUF_BYTES) {
+                /* Large records in flight hold OWN_INFLIGHT at most (or
+                 * one, however large): wait for the oldest to complete. */
+                while (p->own_bytes && p->own_bytes + cap > OWN_INFLIGHT && p->io->inflight) {
+                    if (unsubmitted) {
+                        p->io->ops->submit(p->io);
+                        unsubmitted = 0, unsubmitted_src = 0;
+                    }
+                    reap(p, vs, n, batch, 1);
+                }
+                if (p->own_bytes && p->own_bytes + cap > OWN_INFLIGHT) fail_unfinished(p, vs, i); /* (engine lost them) */
                 if (posix_memalign((void **)&v->own, 4096, cap) != 0) {
+                    v->own = NULL;
                     v->result = -ENOMEM;
                     continue;
                 }
+                v->own_cap = cap;
+                p->own_bytes += cap;
                 dst = v->own;
             } else {
                 while ((v->buf = take_buf(p)) < 0) {
                     if (unsubmitted) {
                         p->io->ops->submit(p->io);
-                        unsubmitted = 0;
+                        unsubmitted = 0, unsubmitted_src = 0;
                     }
                     if (!p->io->inflight) {
                         /* Every buffer busy with nothing in flight: the
@@ -1001,8 +1039,7 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
             if (v->len < 0) {
                 v->result = (int)v->len;
                 if (v->buf >= 0) p->busy[v->buf] = false;
-                free(v->own);
-                v->own = NULL;
+                drop_own(p, v);
                 continue;
             }
             v->stored = ((const rec_hdr *)dst)->stored_len;
@@ -1018,15 +1055,14 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
             v->result = -ENOSPC;
             v->blk = -1;
             if (v->buf >= 0) p->busy[v->buf] = false;
-            free(v->own);
-            v->own = NULL;
+            drop_own(p, v);
             continue;
         }
         int rc;
         while ((rc = p->io->ops->write(p->io, rec, (size_t)v->len, (uint64_t)v->blk * ML_SWAP_BLOCK, v->buf,
                                        write_tag(batch, i))) == -EAGAIN) {
             p->io->ops->submit(p->io);
-            unsubmitted = 0;
+            unsubmitted = 0, unsubmitted_src = 0;
             reap(p, vs, n, batch, 1);
         }
         if (rc) {
@@ -1034,9 +1070,13 @@ static void evict_many(ml_pager *p, victim *vs, size_t n)
             continue;
         }
         v->queued = true;
-        if (++unsubmitted >= group) {
+        /* Writes go in groups (fewer calls), but no later than after
+         * BUF_BYTES of blobs compressed, so that a victim is not kept waiting
+         * for the next ones' compression. */
+        unsubmitted_src += a->slots[v->idx].size;
+        if (++unsubmitted >= group || unsubmitted_src >= BUF_BYTES) {
             p->io->ops->submit(p->io);
-            unsubmitted = 0;
+            unsubmitted = 0, unsubmitted_src = 0;
         }
     }
     if (unsubmitted) p->io->ops->submit(p->io);

@@ -656,7 +656,10 @@ ML_API ml_state ml_handle_state(ml_arena *arena, ml_handle h);
  * @return 0; -EINVAL (bad handle, arena NULL), -ESTALE (freed);
  *         -EOVERFLOW (65535 pins); -ENOMEM/-EIO/-EBADMSG (a cold handle
  *         could not be brought back, as ml_try_get: nothing is pinned).
- * Thread-safe; waits (briefly) for a move of this handle in progress.
+ * Thread-safe; waits (briefly) for a move of this handle in progress. A
+ * handle an eviction batch has picked is the batch's until its record is
+ * written: the pin waits for that, and for the victims the batch takes
+ * before it (see the README's Known limits).
  */
 ML_API int ml_pin(ml_arena *arena, ml_handle h, void **out);
 
