@@ -68,6 +68,9 @@ struct FaultIO {
 
     // What happened.
     int writes = 0, reads = 0, injected = 0, opens = 0, submits = 0;
+    // Bytes of writes taken by the inner engine and not yet reaped by the
+    // pager (the record buffers it holds), and the most seen at once.
+    size_t write_bytes_held = 0, max_write_bytes_held = 0;
     std::string inner_name;
     std::vector<int> asked;  // the engine kind each open asked for (ML_IO_WHICH_*)
 
@@ -157,6 +160,7 @@ struct FaultIO {
         std::deque<ml_io_cqe> late;                // their completions, for late_lost
         int ring_fd = -1;                          // the inner engine's io_uring, if any
         std::map<uint64_t, std::pair<char *, size_t>> flips;  // tag -> read buffer to corrupt
+        std::map<uint64_t, size_t> write_len;                 // tag -> bytes of a write not reaped yet
     };
     static Wrap *W(ml_io *io) { return (Wrap *)io; }
 
@@ -202,8 +206,14 @@ struct FaultIO {
             return 0;
         }
         int rc = w->inner->ops->write(w->inner, buf, len, off, bi, tag);
-        if (rc == 0) io->inflight++;
-        else f->writes--;
+        if (rc == 0) {
+            io->inflight++;
+            w->write_len[tag] = len;
+            f->write_bytes_held += len;
+            f->max_write_bytes_held = std::max(f->max_write_bytes_held, f->write_bytes_held);
+        } else {
+            f->writes--;
+        }
         return rc;
     }
 
@@ -312,6 +322,15 @@ struct FaultIO {
         // Whoever gave up on lost requests stopped counting them: late
         // completions never take the count below zero.
         io->inflight -= std::min(n, io->inflight);
+        {
+            std::lock_guard<std::mutex> g(w->f->mu_);
+            for (unsigned i = 0; i < n; i++) {
+                auto it = w->write_len.find(out[i].tag);
+                if (it == w->write_len.end()) continue;
+                w->f->write_bytes_held -= it->second;
+                w->write_len.erase(it);
+            }
+        }
         return (int)n;
     }
 

@@ -709,6 +709,38 @@ TEST_P(LongBatch, AVictimGoesBackRightAfterItsWriteWithTheDefaultRing) {
     EXPECT_EQ(ml__arena_check(a.get()), 0);
 }
 
+// Records too large for the bounce buffers get buffers of their own, and a
+// batch holds at most 16 MiB of them in flight (or one, however large):
+// until 0.7 it compressed a ring's worth before reaping any, and evicting
+// ten 8 MiB blobs of random bytes took the process 88 MiB over its size.
+TEST_P(Engines, ABatchHoldsAtMost16MiBOfLargeRecordsInFlight) {
+    FaultIO f;
+    ml_config c = TinyConfig(GetParam());
+    c.slow_lane_size = 64 << 20;
+    ArenaPtr a = FaultArena(f, GetParam(), c);
+    ASSERT_NE(a, nullptr);
+    std::vector<ml_handle> hs(10);
+    std::mt19937_64 r(5);
+    for (auto &h : hs) {
+        ASSERT_EQ(ml_alloc(a.get(), 4 << 20, &h), 0);
+        uint64_t *p = (uint64_t *)ml_get(a.get(), h);
+        for (size_t i = 0; i < (4u << 20) / 8; i++) p[i] = r();  // incompressible
+    }
+    ASSERT_EQ(ml_evict_many(a.get(), hs.data(), hs.size()), (int)hs.size());
+    EXPECT_EQ(f.writes, (int)hs.size());
+    EXPECT_GT(f.max_write_bytes_held, 4u << 20);
+    EXPECT_LE(f.max_write_bytes_held, 16u << 20);
+    std::mt19937_64 again(5);
+    for (auto &h : hs) {
+        const uint64_t *p = (const uint64_t *)ml_get_ro(a.get(), h);
+        ASSERT_NE(p, nullptr);
+        size_t bad = 0;
+        for (size_t i = 0; i < (4u << 20) / 8; i++) bad += p[i] != again();
+        ASSERT_EQ(bad, 0u);
+    }
+    EXPECT_EQ(ml__arena_check(a.get()), 0);
+}
+
 // Two batches and several page-ins interleave: one batch can run while the
 // other is handed over. Each batch leaves out only the time it handed over
 // itself, so the total stays within the wall time (a shared running total,
