@@ -94,6 +94,7 @@
 #define RC_WAYS 4                     /* cold copies ml_read keeps decoded */
 #define RC_BYTES ((size_t)32 << 20)   /* ... while they hold at most this (the newest always stays) */
 #define MAX_BUFS 64
+#define IDLE_CHUNK ((size_t)8 << 20) /* the policy's idle victims are claimed this much at a time */
 #define OWN_INFLIGHT ((size_t)16 << 20) /* own buffers of large records a batch holds at most (one always) */
 #define REFUSALS_MAX 3 /* prefetch: submissions in a row not taken whole before a chunk gives up */
 
@@ -1727,27 +1728,62 @@ static void maintain(ml_arena *a)
     lock_unpaused(p); /* not inside another batch's hand-over */
     p->yieldable = true;
     p->chunk = 0;
-    /* 1. Idle entries: compress (first stage) or evict. */
+    /* 1. Idle entries: compress (first stage) or evict, IDLE_CHUNK bytes
+     *    of them at a time. Only the chunk at work stays claimed: an access
+     *    to an entry further down the list must not wait for everything
+     *    before it (a pin waited 0.1 s behind 40 blobs of 2 MiB). The rest
+     *    are claimed again when their turn comes, and skipped if they were
+     *    freed, pinned, or used meanwhile. */
     if (a->cfg.cold_after_ms) {
         uint64_t idle = (uint64_t)a->cfg.cold_after_ms * 1000000u;
         victim *vs;
         size_t n = pick(p, 0, idle, UINT32_MAX, &vs);
-        size_t nd = 0;
+        size_t held = n, bytes = 0;
         for (size_t i = 0; i < n; i++) {
-            bool resident = (vs[i].m & ML_M_STATE) == ML_STATE_SLOW;
-            bool clean = (ml__load(&a->slots[vs[i].idx].meta) & ML_M_CLEAN) != 0;
-            if (resident && !clean && a->cfg.compressed_stage && compress_victim(p, &vs[i])) {
+            if (i > 0 && bytes >= IDLE_CHUNK) {
+                if (held == n) held = i;
                 ml__unclaim(a, vs[i].idx);
                 continue;
             }
-            /* Compressed records (or blobs that do not compress) go to disk
-             * once idle twice as long. */
-            vs[nd] = vs[i];
-            vs[nd++].early = true;
+            bytes += a->slots[vs[i].idx].size;
         }
-        if (nd && ensure_started(p) == 0) evict_many(p, vs, nd);
-        for (size_t i = 0; i < nd; i++)
-            if (!vs[i].unclaimed) ml__unclaim(a, vs[i].idx);
+        for (size_t from = 0; from < n;) {
+            size_t to = from, k = from;
+            bytes = 0;
+            for (; to < n && (to == from || bytes < IDLE_CHUNK); to++) {
+                victim v = vs[to];
+                if (to >= held) {
+                    uint64_t m;
+                    if (!ml__try_claim_idx(a, v.idx, &m)) continue;
+                    if (ML_HI_GEN(ml__hi(m)) != ML_HI_GEN(ml__hi(v.m)) || !eligible(a, v.idx, m) ||
+                        (m & (ML_M_ACCESSED | ML_M_REFERENCED))) {
+                        ml__unclaim(a, v.idx);
+                        continue;
+                    }
+                    v.m = m;
+                    v.raw = (m & ML_M_NOCOMP) != 0;
+                }
+                bytes += a->slots[v.idx].size;
+                vs[k++] = v;
+            }
+            size_t nd = from;
+            for (size_t i = from; i < k; i++) {
+                bool resident = (vs[i].m & ML_M_STATE) == ML_STATE_SLOW;
+                bool clean = (ml__load(&a->slots[vs[i].idx].meta) & ML_M_CLEAN) != 0;
+                if (resident && !clean && a->cfg.compressed_stage && compress_victim(p, &vs[i])) {
+                    ml__unclaim(a, vs[i].idx);
+                    continue;
+                }
+                /* Compressed records (or blobs that do not compress) go to
+                 * disk once idle twice as long. */
+                vs[nd] = vs[i];
+                vs[nd++].early = true;
+            }
+            if (nd > from && ensure_started(p) == 0) evict_many(p, vs + from, nd - from);
+            for (size_t i = from; i < nd; i++)
+                if (!vs[i].unclaimed) ml__unclaim(a, vs[i].idx);
+            from = to;
+        }
         free(vs);
     }
     /* 2. Pressure, with hysteresis. */

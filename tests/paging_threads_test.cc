@@ -741,6 +741,45 @@ TEST_P(Engines, ABatchHoldsAtMost16MiBOfLargeRecordsInFlight) {
     EXPECT_EQ(ml__arena_check(a.get()), 0);
 }
 
+// The policy thread's idle batch claims its victims 8 MiB at a time, so an
+// access to one further down its list does not wait for all those before
+// it: until 0.7 it claimed every idle blob for the whole batch, and a game's
+// render thread waited 0.1 s to pin an asset picked last. The one pinned
+// meanwhile stays: the batch skips it when its turn comes.
+TEST_P(Engines, AnIdleBatchKeepsOnlyItsChunkAtWorkClaimed) {
+    FaultIO f;
+    ml_config c = TinyConfig(GetParam());
+    c.slow_lane_size = 32 << 20;
+    c.cold_after_ms = 200;
+    ArenaPtr a = FaultArena(f, GetParam(), c);
+    ASSERT_NE(a, nullptr);
+    const int kCount = 64;  // 16 MiB of 256 KiB blobs: two chunks
+    const size_t n = 256 << 10;
+    std::vector<ml_handle> hs(kCount);
+    for (int i = 0; i < kCount; i++) ASSERT_NO_FATAL_FAILURE(Written(a.get(), (uint32_t)i, n, &hs[i]));
+    ASSERT_EQ(ml_maintain(a.get()), 0);  // their accesses are folded into their last-access times
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    ASSERT_NE(ml_get_ro(a.get(), hs[kCount - 1]), nullptr);  // used last: last of the coldest-first list
+    ASSERT_EQ(ml_maintain(a.get()), 0);
+    if (PStats(a.get()).evicted) GTEST_SKIP() << "this thread stalled for cold_after_ms: not idle as planned";
+    std::this_thread::sleep_for(std::chrono::milliseconds(c.cold_after_ms + 50));
+    f.write_delay_us = 3000;
+    std::thread policy([&] { ml_maintain(a.get()); });
+    while (f.Writes() == 0) std::this_thread::yield();
+    void *p = nullptr;
+    ASSERT_EQ(ml_pin(a.get(), hs[kCount - 1], &p), 0);
+    const int seen = f.Writes();
+    std::string why = Check((const unsigned char *)p, n, kCount - 1);
+    policy.join();
+    EXPECT_EQ(why, "");
+    EXPECT_LE(seen, kCount / 4) << "writes done when the pin got through";
+    EXPECT_EQ(ml_handle_state(a.get(), hs[kCount - 1]), ML_STATE_SLOW) << "skipped: pinned";
+    for (int i = 0; i < kCount - 1; i++) EXPECT_EQ(ml_handle_state(a.get(), hs[i]), ML_STATE_EVICTED) << i;
+    EXPECT_EQ(f.Writes(), kCount - 1);
+    ASSERT_EQ(ml_unpin(a.get(), hs[kCount - 1]), 0);
+    EXPECT_EQ(ml__arena_check(a.get()), 0);
+}
+
 // Two batches and several page-ins interleave: one batch can run while the
 // other is handed over. Each batch leaves out only the time it handed over
 // itself, so the total stays within the wall time (a shared running total,
