@@ -348,15 +348,17 @@ static int ensure_started(ml_pager *p)
 }
 
 /* A swap_dir the program names must be a directory it may create files
- * in: checked when the arena is made (creating nothing), so that a wrong
- * path fails there, not as -ENOMEM once the arena is full. */
+ * in: checked when the arena is made (by making a swap file the way
+ * ml__swap_open will, and closing it at once: it never has a name, or
+ * loses it at once), so that a wrong path fails there, not as -ENOMEM once
+ * the arena is full. Permission bits alone said yes to /proc and /sys. */
 static int check_swap_dir(const char *dir)
 {
     struct stat st;
     if (stat(dir, &st) != 0) return -errno;
     if (!S_ISDIR(st.st_mode)) return -ENOTDIR;
     if (access(dir, W_OK | X_OK) != 0) return -errno;
-    return 0;
+    return ml__swap_probe(dir);
 }
 
 static int attach(ml_arena *a)

@@ -43,6 +43,14 @@ static int open_in(const char *dir, int flags)
     return fd;
 }
 
+int ml__swap_probe(const char *dir)
+{
+    int fd = open_in(dir, 0);
+    if (fd < 0) return fd;
+    close(fd);
+    return 0;
+}
+
 int ml__swap_open(ml_swap *s, const char *dir, uint64_t budget, bool direct)
 {
     memset(s, 0, sizeof *s);

@@ -28,6 +28,10 @@ typedef struct ml_swap {
  * @return 0; -errno of open/ftruncate.
  */
 int ml__swap_open(ml_swap *s, const char *dir, uint64_t budget, bool direct);
+/** Can a swap file be made in dir? Makes one the way ml__swap_open does
+ *  and closes it at once (it has no name, or loses it at once).
+ *  @return 0; -errno of the open. */
+int ml__swap_probe(const char *dir);
 void ml__swap_close(ml_swap *s);
 /** First block of a free run of n blocks, or -ENOSPC (budget full). */
 int64_t ml__swap_alloc(ml_swap *s, uint32_t n);

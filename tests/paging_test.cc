@@ -869,6 +869,24 @@ TEST(Paging, ASwapDirThatCannotHoldTheSwapFileFailsCreation) {
     rmdir(base.c_str());
 }
 
+// Directories whose permission bits say yes but where no file can be made
+// (/proc, /sys) fail the creation too: until 0.7 they were accepted, and the
+// first eviction failed instead.
+TEST(Paging, ASwapDirWhereNoFileCanBeMadeFailsCreation) {
+    for (const char *dir : {"/proc", "/sys"}) {
+        SCOPED_TRACE(dir);
+        struct stat st;
+        if (stat(dir, &st) != 0) continue;
+        ml_config c = PagingConfig(1);
+        c.swap_dir = dir;
+        ml_arena *a = reinterpret_cast<ml_arena *>(0x1);
+        int rc = ml_arena_create(&c, &a);
+        EXPECT_TRUE(rc == -ENOENT || rc == -EACCES || rc == -EPERM || rc == -EROFS || rc == -EOPNOTSUPP)
+            << rc << " " << ml_strerror(rc);
+        EXPECT_EQ(a, reinterpret_cast<ml_arena *>(0x1)) << "out untouched";
+    }
+}
+
 // Paging to disk that cannot start says why in the statistics: here the
 // swap directory goes away after the arena was made.
 TEST(Paging, WhyPagingCouldNotStartIsInTheStatistics) {

@@ -469,10 +469,12 @@ typedef struct ml_arena ml_arena;
  * @param out  receives the arena; untouched on failure.
  * @return 0; -EINVAL (cfg invalid: ml_config_check tells why; out NULL),
  *         -ENOMEM (address space or memory unavailable, mlock refused);
- *         with paging on and swap_dir set, -ENOENT, -ENOTDIR, -EACCES or
- *         -EROFS when swap_dir is not a directory this process may create
- *         files in (checked now, so that a typo fails here rather than at
- *         the first eviction; the default directory is not checked).
+ *         with paging on and swap_dir set, -ENOENT, -ENOTDIR, -EACCES,
+ *         -EROFS, -EPERM (or what else creating a file there returned)
+ *         when swap_dir is not a directory this process may create files
+ *         in (checked now, by making a swap file there and closing it at
+ *         once, so that a typo fails here rather than at the first
+ *         eviction; the default directory is not checked).
  * Thread-safe.
  */
 ML_API int ml_arena_create(const ml_config *cfg, ml_arena **out);
