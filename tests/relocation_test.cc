@@ -68,6 +68,15 @@ std::vector<Obj> FragmentedWorkload(ml_arena *a, size_t count, size_t lo, size_t
 }
 
 
+// Allocates `bytes` in SlowLane, writes them all, and frees them: a dirty
+// free range (at the lane's tail when nothing lies above it).
+void DirtyAndFree(ml_arena *a, size_t bytes, int fill) {
+    ml_handle h;
+    ASSERT_EQ(ml_alloc(a, bytes, &h), 0);
+    memset(ml_get(a, h), fill, bytes);
+    ASSERT_EQ(ml_free(a, h), 0);
+}
+
 ml_config NoAuto() {
     ml_config c;
     ml_config_init(&c);
@@ -502,10 +511,7 @@ TEST(Compaction, AnIdleLaneReturnsItsFreePagesOnce) {
     ASSERT_EQ(ml_events_read(a, &cursor, ev.data(), ev.size(), &n), 0);
     EXPECT_EQ(n, 0u) << "idle passes record no COMPACT event";
     // Handed out again and freed: returned again.
-    ml_handle h;
-    ASSERT_EQ(ml_alloc(a, 1 << 20, &h), 0);
-    memset(ml_get(a, h), 1, 1 << 20);
-    ASSERT_EQ(ml_free(a, h), 0);
+    ASSERT_NO_FATAL_FAILURE(DirtyAndFree(a, 1 << 20, 1));
     ASSERT_EQ(ml_compact(a, ML_LANE_SLOW, &r), 0);
     EXPECT_GE(r.released_bytes, 1u << 20);
     EXPECT_LE(r.released_bytes, 2u << 20);
@@ -525,10 +531,7 @@ TEST(Compaction, BoundedPassesEndWhileTheTailIsDirtiedAgain) {
     uint64_t before = LaneStats(a, ML_LANE_SLOW).compactions;
     int done = 0;
     for (int i = 0; i < 200; i++) {
-        ml_handle h;
-        ASSERT_EQ(ml_alloc(a, 2 << 20, &h), 0);
-        memset(ml_get(a, h), i, 2 << 20);
-        ASSERT_EQ(ml_free(a, h), 0);
+        ASSERT_NO_FATAL_FAILURE(DirtyAndFree(a, 2 << 20, i));
         ml_compact_result r;
         ASSERT_EQ(ml_compact_step(a, ML_LANE_SLOW, 0, 1, &r), 0);
         EXPECT_LE(r.released_bytes, 64u << 10) << i;
@@ -553,20 +556,16 @@ TEST(Compaction, StepsStayNearTheirBudgetWhenHandingPagesBackTurnsSlow) {
     ml_arena *a;
     ASSERT_EQ(ml__arena_create_with(&c, fp.prim(), &a), 0);
     std::unique_ptr<ml_arena, void (*)(ml_arena *)> guard(a, ml_arena_destroy);
-    ml_handle keep, h;
+    ml_handle keep;
     ASSERT_EQ(ml_alloc(a, 64 << 10, &keep), 0);
     ml_compact_result r;
     // Learn what a purge costs on this machine.
-    ASSERT_EQ(ml_alloc(a, 16 << 20, &h), 0);
-    memset(ml_get(a, h), 1, 16 << 20);
-    ASSERT_EQ(ml_free(a, h), 0);
+    ASSERT_NO_FATAL_FAILURE(DirtyAndFree(a, 16 << 20, 1));
     ASSERT_EQ(ml_compact(a, ML_LANE_SLOW, &r), 0);
     ASSERT_GE(r.released_bytes, 16u << 20);
 
     fp.purge_delay_ns_per_mib = 40000000;  // 40 ms a MiB
-    ASSERT_EQ(ml_alloc(a, 4 << 20, &h), 0);
-    memset(ml_get(a, h), 2, 4 << 20);
-    ASSERT_EQ(ml_free(a, h), 0);
+    ASSERT_NO_FATAL_FAILURE(DirtyAndFree(a, 4 << 20, 2));
     const uint64_t budget = 5000000;
     int steps = 0, over = 0;
     uint64_t released = 0, longest = 0;
