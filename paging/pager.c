@@ -1611,7 +1611,9 @@ static size_t pick(ml_pager *p, size_t bytes, uint64_t idle_ns, uint32_t keep, v
         }
         ml_cold c;
         ml__cold_peek(a, cs[k].idx, m, &c);
-        cs[nclaimed++] = (cand){cs[k].idx, (m & ML_M_ACCESSED) ? now : c.last_access_ns};
+        /* (used since the last cycle folded its bits, read-only or not:
+         * not idle) */
+        cs[nclaimed++] = (cand){cs[k].idx, (m & (ML_M_ACCESSED | ML_M_REFERENCED)) ? now : c.last_access_ns};
     }
     if (nclaimed) qsort(cs, nclaimed, sizeof *cs, cmp_cand); /* cs is NULL when there were none */
     victim *vs = calloc(nclaimed ? nclaimed : 1, sizeof *vs);

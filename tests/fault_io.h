@@ -56,6 +56,9 @@ struct FaultIO {
     uint64_t redirect_off = 0;
     int which = ML_IO_WHICH_AUTO;  // inner engine
     unsigned write_delay_us = 0;   // every write waits this long first (a slow disk)
+    // Completions are delivered only to a reap that waits for some (min > 0):
+    // a look at the ring (min 0) finds none, as on a disk slower than the CPU.
+    bool only_waiting_reaps = false;
     unsigned read_delay_us = 0;    // every read too
     // A concurrency probe: a read waits (up to this long) until another read
     // has started too; max_reads_at_once records the most reads seen inside
@@ -292,6 +295,7 @@ struct FaultIO {
     static int Reap(ml_io *io, ml_io_cqe *out, unsigned max, unsigned min) {
         Wrap *w = W(io);
         unsigned n = 0;
+        if (min == 0 && w->f->only_waiting_reaps) return 0;
         {
             std::lock_guard<std::mutex> g(w->f->mu_);
             if (w->f->late_lost && w->f->deliver_late_ && !w->late.empty()) {
