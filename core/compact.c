@@ -361,6 +361,8 @@ static bool purge_tail(ml_lane_t *l, budget *b)
      * compact_cursor, UINT32_MAX until then): tail memory dirtied again
      * between bounded steps waits for the next pass, so a pass always ends. */
     if (l->compact_cursor == UINT32_MAX) l->compact_cursor = l->ext.clean_from > last ? l->ext.clean_from - last : 0;
+    const uint64_t probe = ((size_t)64 << 10) / unit ? ((size_t)64 << 10) / unit : 1;
+    uint64_t probe_per_mib = 0; /* what this step's first call cost */
     while (l->compact_cursor > 0 && l->ext.clean_from > last) {
         uint32_t to = l->ext.clean_from;
         uint32_t n = to - last < chunk ? to - last : chunk;
@@ -368,16 +370,23 @@ static bool purge_tail(ml_lane_t *l, budget *b)
         if (b->max_ns) {
             /* Hand back what fits in the time left, at what it has cost
              * lately (100 us a MiB until measured; it ranged from 100 to
-             * 200 us here); when the step has done nothing yet, at least
-             * 256 KiB (some 25-50 us), so that every step makes progress
-             * that counts. */
+             * 200 us here), or at what this step's first call cost when
+             * that was more than four times as much (a small call is mostly
+             * its fixed cost, a cross-CPU TLB flush included: twice was
+             * only 12.5 us for 64 KiB): the cost moves from call to call,
+             * and on a busy host ten-fold for a while (1-2.3 ms a MiB were
+             * seen here). So the step's first call is a probe of 64 KiB
+             * (one unit where units are larger: FastLane's spans with a
+             * high threshold), which goes ahead even when no time is left
+             * if the step has done nothing yet, so that every step makes
+             * progress. */
             uint64_t per_mib = l->purge_ns_per_mib ? l->purge_ns_per_mib : 100000;
+            if (probe_per_mib > 4 * per_mib) per_mib = probe_per_mib;
             uint64_t per_unit = (per_mib * unit >> 20) + 1;
             uint64_t el = mono_ns() - b->t0, usable = b->max_ns - b->max_ns / 10;
             uint64_t fit = el < usable ? (usable - el) / per_unit : 0;
             if (fit == 0 && b->ops) return false;
-            uint64_t least = ((size_t)256 << 10) / unit ? ((size_t)256 << 10) / unit : 1;
-            if (!b->ops && fit < least) fit = least;
+            if (!probe_per_mib) fit = fit && fit < probe ? fit : probe;
             if (fit < n) n = (uint32_t)fit;
         }
         uint32_t from = to - n;
@@ -386,6 +395,8 @@ static bool purge_tail(ml_lane_t *l, budget *b)
         uint64_t took = mono_ns() - t;
         b->res->release_ns += took;
         b->ops++;
+        if (!probe_per_mib)
+            probe_per_mib = (uint64_t)((unsigned __int128)took * (1u << 20) / ((size_t)n * unit)) + 1;
         /* Learn the cost from chunks of 256 KiB or more (a smaller one is
          * mostly the call's fixed cost): at once when it rose, an eighth at
          * a time when it fell (it varies from call to call; erring long

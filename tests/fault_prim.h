@@ -14,7 +14,9 @@
 #define ML_TESTS_FAULT_PRIM_H
 
 #include <errno.h>
+#include <time.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -54,6 +56,8 @@ class FaultPrim {
     Knob reserve, commit, lock;
     // Calls that must never fail in a correct library; counted for balance.
     long releases = 0, decommits = 0, unlocks = 0, purges = 0;
+    // Extra time every purge takes per MiB (0: none), slept after the real one.
+    std::atomic<uint64_t> purge_delay_ns_per_mib{0};
     // Contract violations seen (unknown release, misaligned range, ...).
     long violations = 0;
 
@@ -172,10 +176,21 @@ class FaultPrim {
     }
     static int Purge(void *ctx, void *p, size_t size) {
         FaultPrim *f = Self(ctx);
-        std::lock_guard<std::mutex> g(f->mu_);
-        f->purges++;
-        f->Aligned(p, size);
-        return f->os_.purge(f->os_.ctx, p, size);
+        int rc;
+        {
+            std::lock_guard<std::mutex> g(f->mu_);
+            f->purges++;
+            f->Aligned(p, size);
+            rc = f->os_.purge(f->os_.ctx, p, size);
+        }
+        // A slow host: handing pages back takes this long a MiB on top.
+        uint64_t ns = (uint64_t)((unsigned __int128)size * f->purge_delay_ns_per_mib.load() >> 20);
+        if (ns) {
+            struct timespec ts = {(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)};
+            while (nanosleep(&ts, &ts) != 0) {
+            }
+        }
+        return rc;
     }
     static int Lock(void *ctx, void *p, size_t size) {
         FaultPrim *f = Self(ctx);

@@ -807,15 +807,18 @@ ML_API int ml_compact(ml_arena *arena, ml_lane lane, ml_compact_result *res);
  * from what this step's copies have cost per byte, and never as faster
  * than 4 GB/s), before each search of the lane for a size class's spans,
  * every 256 entries it looks at, and before handing free pages back to the
- * kernel (sized by what that has cost lately), and keeps a tenth of
- * max_ns for its bookkeeping. So, on a CPU it is not preempted from, it
- * ends within max_ns, give or take the variation of a single operation:
- * handing back a MiB took 100-200 us here, and with a 100 us budget about
- * one step in ten still ran 5-60% over (tools/bench: "100 us steps").
+ * kernel (sized by what that has cost lately, or by what the step's first
+ * hand-back of 64 KiB cost, when that was more than four times as
+ * much), and keeps a tenth of max_ns for its bookkeeping. So, on a CPU it
+ * is not preempted from, it ends within max_ns, give or take the variation
+ * of a single operation: handing back a MiB took 100-200 us here on a quiet
+ * day and 1-2.3 ms on a busy one, and with a 100 us budget about one step
+ * in ten still ran 5-60% over (tools/bench: "100 us steps").
  * Its first operation always goes ahead (every step progresses), so a
  * single blob that takes longer than max_ns to copy overruns; a step that
- * starts by handing pages back hands back at least 256 KiB (so with a
- * budget of nearly nothing, a pass ends after a step per 256 KiB of tail). A step
+ * starts by handing pages back hands back at least 64 KiB, or one span in a
+ * FastLane whose spans are larger (threshold above 8192) (so with a budget
+ * of nearly nothing, a pass ends after a step per 64 KiB of tail). A step
  * that finds nothing it may move (everything pinned) stops on time too, and
  * the next step goes on from where it stopped.
  * @param res  if not NULL, receives what this step did.
