@@ -371,17 +371,18 @@ static bool purge_tail(ml_lane_t *l, budget *b)
             /* Hand back what fits in the time left, at what it has cost
              * lately (100 us a MiB until measured; it ranged from 100 to
              * 200 us here), or at what this step's first call cost when
-             * that was more than four times as much (a small call is mostly
-             * its fixed cost, a cross-CPU TLB flush included: twice was
-             * only 12.5 us for 64 KiB): the cost moves from call to call,
-             * and on a busy host ten-fold for a while (1-2.3 ms a MiB were
-             * seen here). So the step's first call is a probe of 64 KiB
+             * that was more than twice as much (a small call is mostly its
+             * fixed cost, and twice trips at 12.5 us for 64 KiB; yet four
+             * times left more FastLane 100 us steps over budget here, 13-16%
+             * against 9-10%): the cost moves from call to call, and on a
+             * busy host ten-fold for a while (1-2.3 ms a MiB were seen
+             * here). So the step's first call is a probe of 64 KiB
              * (one unit where units are larger: FastLane's spans with a
              * high threshold), which goes ahead even when no time is left
              * if the step has done nothing yet, so that every step makes
              * progress. */
             uint64_t per_mib = l->purge_ns_per_mib ? l->purge_ns_per_mib : 100000;
-            if (probe_per_mib > 4 * per_mib) per_mib = probe_per_mib;
+            if (probe_per_mib > 2 * per_mib) per_mib = probe_per_mib;
             uint64_t per_unit = (per_mib * unit >> 20) + 1;
             uint64_t el = mono_ns() - b->t0, usable = b->max_ns - b->max_ns / 10;
             uint64_t fit = el < usable ? (usable - el) / per_unit : 0;

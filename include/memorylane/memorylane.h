@@ -808,7 +808,7 @@ ML_API int ml_compact(ml_arena *arena, ml_lane lane, ml_compact_result *res);
  * than 4 GB/s), before each search of the lane for a size class's spans,
  * every 256 entries it looks at, and before handing free pages back to the
  * kernel (sized by what that has cost lately, or by what the step's first
- * hand-back of 64 KiB cost, when that was more than four times as
+ * hand-back of 64 KiB cost, when that was more than twice as
  * much), and keeps a tenth of max_ns for its bookkeeping. So, on a CPU it
  * is not preempted from, it ends within max_ns, give or take the variation
  * of a single operation: handing back a MiB took 100-200 us here on a quiet
