@@ -1735,7 +1735,7 @@ static void maintain(ml_arena *a)
     /* 1. Idle entries: compress (first stage) or evict, IDLE_CHUNK bytes
      *    of them at a time. Only the chunk at work stays claimed: an access
      *    to an entry further down the list must not wait for everything
-     *    before it (a pin waited 0.1 s behind 40 blobs of 2 MiB). The rest
+     *    before it (a pin waited 0.2-0.3 s behind 40 blobs of 2 MiB). The rest
      *    are claimed again when their turn comes, and skipped if they were
      *    freed, pinned, or used meanwhile. */
     if (a->cfg.cold_after_ms) {
